@@ -1,0 +1,7 @@
+//! tandem: a DHCPv6 server (RFC 8415) built around the DHCPv6 failover
+//! protocol (RFC 8156).
+//!
+//! Layering: `wire` (codec), `server`, `pool` and `failover` are sans-IO and
+//! deterministic; only `runtime` touches sockets, disks and clocks.
+
+pub mod wire;

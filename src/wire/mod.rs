@@ -1,0 +1,27 @@
+//! The wire codec: DHCPv6 (RFC 8415) messages and options, and the RFC 8156
+//! failover messages and TCP framing. Pure functions over byte slices: no IO,
+//! no clock, no randomness. Every byte is untrusted.
+
+mod buf;
+pub mod codes;
+pub mod duid;
+pub mod error;
+pub mod failover;
+pub mod hex;
+pub mod message;
+pub mod name;
+pub mod option;
+
+pub use codes::{BindingStatus, MessageType, ServerState, StatusCode, opt, option_name};
+pub use duid::{Duid, DuidKind};
+pub use error::{DecodeError, DecodeErrorKind, EncodeError};
+pub use failover::{FailoverMessage, FrameDecoder};
+pub use message::{ClientMessage, HOP_COUNT_LIMIT, Message, RelayMessage};
+pub use name::DomainName;
+pub use option::{
+    Auth, ClientFqdn, DhcpOption, IaAddr, IaNa, IaPd, IaPrefix, IaTa, LqRelayData, NtpSuboption,
+    Options, Status, VendorClass, VendorOpts,
+};
+
+#[cfg(test)]
+mod tests;
