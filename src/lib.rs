@@ -4,4 +4,7 @@
 //! Layering: `wire` (codec), `server`, `pool` and `failover` are sans-IO and
 //! deterministic; only `runtime` touches sockets, disks and clocks.
 
+pub mod cli;
+pub mod config;
+pub mod pool;
 pub mod wire;

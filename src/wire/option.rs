@@ -545,7 +545,19 @@ impl DhcpOption {
             O::InterfaceId(d) => out.extend_from_slice(d),
             O::ReconfMsg(t) => out.put_u8(*t),
             O::DnsServers(addrs) => addrs.iter().for_each(|a| out.put_ipv6(a)),
-            O::DomainList(names) => names.iter().for_each(|n| out.extend_from_slice(n.as_wire())),
+            O::DomainList(names) => {
+                // Names are delimited by their root label: only the last may
+                // be partial, and none may be empty, or decoding would differ.
+                for (i, n) in names.iter().enumerate() {
+                    if n.is_empty() || (i + 1 < names.len() && !n.is_fully_qualified()) {
+                        return Err(EncodeError::InvalidValue {
+                            code,
+                            what: "an empty or non-final partial name in a domain list",
+                        });
+                    }
+                    out.extend_from_slice(n.as_wire());
+                }
+            }
             O::IaPd(ia) => {
                 out.put_u32(ia.iaid);
                 out.put_u32(ia.t1);

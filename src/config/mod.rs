@@ -1,0 +1,680 @@
+//! The TOML configuration (shared/interface.md): parsed with serde, unknown
+//! keys rejected, then validated into typed settings. Every problem is
+//! reported as `FILE: KEY: what is wrong`, all of them at once.
+
+use std::fmt;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::pool::{AddrRange, Prefix};
+use crate::wire::{DomainName, Duid};
+
+/// One configuration problem: the key it concerns and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub reason: String,
+}
+
+/// All problems found in one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {}: {}", self.file.display(), p.key, p.reason)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// ---- raw, as written in the file ---------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawConfig {
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    interfaces: Vec<String>,
+    #[serde(default)]
+    unicast_listen: Vec<String>,
+    server_duid: Option<String>,
+    #[serde(default)]
+    runtime: RawRuntime,
+    #[serde(default)]
+    subnet: Vec<RawSubnet>,
+    failover: Option<RawFailover>,
+    ddns: Option<RawDdns>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRuntime {
+    shards: Option<usize>,
+    cpus: Option<String>,
+    failover_cpu: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawSubnet {
+    prefix: String,
+    interface: Option<String>,
+    #[serde(default)]
+    relay_links: Vec<String>,
+    server_unicast: Option<String>,
+    #[serde(default)]
+    pools: Vec<String>,
+    #[serde(default)]
+    pd_pools: Vec<RawPdPool>,
+    preferred_lifetime: Option<u32>,
+    valid_lifetime: Option<u32>,
+    renew_time: Option<u32>,
+    rebind_time: Option<u32>,
+    #[serde(default)]
+    rapid_commit: bool,
+    #[serde(default)]
+    dns_servers: Vec<String>,
+    #[serde(default)]
+    domain_search: Vec<String>,
+    #[serde(default)]
+    ntp_servers: Vec<String>,
+    preference: Option<u8>,
+    #[serde(default)]
+    reservations: Vec<RawReservation>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawPdPool {
+    prefix: String,
+    delegated_length: u8,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawReservation {
+    duid: String,
+    address: Option<String>,
+    prefix: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawFailover {
+    name: String,
+    role: String,
+    listen: Option<String>,
+    peer: String,
+    mclt: Option<u32>,
+    max_unacked_bndupd: Option<u32>,
+    keepalive_time: Option<u32>,
+    auto_partner_down: Option<u32>,
+    pd_secondary_share: Option<f64>,
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawTls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    peer_name: Option<String>,
+    #[serde(default)]
+    insecure: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawDdns {
+    server: String,
+    forward_zone: String,
+    reverse_zone: String,
+    tsig_name: Option<String>,
+    tsig_algorithm: Option<String>,
+    tsig_secret: Option<String>,
+    fqdn_policy: Option<String>,
+    qualifying_suffix: Option<String>,
+    synthesize_pattern: Option<String>,
+}
+
+// ---- validated ----------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub interfaces: Vec<String>,
+    pub unicast_listen: Vec<Ipv6Addr>,
+    pub server_duid: Option<Duid>,
+    pub runtime: Runtime,
+    pub subnets: Vec<Subnet>,
+    pub failover: Option<Failover>,
+    pub ddns: Option<Ddns>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Runtime {
+    /// None: available cores minus one.
+    pub shards: Option<usize>,
+    pub cpus: Option<Vec<usize>>,
+    pub failover_cpu: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subnet {
+    pub prefix: Prefix,
+    pub interface: Option<String>,
+    pub relay_links: Vec<Ipv6Addr>,
+    pub server_unicast: Option<Ipv6Addr>,
+    pub pools: Vec<AddrRange>,
+    pub pd_pools: Vec<PdPool>,
+    pub preferred_lifetime: u32,
+    pub valid_lifetime: u32,
+    pub renew_time: u32,
+    pub rebind_time: u32,
+    pub rapid_commit: bool,
+    pub dns_servers: Vec<Ipv6Addr>,
+    pub domain_search: Vec<DomainName>,
+    pub ntp_servers: Vec<Ipv6Addr>,
+    pub preference: u8,
+    pub reservations: Vec<Reservation>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PdPool {
+    pub prefix: Prefix,
+    pub delegated_length: u8,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reservation {
+    pub duid: Duid,
+    pub address: Option<Ipv6Addr>,
+    pub prefix: Option<Prefix>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Secondary,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failover {
+    pub name: String,
+    pub role: Role,
+    pub listen: Option<SocketAddr>,
+    pub peer: SocketAddr,
+    pub mclt: u32,
+    pub max_unacked_bndupd: u32,
+    pub keepalive_time: u32,
+    /// Seconds in COMMUNICATIONS-INTERRUPTED before PARTNER-DOWN; 0 = never.
+    pub auto_partner_down: u32,
+    pub pd_secondary_share: f64,
+    pub tls: Tls,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tls {
+    Mutual { cert: PathBuf, key: PathBuf, ca: PathBuf, peer_name: Option<String> },
+    Insecure,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FqdnPolicy {
+    Client,
+    Server,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ddns {
+    pub server: SocketAddr,
+    pub forward_zone: DomainName,
+    pub reverse_zone: DomainName,
+    pub tsig: Option<Tsig>,
+    pub fqdn_policy: FqdnPolicy,
+    pub qualifying_suffix: DomainName,
+    pub synthesize_pattern: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tsig {
+    pub name: DomainName,
+    pub algorithm: String,
+    pub secret: Vec<u8>,
+}
+
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/tandem";
+pub const DEFAULT_PREFERRED: u32 = 3000;
+pub const DEFAULT_VALID: u32 = 4000;
+pub const DEFAULT_MCLT: u32 = 3600;
+pub const DEFAULT_MAX_UNACKED: u32 = 64;
+pub const DEFAULT_KEEPALIVE: u32 = 60;
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            problems: vec![Problem { key: "(file)".into(), reason: format!("cannot read: {e}") }],
+        })?;
+        Config::parse(&text).map_err(|problems| ConfigError { file: path.to_owned(), problems })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| vec![toml_problem(text, &e)])?;
+        let mut v = Validator { problems: Vec::new() };
+        let cfg = v.config(raw);
+        if v.problems.is_empty() { Ok(cfg) } else { Err(v.problems) }
+    }
+}
+
+/// Turn a serde/toml error into a problem naming the key and line.
+fn toml_problem(text: &str, e: &toml::de::Error) -> Problem {
+    let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+    let msg = e.message().trim().to_string();
+    let key = match (line, e.span()) {
+        (Some(l), Some(s)) => {
+            let snippet = text.get(s.clone()).unwrap_or("").lines().next().unwrap_or("").trim();
+            let k = snippet.split('=').next().unwrap_or("").trim();
+            if k.is_empty() { format!("line {l}") } else { format!("{k} (line {l})") }
+        }
+        _ => "(syntax)".into(),
+    };
+    Problem { key, reason: msg }
+}
+
+struct Validator {
+    problems: Vec<Problem>,
+}
+
+impl Validator {
+    fn bad(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+        self.problems.push(Problem { key: key.into(), reason: reason.into() });
+    }
+
+    fn addr(&mut self, key: &str, s: &str) -> Option<Ipv6Addr> {
+        match s.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.bad(key, format!("{s:?} is not an IPv6 address"));
+                None
+            }
+        }
+    }
+
+    fn sockaddr(&mut self, key: &str, s: &str) -> Option<SocketAddr> {
+        match s.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.bad(key, format!("{s:?} is not an address:port (e.g. \"[2001:db8::1]:647\")"));
+                None
+            }
+        }
+    }
+
+    fn prefix(&mut self, key: &str, s: &str) -> Option<Prefix> {
+        match s.parse::<Prefix>() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.bad(key, e);
+                None
+            }
+        }
+    }
+
+    fn name(&mut self, key: &str, s: &str) -> Option<DomainName> {
+        match DomainName::from_dotted(s) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                self.bad(key, e);
+                None
+            }
+        }
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        let unicast_listen =
+            raw.unicast_listen.iter().filter_map(|s| self.addr("unicast-listen", s)).collect();
+        let server_duid = raw.server_duid.as_deref().and_then(|s| match Duid::from_hex(s) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.bad("server-duid", e);
+                None
+            }
+        });
+        let runtime = self.runtime(raw.runtime);
+        if raw.subnet.is_empty() {
+            self.bad("subnet", "at least one [[subnet]] is required");
+        }
+        let subnets: Vec<Subnet> =
+            raw.subnet.into_iter().enumerate().filter_map(|(i, s)| self.subnet(i, s, &raw.interfaces)).collect();
+        self.check_overlaps(&subnets);
+        let failover = raw.failover.and_then(|f| self.failover(f));
+        let ddns = raw.ddns.and_then(|d| self.ddns(d));
+        Config {
+            data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            interfaces: raw.interfaces,
+            unicast_listen,
+            server_duid,
+            runtime,
+            subnets,
+            failover,
+            ddns,
+        }
+    }
+
+    fn runtime(&mut self, r: RawRuntime) -> Runtime {
+        if r.shards == Some(0) {
+            self.bad("runtime.shards", "must be at least 1");
+        }
+        let cpus = r.cpus.as_deref().and_then(|s| match parse_cpu_list(s) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.bad("runtime.cpus", e);
+                None
+            }
+        });
+        Runtime { shards: r.shards, cpus, failover_cpu: r.failover_cpu }
+    }
+
+    fn subnet(&mut self, i: usize, s: RawSubnet, interfaces: &[String]) -> Option<Subnet> {
+        let k = |f: &str| format!("subnet[{i}].{f}");
+        let prefix = self.prefix(&k("prefix"), &s.prefix)?;
+        if let Some(ifname) = &s.interface
+            && !interfaces.contains(ifname)
+        {
+            self.bad(k("interface"), format!("{ifname:?} is not listed in the top-level `interfaces`"));
+        }
+        let relay_links = s.relay_links.iter().filter_map(|a| self.addr(&k("relay-links"), a)).collect();
+        let server_unicast = s.server_unicast.as_deref().and_then(|a| self.addr(&k("server-unicast"), a));
+        let mut pools = Vec::new();
+        for p in &s.pools {
+            match p.parse::<AddrRange>() {
+                Ok(r) if !prefix.contains(r.first) || !prefix.contains(r.last) => {
+                    self.bad(k("pools"), format!("range {p} is not inside {prefix}"))
+                }
+                Ok(r) => pools.push(r),
+                Err(e) => self.bad(k("pools"), e),
+            }
+        }
+        let mut pd_pools = Vec::new();
+        for p in &s.pd_pools {
+            let Some(pp) = self.prefix(&k("pd-pools.prefix"), &p.prefix) else { continue };
+            if p.delegated_length < pp.len || p.delegated_length > 128 {
+                self.bad(
+                    k("pd-pools.delegated-length"),
+                    format!("{} must be between the pool's length {} and 128", p.delegated_length, pp.len),
+                );
+                continue;
+            }
+            pd_pools.push(PdPool { prefix: pp, delegated_length: p.delegated_length });
+        }
+        if pools.is_empty() && pd_pools.is_empty() && s.reservations.is_empty() {
+            self.bad(k("pools"), "a subnet needs at least one address pool, pd-pool or reservation");
+        }
+        let preferred = s.preferred_lifetime.unwrap_or(DEFAULT_PREFERRED);
+        let valid = s.valid_lifetime.unwrap_or(DEFAULT_VALID.max(preferred));
+        if preferred > valid {
+            self.bad(k("preferred-lifetime"), format!("{preferred} exceeds valid-lifetime {valid}"));
+        }
+        if valid == 0 {
+            self.bad(k("valid-lifetime"), "must be greater than 0");
+        }
+        let renew = s.renew_time.unwrap_or(preferred / 2);
+        let rebind = s.rebind_time.unwrap_or((preferred as u64 * 4 / 5) as u32);
+        if renew > rebind {
+            self.bad(k("renew-time"), format!("T1 {renew} exceeds rebind-time (T2) {rebind}"));
+        }
+        if rebind > preferred {
+            self.bad(k("rebind-time"), format!("T2 {rebind} exceeds preferred-lifetime {preferred}"));
+        }
+        let dns_servers = s.dns_servers.iter().filter_map(|a| self.addr(&k("dns-servers"), a)).collect();
+        let ntp_servers = s.ntp_servers.iter().filter_map(|a| self.addr(&k("ntp-servers"), a)).collect();
+        let domain_search = s
+            .domain_search
+            .iter()
+            .filter_map(|n| {
+                let fq = if n.ends_with('.') { n.clone() } else { format!("{n}.") };
+                self.name(&k("domain-search"), &fq)
+            })
+            .collect();
+        let mut reservations = Vec::new();
+        for r in &s.reservations {
+            let duid = match Duid::from_hex(&r.duid) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.bad(k("reservations.duid"), e);
+                    continue;
+                }
+            };
+            let address = r.address.as_deref().and_then(|a| self.addr(&k("reservations.address"), a));
+            if let Some(a) = address
+                && !prefix.contains(a)
+            {
+                self.bad(k("reservations.address"), format!("{a} is not inside {prefix}"));
+            }
+            let rp = r.prefix.as_deref().and_then(|p| self.prefix(&k("reservations.prefix"), p));
+            if address.is_none() && rp.is_none() {
+                self.bad(k("reservations"), "a reservation needs an address or a prefix");
+            }
+            reservations.push(Reservation { duid, address, prefix: rp });
+        }
+        Some(Subnet {
+            prefix,
+            interface: s.interface,
+            relay_links,
+            server_unicast,
+            pools,
+            pd_pools,
+            preferred_lifetime: preferred,
+            valid_lifetime: valid,
+            renew_time: renew,
+            rebind_time: rebind,
+            rapid_commit: s.rapid_commit,
+            dns_servers,
+            domain_search,
+            ntp_servers,
+            preference: s.preference.unwrap_or(0),
+            reservations,
+        })
+    }
+
+    fn check_overlaps(&mut self, subnets: &[Subnet]) {
+        let mut ranges: Vec<(u128, u128, String)> = Vec::new();
+        for (i, s) in subnets.iter().enumerate() {
+            for r in &s.pools {
+                ranges.push((u128::from(r.first), u128::from(r.last), format!("subnet[{i}].pools")));
+            }
+            for p in &s.pd_pools {
+                ranges.push((p.prefix.first(), p.prefix.last(), format!("subnet[{i}].pd-pools")));
+            }
+        }
+        ranges.sort();
+        for w in ranges.windows(2) {
+            if w[1].0 <= w[0].1 {
+                self.bad(w[1].2.clone(), format!("overlaps a range in {}", w[0].2));
+            }
+        }
+    }
+
+    fn failover(&mut self, f: RawFailover) -> Option<Failover> {
+        let role = match f.role.as_str() {
+            "primary" => Some(Role::Primary),
+            "secondary" => Some(Role::Secondary),
+            r => {
+                self.bad("failover.role", format!("{r:?} must be \"primary\" or \"secondary\""));
+                None
+            }
+        };
+        if f.name.is_empty() {
+            self.bad("failover.name", "must not be empty");
+        }
+        let listen = f.listen.as_deref().and_then(|s| self.sockaddr("failover.listen", s));
+        let peer = self.sockaddr("failover.peer", &f.peer);
+        if role == Some(Role::Secondary) && listen.is_none() {
+            self.bad("failover.listen", "the secondary listens for the primary: set listen");
+        }
+        let mclt = f.mclt.unwrap_or(DEFAULT_MCLT);
+        if mclt == 0 {
+            self.bad("failover.mclt", "must be greater than 0");
+        }
+        let max_unacked = f.max_unacked_bndupd.unwrap_or(DEFAULT_MAX_UNACKED);
+        if max_unacked == 0 {
+            self.bad("failover.max-unacked-bndupd", "must be at least 1");
+        }
+        let keepalive = f.keepalive_time.unwrap_or(DEFAULT_KEEPALIVE);
+        if keepalive == 0 {
+            self.bad("failover.keepalive-time", "must be greater than 0");
+        }
+        let share = f.pd_secondary_share.unwrap_or(0.5);
+        if !(0.0..=1.0).contains(&share) {
+            self.bad("failover.pd-secondary-share", format!("{share} must be between 0 and 1"));
+        }
+        let tls = match f.tls {
+            None => {
+                self.bad(
+                    "failover.tls",
+                    "missing: configure cert, key and ca, or set insecure = true (RFC 8156 §10)",
+                );
+                None
+            }
+            Some(t) if t.insecure => Some(Tls::Insecure),
+            Some(t) => {
+                let mut need = |k: &str, v: Option<PathBuf>| {
+                    if v.is_none() {
+                        self.bad(format!("failover.tls.{k}"), "required unless insecure = true");
+                    }
+                    v
+                };
+                let cert = need("cert", t.cert);
+                let key = need("key", t.key);
+                let ca = need("ca", t.ca);
+                match (cert, key, ca) {
+                    (Some(cert), Some(key), Some(ca)) => {
+                        Some(Tls::Mutual { cert, key, ca, peer_name: t.peer_name })
+                    }
+                    _ => None,
+                }
+            }
+        };
+        Some(Failover {
+            name: f.name,
+            role: role?,
+            listen,
+            peer: peer?,
+            mclt,
+            max_unacked_bndupd: max_unacked,
+            keepalive_time: keepalive,
+            auto_partner_down: f.auto_partner_down.unwrap_or(0),
+            pd_secondary_share: share,
+            tls: tls?,
+        })
+    }
+
+    fn ddns(&mut self, d: RawDdns) -> Option<Ddns> {
+        let server = self.sockaddr("ddns.server", &d.server);
+        let fz = self.name("ddns.forward-zone", &d.forward_zone);
+        let rz = self.name("ddns.reverse-zone", &d.reverse_zone);
+        let fqdn_policy = match d.fqdn_policy.as_deref().unwrap_or("client") {
+            "client" => Some(FqdnPolicy::Client),
+            "server" => Some(FqdnPolicy::Server),
+            "none" => Some(FqdnPolicy::None),
+            p => {
+                self.bad("ddns.fqdn-policy", format!("{p:?} must be \"client\", \"server\" or \"none\""));
+                None
+            }
+        };
+        let tsig = match (d.tsig_name, d.tsig_secret) {
+            (None, None) => None,
+            (Some(n), Some(s)) => {
+                let alg = d.tsig_algorithm.unwrap_or_else(|| "hmac-sha256".into());
+                if !["hmac-sha256", "hmac-sha384", "hmac-sha512"].contains(&alg.as_str()) {
+                    self.bad("ddns.tsig-algorithm", format!("{alg:?}: supported are hmac-sha256, hmac-sha384, hmac-sha512"));
+                }
+                let name = self.name("ddns.tsig-name", &n);
+                match base64_decode(&s) {
+                    Ok(secret) => name.map(|name| Tsig { name, algorithm: alg, secret }),
+                    Err(e) => {
+                        self.bad("ddns.tsig-secret", e);
+                        None
+                    }
+                }
+            }
+            _ => {
+                self.bad("ddns.tsig-name", "tsig-name and tsig-secret go together");
+                None
+            }
+        };
+        let qs = match &d.qualifying_suffix {
+            Some(s) => self.name("ddns.qualifying-suffix", s),
+            None => fz.clone(),
+        };
+        Some(Ddns {
+            server: server?,
+            forward_zone: fz?,
+            reverse_zone: rz?,
+            tsig,
+            fqdn_policy: fqdn_policy?,
+            qualifying_suffix: qs?,
+            synthesize_pattern: d.synthesize_pattern.unwrap_or_else(|| "dhcp-{addr}".into()),
+        })
+    }
+}
+
+/// "0-3" or "0,2" or "0-1,4".
+pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("{part:?} in {s:?} is not a CPU number or range like 0-3");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if a > b || b - a > 4096 {
+                    return Err(bad());
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("{s:?} names no CPU"));
+    }
+    Ok(out)
+}
+
+fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
+    const ALPHA: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.trim().bytes().filter(|c| *c != b'=') {
+        let v = ALPHA.iter().position(|a| *a == c).ok_or_else(|| format!("{:?} is not base64", c as char))?;
+        acc = acc << 6 | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    if out.is_empty() {
+        return Err("empty secret".into());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

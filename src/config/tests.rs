@@ -1,0 +1,133 @@
+use super::*;
+
+const EXAMPLE: &str = include_str!("../../examples/tandem.toml");
+
+fn problems(text: &str) -> Vec<String> {
+    Config::parse(text).unwrap_err().into_iter().map(|p| format!("{}: {}", p.key, p.reason)).collect()
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let c = Config::parse(EXAMPLE).unwrap();
+    assert_eq!(c.subnets.len(), 1);
+    let s = &c.subnets[0];
+    assert_eq!(s.pools[0].size(), 0xf000);
+    assert_eq!(s.pd_pools[0].delegated_length, 56);
+    assert_eq!((s.renew_time, s.rebind_time), (1000, 2000));
+    assert_eq!(s.domain_search[0].to_string(), "example.net.");
+    assert!(c.failover.is_none());
+}
+
+#[test]
+fn the_interface_contract_example_parses_with_failover_and_ddns() {
+    let text = r#"
+data-dir = "/tmp/x"
+interfaces = ["eth1"]
+unicast-listen = ["2001:db8:ffff::1"]
+server-duid = "000100012a2b3c4d001122334455"
+[runtime]
+shards = 2
+cpus = "0-1"
+failover-cpu = 2
+[[subnet]]
+prefix = "2001:db8:1::/64"
+interface = "eth1"
+relay-links = ["2001:db8:9::1"]
+server-unicast = "2001:db8:1::1"
+pools = ["2001:db8:1::1000-2001:db8:1::ffff"]
+pd-pools = [{ prefix = "2001:db8:100::/40", delegated-length = 56 }]
+rapid-commit = true
+[failover]
+name = "pair-1"
+role = "primary"
+listen = "[2001:db8:ffff::1]:647"
+peer = "[2001:db8:ffff::2]:647"
+mclt = 3600
+max-unacked-bndupd = 64
+keepalive-time = 60
+auto-partner-down = 0
+pd-secondary-share = 0.5
+[failover.tls]
+cert = "/etc/tandem/tls/me.pem"
+key = "/etc/tandem/tls/me.key"
+ca = "/etc/tandem/tls/ca.pem"
+peer-name = "tandem-b.example.net"
+[ddns]
+server = "[::1]:53"
+forward-zone = "example.net."
+reverse-zone = "1.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa."
+tsig-name = "tandem-key."
+tsig-algorithm = "hmac-sha256"
+tsig-secret = "c2VjcmV0"
+fqdn-policy = "client"
+synthesize-pattern = "dhcp-{addr}"
+"#;
+    let c = Config::parse(text).unwrap();
+    assert_eq!(c.runtime.cpus, Some(vec![0, 1]));
+    let f = c.failover.unwrap();
+    assert_eq!(f.role, Role::Primary);
+    assert!(matches!(f.tls, Tls::Mutual { peer_name: Some(_), .. }));
+    let d = c.ddns.unwrap();
+    assert_eq!(d.tsig.unwrap().secret, b"secret");
+    assert_eq!(d.qualifying_suffix.to_string(), "example.net.");
+    // Defaults: T1 = 0.5 x preferred, T2 = 0.8 x preferred.
+    assert_eq!((c.subnets[0].renew_time, c.subnets[0].rebind_time), (1500, 2400));
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_name() {
+    let p = problems(&EXAMPLE.replace("rapid-commit = true", "rapid-comit = true"));
+    assert_eq!(p.len(), 1);
+    assert!(p[0].contains("rapid-comit"), "{p:?}");
+}
+
+#[test]
+fn every_problem_is_reported_with_its_key() {
+    let text = r#"
+interfaces = ["eth1"]
+[[subnet]]
+prefix = "2001:db8:1::/64"
+interface = "eth2"
+pools = ["2001:db8:2::1-2001:db8:2::9", "nonsense"]
+preferred-lifetime = 5000
+valid-lifetime = 4000
+[failover]
+name = "x"
+role = "tertiary"
+peer = "nowhere"
+"#;
+    let p = problems(text);
+    let keys: Vec<&str> = p.iter().map(|s| s.split(':').next().unwrap()).collect();
+    for k in [
+        "subnet[0].interface",
+        "subnet[0].pools",
+        "subnet[0].preferred-lifetime",
+        "failover.role",
+        "failover.peer",
+        "failover.tls",
+    ] {
+        assert!(keys.contains(&k), "missing {k} in {p:#?}");
+    }
+}
+
+#[test]
+fn failover_without_tls_needs_explicit_insecure() {
+    let base = "interfaces=[]\n[[subnet]]\nprefix=\"2001:db8::/64\"\npools=[\"2001:db8::/120\"]\n[failover]\nname=\"p\"\nrole=\"secondary\"\nlisten=\"[::1]:647\"\npeer=\"[::1]:648\"\n";
+    assert!(problems(base).iter().any(|p| p.starts_with("failover.tls")));
+    let ok = Config::parse(&format!("{base}[failover.tls]\ninsecure = true\n")).unwrap();
+    assert_eq!(ok.failover.unwrap().tls, Tls::Insecure);
+}
+
+#[test]
+fn overlapping_pools_are_rejected() {
+    let text = "[[subnet]]\nprefix=\"2001:db8::/64\"\npools=[\"2001:db8::/120\", \"2001:db8::80-2001:db8::1ff\"]\n";
+    assert!(problems(text).iter().any(|p| p.contains("overlaps")));
+}
+
+#[test]
+fn cpu_lists() {
+    assert_eq!(parse_cpu_list("0-3").unwrap(), vec![0, 1, 2, 3]);
+    assert_eq!(parse_cpu_list("0,2").unwrap(), vec![0, 2]);
+    assert!(parse_cpu_list("3-1").is_err());
+    assert!(parse_cpu_list("x").is_err());
+}

@@ -1,0 +1,5 @@
+//! Address and prefix allocation (sans-IO).
+
+mod prefix;
+
+pub use prefix::{AddrRange, Prefix};

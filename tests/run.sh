@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The test command (README "Run the tests"; .ci/run calls exactly this).
+# Installs what the tests need, starts what they use, runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests use. Installed only when missing, quietly.
+PACKAGES=(iproute2)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "tests/run.sh: missing packages ${missing[*]}; run as root to install them" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+cargo build --release --locked --bins
+cargo test --locked --all-targets -- --test-threads=2
