@@ -6,5 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod lease;
 pub mod pool;
+pub mod server;
 pub mod wire;

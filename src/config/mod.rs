@@ -91,6 +91,9 @@ struct RawSubnet {
     #[serde(default)]
     ntp_servers: Vec<String>,
     preference: Option<u8>,
+    information_refresh_time: Option<u32>,
+    sol_max_rt: Option<u32>,
+    inf_max_rt: Option<u32>,
     #[serde(default)]
     reservations: Vec<RawReservation>,
 }
@@ -189,6 +192,10 @@ pub struct Subnet {
     pub domain_search: Vec<DomainName>,
     pub ntp_servers: Vec<Ipv6Addr>,
     pub preference: u8,
+    /// OPTION_INFORMATION_REFRESH_TIME for Information-request replies (default 86400).
+    pub information_refresh_time: Option<u32>,
+    pub sol_max_rt: Option<u32>,
+    pub inf_max_rt: Option<u32>,
     pub reservations: Vec<Reservation>,
 }
 
@@ -441,6 +448,18 @@ impl Validator {
         if rebind > preferred {
             self.bad(k("rebind-time"), format!("T2 {rebind} exceeds preferred-lifetime {preferred}"));
         }
+        for (key, v) in [("sol-max-rt", s.sol_max_rt), ("inf-max-rt", s.inf_max_rt)] {
+            if let Some(v) = v
+                && !(60..=86400).contains(&v)
+            {
+                self.bad(k(key), format!("{v} must be between 60 and 86400 (RFC 8415 §21.24)"));
+            }
+        }
+        if let Some(v) = s.information_refresh_time
+            && v < 600
+        {
+            self.bad(k("information-refresh-time"), format!("{v} is below IRT_MINIMUM 600"));
+        }
         let dns_servers = s.dns_servers.iter().filter_map(|a| self.addr(&k("dns-servers"), a)).collect();
         let ntp_servers = s.ntp_servers.iter().filter_map(|a| self.addr(&k("ntp-servers"), a)).collect();
         let domain_search = s
@@ -488,6 +507,9 @@ impl Validator {
             domain_search,
             ntp_servers,
             preference: s.preference.unwrap_or(0),
+            information_refresh_time: s.information_refresh_time,
+            sol_max_rt: s.sol_max_rt,
+            inf_max_rt: s.inf_max_rt,
             reservations,
         })
     }

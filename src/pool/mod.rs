@@ -1,5 +1,8 @@
 //! Address and prefix allocation (sans-IO).
 
+mod alloc;
+pub mod hash;
 mod prefix;
 
+pub use alloc::{HASH_PROBES, Slice, SlotAllocator};
 pub use prefix::{AddrRange, Prefix};

@@ -1,0 +1,157 @@
+//! The lease record: one address (IA_NA) or delegated prefix (IA_PD) and
+//! everything RFC 8415 and RFC 8156 §7.2–7.3 need to know about it.
+//! Pure data; the LMDB store that persists it lives in `runtime`.
+
+use std::fmt;
+use std::net::Ipv6Addr;
+
+use crate::pool::Prefix;
+use crate::wire::{BindingStatus, DomainName, Duid};
+
+/// Seconds since the Unix epoch. The engine never reads a clock: callers pass it in.
+pub type Time = u64;
+
+/// What is leased.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LeaseKey {
+    Addr(Ipv6Addr),
+    Prefix(Prefix),
+}
+
+impl LeaseKey {
+    pub fn ia_type(&self) -> IaType {
+        match self {
+            LeaseKey::Addr(_) => IaType::Na,
+            LeaseKey::Prefix(_) => IaType::Pd,
+        }
+    }
+}
+
+impl fmt::Display for LeaseKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LeaseKey::Addr(a) => write!(f, "{a}"),
+            LeaseKey::Prefix(p) => write!(f, "{p}"),
+        }
+    }
+}
+
+/// The IA number spaces: IAIDs of IA_NA and IA_PD are independent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IaType {
+    Na,
+    Pd,
+}
+
+impl IaType {
+    pub fn label(self) -> &'static str {
+        match self {
+            IaType::Na => "na",
+            IaType::Pd => "pd",
+        }
+    }
+}
+
+/// Who the lease is (or was last) bound to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Binding {
+    pub duid: Duid,
+    pub ia_type: IaType,
+    pub iaid: u32,
+}
+
+/// DNS state kept with the lease (RFC 4704, RFC 8156 §9).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DnsInfo {
+    /// The FQDN option flags we answered with.
+    pub flags: u8,
+    /// The fully qualified name given to the client.
+    pub name: Option<DomainName>,
+    /// RFC 8156 OPTION_F_DNS_FLAGS bits describing what is in the DNS.
+    pub dns_flags: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub key: LeaseKey,
+    pub binding: Binding,
+    pub status: BindingStatus,
+    /// Lifetimes last sent to the client (seconds).
+    pub preferred_lifetime: u32,
+    pub valid_lifetime: u32,
+    /// T1/T2 last sent for the IA.
+    pub t1: u32,
+    pub t2: u32,
+    /// Client-last-transaction-time: when this server last dealt with the client.
+    pub cltt: Time,
+    /// cltt + valid lifetime: when the client must stop using it.
+    pub valid_end: Time,
+    // RFC 8156 §7.3; 0 = not set.
+    /// Greatest lifetime this server has acked to its partner.
+    pub expiration_time: Time,
+    /// Lifetime to send (or sent) to the partner; 0 once acked.
+    pub partner_lifetime: Time,
+    /// Greatest lifetime the partner has acked to this server.
+    pub acked_partner_lifetime: Time,
+    /// The partner's CLTT, as received.
+    pub partner_raw_clt_time: Time,
+    pub start_time_of_state: Time,
+    pub state_expiration_time: Time,
+    /// The partner needs a BNDUPD for this lease.
+    pub update_partner: bool,
+    pub dns: Option<DnsInfo>,
+}
+
+impl Lease {
+    /// A new ACTIVE lease granted at `now`.
+    pub fn active(key: LeaseKey, binding: Binding, now: Time, preferred: u32, valid: u32, t1: u32, t2: u32) -> Lease {
+        Lease {
+            key,
+            binding,
+            status: BindingStatus::Active,
+            preferred_lifetime: preferred,
+            valid_lifetime: valid,
+            t1,
+            t2,
+            cltt: now,
+            valid_end: now.saturating_add(valid as u64),
+            expiration_time: 0,
+            partner_lifetime: 0,
+            acked_partner_lifetime: 0,
+            partner_raw_clt_time: 0,
+            start_time_of_state: now,
+            state_expiration_time: now.saturating_add(valid as u64),
+            update_partner: false,
+            dns: None,
+        }
+    }
+
+    /// Change the binding status, recording when.
+    pub fn set_status(&mut self, status: BindingStatus, now: Time) {
+        if self.status != status {
+            self.status = status;
+            self.start_time_of_state = now;
+        }
+        if status != BindingStatus::Active {
+            self.state_expiration_time = 0;
+        }
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.status == BindingStatus::Active
+    }
+}
+
+/// What the engine asks the store to persist before the reply goes out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseChange {
+    Upsert(Lease),
+}
+
+impl LeaseChange {
+    pub fn lease(&self) -> &Lease {
+        match self {
+            LeaseChange::Upsert(l) => l,
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Bounded-time allocation over huge slot spaces (a /64 of addresses, a /40
+//! of /56 prefixes) without ever scanning the space.
+//!
+//! Candidates come, in order, from: a keyed hash of the client (so the same
+//! client lands on the same slot again), a free list of slots handed back,
+//! and a cursor that sweeps never-used slots once. Each slot is passed by the
+//! cursor at most once per sweep and each free-list entry is popped once, so
+//! allocation is O(1) amortized whatever the size of the space.
+//!
+//! Shard slices: slots are grouped in runs of `2^group_shift` values and the
+//! groups are dealt round-robin to the shards. For addresses the group is a
+//! pair (…0, …1) so that every shard holds both failover parities (RFC 8156
+//! §4.2.1.1: the primary owns odd addresses, the secondary even ones).
+
+use std::collections::VecDeque;
+
+/// How many hashed probes to try before falling back to the free list and cursor.
+pub const HASH_PROBES: u64 = 8;
+
+/// Which shard slice an allocator serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slice {
+    pub shards: u32,
+    pub shard: u32,
+}
+
+impl Slice {
+    pub const WHOLE: Slice = Slice { shards: 1, shard: 0 };
+}
+
+#[derive(Debug, Clone)]
+pub struct SlotAllocator {
+    /// Number of slots.
+    size: u128,
+    /// Value of slot 0 for slicing (the first address; 0 for prefix slots).
+    offset: u128,
+    group_shift: u32,
+    slice: Slice,
+    cursor: u128,
+    swept: bool,
+    free: VecDeque<u128>,
+}
+
+impl Default for SlotAllocator {
+    /// An empty space (used as a placeholder while an allocator is borrowed out).
+    fn default() -> Self {
+        SlotAllocator {
+            size: 0,
+            offset: 0,
+            group_shift: 0,
+            slice: Slice::WHOLE,
+            cursor: 0,
+            swept: true,
+            free: VecDeque::new(),
+        }
+    }
+}
+
+impl SlotAllocator {
+    pub fn new(size: u128, offset: u128, group_shift: u32, slice: Slice) -> SlotAllocator {
+        assert!(slice.shards >= 1 && slice.shard < slice.shards, "bad slice {slice:?}");
+        let mut a = SlotAllocator { size, offset, group_shift, slice, cursor: 0, swept: false, free: VecDeque::new() };
+        match a.snap(0) {
+            Some(c) => a.cursor = c,
+            None => a.swept = true,
+        }
+        a
+    }
+
+    pub fn size(&self) -> u128 {
+        self.size
+    }
+
+    /// Whether slot `j` belongs to this allocator's shard slice.
+    pub fn in_slice(&self, j: u128) -> bool {
+        j < self.size && self.group(j) % self.slice.shards as u128 == self.slice.shard as u128
+    }
+
+    fn group(&self, j: u128) -> u128 {
+        self.offset.wrapping_add(j) >> self.group_shift
+    }
+
+    /// The first slot ≥ j in our slice, if any.
+    fn snap(&self, j: u128) -> Option<u128> {
+        if j >= self.size {
+            return None;
+        }
+        let n = self.slice.shards as u128;
+        let q = self.group(j);
+        let d = (self.slice.shard as u128 + n - q % n) % n;
+        let s = if d == 0 {
+            j
+        } else {
+            // First slot of group q + d.
+            ((q + d) << self.group_shift).checked_sub(self.offset)?
+        };
+        (s < self.size).then_some(s)
+    }
+
+    /// Find a slot for which `available` holds. `seed` is the client's keyed
+    /// hash; `hint` a slot the client asked for.
+    pub fn allocate(&mut self, seed: u64, hint: Option<u128>, mut available: impl FnMut(u128) -> bool) -> Option<u128> {
+        if let Some(h) = hint
+            && self.in_slice(h)
+            && available(h)
+        {
+            return Some(h);
+        }
+        if self.size == 0 {
+            return None;
+        }
+        for attempt in 0..HASH_PROBES {
+            let h = super::hash::mix(seed, attempt) as u128;
+            // Spread 64 hash bits over spaces larger than 2^64 too.
+            let h = if self.size > u64::MAX as u128 { h << 64 | super::hash::mix(seed, attempt + 1000) as u128 } else { h };
+            let j = h % self.size;
+            let c = self.snap(j).or_else(|| self.snap(0));
+            if let Some(c) = c
+                && available(c)
+            {
+                return Some(c);
+            }
+        }
+        while let Some(j) = self.free.pop_front() {
+            if self.in_slice(j) && available(j) {
+                return Some(j);
+            }
+        }
+        while !self.swept {
+            let j = self.cursor;
+            match self.snap(j + 1) {
+                Some(n) => self.cursor = n,
+                None => self.swept = true,
+            }
+            if available(j) {
+                return Some(j);
+            }
+        }
+        None
+    }
+
+    /// A slot became available again (released, expired, freed by the partner).
+    pub fn release(&mut self, j: u128) {
+        if self.in_slice(j) {
+            self.free.push_back(j);
+        }
+    }
+
+    /// Sweep the whole slice again, e.g. when entering PARTNER-DOWN makes
+    /// the partner's slots usable.
+    pub fn rescan(&mut self) {
+        match self.snap(0) {
+            Some(c) => {
+                self.cursor = c;
+                self.swept = false;
+            }
+            None => self.swept = true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn slices_partition_the_space() {
+        for shards in 1..=5u32 {
+            for shift in 0..=1 {
+                let allocs: Vec<_> =
+                    (0..shards).map(|s| SlotAllocator::new(103, 7, shift, Slice { shards, shard: s })).collect();
+                for j in 0..103u128 {
+                    assert_eq!(allocs.iter().filter(|a| a.in_slice(j)).count(), 1, "slot {j} shards {shards}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_slot_of_a_small_slice_is_found_then_none() {
+        let mut a = SlotAllocator::new(50, 1, 1, Slice { shards: 3, shard: 1 });
+        let mut used = HashSet::new();
+        let mut n = 0;
+        while let Some(j) = a.allocate(n, None, |j| !used.contains(&j)) {
+            assert!(a.in_slice(j));
+            assert!(used.insert(j));
+            n += 1;
+        }
+        assert_eq!(used.len(), (0..50).filter(|j| a.in_slice(*j)).count());
+        // A released slot comes back.
+        let some = *used.iter().next().unwrap();
+        used.remove(&some);
+        a.release(some);
+        assert_eq!(a.allocate(999, None, |j| !used.contains(&j)), Some(some));
+    }
+
+    #[test]
+    fn same_seed_same_slot_in_a_huge_space() {
+        let mut a = SlotAllocator::new(1u128 << 64, 0, 1, Slice::WHOLE);
+        let x = a.allocate(42, None, |_| true).unwrap();
+        let y = a.allocate(42, None, |_| true).unwrap();
+        assert_eq!(x, y);
+        assert_ne!(a.allocate(43, None, |_| true).unwrap(), x);
+    }
+
+    #[test]
+    fn hint_is_used_when_available_and_ours() {
+        let mut a = SlotAllocator::new(1000, 0, 0, Slice { shards: 2, shard: 0 });
+        assert_eq!(a.allocate(1, Some(10), |_| true), Some(10));
+        assert_ne!(a.allocate(1, Some(11), |_| true), Some(11), "slot 11 is shard 1's");
+    }
+
+    #[test]
+    fn whole_ipv6_space_does_not_overflow() {
+        let mut a = SlotAllocator::new(u128::MAX, 0, 1, Slice { shards: 3, shard: 2 });
+        let j = a.allocate(7, None, |_| true).unwrap();
+        assert!(a.in_slice(j));
+    }
+}

@@ -1,0 +1,901 @@
+//! The DHCPv6 server engine (RFC 8415 §16, §18.3), pure and deterministic.
+//!
+//! Input: the time, a decoded message, where it arrived, and the failover
+//! policy. Output: the reply with where to send it, plus the lease changes
+//! that must be durable before the reply leaves — or a counted reason to
+//! drop. No sockets, clocks, disks or randomness: the allocation hash key is
+//! injected.
+
+mod policy;
+mod subnet;
+mod table;
+
+use std::net::Ipv6Addr;
+
+pub use policy::{Policy, Responsiveness, Standalone};
+pub use table::LeaseTable;
+
+use crate::config::Subnet;
+use crate::lease::{Binding, IaType, Lease, LeaseChange, LeaseKey, Time};
+use crate::pool::{Prefix, Slice, hash};
+use crate::wire::{
+    BindingStatus, ClientMessage, DhcpOption, Duid, IaAddr, IaNa, IaPd, IaPrefix, Message, MessageType,
+    NtpSuboption, Options, RelayMessage, Status, StatusCode, opt,
+};
+use subnet::SubnetState;
+
+pub const SERVER_PORT: u16 = 547;
+pub const CLIENT_PORT: u16 = 546;
+/// RFC 8415 §7.6 IRT_DEFAULT / IRT_MINIMUM.
+pub const IRT_DEFAULT: u32 = 86400;
+pub const IRT_MINIMUM: u32 = 600;
+/// Infinity for lifetimes and T1/T2 (RFC 8415 §7.7).
+pub const INFINITY: u32 = u32::MAX;
+
+/// Where and how a message arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival<'a> {
+    /// Name of the interface it came in on, when known.
+    pub interface: Option<&'a str>,
+    /// IP source address of the datagram (client or outermost relay).
+    pub source: Ipv6Addr,
+    /// IP destination: ff02::1:2 (multicast) or one of our unicast addresses.
+    pub destination: Ipv6Addr,
+}
+
+/// A reply ready to send once `changes` are durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub message: Message,
+    /// The reply type to the client (ADVERTISE or REPLY), for metrics.
+    pub reply_type: MessageType,
+    pub to: Ipv6Addr,
+    pub port: u16,
+    pub changes: Vec<LeaseChange>,
+}
+
+/// Why a message got no reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// A type a server never accepts (Advertise, Reply, Relay-reply, …).
+    NotForServer,
+    MissingClientId,
+    MissingServerId,
+    /// A Server Identifier that is not ours.
+    WrongServerId,
+    /// A Server Identifier where none may be.
+    UnexpectedServerId,
+    /// Solicit, Confirm or Rebind sent by unicast (RFC 8415 §16).
+    UnicastNotAllowed,
+    /// IA options in an Information-request.
+    IaInInformationRequest,
+    /// No configured subnet for the client's link.
+    UnknownLink,
+    /// The failover state makes us unresponsive to this message.
+    NotResponsive,
+    /// A Relay-forward without OPTION_RELAY_MSG.
+    RelayWithoutMessage,
+    /// Confirm with no addresses, or a Rebind we have nothing to say to.
+    NothingToSay,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 11] = [
+        DropReason::NotForServer,
+        DropReason::MissingClientId,
+        DropReason::MissingServerId,
+        DropReason::WrongServerId,
+        DropReason::UnexpectedServerId,
+        DropReason::UnicastNotAllowed,
+        DropReason::IaInInformationRequest,
+        DropReason::UnknownLink,
+        DropReason::NotResponsive,
+        DropReason::RelayWithoutMessage,
+        DropReason::NothingToSay,
+    ];
+
+    /// Label for `tandem_packets_dropped_total{reason}`.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::NotForServer => "not_for_server",
+            DropReason::MissingClientId => "missing_client_id",
+            DropReason::MissingServerId => "missing_server_id",
+            DropReason::WrongServerId => "wrong_server_id",
+            DropReason::UnexpectedServerId => "unexpected_server_id",
+            DropReason::UnicastNotAllowed => "unicast_not_allowed",
+            DropReason::IaInInformationRequest => "ia_in_information_request",
+            DropReason::UnknownLink => "unknown_link",
+            DropReason::NotResponsive => "not_responsive",
+            DropReason::RelayWithoutMessage => "relay_without_message",
+            DropReason::NothingToSay => "nothing_to_say",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Reply(Reply),
+    Drop(DropReason),
+}
+
+impl Outcome {
+    pub fn reply(&self) -> Option<&Reply> {
+        match self {
+            Outcome::Reply(r) => Some(r),
+            Outcome::Drop(_) => None,
+        }
+    }
+}
+
+/// Everything an engine needs to start.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub server_duid: Duid,
+    pub subnets: Vec<Subnet>,
+    /// Which shard slice of the address and prefix space this engine serves.
+    pub slice: Slice,
+    /// Key for hashing clients onto addresses (injected: no randomness inside).
+    pub hash_key: u64,
+}
+
+/// Counters kept by the engine (exported as metrics by the runtime).
+#[derive(Debug, Clone)]
+pub struct Stats {
+    pub received: [u64; 256],
+    pub replies: [u64; 256],
+    pub dropped: [u64; DropReason::ALL.len()],
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats { received: [0; 256], replies: [0; 256], dropped: [0; DropReason::ALL.len()] }
+    }
+}
+
+impl Stats {
+    pub fn dropped(&self, r: DropReason) -> u64 {
+        self.dropped[r as usize]
+    }
+}
+
+pub struct Engine {
+    server_duid: Duid,
+    subnets: Vec<SubnetState>,
+    leases: LeaseTable,
+    hash_key: u64,
+    pub stats: Stats,
+}
+
+/// Per-message context shared by the IA handlers.
+struct Ctx<'p> {
+    now: Time,
+    subnet: usize,
+    duid: Duid,
+    policy: &'p dyn Policy,
+    /// Commit bindings (Request, Renew, Rapid-Commit Solicit …) or only offer (Advertise).
+    commit: bool,
+    changes: Vec<LeaseChange>,
+    /// Shortest preferred lifetime among leases being given, for T1/T2.
+    min_preferred: Option<u32>,
+    capped: bool,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Engine {
+        Engine {
+            server_duid: cfg.server_duid,
+            subnets: cfg.subnets.into_iter().map(|s| SubnetState::new(s, cfg.slice)).collect(),
+            leases: LeaseTable::new(),
+            hash_key: cfg.hash_key,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn server_duid(&self) -> &Duid {
+        &self.server_duid
+    }
+
+    pub fn leases(&self) -> &LeaseTable {
+        &self.leases
+    }
+
+    /// Put a stored lease back at start-up (or one received from the failover
+    /// partner). Non-active leases return to their allocator's free list.
+    pub fn load(&mut self, lease: Lease) {
+        if !lease.is_active() {
+            let key = lease.key;
+            for s in &mut self.subnets {
+                s.release(&key);
+            }
+        }
+        self.leases.upsert(lease);
+    }
+
+    /// Move active leases past their valid lifetime to EXPIRED (at most
+    /// `max` per call, earliest first). The changes must be persisted.
+    pub fn expire(&mut self, now: Time, max: usize) -> Vec<LeaseChange> {
+        let mut out = Vec::new();
+        for key in self.leases.due(now, max) {
+            let Some(l) = self.leases.get(&key) else { continue };
+            let mut l = l.clone();
+            l.set_status(BindingStatus::Expired, now);
+            l.update_partner = true;
+            for s in &mut self.subnets {
+                s.release(&key);
+            }
+            self.leases.upsert(l.clone());
+            out.push(LeaseChange::Upsert(l));
+        }
+        out
+    }
+
+    /// Decode and handle one UDP payload. Decode failures are returned as
+    /// errors for the caller to count.
+    pub fn handle_packet(
+        &mut self,
+        now: Time,
+        packet: &[u8],
+        arrival: &Arrival<'_>,
+        policy: &dyn Policy,
+    ) -> Result<Outcome, crate::wire::DecodeError> {
+        let m = Message::decode(packet)?;
+        Ok(self.handle(now, &m, arrival, policy))
+    }
+
+    pub fn handle(&mut self, now: Time, msg: &Message, arrival: &Arrival<'_>, policy: &dyn Policy) -> Outcome {
+        self.stats.received[msg.msg_type().code() as usize] += 1;
+        let out = self.handle_inner(now, msg, arrival, policy);
+        match &out {
+            Outcome::Reply(r) => self.stats.replies[r.reply_type.code() as usize] += 1,
+            Outcome::Drop(d) => self.stats.dropped[*d as usize] += 1,
+        }
+        out
+    }
+
+    fn handle_inner(&mut self, now: Time, msg: &Message, arrival: &Arrival<'_>, policy: &dyn Policy) -> Outcome {
+        use MessageType as T;
+        let (chain, client) = msg.unwrap_relays();
+        if chain.first().is_some_and(|r| r.msg_type != T::RelayForw) {
+            return Outcome::Drop(DropReason::NotForServer);
+        }
+        let Some(client) = client else { return Outcome::Drop(DropReason::RelayWithoutMessage) };
+        if chain.iter().any(|r| r.msg_type != T::RelayForw) {
+            return Outcome::Drop(DropReason::NotForServer);
+        }
+        let t = client.msg_type;
+        if !matches!(
+            t,
+            T::Solicit | T::Request | T::Confirm | T::Renew | T::Rebind | T::Release | T::Decline | T::InformationRequest
+        ) {
+            return Outcome::Drop(DropReason::NotForServer);
+        }
+        if let Err(d) = self.validate(client) {
+            return Outcome::Drop(d);
+        }
+        let relayed = !chain.is_empty();
+        let unicast = !relayed && !arrival.destination.is_multicast();
+        if unicast && matches!(t, T::Solicit | T::Confirm | T::Rebind) {
+            // RFC 8415 §16: never accepted by unicast.
+            return Outcome::Drop(DropReason::UnicastNotAllowed);
+        }
+        let Some(subnet) = self.select_subnet(&chain, arrival) else {
+            return Outcome::Drop(DropReason::UnknownLink);
+        };
+        match policy.responsiveness() {
+            Responsiveness::Responsive => {}
+            Responsiveness::RenewResponsive => {
+                if client.options.server_id() != Some(&self.server_duid) {
+                    return Outcome::Drop(DropReason::NotResponsive);
+                }
+            }
+            Responsiveness::Unresponsive => return Outcome::Drop(DropReason::NotResponsive),
+        }
+        if unicast && self.subnets[subnet].cfg.server_unicast != Some(arrival.destination) {
+            // RFC 8415 §18.4: unicast without our OPTION_UNICAST → UseMulticast.
+            let mut o = self.reply_header(client);
+            o.push(DhcpOption::StatusCode(Status::new(StatusCode::USE_MULTICAST, "send by multicast")));
+            return self.finish(client, &chain, arrival, o, Vec::new());
+        }
+        let duid = client.options.client_id().cloned();
+        let mut ctx = Ctx {
+            now,
+            subnet,
+            duid: duid.unwrap_or_else(|| self.server_duid.clone()),
+            policy,
+            commit: true,
+            changes: Vec::new(),
+            min_preferred: None,
+            capped: false,
+        };
+        let options = match t {
+            T::Solicit => {
+                let rapid = client.options.has(opt::RAPID_COMMIT) && self.subnets[subnet].cfg.rapid_commit;
+                ctx.commit = rapid;
+                let mut o = self.reply_header(client);
+                if rapid {
+                    o.push(DhcpOption::RapidCommit);
+                }
+                let pref = self.subnets[subnet].cfg.preference;
+                if pref != 0 && !rapid {
+                    o.push(DhcpOption::Preference(pref));
+                }
+                self.assign_ias(&mut ctx, client, &mut o, IaMode::Assign);
+                o
+            }
+            T::Request => {
+                let mut o = self.reply_header(client);
+                self.assign_ias(&mut ctx, client, &mut o, IaMode::Assign);
+                o
+            }
+            T::Renew => {
+                let mut o = self.reply_header(client);
+                self.assign_ias(&mut ctx, client, &mut o, IaMode::Renew);
+                o
+            }
+            T::Rebind => {
+                let mut o = self.reply_header(client);
+                if !self.assign_ias(&mut ctx, client, &mut o, IaMode::Rebind) {
+                    return Outcome::Drop(DropReason::NothingToSay);
+                }
+                o
+            }
+            T::Release | T::Decline => {
+                let mut o = self.reply_header(client);
+                self.release_ias(&mut ctx, client, &mut o, t == T::Decline);
+                o.push(DhcpOption::StatusCode(Status::new(StatusCode::SUCCESS, "")));
+                o
+            }
+            T::Confirm => {
+                let addrs: Vec<Ipv6Addr> = client
+                    .options
+                    .iter()
+                    .filter_map(|o| match o {
+                        DhcpOption::IaNa(ia) => Some(&ia.options),
+                        DhcpOption::IaTa(ia) => Some(&ia.options),
+                        _ => None,
+                    })
+                    .flat_map(|o| o.ia_addrs().map(|a| a.addr))
+                    .collect();
+                if addrs.is_empty() {
+                    return Outcome::Drop(DropReason::NothingToSay);
+                }
+                let s = &self.subnets[subnet];
+                let status = if addrs.iter().all(|a| s.on_link(*a)) {
+                    Status::new(StatusCode::SUCCESS, "all addresses on link")
+                } else {
+                    Status::new(StatusCode::NOT_ON_LINK, "not on link")
+                };
+                let mut o = self.reply_header(client);
+                o.push(DhcpOption::StatusCode(status));
+                o
+            }
+            T::InformationRequest => {
+                let mut o = self.reply_header(client);
+                self.config_options(subnet, client.options.oro(), true, &mut o);
+                return self.finish(client, &chain, arrival, o, Vec::new());
+            }
+            _ => return Outcome::Drop(DropReason::NotForServer),
+        };
+        let mut options = options;
+        self.config_options(subnet, client.options.oro(), false, &mut options);
+        self.set_t1_t2(&ctx, &mut options);
+        let mut changes = std::mem::take(&mut ctx.changes);
+        for c in &mut changes {
+            let LeaseChange::Upsert(l) = c;
+            if let Some(stored) = self.leases.get(&l.key) {
+                (l.t1, l.t2) = (stored.t1, stored.t2);
+            }
+        }
+        self.finish(client, &chain, arrival, options, changes)
+    }
+
+    /// RFC 8415 §16 identifier rules.
+    fn validate(&self, c: &ClientMessage) -> Result<(), DropReason> {
+        use MessageType as T;
+        let sid = c.options.server_id();
+        let cid = c.options.client_id();
+        match c.msg_type {
+            T::Solicit | T::Confirm | T::Rebind => {
+                if cid.is_none() {
+                    return Err(DropReason::MissingClientId);
+                }
+                if sid.is_some() {
+                    return Err(DropReason::UnexpectedServerId);
+                }
+            }
+            T::Request | T::Renew | T::Release | T::Decline => {
+                if cid.is_none() {
+                    return Err(DropReason::MissingClientId);
+                }
+                match sid {
+                    None => return Err(DropReason::MissingServerId),
+                    Some(s) if *s != self.server_duid => return Err(DropReason::WrongServerId),
+                    _ => {}
+                }
+            }
+            T::InformationRequest => {
+                if sid.is_some_and(|s| *s != self.server_duid) {
+                    return Err(DropReason::WrongServerId);
+                }
+                if c.options.has(opt::IA_NA) || c.options.has(opt::IA_TA) || c.options.has(opt::IA_PD) {
+                    return Err(DropReason::IaInInformationRequest);
+                }
+            }
+            _ => return Err(DropReason::NotForServer),
+        }
+        Ok(())
+    }
+
+    /// RFC 8415 §13.1: the innermost non-zero relay link-address for relayed
+    /// clients, the arrival interface for direct link-local clients, the
+    /// source address for direct global clients.
+    fn select_subnet(&self, chain: &[&RelayMessage], arrival: &Arrival<'_>) -> Option<usize> {
+        if !chain.is_empty() {
+            let link = chain.iter().rev().map(|r| r.link_address).find(|a| !a.is_unspecified());
+            return link.and_then(|l| {
+                self.subnets
+                    .iter()
+                    .position(|s| s.cfg.relay_links.contains(&l))
+                    .or_else(|| self.subnets.iter().position(|s| s.cfg.prefix.contains(l)))
+            });
+        }
+        if !arrival.source.is_unicast_link_local()
+            && let Some(i) = self.subnets.iter().position(|s| s.cfg.prefix.contains(arrival.source))
+        {
+            return Some(i);
+        }
+        let ifname = arrival.interface?;
+        self.subnets.iter().position(|s| s.cfg.interface.as_deref() == Some(ifname))
+    }
+
+    fn reply_header(&self, c: &ClientMessage) -> Options {
+        let mut o = Options::new();
+        o.push(DhcpOption::ServerId(self.server_duid.clone()));
+        if let Some(cid) = c.options.client_id() {
+            o.push(DhcpOption::ClientId(cid.clone()));
+        }
+        o
+    }
+
+    /// Wrap the reply in RELAY-REPL levels mirroring the RELAY-FORW chain.
+    fn finish(
+        &self,
+        client: &ClientMessage,
+        chain: &[&RelayMessage],
+        arrival: &Arrival<'_>,
+        options: Options,
+        changes: Vec<LeaseChange>,
+    ) -> Outcome {
+        let reply_type = if client.msg_type == MessageType::Solicit && !options.has(opt::RAPID_COMMIT) {
+            MessageType::Advertise
+        } else {
+            MessageType::Reply
+        };
+        let mut m =
+            Message::Client(ClientMessage { msg_type: reply_type, transaction_id: client.transaction_id, options });
+        for level in chain.iter().rev() {
+            let mut o = Options::new();
+            if let Some(ifid) = level.options.interface_id() {
+                o.push(DhcpOption::InterfaceId(ifid.to_vec()));
+            }
+            o.push(DhcpOption::RelayMsg(Box::new(m)));
+            m = Message::Relay(RelayMessage {
+                msg_type: MessageType::RelayRepl,
+                hop_count: level.hop_count,
+                link_address: level.link_address,
+                peer_address: level.peer_address,
+                options: o,
+            });
+        }
+        let port = if chain.is_empty() { CLIENT_PORT } else { SERVER_PORT };
+        Outcome::Reply(Reply { message: m, reply_type, to: arrival.source, port, changes })
+    }
+
+    /// Options from the client's ORO that the subnet supplies (RFC 8415 §18.3).
+    fn config_options(&self, subnet: usize, oro: &[u16], info_request: bool, out: &mut Options) {
+        let s = &self.subnets[subnet].cfg;
+        for code in oro {
+            match *code {
+                opt::DNS_SERVERS if !s.dns_servers.is_empty() => {
+                    out.push(DhcpOption::DnsServers(s.dns_servers.clone()))
+                }
+                opt::DOMAIN_LIST if !s.domain_search.is_empty() => {
+                    out.push(DhcpOption::DomainList(s.domain_search.clone()))
+                }
+                opt::NTP_SERVER if !s.ntp_servers.is_empty() => out.push(DhcpOption::NtpServer(
+                    s.ntp_servers.iter().map(|a| NtpSuboption::ServerAddress(*a)).collect(),
+                )),
+                opt::INFORMATION_REFRESH_TIME if info_request => out.push(DhcpOption::InformationRefreshTime(
+                    s.information_refresh_time.unwrap_or(IRT_DEFAULT).max(IRT_MINIMUM),
+                )),
+                opt::SOL_MAX_RT if !info_request => {
+                    if let Some(v) = s.sol_max_rt {
+                        out.push(DhcpOption::SolMaxRt(v));
+                    }
+                }
+                opt::INF_MAX_RT if info_request => {
+                    if let Some(v) = s.inf_max_rt {
+                        out.push(DhcpOption::InfMaxRt(v));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Lifetimes for a lease: the subnet's, capped by the failover policy.
+    fn lifetimes(&self, ctx: &mut Ctx<'_>, probe: &Lease) -> (u32, u32) {
+        let s = &self.subnets[ctx.subnet].cfg;
+        let mut valid = s.valid_lifetime;
+        if let Some(cap) = ctx.policy.lifetime_cap(probe, ctx.now)
+            && cap < valid
+        {
+            valid = cap;
+            ctx.capped = true;
+        }
+        let preferred = s.preferred_lifetime.min(valid);
+        if valid > 0 {
+            ctx.min_preferred = Some(ctx.min_preferred.map_or(preferred, |m| m.min(preferred)));
+        }
+        (preferred, valid)
+    }
+
+    /// RFC 8415 §18.3.2/§18.3.4: the same T1/T2 in every IA, derived from the
+    /// shortest preferred lifetime given; T1 ≤ T2 ≤ preferred. IAs that carry
+    /// only a status get 0/0.
+    fn set_t1_t2(&mut self, ctx: &Ctx<'_>, options: &mut Options) {
+        let s = &self.subnets[ctx.subnet].cfg;
+        let (t1, t2) = match ctx.min_preferred {
+            None => (0, 0),
+            Some(INFINITY) => (INFINITY, INFINITY),
+            Some(p) => {
+                let (mut t1, mut t2) = (s.renew_time, s.rebind_time);
+                if ctx.capped || t2 > p {
+                    t1 = t1.min(p / 2);
+                    t2 = t2.min((p as u64 * 4 / 5) as u32);
+                }
+                (t1.min(t2), t2)
+            }
+        };
+        for o in &mut options.0 {
+            let (ia_t1, ia_t2, ia_opts) = match o {
+                DhcpOption::IaNa(ia) => (&mut ia.t1, &mut ia.t2, &ia.options),
+                DhcpOption::IaPd(ia) => (&mut ia.t1, &mut ia.t2, &ia.options),
+                _ => continue,
+            };
+            let leases = ia_opts.ia_addrs().any(|a| a.valid > 0) || ia_opts.ia_prefixes().any(|p| p.valid > 0);
+            (*ia_t1, *ia_t2) = if leases { (t1, t2) } else { (0, 0) };
+        }
+        if ctx.commit {
+            for c in &ctx.changes {
+                self.leases.set_t1_t2(&c.lease().key, t1, t2);
+            }
+        }
+    }
+
+    /// Process every IA_NA / IA_PD of the message. Returns whether anything
+    /// was put in the reply (Rebind is dropped otherwise).
+    fn assign_ias(&mut self, ctx: &mut Ctx<'_>, c: &ClientMessage, out: &mut Options, mode: IaMode) -> bool {
+        let mut said = false;
+        for o in &c.options {
+            match o {
+                DhcpOption::IaNa(ia) => {
+                    let opts = self.ia_na(ctx, ia, mode);
+                    said |= !opts.is_empty();
+                    out.push(DhcpOption::IaNa(IaNa { iaid: ia.iaid, t1: 0, t2: 0, options: opts }));
+                }
+                DhcpOption::IaPd(ia) => {
+                    let opts = self.ia_pd(ctx, ia, mode);
+                    said |= !opts.is_empty();
+                    out.push(DhcpOption::IaPd(IaPd { iaid: ia.iaid, t1: 0, t2: 0, options: opts }));
+                }
+                _ => {}
+            }
+        }
+        said
+    }
+
+    /// Is `key` free for this client: not active for another client, not
+    /// reserved for another, and grantable under the policy?
+    fn available_for(&self, ctx: &Ctx<'_>, key: &LeaseKey, binding: &Binding) -> bool {
+        let s = &self.subnets[ctx.subnet];
+        if s.reserved_for_other(key, &binding.duid) {
+            return false;
+        }
+        match self.leases.get(key) {
+            Some(l) if l.binding == *binding && l.is_active() => true,
+            Some(l) if l.is_active() => false,
+            existing => ctx.policy.may_allocate(key, existing, ctx.now),
+        }
+    }
+
+    /// Grant (or offer) `key` to `binding`; returns the lease as given.
+    fn grant(&mut self, ctx: &mut Ctx<'_>, key: LeaseKey, binding: &Binding) -> Lease {
+        let mut lease = match self.leases.get(&key) {
+            Some(l) => {
+                let mut l = l.clone();
+                if l.binding != *binding {
+                    l.binding = binding.clone();
+                }
+                l
+            }
+            None => Lease::active(key, binding.clone(), ctx.now, 0, 0, 0, 0),
+        };
+        let (preferred, valid) = self.lifetimes(ctx, &lease);
+        lease.set_status(BindingStatus::Active, ctx.now);
+        lease.preferred_lifetime = preferred;
+        lease.valid_lifetime = valid;
+        lease.cltt = ctx.now;
+        lease.valid_end = ctx.now.saturating_add(valid as u64);
+        lease.state_expiration_time = lease.valid_end;
+        lease.update_partner = true;
+        if ctx.commit {
+            self.leases.upsert(lease.clone());
+            ctx.changes.push(LeaseChange::Upsert(lease.clone()));
+        }
+        lease
+    }
+
+    fn ia_na(&mut self, ctx: &mut Ctx<'_>, ia: &IaNa, mode: IaMode) -> Options {
+        let binding = Binding { duid: ctx.duid.clone(), ia_type: IaType::Na, iaid: ia.iaid };
+        let mut out = Options::new();
+        let requested: Vec<Ipv6Addr> = ia.options.ia_addrs().map(|a| a.addr).collect();
+        let subnet = &self.subnets[ctx.subnet];
+        if mode == IaMode::Assign && ctx.commit && requested.iter().any(|a| !subnet.on_link(*a)) {
+            // RFC 8415 §18.3.2: Request with an address not on the link.
+            out.push(DhcpOption::StatusCode(Status::new(StatusCode::NOT_ON_LINK, "address not on link")));
+            return out;
+        }
+        let held: Vec<LeaseKey> = self.leases.keys_of(&binding).to_vec();
+        let has_binding = held.iter().any(|k| self.leases.get(k).is_some_and(Lease::is_active));
+        // Addresses not appropriate for the link get lifetimes 0 (Renew/Rebind).
+        if mode != IaMode::Assign {
+            for a in &requested {
+                let mine = self.leases.get(&LeaseKey::Addr(*a)).is_some_and(|l| l.binding == binding);
+                if !subnet.on_link(*a) || (!mine && has_binding) {
+                    out.push(zero_addr(*a));
+                }
+            }
+        }
+        if mode == IaMode::Rebind && !has_binding && !self.subnets[ctx.subnet].cfg.rapid_commit {
+            if out.is_empty() && requested.iter().all(|a| self.subnets[ctx.subnet].on_link(*a)) {
+                out.push(DhcpOption::StatusCode(Status::new(StatusCode::NO_BINDING, "no binding")));
+            }
+            return out;
+        }
+        // Keep what the client holds in this subnet.
+        let mut given = 0;
+        for k in held {
+            let LeaseKey::Addr(a) = k else { continue };
+            if !self.subnets[ctx.subnet].on_link(a) {
+                continue;
+            }
+            let l = self.leases.get(&k).expect("indexed");
+            let extend = l.is_active() || (requested.contains(&a) && self.available_for(ctx, &k, &binding));
+            if extend {
+                let l = self.grant(ctx, k, &binding);
+                out.push(iaaddr(&l));
+                given += 1;
+            }
+        }
+        if given == 0 {
+            match self.pick_address(ctx, &binding, &requested) {
+                Some(a) => {
+                    let l = self.grant(ctx, LeaseKey::Addr(a), &binding);
+                    out.push(iaaddr(&l));
+                }
+                None => out.push(DhcpOption::StatusCode(Status::new(StatusCode::NO_ADDRS_AVAIL, "no addresses available"))),
+            }
+        }
+        out
+    }
+
+    fn pick_address(&mut self, ctx: &Ctx<'_>, binding: &Binding, requested: &[Ipv6Addr]) -> Option<Ipv6Addr> {
+        let s = &self.subnets[ctx.subnet];
+        if let Some((Some(a), _)) = s.reservations.get(&binding.duid) {
+            let k = LeaseKey::Addr(*a);
+            return self.available_for(ctx, &k, binding).then_some(*a);
+        }
+        // The address this client had before, if still free.
+        for k in self.leases.keys_of(binding) {
+            if let LeaseKey::Addr(a) = k
+                && s.on_link(*a)
+                && self.available_for(ctx, k, binding)
+            {
+                return Some(*a);
+            }
+        }
+        let seed = hash::hash_bytes(self.hash_key ^ binding.iaid as u64, binding.duid.as_bytes());
+        let hint = requested.first().copied();
+        let n = self.subnets[ctx.subnet].addr_pools.len();
+        for i in 0..n {
+            let pool = &mut self.subnets[ctx.subnet].addr_pools[i];
+            let h = hint.and_then(|a| pool.slot(a));
+            let first = u128::from(pool.range.first);
+            // Take the allocator out so the availability check can borrow self.
+            let mut alloc = std::mem::take(&mut pool.alloc);
+            let found = alloc.allocate(seed, h, |j| {
+                self.available_for(ctx, &LeaseKey::Addr(Ipv6Addr::from(first + j)), binding)
+            });
+            self.subnets[ctx.subnet].addr_pools[i].alloc = alloc;
+            if let Some(j) = found {
+                return Some(self.subnets[ctx.subnet].addr_pools[i].addr(j));
+            }
+        }
+        None
+    }
+
+    fn ia_pd(&mut self, ctx: &mut Ctx<'_>, ia: &IaPd, mode: IaMode) -> Options {
+        let binding = Binding { duid: ctx.duid.clone(), ia_type: IaType::Pd, iaid: ia.iaid };
+        let mut out = Options::new();
+        let requested: Vec<(Prefix, bool)> = ia
+            .options
+            .ia_prefixes()
+            .filter_map(|p| Prefix::new(p.prefix, p.prefix_len).map(|x| (x, p.prefix.is_unspecified())))
+            .collect();
+        let held: Vec<LeaseKey> = self.leases.keys_of(&binding).to_vec();
+        let has_binding = held.iter().any(|k| self.leases.get(k).is_some_and(Lease::is_active));
+        if mode != IaMode::Assign {
+            for (p, len_hint) in &requested {
+                if *len_hint {
+                    continue;
+                }
+                let mine = self.leases.get(&LeaseKey::Prefix(*p)).is_some_and(|l| l.binding == binding);
+                if !self.subnets[ctx.subnet].prefix_on_link(p) || (!mine && has_binding) {
+                    out.push(zero_prefix(*p));
+                }
+            }
+        }
+        if mode == IaMode::Rebind && !has_binding && !self.subnets[ctx.subnet].cfg.rapid_commit {
+            if out.is_empty() {
+                out.push(DhcpOption::StatusCode(Status::new(StatusCode::NO_BINDING, "no binding")));
+            }
+            return out;
+        }
+        let mut given = 0;
+        for k in held {
+            let LeaseKey::Prefix(p) = k else { continue };
+            if !self.subnets[ctx.subnet].prefix_on_link(&p) {
+                continue;
+            }
+            let l = self.leases.get(&k).expect("indexed");
+            let asked = requested.iter().any(|(r, _)| *r == p);
+            if l.is_active() || (asked && self.available_for(ctx, &k, &binding)) {
+                let l = self.grant(ctx, k, &binding);
+                out.push(iaprefix(&l));
+                given += 1;
+            }
+        }
+        if given == 0 {
+            match self.pick_prefix(ctx, &binding, &requested) {
+                Some(p) => {
+                    let l = self.grant(ctx, LeaseKey::Prefix(p), &binding);
+                    out.push(iaprefix(&l));
+                }
+                None => out.push(DhcpOption::StatusCode(Status::new(StatusCode::NO_PREFIX_AVAIL, "no prefixes available"))),
+            }
+        }
+        out
+    }
+
+    fn pick_prefix(&mut self, ctx: &Ctx<'_>, binding: &Binding, requested: &[(Prefix, bool)]) -> Option<Prefix> {
+        let s = &self.subnets[ctx.subnet];
+        if let Some((_, Some(p))) = s.reservations.get(&binding.duid) {
+            let k = LeaseKey::Prefix(*p);
+            return self.available_for(ctx, &k, binding).then_some(*p);
+        }
+        for k in self.leases.keys_of(binding) {
+            if let LeaseKey::Prefix(p) = k
+                && s.prefix_on_link(p)
+                && self.available_for(ctx, k, binding)
+            {
+                return Some(*p);
+            }
+        }
+        let seed = hash::hash_bytes(self.hash_key ^ 0x5044 ^ binding.iaid as u64, binding.duid.as_bytes());
+        let hint_len = requested.first().map(|(p, _)| p.len).filter(|l| *l > 0);
+        let hint = requested.iter().find(|(_, len_only)| !len_only).map(|(p, _)| *p);
+        let n = self.subnets[ctx.subnet].pd_pools.len();
+        // Pools whose delegated length matches the hint first (RFC 8168).
+        let mut order: Vec<usize> = (0..n).collect();
+        if let Some(l) = hint_len {
+            order.sort_by_key(|i| self.subnets[ctx.subnet].pd_pools[*i].pool.delegated_length != l);
+        }
+        for i in order {
+            let pool = &mut self.subnets[ctx.subnet].pd_pools[i];
+            let h = hint.and_then(|p| pool.slot(&p));
+            let mut alloc = std::mem::take(&mut pool.alloc);
+            let found = {
+                let pool = &self.subnets[ctx.subnet].pd_pools[i];
+                alloc.allocate(seed, h, |j| self.available_for(ctx, &LeaseKey::Prefix(pool.prefix(j)), binding))
+            };
+            self.subnets[ctx.subnet].pd_pools[i].alloc = alloc;
+            if let Some(j) = found {
+                return Some(self.subnets[ctx.subnet].pd_pools[i].prefix(j));
+            }
+        }
+        None
+    }
+
+    /// Release (RFC 8415 §18.3.7) or Decline (§18.3.8).
+    fn release_ias(&mut self, ctx: &mut Ctx<'_>, c: &ClientMessage, out: &mut Options, decline: bool) {
+        let status = if decline { BindingStatus::Abandoned } else { BindingStatus::Released };
+        for o in &c.options {
+            let (ia_type, iaid, keys): (IaType, u32, Vec<LeaseKey>) = match o {
+                DhcpOption::IaNa(ia) => (IaType::Na, ia.iaid, ia.options.ia_addrs().map(|a| LeaseKey::Addr(a.addr)).collect()),
+                DhcpOption::IaPd(ia) if !decline => (
+                    IaType::Pd,
+                    ia.iaid,
+                    ia.options
+                        .ia_prefixes()
+                        .filter_map(|p| Prefix::new(p.prefix, p.prefix_len).map(LeaseKey::Prefix))
+                        .collect(),
+                ),
+                _ => continue,
+            };
+            let binding = Binding { duid: ctx.duid.clone(), ia_type, iaid };
+            let mut any = false;
+            for k in keys {
+                let Some(l) = self.leases.get(&k) else { continue };
+                if l.binding != binding || !l.is_active() {
+                    continue;
+                }
+                any = true;
+                let mut l = l.clone();
+                l.set_status(status, ctx.now);
+                l.cltt = ctx.now;
+                l.update_partner = true;
+                if !decline {
+                    self.subnets[ctx.subnet].release(&k);
+                }
+                self.leases.upsert(l.clone());
+                ctx.changes.push(LeaseChange::Upsert(l));
+            }
+            let bound = self.leases.keys_of(&binding).iter().any(|k| {
+                self.leases.get(k).is_some_and(|l| l.is_active() || l.status == status && l.cltt == ctx.now)
+            });
+            if !any && !bound {
+                let st = DhcpOption::StatusCode(Status::new(StatusCode::NO_BINDING, "no binding"));
+                out.push(match ia_type {
+                    IaType::Na => DhcpOption::IaNa(IaNa { iaid, t1: 0, t2: 0, options: vec![st].into() }),
+                    IaType::Pd => DhcpOption::IaPd(IaPd { iaid, t1: 0, t2: 0, options: vec![st].into() }),
+                });
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IaMode {
+    /// Solicit / Request: assign.
+    Assign,
+    Renew,
+    Rebind,
+}
+
+fn iaaddr(l: &Lease) -> DhcpOption {
+    let LeaseKey::Addr(addr) = l.key else { unreachable!("address lease") };
+    DhcpOption::IaAddr(IaAddr { addr, preferred: l.preferred_lifetime, valid: l.valid_lifetime, options: Options::new() })
+}
+
+fn iaprefix(l: &Lease) -> DhcpOption {
+    let LeaseKey::Prefix(p) = l.key else { unreachable!("prefix lease") };
+    DhcpOption::IaPrefix(IaPrefix {
+        preferred: l.preferred_lifetime,
+        valid: l.valid_lifetime,
+        prefix_len: p.len,
+        prefix: p.addr,
+        options: Options::new(),
+    })
+}
+
+fn zero_addr(addr: Ipv6Addr) -> DhcpOption {
+    DhcpOption::IaAddr(IaAddr { addr, preferred: 0, valid: 0, options: Options::new() })
+}
+
+fn zero_prefix(p: Prefix) -> DhcpOption {
+    DhcpOption::IaPrefix(IaPrefix { preferred: 0, valid: 0, prefix_len: p.len, prefix: p.addr, options: Options::new() })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,55 @@
+//! What the failover endpoint (or its absence) lets the engine do. The
+//! engine asks; it never knows about RFC 8156 states itself.
+
+use crate::lease::{Lease, LeaseKey, Time};
+use crate::wire::BindingStatus;
+
+/// RFC 8156 §3 responsiveness of a server in its current failover state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Responsiveness {
+    /// Answers every client message.
+    Responsive,
+    /// Answers only messages carrying its own Server Identifier (the
+    /// secondary in NORMAL).
+    RenewResponsive,
+    /// Answers nothing (STARTUP, RECOVER, POTENTIAL-CONFLICT, …).
+    Unresponsive,
+}
+
+pub trait Policy {
+    fn responsiveness(&self) -> Responsiveness {
+        Responsiveness::Responsive
+    }
+
+    /// May this server newly grant `key` now? `existing` is the stored lease
+    /// for it, if any (never an ACTIVE lease of another client: the engine
+    /// filters those out first).
+    fn may_allocate(&self, key: &LeaseKey, existing: Option<&Lease>, now: Time) -> bool;
+
+    /// The longest valid lifetime this lease may be given now (the MCLT rule,
+    /// RFC 8156 §4.4); None when there is no cap.
+    fn lifetime_cap(&self, _lease: &Lease, _now: Time) -> Option<u32> {
+        None
+    }
+}
+
+/// A server without a failover partner: every free lease may be granted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Standalone;
+
+impl Policy for Standalone {
+    fn may_allocate(&self, _key: &LeaseKey, existing: Option<&Lease>, _now: Time) -> bool {
+        match existing {
+            None => true,
+            Some(l) => matches!(
+                l.status,
+                BindingStatus::Expired
+                    | BindingStatus::Released
+                    | BindingStatus::Free
+                    | BindingStatus::FreeBackup
+                    | BindingStatus::PendingFree
+                    | BindingStatus::Reset
+            ),
+        }
+    }
+}

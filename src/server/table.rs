@@ -1,0 +1,124 @@
+//! The in-memory lease table a shard's engine works on: leases by key, by
+//! client binding, and active leases by the end of their valid lifetime.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::lease::{Binding, Lease, LeaseKey, Time};
+
+#[derive(Debug, Default)]
+pub struct LeaseTable {
+    leases: HashMap<LeaseKey, Lease>,
+    by_binding: HashMap<Binding, Vec<LeaseKey>>,
+    /// Active leases ordered by valid-lifetime end.
+    expiry: BTreeSet<(Time, LeaseKey)>,
+}
+
+impl LeaseTable {
+    pub fn new() -> LeaseTable {
+        LeaseTable::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.leases.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.leases.is_empty()
+    }
+
+    pub fn get(&self, key: &LeaseKey) -> Option<&Lease> {
+        self.leases.get(key)
+    }
+
+    /// Every lease (any status) last bound to this client IA.
+    pub fn keys_of(&self, b: &Binding) -> &[LeaseKey] {
+        self.by_binding.get(b).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Lease> {
+        self.leases.values()
+    }
+
+    /// Insert or replace a lease, keeping the indexes right.
+    pub fn upsert(&mut self, lease: Lease) {
+        let key = lease.key;
+        if let Some(old) = self.leases.get(&key) {
+            if old.status == crate::wire::BindingStatus::Active {
+                self.expiry.remove(&(old.valid_end, key));
+            }
+            if old.binding != lease.binding {
+                let b = old.binding.clone();
+                if let Some(v) = self.by_binding.get_mut(&b) {
+                    v.retain(|k| *k != key);
+                    if v.is_empty() {
+                        self.by_binding.remove(&b);
+                    }
+                }
+            }
+        }
+        let keys = self.by_binding.entry(lease.binding.clone()).or_default();
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+        if lease.status == crate::wire::BindingStatus::Active {
+            self.expiry.insert((lease.valid_end, key));
+        }
+        self.leases.insert(key, lease);
+    }
+
+    /// Record the T1/T2 sent with a lease (no index changes).
+    pub fn set_t1_t2(&mut self, key: &LeaseKey, t1: u32, t2: u32) {
+        if let Some(l) = self.leases.get_mut(key) {
+            (l.t1, l.t2) = (t1, t2);
+        }
+    }
+
+    /// Keys of active leases whose valid lifetime ended at or before `now`,
+    /// earliest first, at most `max`.
+    pub fn due(&self, now: Time, max: usize) -> Vec<LeaseKey> {
+        self.expiry.iter().take_while(|(t, _)| *t <= now).take(max).map(|(_, k)| *k).collect()
+    }
+
+    /// When the next active lease ends, if any.
+    pub fn next_expiry(&self) -> Option<Time> {
+        self.expiry.iter().next().map(|(t, _)| *t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::IaType;
+    use crate::wire::{BindingStatus, Duid};
+
+    fn lease(addr: &str, duid: u8, now: Time, valid: u32) -> Lease {
+        Lease::active(
+            LeaseKey::Addr(addr.parse().unwrap()),
+            Binding { duid: Duid::ll(1, &[duid]), ia_type: IaType::Na, iaid: 1 },
+            now,
+            valid,
+            valid,
+            0,
+            0,
+        )
+    }
+
+    #[test]
+    fn indexes_follow_upserts() {
+        let mut t = LeaseTable::new();
+        t.upsert(lease("2001:db8::1", 1, 100, 50));
+        t.upsert(lease("2001:db8::2", 1, 100, 10));
+        assert_eq!(t.due(120, 10).len(), 1);
+        assert_eq!(t.next_expiry(), Some(110));
+        // Rebinding ::1 to another client moves it between bindings.
+        t.upsert(lease("2001:db8::1", 2, 100, 50));
+        let b1 = Binding { duid: Duid::ll(1, &[1]), ia_type: IaType::Na, iaid: 1 };
+        assert_eq!(t.keys_of(&b1).len(), 1);
+        // Expiring removes it from the expiry index.
+        let mut l = t.get(&LeaseKey::Addr("2001:db8::2".parse().unwrap())).unwrap().clone();
+        l.set_status(BindingStatus::Expired, 110);
+        t.upsert(l);
+        assert_eq!(t.due(1000, 10).len(), 1);
+        assert_eq!(t.len(), 2);
+    }
+}

@@ -1,0 +1,757 @@
+//! RFC 8415 server rules, one test each, named after the rule; the section
+//! is in the comment. Plus reservations, expiry, shard slices and the
+//! failover policy hooks.
+
+use std::net::Ipv6Addr;
+
+use super::*;
+use crate::config::{Config, Reservation};
+use crate::wire::{IaAddr, IaNa, IaPd, IaPrefix};
+
+const CONFIG: &str = r#"
+interfaces = ["eth1"]
+[[subnet]]
+prefix = "2001:db8:1::/64"
+interface = "eth1"
+relay-links = ["2001:db8:9::1"]
+pools = ["2001:db8:1::1000-2001:db8:1::ffff"]
+pd-pools = [{ prefix = "2001:db8:100::/40", delegated-length = 56 }]
+preferred-lifetime = 3000
+valid-lifetime = 4000
+renew-time = 1000
+rebind-time = 2000
+rapid-commit = true
+dns-servers = ["2001:db8:1::53"]
+domain-search = ["example.net"]
+ntp-servers = ["2001:db8:1::123"]
+preference = 7
+[[subnet]]
+prefix = "2001:db8:2::/64"
+server-unicast = "2001:db8:2::1"
+pools = ["2001:db8:2::10-2001:db8:2::11"]
+"#;
+
+const NOW: Time = 1_800_000_000;
+const MCAST: &str = "ff02::1:2";
+const LL: &str = "fe80::1";
+
+fn a(s: &str) -> Ipv6Addr {
+    s.parse().unwrap()
+}
+
+fn server_duid() -> Duid {
+    Duid::llt(1, 1, &[0xaa; 6])
+}
+
+fn client_duid(n: u8) -> Duid {
+    Duid::ll(1, &[2, 0, 0, 0, 0, n])
+}
+
+fn engine_with(cfg: &str) -> Engine {
+    let c = Config::parse(cfg).unwrap();
+    Engine::new(EngineConfig { server_duid: server_duid(), subnets: c.subnets, slice: Slice::WHOLE, hash_key: 7 })
+}
+
+fn engine() -> Engine {
+    engine_with(CONFIG)
+}
+
+fn direct() -> Arrival<'static> {
+    Arrival { interface: Some("eth1"), source: a(LL), destination: a(MCAST) }
+}
+
+fn msg(t: MessageType, opts: Vec<DhcpOption>) -> Message {
+    Message::Client(ClientMessage { msg_type: t, transaction_id: 0x010203, options: opts.into() })
+}
+
+fn ia_na(iaid: u32, addrs: &[&str]) -> DhcpOption {
+    DhcpOption::IaNa(IaNa {
+        iaid,
+        t1: 0,
+        t2: 0,
+        options: addrs
+            .iter()
+            .map(|x| DhcpOption::IaAddr(IaAddr { addr: a(x), preferred: 0, valid: 0, options: Options::new() }))
+            .collect::<Vec<_>>()
+            .into(),
+    })
+}
+
+fn ia_pd(iaid: u32) -> DhcpOption {
+    DhcpOption::IaPd(IaPd { iaid, t1: 0, t2: 0, options: Options::new() })
+}
+
+fn cid(n: u8) -> DhcpOption {
+    DhcpOption::ClientId(client_duid(n))
+}
+
+fn sid() -> DhcpOption {
+    DhcpOption::ServerId(server_duid())
+}
+
+fn send(e: &mut Engine, m: Message) -> Outcome {
+    e.handle(NOW, &m, &direct(), &Standalone)
+}
+
+fn reply(o: Outcome) -> Reply {
+    match o {
+        Outcome::Reply(r) => r,
+        Outcome::Drop(d) => panic!("dropped: {d:?}"),
+    }
+}
+
+fn client_msg(r: &Reply) -> &ClientMessage {
+    match r.message.unwrap_relays().1 {
+        Some(c) => c,
+        None => panic!("no client message"),
+    }
+}
+
+fn first_addr(r: &Reply) -> (Ipv6Addr, u32, u32) {
+    let c = client_msg(r);
+    let ia = c.options.ia_nas().next().expect("IA_NA");
+    let x = ia.options.ia_addrs().next().expect("IAADDR");
+    (x.addr, x.preferred, x.valid)
+}
+
+fn ia_status(r: &Reply) -> Option<StatusCode> {
+    let c = client_msg(r);
+    c.options.ia_nas().next().and_then(|ia| ia.options.status()).map(|s| s.code)
+}
+
+/// Solicit + Request for client n; returns the address.
+fn lease_for(e: &mut Engine, n: u8) -> Ipv6Addr {
+    let r = reply(send(e, msg(MessageType::Request, vec![cid(n), sid(), ia_na(1, &[])])));
+    first_addr(&r).0
+}
+
+// ---- §16 discard rules -------------------------------------------------
+
+#[test]
+fn solicit_without_client_id_is_discarded() {
+    // RFC 8415 §16
+    let mut e = engine();
+    assert_eq!(send(&mut e, msg(MessageType::Solicit, vec![ia_na(1, &[])])), Outcome::Drop(DropReason::MissingClientId));
+    assert_eq!(e.stats.dropped(DropReason::MissingClientId), 1);
+}
+
+#[test]
+fn solicit_with_server_id_is_discarded() {
+    // RFC 8415 §16
+    let mut e = engine();
+    assert_eq!(send(&mut e, msg(MessageType::Solicit, vec![cid(1), sid()])), Outcome::Drop(DropReason::UnexpectedServerId));
+}
+
+#[test]
+fn confirm_and_rebind_with_server_id_are_discarded() {
+    // RFC 8415 §16
+    let mut e = engine();
+    for t in [MessageType::Confirm, MessageType::Rebind] {
+        assert_eq!(send(&mut e, msg(t, vec![cid(1), sid(), ia_na(1, &["2001:db8:1::1"])])), Outcome::Drop(DropReason::UnexpectedServerId));
+    }
+}
+
+#[test]
+fn request_renew_release_decline_need_our_server_id() {
+    // RFC 8415 §16
+    let mut e = engine();
+    for t in [MessageType::Request, MessageType::Renew, MessageType::Release, MessageType::Decline] {
+        assert_eq!(send(&mut e, msg(t, vec![cid(1), ia_na(1, &[])])), Outcome::Drop(DropReason::MissingServerId));
+        let other = DhcpOption::ServerId(Duid::ll(1, &[9]));
+        assert_eq!(send(&mut e, msg(t, vec![cid(1), other, ia_na(1, &[])])), Outcome::Drop(DropReason::WrongServerId));
+        assert_eq!(send(&mut e, msg(t, vec![sid(), ia_na(1, &[])])), Outcome::Drop(DropReason::MissingClientId));
+    }
+}
+
+#[test]
+fn information_request_with_ia_or_foreign_server_id_is_discarded() {
+    // RFC 8415 §16
+    let mut e = engine();
+    assert_eq!(send(&mut e, msg(MessageType::InformationRequest, vec![ia_na(1, &[])])), Outcome::Drop(DropReason::IaInInformationRequest));
+    let other = DhcpOption::ServerId(Duid::ll(1, &[9]));
+    assert_eq!(send(&mut e, msg(MessageType::InformationRequest, vec![other])), Outcome::Drop(DropReason::WrongServerId));
+}
+
+#[test]
+fn server_messages_and_unknown_types_are_discarded() {
+    // RFC 8415 §16: Advertise, Reply, Reconfigure, Relay-reply, unknown types.
+    let mut e = engine();
+    for t in [MessageType::Advertise, MessageType::Reply, MessageType::Reconfigure, MessageType::Other(99), MessageType::BndUpd] {
+        assert_eq!(send(&mut e, msg(t, vec![cid(1)])), Outcome::Drop(DropReason::NotForServer));
+    }
+    let relay_repl = Message::Relay(RelayMessage {
+        msg_type: MessageType::RelayRepl,
+        hop_count: 0,
+        link_address: a("2001:db8:1::1"),
+        peer_address: a(LL),
+        options: vec![DhcpOption::RelayMsg(Box::new(msg(MessageType::Solicit, vec![cid(1)])))].into(),
+    });
+    assert_eq!(send(&mut e, relay_repl), Outcome::Drop(DropReason::NotForServer));
+}
+
+#[test]
+fn solicit_confirm_rebind_by_unicast_are_discarded() {
+    // RFC 8415 §16: these MUST NOT be accepted by unicast.
+    let mut e = engine();
+    let uni = Arrival { interface: Some("eth1"), source: a("2001:db8:1::77"), destination: a("2001:db8:1::1") };
+    for t in [MessageType::Solicit, MessageType::Confirm, MessageType::Rebind] {
+        let o = e.handle(NOW, &msg(t, vec![cid(1), ia_na(1, &["2001:db8:1::1001"])]), &uni, &Standalone);
+        assert_eq!(o, Outcome::Drop(DropReason::UnicastNotAllowed));
+    }
+}
+
+#[test]
+fn unicast_request_without_server_unicast_gets_use_multicast() {
+    // RFC 8415 §18.4
+    let mut e = engine();
+    let uni = Arrival { interface: Some("eth1"), source: a("2001:db8:1::77"), destination: a("2001:db8:1::1") };
+    let r = reply(e.handle(NOW, &msg(MessageType::Request, vec![cid(1), sid(), ia_na(1, &[])]), &uni, &Standalone));
+    let c = client_msg(&r);
+    assert_eq!(c.options.status().unwrap().code, StatusCode::USE_MULTICAST);
+    assert!(c.options.ia_nas().next().is_none(), "only SERVERID, CLIENTID and the status");
+    assert!(r.changes.is_empty());
+}
+
+#[test]
+fn unicast_request_to_configured_server_unicast_is_processed() {
+    // RFC 8415 §18.4
+    let mut e = engine();
+    let uni = Arrival { interface: None, source: a("2001:db8:2::77"), destination: a("2001:db8:2::1") };
+    let r = reply(e.handle(NOW, &msg(MessageType::Request, vec![cid(1), sid(), ia_na(1, &[])]), &uni, &Standalone));
+    assert!(first_addr(&r).0 == a("2001:db8:2::10") || first_addr(&r).0 == a("2001:db8:2::11"));
+}
+
+// ---- Solicit / Advertise (§18.3.1, §18.3.9) ---------------------------------
+
+#[test]
+fn advertise_copies_transaction_id_and_carries_both_identifiers() {
+    // RFC 8415 §18.3.9
+    let mut e = engine();
+    let r = reply(send(&mut e, msg(MessageType::Solicit, vec![cid(1), ia_na(1, &[])])));
+    let c = client_msg(&r);
+    assert_eq!(c.msg_type, MessageType::Advertise);
+    assert_eq!(c.transaction_id, 0x010203);
+    assert_eq!(c.options.server_id(), Some(&server_duid()));
+    assert_eq!(c.options.client_id(), Some(&client_duid(1)));
+    assert_eq!((r.to, r.port), (a(LL), CLIENT_PORT));
+}
+
+#[test]
+fn advertise_offers_without_committing() {
+    // RFC 8415 §18.3.9: the IAs with what would be assigned; nothing is bound yet.
+    let mut e = engine();
+    let r = reply(send(&mut e, msg(MessageType::Solicit, vec![cid(1), ia_na(1, &[]), ia_pd(2)])));
+    let (addr, p, v) = first_addr(&r);
+    assert!(a("2001:db8:1::1000") <= addr && addr <= a("2001:db8:1::ffff"));
+    assert_eq!((p, v), (3000, 4000));
+    let pd = client_msg(&r).options.ia_pds().next().unwrap().options.ia_prefixes().next().unwrap().clone();
+    assert_eq!(pd.prefix_len, 56);
+    assert!(r.changes.is_empty());
+    assert!(e.leases().is_empty());
+    // The Request that follows gets the same address.
+    let r2 = reply(send(&mut e, msg(MessageType::Request, vec![cid(1), sid(), ia_na(1, &[])])));
+    assert_eq!(first_addr(&r2).0, addr);
+}
+
+#[test]
+fn advertise_includes_configured_preference() {
+    // RFC 8415 §18.3.9: Preference option, default 0 (omitted).
+    let mut e = engine();
+    let r = reply(send(&mut e, msg(MessageType::Solicit, vec![cid(1), ia_na(1, &[])])));
+    assert!(client_msg(&r).options.iter().any(|o| *o == DhcpOption::Preference(7)));
+}
+
+#[test]
+fn advertise_with_no_addresses_puts_no_addrs_avail_in_the_ia() {
+    // RFC 8415 §18.3.9
+    let mut e = engine();
+    let uni = Arrival { interface: None, source: a("2001:db8:2::77"), destination: a(MCAST) };
+    for n in 1..=2 {
+        reply(e.handle(NOW, &msg(MessageType::Request, vec![cid(n), sid(), ia_na(1, &[])]), &uni, &Standalone));
+    }
+    let r = reply(e.handle(NOW, &msg(MessageType::Solicit, vec![cid(3), ia_na(1, &[])]), &uni, &Standalone));
+    let ia = client_msg(&r).options.ia_nas().next().unwrap().clone();
+    assert_eq!(ia.options.status().unwrap().code, StatusCode::NO_ADDRS_AVAIL);
+    assert_eq!(ia.options.ia_addrs().count(), 0);
+    assert_eq!((ia.t1, ia.t2), (0, 0));
+}
+
+#[test]
+fn advertise_does_not_echo_a_hint_it_will_not_assign() {
+    // RFC 8415 §18.3.9
+    let mut e = engine();
+    let held = lease_for(&mut e, 1);
+    let r = reply(send(&mut e, msg(MessageType::Solicit, vec![cid(2), ia_na(1, &[&held.to_string()])])));
+    assert_ne!(first_addr(&r).0, held);
+    let r = reply(send(&mut e, msg(MessageType::Solicit, vec![cid(3), ia_na(1, &["2001:db8:77::1"])])));
+    assert_ne!(first_addr(&r).0, a("2001:db8:77::1"));
+}
+
+#[test]
+fn address_hint_is_honoured_when_free() {
+    // RFC 8415 §18.3.9: hints MAY be used.
+    let mut e = engine();
+    let r = reply(send(&mut e, msg(MessageType::Solicit, vec![cid(1), ia_na(1, &["2001:db8:1::1234"])])));
+    assert_eq!(first_addr(&r).0, a("2001:db8:1::1234"));
+}
+
+#[test]
+fn rapid_commit_solicit_gets_a_committed_reply_with_rapid_commit() {
+    // RFC 8415 §18.3.1
+    let mut e = engine();
+    let r = reply(send(&mut e, msg(MessageType::Solicit, vec![cid(1), DhcpOption::RapidCommit, ia_na(1, &[])])));
+    let c = client_msg(&r);
+    assert_eq!(c.msg_type, MessageType::Reply);
+    assert!(c.options.has(opt::RAPID_COMMIT));
+    assert_eq!(r.changes.len(), 1);
+    assert_eq!(e.leases().len(), 1);
+}
+
+#[test]
+fn rapid_commit_is_ignored_where_the_subnet_does_not_allow_it() {
+    // RFC 8415 §18.3.1
+    let mut e = engine_with(&CONFIG.replace("rapid-commit = true", "rapid-commit = false"));
+    let r = reply(send(&mut e, msg(MessageType::Solicit, vec![cid(1), DhcpOption::RapidCommit, ia_na(1, &[])])));
+    assert_eq!(client_msg(&r).msg_type, MessageType::Advertise);
+    assert!(!client_msg(&r).options.has(opt::RAPID_COMMIT));
+    assert!(r.changes.is_empty());
+}
+
+// ---- Request (§18.3.2) ------------------------------------------------------
+
+#[test]
+fn request_assigns_and_commits_before_reply() {
+    // RFC 8415 §18.3.2
+    let mut e = engine();
+    let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(1), sid(), ia_na(1, &[]), ia_pd(1)])));
+    assert_eq!(client_msg(&r).msg_type, MessageType::Reply);
+    assert_eq!(r.changes.len(), 2);
+    for c in &r.changes {
+        let l = c.lease();
+        assert_eq!(l.status, BindingStatus::Active);
+        assert_eq!((l.cltt, l.valid_end, l.t1, l.t2), (NOW, NOW + 4000, 1000, 2000));
+        assert_eq!(l.binding.duid, client_duid(1));
+    }
+}
+
+#[test]
+fn request_with_an_address_not_on_link_gets_not_on_link() {
+    // RFC 8415 §18.3.2
+    let mut e = engine();
+    let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(1), sid(), ia_na(1, &["2001:db8:99::1"])])));
+    assert_eq!(ia_status(&r), Some(StatusCode::NOT_ON_LINK));
+    assert!(r.changes.is_empty());
+}
+
+#[test]
+fn request_for_an_existing_binding_returns_the_same_lease() {
+    // RFC 8415 §18.3.2: an IA we already have a binding for gets that binding back.
+    let mut e = engine();
+    let x = lease_for(&mut e, 1);
+    assert_eq!(lease_for(&mut e, 1), x);
+    assert_eq!(e.leases().len(), 1);
+}
+
+#[test]
+fn t1_and_t2_are_the_same_in_every_ia() {
+    // RFC 8415 §18.3.2, §18.1
+    let mut e = engine();
+    let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(1), sid(), ia_na(1, &[]), ia_na(2, &[]), ia_pd(3)])));
+    let c = client_msg(&r);
+    let times: Vec<(u32, u32)> = c
+        .options
+        .iter()
+        .filter_map(|o| match o {
+            DhcpOption::IaNa(ia) => Some((ia.t1, ia.t2)),
+            DhcpOption::IaPd(ia) => Some((ia.t1, ia.t2)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(times, vec![(1000, 2000); 3]);
+}
+
+#[test]
+fn options_in_the_oro_are_supplied() {
+    // RFC 8415 §18.3: options in the ORO the server is configured for MUST be included.
+    let mut e = engine();
+    let oro = DhcpOption::Oro(vec![opt::DNS_SERVERS, opt::DOMAIN_LIST, opt::NTP_SERVER]);
+    let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(1), sid(), oro, ia_na(1, &[])])));
+    let o = &client_msg(&r).options;
+    assert_eq!(o.get(opt::DNS_SERVERS), Some(&DhcpOption::DnsServers(vec![a("2001:db8:1::53")])));
+    assert!(o.has(opt::DOMAIN_LIST) && o.has(opt::NTP_SERVER));
+    // And nothing the client did not ask for.
+    let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(2), sid(), ia_na(1, &[])])));
+    assert!(!client_msg(&r).options.has(opt::DNS_SERVERS));
+}
+
+// ---- Renew / Rebind (§18.3.4, §18.3.5) ------------------------------------
+
+#[test]
+fn renew_extends_the_binding() {
+    // RFC 8415 §18.3.4
+    let mut e = engine();
+    let x = lease_for(&mut e, 1);
+    let later = NOW + 1000;
+    let r = reply(e.handle(later, &msg(MessageType::Renew, vec![cid(1), sid(), ia_na(1, &[&x.to_string()])]), &direct(), &Standalone));
+    assert_eq!(first_addr(&r), (x, 3000, 4000));
+    assert_eq!(r.changes[0].lease().valid_end, later + 4000);
+}
+
+#[test]
+fn renew_returns_addresses_not_on_link_with_zero_lifetimes() {
+    // RFC 8415 §18.3.4
+    let mut e = engine();
+    let x = lease_for(&mut e, 1);
+    let r = reply(send(&mut e, msg(MessageType::Renew, vec![cid(1), sid(), ia_na(1, &[&x.to_string(), "2001:db8:99::5"])])));
+    let ia = client_msg(&r).options.ia_nas().next().unwrap().clone();
+    let zero = ia.options.ia_addrs().find(|a| a.addr == "2001:db8:99::5".parse::<Ipv6Addr>().unwrap()).unwrap();
+    assert_eq!((zero.preferred, zero.valid), (0, 0));
+    assert!(ia.options.ia_addrs().any(|y| y.addr == x && y.valid == 4000));
+}
+
+#[test]
+fn renew_without_binding_creates_one() {
+    // RFC 8415 §18.3.4: configured to create bindings from Renew (e.g. after losing the store).
+    let mut e = engine();
+    let r = reply(send(&mut e, msg(MessageType::Renew, vec![cid(1), sid(), ia_na(1, &["2001:db8:1::2222"])])));
+    assert_eq!(first_addr(&r), (a("2001:db8:1::2222"), 3000, 4000));
+    assert_eq!(r.changes.len(), 1);
+}
+
+#[test]
+fn rebind_extends_a_known_binding() {
+    // RFC 8415 §18.3.5
+    let mut e = engine();
+    let x = lease_for(&mut e, 1);
+    let r = reply(send(&mut e, msg(MessageType::Rebind, vec![cid(1), ia_na(1, &[&x.to_string()])])));
+    assert_eq!(first_addr(&r), (x, 3000, 4000));
+}
+
+#[test]
+fn rebind_without_binding_gets_no_binding_unless_rapid_commit() {
+    // RFC 8415 §18.3.5: create bindings from Rebind only if rapid commit is configured.
+    let mut e = engine_with(&CONFIG.replace("rapid-commit = true", "rapid-commit = false"));
+    let r = reply(send(&mut e, msg(MessageType::Rebind, vec![cid(1), ia_na(1, &["2001:db8:1::2222"])])));
+    assert_eq!(ia_status(&r), Some(StatusCode::NO_BINDING));
+    assert!(r.changes.is_empty());
+    let mut e = engine();
+    let r = reply(send(&mut e, msg(MessageType::Rebind, vec![cid(1), ia_na(1, &["2001:db8:1::2222"])])));
+    assert_eq!(first_addr(&r).0, a("2001:db8:1::2222"));
+}
+
+#[test]
+fn rebind_for_addresses_off_link_gets_zero_lifetimes() {
+    // RFC 8415 §18.3.5
+    let mut e = engine_with(&CONFIG.replace("rapid-commit = true", "rapid-commit = false"));
+    let r = reply(send(&mut e, msg(MessageType::Rebind, vec![cid(1), ia_na(1, &["2001:db8:99::1"])])));
+    assert_eq!(first_addr(&r), (a("2001:db8:99::1"), 0, 0));
+}
+
+// ---- Confirm (§18.3.3) ------------------------------------------------------
+
+#[test]
+fn confirm_answers_success_when_all_addresses_are_on_link() {
+    // RFC 8415 §18.3.3
+    let mut e = engine();
+    let r = reply(send(&mut e, msg(MessageType::Confirm, vec![cid(1), ia_na(1, &["2001:db8:1::5"])])));
+    assert_eq!(client_msg(&r).options.status().unwrap().code, StatusCode::SUCCESS);
+}
+
+#[test]
+fn confirm_answers_not_on_link_when_any_address_is_off_link() {
+    // RFC 8415 §18.3.3
+    let mut e = engine();
+    let r = reply(send(&mut e, msg(MessageType::Confirm, vec![cid(1), ia_na(1, &["2001:db8:1::5", "2001:db8:5::5"])])));
+    assert_eq!(client_msg(&r).options.status().unwrap().code, StatusCode::NOT_ON_LINK);
+}
+
+#[test]
+fn confirm_without_addresses_or_known_link_gets_no_reply() {
+    // RFC 8415 §18.3.3
+    let mut e = engine();
+    assert_eq!(send(&mut e, msg(MessageType::Confirm, vec![cid(1), ia_na(1, &[])])), Outcome::Drop(DropReason::NothingToSay));
+    let nowhere = Arrival { interface: Some("eth9"), source: a(LL), destination: a(MCAST) };
+    let o = e.handle(NOW, &msg(MessageType::Confirm, vec![cid(1), ia_na(1, &["2001:db8:1::5"])]), &nowhere, &Standalone);
+    assert_eq!(o, Outcome::Drop(DropReason::UnknownLink));
+}
+
+// ---- Release / Decline (§18.3.7, §18.3.8) ----------------------------------
+
+#[test]
+fn release_frees_the_lease_and_answers_success() {
+    // RFC 8415 §18.3.7
+    let mut e = engine();
+    let x = lease_for(&mut e, 1);
+    let r = reply(send(&mut e, msg(MessageType::Release, vec![cid(1), sid(), ia_na(1, &[&x.to_string()])])));
+    assert_eq!(client_msg(&r).options.status().unwrap().code, StatusCode::SUCCESS);
+    assert_eq!(r.changes[0].lease().status, BindingStatus::Released);
+    assert_eq!(e.leases().get(&LeaseKey::Addr(x)).unwrap().status, BindingStatus::Released);
+}
+
+#[test]
+fn release_of_an_unknown_ia_gets_no_binding_in_that_ia() {
+    // RFC 8415 §18.3.7
+    let mut e = engine();
+    let r = reply(send(&mut e, msg(MessageType::Release, vec![cid(1), sid(), ia_na(5, &["2001:db8:1::1005"])])));
+    assert_eq!(ia_status(&r), Some(StatusCode::NO_BINDING));
+    assert_eq!(client_msg(&r).options.status().unwrap().code, StatusCode::SUCCESS);
+}
+
+#[test]
+fn the_same_client_gets_its_address_back_after_release() {
+    // Operators expect stable addresses: a released lease is offered to its last client first.
+    let mut e = engine();
+    let x = lease_for(&mut e, 1);
+    reply(send(&mut e, msg(MessageType::Release, vec![cid(1), sid(), ia_na(1, &[&x.to_string()])])));
+    assert_eq!(lease_for(&mut e, 1), x);
+}
+
+#[test]
+fn decline_marks_the_address_abandoned_and_it_is_not_reused() {
+    // RFC 8415 §18.3.8
+    let mut e = engine_with(&CONFIG.replace(
+        "pools = [\"2001:db8:1::1000-2001:db8:1::ffff\"]",
+        "pools = [\"2001:db8:1::1000-2001:db8:1::1001\"]",
+    ));
+    let x = lease_for(&mut e, 1);
+    let r = reply(send(&mut e, msg(MessageType::Decline, vec![cid(1), sid(), ia_na(1, &[&x.to_string()])])));
+    assert_eq!(client_msg(&r).options.status().unwrap().code, StatusCode::SUCCESS);
+    assert_eq!(e.leases().get(&LeaseKey::Addr(x)).unwrap().status, BindingStatus::Abandoned);
+    let y = lease_for(&mut e, 2);
+    assert_ne!(x, y);
+    let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(3), sid(), ia_na(1, &[])])));
+    assert_eq!(ia_status(&r), Some(StatusCode::NO_ADDRS_AVAIL), "the abandoned address stays out");
+}
+
+// ---- Information-request (§18.3.6) ------------------------------------------
+
+#[test]
+fn information_request_gets_configuration_and_refresh_time() {
+    // RFC 8415 §18.3.6, §21.23
+    let mut e = engine();
+    let oro = DhcpOption::Oro(vec![opt::DNS_SERVERS, opt::INFORMATION_REFRESH_TIME]);
+    let r = reply(send(&mut e, msg(MessageType::InformationRequest, vec![cid(1), oro])));
+    let o = &client_msg(&r).options;
+    assert!(o.has(opt::DNS_SERVERS));
+    assert_eq!(o.u32_of(opt::INFORMATION_REFRESH_TIME), Some(IRT_DEFAULT));
+    assert!(r.changes.is_empty());
+}
+
+#[test]
+fn information_request_without_client_id_is_still_answered() {
+    // RFC 8415 §18.3.6
+    let mut e = engine();
+    let r = reply(send(&mut e, msg(MessageType::InformationRequest, vec![DhcpOption::Oro(vec![opt::DNS_SERVERS])])));
+    assert!(client_msg(&r).options.client_id().is_none());
+    assert!(client_msg(&r).options.has(opt::DNS_SERVERS));
+}
+
+// ---- Relays (§13.1, §18.3.10, §19.3) -----------------------------------------
+
+fn relay(link: &str, peer: &str, hop: u8, ifid: Option<&[u8]>, inner: Message) -> Message {
+    let mut o = Options::new();
+    if let Some(i) = ifid {
+        o.push(DhcpOption::InterfaceId(i.to_vec()));
+    }
+    o.push(DhcpOption::RelayMsg(Box::new(inner)));
+    Message::Relay(RelayMessage {
+        msg_type: MessageType::RelayForw,
+        hop_count: hop,
+        link_address: a(link),
+        peer_address: a(peer),
+        options: o,
+    })
+}
+
+#[test]
+fn relayed_request_gets_relay_reply_with_interface_id_to_port_547() {
+    // RFC 8415 §18.3.10, §21.18: the Interface-Id is copied into the Relay-reply.
+    let mut e = engine();
+    let m = relay("2001:db8:1::1", "fe80::c", 0, Some(b"port7"), msg(MessageType::Solicit, vec![cid(1), ia_na(1, &[])]));
+    let from_relay = Arrival { interface: Some("eth0"), source: a("2001:db8:ffff::7"), destination: a("2001:db8:ffff::1") };
+    let r = reply(e.handle(NOW, &m, &from_relay, &Standalone));
+    assert_eq!((r.to, r.port), (a("2001:db8:ffff::7"), SERVER_PORT));
+    let Message::Relay(rr) = &r.message else { panic!("not a relay reply") };
+    assert_eq!(rr.msg_type, MessageType::RelayRepl);
+    assert_eq!((rr.hop_count, rr.link_address, rr.peer_address), (0, a("2001:db8:1::1"), a("fe80::c")));
+    assert_eq!(rr.options.interface_id(), Some(&b"port7"[..]));
+    assert_eq!(client_msg(&r).msg_type, MessageType::Advertise);
+}
+
+#[test]
+fn nested_relays_are_answered_level_by_level() {
+    // RFC 8415 §19.3: one Relay-reply per Relay-forward, each copying its level.
+    let mut e = engine();
+    let inner = relay("2001:db8:1::1", "fe80::c", 0, Some(b"A"), msg(MessageType::Solicit, vec![cid(1), ia_na(1, &[])]));
+    let outer = relay("::", "2001:db8:5::a", 1, Some(b"B"), inner);
+    let r = reply(e.handle(NOW, &outer, &Arrival { interface: None, source: a("2001:db8:5::b"), destination: a("2001:db8:ffff::1") }, &Standalone));
+    let (chain, c) = r.message.unwrap_relays();
+    assert_eq!(chain.len(), 2);
+    assert_eq!((chain[0].hop_count, chain[0].peer_address), (1, a("2001:db8:5::a")));
+    assert_eq!(chain[0].options.interface_id(), Some(&b"B"[..]));
+    assert_eq!((chain[1].hop_count, chain[1].link_address), (0, a("2001:db8:1::1")));
+    assert_eq!(chain[1].options.interface_id(), Some(&b"A"[..]));
+    assert!(c.is_some());
+}
+
+#[test]
+fn relayed_client_is_placed_by_link_address_or_relay_links() {
+    // RFC 8415 §13.1; relay-links config.
+    let mut e = engine();
+    let via = Arrival { interface: None, source: a("2001:db8:9::1"), destination: a("2001:db8:ffff::1") };
+    let m = relay("2001:db8:9::1", "fe80::c", 0, None, msg(MessageType::Solicit, vec![cid(1), ia_na(1, &[])]));
+    let r = reply(e.handle(NOW, &m, &via, &Standalone));
+    assert!(first_addr(&r).0 >= a("2001:db8:1::1000"));
+    let m = relay("2001:db8:77::1", "fe80::c", 0, None, msg(MessageType::Solicit, vec![cid(1), ia_na(1, &[])]));
+    assert_eq!(e.handle(NOW, &m, &via, &Standalone), Outcome::Drop(DropReason::UnknownLink));
+}
+
+#[test]
+fn zero_link_address_of_a_lightweight_relay_is_ignored() {
+    // RFC 8415 §13.1: link-address 0 MUST be ignored; an outer relay's value is used.
+    let mut e = engine();
+    let inner = relay("::", "fe80::c", 0, Some(b"x"), msg(MessageType::Solicit, vec![cid(1), ia_na(1, &[])]));
+    let outer = relay("2001:db8:1::1", "2001:db8:1::2", 1, None, inner);
+    let r = reply(e.handle(NOW, &outer, &Arrival { interface: None, source: a("2001:db8:1::2"), destination: a("2001:db8:1::1") }, &Standalone));
+    assert!(first_addr(&r).0 >= a("2001:db8:1::1000"));
+}
+
+#[test]
+fn relay_forward_without_relay_message_is_dropped() {
+    let mut e = engine();
+    let m = Message::Relay(RelayMessage {
+        msg_type: MessageType::RelayForw,
+        hop_count: 0,
+        link_address: a("2001:db8:1::1"),
+        peer_address: a(LL),
+        options: Options::new(),
+    });
+    assert_eq!(send(&mut e, m), Outcome::Drop(DropReason::RelayWithoutMessage));
+}
+
+// ---- Prefix delegation ---------------------------------------------------------
+
+#[test]
+fn prefix_delegation_assigns_aligned_prefixes_and_no_prefix_avail_when_full() {
+    // RFC 8415 §18.3.2, §18.3.9
+    let mut e = engine_with(&CONFIG.replace("2001:db8:100::/40\", delegated-length = 56", "2001:db8:100::/55\", delegated-length = 56"));
+    let mut got = Vec::new();
+    for n in 1..=2 {
+        let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(n), sid(), ia_pd(1)])));
+        let p = client_msg(&r).options.ia_pds().next().unwrap().options.ia_prefixes().next().unwrap().clone();
+        assert_eq!(p.prefix_len, 56);
+        assert_eq!(u128::from(p.prefix) & 0xff_ffff_ffff_ffff_ffff, 0, "aligned /56");
+        got.push(p.prefix);
+    }
+    assert_ne!(got[0], got[1]);
+    let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(3), sid(), ia_pd(1)])));
+    let ia = client_msg(&r).options.ia_pds().next().unwrap().clone();
+    assert_eq!(ia.options.status().unwrap().code, StatusCode::NO_PREFIX_AVAIL);
+}
+
+#[test]
+fn prefix_renew_and_release() {
+    // RFC 8415 §18.3.4, §18.3.7 for IA_PD
+    let mut e = engine();
+    let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(1), sid(), ia_pd(4)])));
+    let p = client_msg(&r).options.ia_pds().next().unwrap().options.ia_prefixes().next().unwrap().clone();
+    let held = DhcpOption::IaPd(IaPd { iaid: 4, t1: 0, t2: 0, options: vec![DhcpOption::IaPrefix(p.clone())].into() });
+    let r = reply(e.handle(NOW + 100, &msg(MessageType::Renew, vec![cid(1), sid(), held.clone()]), &direct(), &Standalone));
+    assert_eq!(r.changes[0].lease().valid_end, NOW + 4100);
+    let r = reply(send(&mut e, msg(MessageType::Release, vec![cid(1), sid(), held])));
+    assert_eq!(r.changes[0].lease().status, BindingStatus::Released);
+    let _ = IaPrefix { ..p };
+}
+
+// ---- Reservations, expiry, slices, policy --------------------------------------
+
+#[test]
+fn reserved_address_goes_to_its_client_only() {
+    let mut c = Config::parse(CONFIG).unwrap();
+    c.subnets[0].reservations.push(Reservation { duid: client_duid(9), address: Some(a("2001:db8:1::9")), prefix: None });
+    let mut e = Engine::new(EngineConfig { server_duid: server_duid(), subnets: c.subnets, slice: Slice::WHOLE, hash_key: 7 });
+    let r = reply(send(&mut e, msg(MessageType::Solicit, vec![cid(1), ia_na(1, &["2001:db8:1::9"])])));
+    assert_ne!(first_addr(&r).0, a("2001:db8:1::9"));
+    assert_eq!(lease_for(&mut e, 9), a("2001:db8:1::9"));
+}
+
+#[test]
+fn leases_expire_when_their_valid_lifetime_ends_and_become_reusable() {
+    let mut e = engine_with(&CONFIG.replace(
+        "pools = [\"2001:db8:1::1000-2001:db8:1::ffff\"]",
+        "pools = [\"2001:db8:1::1000-2001:db8:1::1000\"]",
+    ));
+    let x = lease_for(&mut e, 1);
+    assert!(e.expire(NOW + 3999, 100).is_empty());
+    let ch = e.expire(NOW + 4000, 100);
+    assert_eq!(ch.len(), 1);
+    assert_eq!(ch[0].lease().status, BindingStatus::Expired);
+    let r = reply(e.handle(NOW + 4001, &msg(MessageType::Request, vec![cid(2), sid(), ia_na(1, &[])]), &direct(), &Standalone));
+    assert_eq!(first_addr(&r).0, x);
+}
+
+#[test]
+fn shards_allocate_only_from_their_slice() {
+    let c = Config::parse(CONFIG).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for shard in 0..3 {
+        let slice = Slice { shards: 3, shard };
+        let mut e = Engine::new(EngineConfig { server_duid: server_duid(), subnets: c.subnets.clone(), slice, hash_key: 7 });
+        let probe = crate::pool::SlotAllocator::new(0xf000, 0x1000, 1, slice);
+        for n in 0..50u8 {
+            let x = lease_for(&mut e, n);
+            let j = u128::from(x) - u128::from(a("2001:db8:1::1000"));
+            assert!(probe.in_slice(j), "shard {shard} gave {x}");
+            assert!(seen.insert(x), "{x} given by two shards");
+        }
+    }
+}
+
+struct Capped(u32, Responsiveness);
+
+impl Policy for Capped {
+    fn responsiveness(&self) -> Responsiveness {
+        self.1
+    }
+    fn may_allocate(&self, k: &LeaseKey, l: Option<&Lease>, now: Time) -> bool {
+        Standalone.may_allocate(k, l, now)
+    }
+    fn lifetime_cap(&self, _: &Lease, _: Time) -> Option<u32> {
+        Some(self.0)
+    }
+}
+
+#[test]
+fn lifetime_cap_shortens_lifetimes_and_t1_t2_follow() {
+    // RFC 8156 §4.4 via the policy; T1 ≤ T2 ≤ preferred ≤ valid still hold.
+    let mut e = engine();
+    let m = msg(MessageType::Request, vec![cid(1), sid(), ia_na(1, &[])]);
+    let r = reply(e.handle(NOW, &m, &direct(), &Capped(600, Responsiveness::Responsive)));
+    let ia = client_msg(&r).options.ia_nas().next().unwrap().clone();
+    let x = ia.options.ia_addrs().next().unwrap().clone();
+    assert_eq!((x.preferred, x.valid), (600, 600));
+    assert_eq!((ia.t1, ia.t2), (300, 480));
+    assert_eq!(r.changes[0].lease().valid_end, NOW + 600);
+}
+
+#[test]
+fn unresponsive_server_answers_nothing_and_renew_responsive_only_its_own() {
+    // RFC 8156 §3: responsiveness.
+    let mut e = engine();
+    let x = lease_for(&mut e, 1);
+    let p = Capped(4000, Responsiveness::Unresponsive);
+    assert_eq!(e.handle(NOW, &msg(MessageType::Solicit, vec![cid(2), ia_na(1, &[])]), &direct(), &p), Outcome::Drop(DropReason::NotResponsive));
+    let p = Capped(4000, Responsiveness::RenewResponsive);
+    assert_eq!(e.handle(NOW, &msg(MessageType::Solicit, vec![cid(2), ia_na(1, &[])]), &direct(), &p), Outcome::Drop(DropReason::NotResponsive));
+    assert_eq!(e.handle(NOW, &msg(MessageType::Rebind, vec![cid(1), ia_na(1, &[&x.to_string()])]), &direct(), &p), Outcome::Drop(DropReason::NotResponsive));
+    let r = reply(e.handle(NOW, &msg(MessageType::Renew, vec![cid(1), sid(), ia_na(1, &[&x.to_string()])]), &direct(), &p));
+    assert_eq!(first_addr(&r).0, x);
+}
+
+#[test]
+fn every_reply_encodes_and_decodes() {
+    let mut e = engine();
+    let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(1), sid(), ia_na(1, &[]), ia_pd(2), DhcpOption::Oro(vec![23, 24, 56])])));
+    let bytes = r.message.encode().unwrap();
+    assert_eq!(Message::decode(&bytes).unwrap(), r.message);
+}
