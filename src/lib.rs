@@ -8,5 +8,6 @@ pub mod cli;
 pub mod config;
 pub mod lease;
 pub mod pool;
+pub mod runtime;
 pub mod server;
 pub mod wire;

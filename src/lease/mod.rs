@@ -155,3 +155,6 @@ impl LeaseChange {
         }
     }
 }
+
+pub mod codec;
+pub mod store;

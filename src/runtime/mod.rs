@@ -1,0 +1,4 @@
+//! The IO edge: LMDB store, sockets, glommio shards, the clock. Everything
+//! here drives the sans-IO cores in `server`, `pool` and `failover`.
+
+pub mod store;

@@ -1,0 +1,231 @@
+//! Property test of the engine: random client populations send random
+//! message sequences over simulated time. After every step: no address or
+//! prefix is held by two clients, T1 ≤ T2 ≤ preferred ≤ valid in every IA,
+//! and every reply encodes and decodes.
+
+use std::collections::HashMap;
+use std::net::Ipv6Addr;
+
+use proptest::prelude::*;
+use tandem::config::Config;
+use tandem::lease::Time;
+use tandem::pool::Slice;
+use tandem::server::{Arrival, Engine, EngineConfig, Outcome, Standalone};
+use tandem::wire::*;
+
+const CONFIG: &str = r#"
+interfaces = ["eth1"]
+[[subnet]]
+prefix = "2001:db8:1::/64"
+interface = "eth1"
+pools = ["2001:db8:1::10-2001:db8:1::1f"]
+pd-pools = [{ prefix = "2001:db8:100::/60", delegated-length = 62 }]
+preferred-lifetime = 300
+valid-lifetime = 500
+rapid-commit = true
+"#;
+
+#[derive(Debug, Clone, Copy)]
+enum Act {
+    Solicit,
+    RapidSolicit,
+    Request,
+    Renew,
+    Rebind,
+    Release,
+    Decline,
+    Confirm,
+    InfoRequest,
+}
+
+fn act() -> impl Strategy<Value = Act> {
+    prop_oneof![
+        Just(Act::Solicit),
+        Just(Act::RapidSolicit),
+        Just(Act::Request),
+        Just(Act::Request),
+        Just(Act::Renew),
+        Just(Act::Renew),
+        Just(Act::Rebind),
+        Just(Act::Release),
+        Just(Act::Decline),
+        Just(Act::Confirm),
+        Just(Act::InfoRequest),
+    ]
+}
+
+/// What one simulated client believes it holds, with when it ends.
+#[derive(Default, Clone)]
+struct ClientView {
+    addrs: HashMap<Ipv6Addr, Time>,
+    prefixes: HashMap<(Ipv6Addr, u8), Time>,
+}
+
+fn duid(n: usize) -> Duid {
+    Duid::ll(1, &[2, 0, 0, 0, 0, n as u8])
+}
+
+fn ia_na(v: &ClientView) -> DhcpOption {
+    DhcpOption::IaNa(IaNa {
+        iaid: 1,
+        t1: 0,
+        t2: 0,
+        options: v
+            .addrs
+            .keys()
+            .map(|a| DhcpOption::IaAddr(IaAddr { addr: *a, preferred: 0, valid: 0, options: Options::new() }))
+            .collect::<Vec<_>>()
+            .into(),
+    })
+}
+
+fn ia_pd(v: &ClientView) -> DhcpOption {
+    DhcpOption::IaPd(IaPd {
+        iaid: 1,
+        t1: 0,
+        t2: 0,
+        options: v
+            .prefixes
+            .keys()
+            .map(|(p, l)| {
+                DhcpOption::IaPrefix(IaPrefix { preferred: 0, valid: 0, prefix_len: *l, prefix: *p, options: Options::new() })
+            })
+            .collect::<Vec<_>>()
+            .into(),
+    })
+}
+
+fn check_ia_times(m: &ClientMessage) -> Result<(), TestCaseError> {
+    let mut min_pref = u32::MAX;
+    let mut t2s = Vec::new();
+    for o in &m.options {
+        let (t1, t2, opts) = match o {
+            DhcpOption::IaNa(ia) => (ia.t1, ia.t2, &ia.options),
+            DhcpOption::IaPd(ia) => (ia.t1, ia.t2, &ia.options),
+            _ => continue,
+        };
+        prop_assert!(t1 <= t2, "T1 {t1} > T2 {t2}");
+        for a in opts.ia_addrs() {
+            prop_assert!(a.preferred <= a.valid);
+            if a.valid > 0 {
+                min_pref = min_pref.min(a.preferred);
+            }
+        }
+        for p in opts.ia_prefixes() {
+            prop_assert!(p.preferred <= p.valid);
+            if p.valid > 0 {
+                min_pref = min_pref.min(p.preferred);
+            }
+        }
+        t2s.push((t1, t2));
+    }
+    for (_, t2) in &t2s {
+        prop_assert!(min_pref == u32::MAX || *t2 <= min_pref, "T2 {t2} > preferred {min_pref}");
+    }
+    let leased: Vec<_> = t2s.iter().filter(|(a, b)| *a != 0 || *b != 0).collect();
+    prop_assert!(leased.windows(2).all(|w| w[0] == w[1]), "T1/T2 differ across IAs: {t2s:?}");
+    Ok(())
+}
+
+fn run(clients: usize, steps: Vec<(usize, Act, u16, bool)>) -> Result<(), TestCaseError> {
+    let cfg = Config::parse(CONFIG).unwrap();
+    let server = Duid::llt(1, 1, &[0xaa; 6]);
+    let mut e = Engine::new(EngineConfig { server_duid: server.clone(), subnets: cfg.subnets, slice: Slice::WHOLE, hash_key: 1 });
+    let arrival = Arrival { interface: Some("eth1"), source: "fe80::1".parse().unwrap(), destination: "ff02::1:2".parse().unwrap() };
+    let mut views = vec![ClientView::default(); clients];
+    let mut now: Time = 1_800_000_000;
+    for (xid, (c, act, dt, pd)) in steps.into_iter().enumerate() {
+        let c = c % clients;
+        now += dt as Time;
+        e.expire(now, usize::MAX);
+        for v in &mut views {
+            v.addrs.retain(|_, end| *end > now);
+            v.prefixes.retain(|_, end| *end > now);
+        }
+        let v = &mut views[c];
+        let mut opts = vec![DhcpOption::ClientId(duid(c))];
+        let with_server = matches!(act, Act::Request | Act::Renew | Act::Release | Act::Decline);
+        if with_server {
+            opts.push(DhcpOption::ServerId(server.clone()));
+        }
+        let t = match act {
+            Act::Solicit => MessageType::Solicit,
+            Act::RapidSolicit => {
+                opts.push(DhcpOption::RapidCommit);
+                MessageType::Solicit
+            }
+            Act::Request => MessageType::Request,
+            Act::Renew => MessageType::Renew,
+            Act::Rebind => MessageType::Rebind,
+            Act::Release => MessageType::Release,
+            Act::Decline => MessageType::Decline,
+            Act::Confirm => MessageType::Confirm,
+            Act::InfoRequest => MessageType::InformationRequest,
+        };
+        if !matches!(act, Act::InfoRequest) {
+            opts.push(ia_na(v));
+            if pd && !matches!(act, Act::Decline | Act::Confirm) {
+                opts.push(ia_pd(v));
+            }
+        }
+        let msg = Message::Client(ClientMessage { msg_type: t, transaction_id: xid as u32 & 0xffffff, options: opts.into() });
+        if matches!(act, Act::Release | Act::Decline) {
+            // The client stops using what it gives back, whatever the answer.
+            v.addrs.clear();
+            if matches!(act, Act::Release) && pd {
+                v.prefixes.clear();
+            }
+        }
+        let out = e.handle(now, &msg, &arrival, &Standalone);
+        let Outcome::Reply(r) = out else { continue };
+        let bytes = r.message.encode().unwrap();
+        let back = Message::decode(&bytes).unwrap();
+        prop_assert_eq!(&back, &r.message);
+        let Message::Client(m) = back else { unreachable!() };
+        check_ia_times(&m)?;
+        let binding = m.msg_type == MessageType::Reply && matches!(act, Act::Request | Act::Renew | Act::Rebind | Act::RapidSolicit);
+        // An Advertise must not offer what another client holds.
+        for ia in m.options.ia_nas() {
+            for a in ia.options.ia_addrs() {
+                if a.valid == 0 {
+                    views[c].addrs.remove(&a.addr);
+                    continue;
+                }
+                for (o, ov) in views.iter().enumerate() {
+                    prop_assert!(o == c || !ov.addrs.contains_key(&a.addr), "{} offered/given to {c} while {o} holds it", a.addr);
+                }
+                if binding {
+                    views[c].addrs.insert(a.addr, now + a.valid as Time);
+                }
+            }
+        }
+        for ia in m.options.ia_pds() {
+            for p in ia.options.ia_prefixes() {
+                let k = (p.prefix, p.prefix_len);
+                if p.valid == 0 {
+                    views[c].prefixes.remove(&k);
+                    continue;
+                }
+                for (o, ov) in views.iter().enumerate() {
+                    prop_assert!(o == c || !ov.prefixes.contains_key(&k), "{:?} given to {c} while {o} holds it", k);
+                }
+                if binding {
+                    views[c].prefixes.insert(k, now + p.valid as Time);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn no_address_or_prefix_is_ever_held_by_two_clients(
+        clients in 1usize..24,
+        steps in prop::collection::vec((0usize..24, act(), 0u16..200, any::<bool>()), 1..300),
+    ) {
+        run(clients, steps)?;
+    }
+}
