@@ -2,3 +2,8 @@
 //! here drives the sans-IO cores in `server`, `pool` and `failover`.
 
 pub mod store;
+pub mod udp;
+pub mod sys;
+pub mod observe;
+pub mod shard;
+pub mod server;

@@ -1,0 +1,203 @@
+//! What operators see of a running server: Prometheus metrics over HTTP and
+//! the JSON control socket (`tandem ctl`). Shards publish a snapshot of
+//! their counters about once a second; these threads only read snapshots.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::wire::MessageType;
+
+/// Upper bounds (seconds) of the reply-latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 12] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+
+/// One shard's counters.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub received: Vec<u64>,
+    pub replies: Vec<u64>,
+    pub dropped: BTreeMap<&'static str, u64>,
+    /// (type "na"/"pd", state name) → count.
+    pub leases: BTreeMap<(&'static str, &'static str), u64>,
+    pub latency_buckets: Vec<u64>,
+    pub latency_sum: f64,
+    pub latency_count: u64,
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Snapshot {
+            received: vec![0; 256],
+            replies: vec![0; 256],
+            dropped: BTreeMap::new(),
+            leases: BTreeMap::new(),
+            latency_buckets: vec![0; LATENCY_BUCKETS.len()],
+            latency_sum: 0.0,
+            latency_count: 0,
+        }
+    }
+}
+
+impl Snapshot {
+    pub fn observe_latency(&mut self, secs: f64) {
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.latency_buckets[i] += 1;
+            }
+        }
+        self.latency_sum += secs;
+        self.latency_count += 1;
+    }
+}
+
+/// Everything the observers read.
+pub struct Shared {
+    pub shards: Vec<Mutex<Snapshot>>,
+    pub server_duid: String,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Shared {
+    fn total(&self) -> Snapshot {
+        let mut t = Snapshot::default();
+        for s in &self.shards {
+            let s = s.lock().unwrap();
+            for i in 0..256 {
+                t.received[i] += s.received[i];
+                t.replies[i] += s.replies[i];
+            }
+            for (k, v) in &s.dropped {
+                *t.dropped.entry(k).or_default() += v;
+            }
+            for (k, v) in &s.leases {
+                *t.leases.entry(*k).or_default() += v;
+            }
+            for (i, v) in s.latency_buckets.iter().enumerate() {
+                t.latency_buckets[i] += v;
+            }
+            t.latency_sum += s.latency_sum;
+            t.latency_count += s.latency_count;
+        }
+        t
+    }
+
+    pub fn prometheus(&self) -> String {
+        let t = self.total();
+        let mut o = String::new();
+        o.push_str("# HELP tandem_packets_received_total DHCPv6 messages received, by type.\n");
+        o.push_str("# TYPE tandem_packets_received_total counter\n");
+        for (i, v) in t.received.iter().enumerate().filter(|(_, v)| **v > 0) {
+            o.push_str(&format!("tandem_packets_received_total{{type=\"{}\"}} {v}\n", MessageType::from(i as u8).label()));
+        }
+        o.push_str("# HELP tandem_packets_dropped_total Messages dropped without a reply, by reason.\n");
+        o.push_str("# TYPE tandem_packets_dropped_total counter\n");
+        for (k, v) in &t.dropped {
+            o.push_str(&format!("tandem_packets_dropped_total{{reason=\"{k}\"}} {v}\n"));
+        }
+        o.push_str("# HELP tandem_replies_sent_total Replies sent, by type.\n");
+        o.push_str("# TYPE tandem_replies_sent_total counter\n");
+        for (i, v) in t.replies.iter().enumerate().filter(|(_, v)| **v > 0) {
+            o.push_str(&format!("tandem_replies_sent_total{{type=\"{}\"}} {v}\n", MessageType::from(i as u8).label()));
+        }
+        o.push_str("# HELP tandem_leases Leases in the store, by type and binding status.\n");
+        o.push_str("# TYPE tandem_leases gauge\n");
+        for ((ty, st), v) in &t.leases {
+            o.push_str(&format!("tandem_leases{{type=\"{ty}\",state=\"{st}\"}} {v}\n"));
+        }
+        o.push_str("# HELP tandem_failover_state RFC 8156 server state code (0: standalone).\n");
+        o.push_str("# TYPE tandem_failover_state gauge\ntandem_failover_state 0\n");
+        o.push_str("# HELP tandem_failover_unacked_bndupd Binding updates not yet acknowledged by the partner.\n");
+        o.push_str("# TYPE tandem_failover_unacked_bndupd gauge\ntandem_failover_unacked_bndupd 0\n");
+        o.push_str("# HELP tandem_ddns_queue_depth DNS updates waiting.\n");
+        o.push_str("# TYPE tandem_ddns_queue_depth gauge\ntandem_ddns_queue_depth 0\n");
+        o.push_str("# HELP tandem_reply_latency_seconds Time from receipt to reply (after the durable commit).\n");
+        o.push_str("# TYPE tandem_reply_latency_seconds histogram\n");
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            o.push_str(&format!("tandem_reply_latency_seconds_bucket{{le=\"{b}\"}} {}\n", t.latency_buckets[i]));
+        }
+        o.push_str(&format!("tandem_reply_latency_seconds_bucket{{le=\"+Inf\"}} {}\n", t.latency_count));
+        o.push_str(&format!("tandem_reply_latency_seconds_sum {}\n", t.latency_sum));
+        o.push_str(&format!("tandem_reply_latency_seconds_count {}\n", t.latency_count));
+        o
+    }
+
+    pub fn status_json(&self) -> String {
+        let t = self.total();
+        let count = |pred: &dyn Fn(&str) -> bool| -> u64 { t.leases.iter().filter(|((_, s), _)| pred(s)).map(|(_, v)| v).sum() };
+        let v = serde_json::json!({
+            "server-duid": self.server_duid,
+            "failover": null,
+            "shards": self.shards.len(),
+            "leases": {
+                "active": count(&|s| s == "ACTIVE"),
+                "free": count(&|s| matches!(s, "FREE" | "FREE-BACKUP" | "EXPIRED" | "RELEASED")),
+                "abandoned": count(&|s| s == "ABANDONED"),
+            },
+        });
+        v.to_string()
+    }
+}
+
+/// Serve `GET /metrics` on a plain thread.
+pub fn spawn_metrics(addr: SocketAddr, shared: Arc<Shared>) -> Result<(), String> {
+    let l = TcpListener::bind(addr).map_err(|e| format!("metrics-listen {addr}: {e}"))?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for conn in l.incoming().flatten() {
+                let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+                let mut conn = conn;
+                let mut buf = [0u8; 1024];
+                let n = conn.read(&mut buf).unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]);
+                let (status, body) = if req.starts_with("GET /metrics") {
+                    ("200 OK", shared.prometheus())
+                } else {
+                    ("404 Not Found", "see /metrics\n".to_string())
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The control socket: one command per connection (`status`,
+/// `partner-down`, `shutdown`), one JSON line back.
+pub fn spawn_control(path: &Path, shared: Arc<Shared>) -> Result<PathBuf, String> {
+    let _ = std::fs::remove_file(path);
+    let l = UnixListener::bind(path).map_err(|e| format!("control socket {}: {e}", path.display()))?;
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            for conn in l.incoming().flatten() {
+                let mut line = String::new();
+                let mut r = BufReader::new(&conn);
+                if r.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let reply = match line.trim() {
+                    "status" => shared.status_json(),
+                    "shutdown" => {
+                        shared.stop.store(true, Ordering::SeqCst);
+                        r#"{"ok":true,"action":"shutdown"}"#.to_string()
+                    }
+                    "partner-down" => r#"{"ok":false,"error":"this server has no failover partner"}"#.to_string(),
+                    other => serde_json::json!({"ok": false, "error": format!("unknown command {other:?}")}).to_string(),
+                };
+                let mut w = &conn;
+                let _ = writeln!(w, "{reply}");
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(path.to_owned())
+}

@@ -1,0 +1,365 @@
+//! One packet shard: a glommio executor pinned to a core, owning its
+//! engine, its slice of the lease store and a UDP socket.
+//!
+//! Flow: receive → decode → hand to the shard that owns the client (DUID
+//! hash) → engine → if the reply needs lease changes, queue it for the next
+//! group commit; replies leave only after their batch is durable. One commit
+//! is in flight at a time; whatever arrives meanwhile forms the next batch,
+//! so batches grow with load and an fsync is shared by many replies.
+
+use std::cell::{Cell, RefCell};
+use std::net::{Ipv6Addr, SocketAddrV6};
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use glommio::channels::local_channel;
+use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
+use glommio::net::UdpSocket;
+
+use super::observe::{Shared, Snapshot};
+use super::store::LmdbStore;
+use super::sys::unix_now;
+use super::udp;
+use crate::lease::store::{LeaseStore, StoreError};
+use crate::lease::{Lease, LeaseChange};
+use crate::pool::hash::shard_of;
+use crate::server::{Arrival, Engine, Outcome, Standalone};
+use crate::wire::Message;
+
+/// A decoded message handed from the receiving shard to its owner.
+pub struct Forwarded {
+    pub msg: Message,
+    pub rcv: udp::Received,
+    pub at: Instant,
+}
+
+/// What a shard starts with (all Send, moved into the executor).
+pub struct ShardInit {
+    pub id: usize,
+    pub shards: usize,
+    pub socket: socket2::Socket,
+    pub store: LmdbStore,
+    pub leases: Vec<Lease>,
+    pub engine: crate::server::EngineConfig,
+    /// Sender to every other shard (None at our own index).
+    pub to: Vec<Option<SharedSender<Forwarded>>>,
+    /// Receivers from every other shard.
+    pub from: Vec<SharedReceiver<Forwarded>>,
+    /// ifindex → interface name, for subnet selection.
+    pub ifnames: Vec<(u32, String)>,
+    pub stop: Arc<AtomicBool>,
+    pub ready: mpsc::Sender<Result<usize, String>>,
+    pub shared: Arc<Shared>,
+}
+
+struct Pending {
+    changes: Vec<LeaseChange>,
+    replies: Vec<Outgoing>,
+}
+
+struct Outgoing {
+    bytes: Vec<u8>,
+    to: SocketAddrV6,
+    source: Ipv6Addr,
+    ifindex: u32,
+    at: Instant,
+    reply_type: u8,
+}
+
+struct State {
+    id: usize,
+    shards: usize,
+    fd: RawFd,
+    sock: UdpSocket,
+    engine: RefCell<Engine>,
+    pending: RefCell<Pending>,
+    committing: Cell<bool>,
+    store: RefCell<Option<LmdbStore>>,
+    kick: local_channel::LocalSender<()>,
+    ifnames: Vec<(u32, String)>,
+    to: RefCell<Vec<Option<ConnectedSender<Forwarded>>>>,
+    snap: RefCell<Snapshot>,
+    shared: Arc<Shared>,
+}
+
+pub async fn run(init: ShardInit) {
+    let ShardInit { id, shards, socket, store, leases, engine, to, from, ifnames, stop, ready, shared } = init;
+    let mut eng = Engine::new(engine);
+    let n = leases.len();
+    for l in leases {
+        eng.load(l);
+    }
+    let fd = socket.into_raw_fd();
+    // SAFETY: we own the fd; glommio takes it over.
+    let sock = unsafe { UdpSocket::from_raw_fd(fd) };
+    let (kick, kicked) = local_channel::new_bounded(1);
+    let st = Rc::new(State {
+        id,
+        shards,
+        fd,
+        sock,
+        engine: RefCell::new(eng),
+        pending: RefCell::new(Pending { changes: Vec::new(), replies: Vec::new() }),
+        committing: Cell::new(false),
+        store: RefCell::new(Some(store)),
+        kick,
+        ifnames,
+        to: RefCell::new(Vec::new()),
+        snap: RefCell::new(Snapshot::default()),
+        shared,
+    });
+    // Receivers first (as tasks), so that peers' connects complete.
+    for rx in from {
+        let st = st.clone();
+        glommio::spawn_local(async move {
+            let rx = rx.connect().await;
+            while let Some(f) = rx.recv().await {
+                st.process(f.msg, f.rcv, f.at);
+            }
+        })
+        .detach();
+    }
+    let mut connected = Vec::new();
+    for tx in to {
+        connected.push(match tx {
+            Some(tx) => Some(tx.connect().await),
+            None => None,
+        });
+    }
+    *st.to.borrow_mut() = connected;
+    glommio::spawn_local(committer(st.clone(), kicked)).detach();
+    glommio::spawn_local(expiry(st.clone())).detach();
+    glommio::spawn_local(publisher(st.clone())).detach();
+    glommio::spawn_local(receiver(st.clone())).detach();
+    tracing::info!(shard = id, leases = n, "shard started");
+    let _ = ready.send(Ok(id));
+    while !stop.load(Ordering::Relaxed) {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+    // Stop: flush what is queued (bounded: a full disk must not hang shutdown).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let idle = !st.committing.get() && st.pending.borrow().changes.is_empty();
+        if idle {
+            break;
+        }
+        if Instant::now() > deadline {
+            tracing::error!(shard = id, "shutdown: pending lease commits could not be written; their replies were never sent");
+            break;
+        }
+        let _ = st.kick.try_send(());
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    st.publish();
+    tracing::info!(shard = id, "shard stopped");
+}
+
+async fn receiver(st: Rc<State>) {
+    let mut buf = vec![0u8; 65536];
+    let mut peek = [0u8; 1];
+    loop {
+        if let Err(e) = st.sock.peek_from(&mut peek).await {
+            tracing::warn!(shard = st.id, "receive: {e}");
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        // Drain everything waiting before yielding.
+        loop {
+            match udp::recv(st.fd, &mut buf) {
+                Ok(Some(r)) => {
+                    let at = Instant::now();
+                    if r.len > buf.len() {
+                        st.count_drop("oversized");
+                        continue;
+                    }
+                    st.dispatch(&buf[..r.len], r, at).await;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(shard = st.id, "recvmsg: {e}");
+                    break;
+                }
+            }
+            glommio::yield_if_needed().await;
+        }
+    }
+}
+
+impl State {
+    async fn dispatch(&self, data: &[u8], rcv: udp::Received, at: Instant) {
+        let msg = match Message::decode(data) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(shard = self.id, from = %rcv.source, "malformed packet: {e}");
+                self.count_drop(e.reason());
+                return;
+            }
+        };
+        let owner = match msg.unwrap_relays().1.and_then(|c| c.options.client_id()) {
+            Some(d) if self.shards > 1 => shard_of(d.as_bytes(), self.shards as u32) as usize,
+            _ => self.id,
+        };
+        if owner == self.id {
+            self.process(msg, rcv, at);
+            return;
+        }
+        let tx = self.to.borrow()[owner].as_ref().map(|t| t.try_send(Forwarded { msg, rcv, at }));
+        match tx {
+            Some(Ok(())) => {}
+            Some(Err(_)) => self.count_drop("forward_queue_full"),
+            None => self.count_drop("no_route_to_shard"),
+        }
+    }
+
+    fn process(&self, msg: Message, rcv: udp::Received, at: Instant) {
+        let now = unix_now();
+        let ifname = self.ifnames.iter().find(|(i, _)| *i == rcv.ifindex).map(|(_, n)| n.as_str());
+        let arrival = Arrival { interface: ifname, source: *rcv.source.ip(), destination: rcv.destination };
+        let out = self.engine.borrow_mut().handle(now, &msg, &arrival, &Standalone);
+        let r = match out {
+            Outcome::Reply(r) => r,
+            Outcome::Drop(d) => {
+                tracing::debug!(shard = self.id, from = %rcv.source, "dropped {}: {}", msg.msg_type(), d.label());
+                return;
+            }
+        };
+        let bytes = match r.message.encode() {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("cannot encode reply: {e}");
+                self.count_drop("encode_error");
+                return;
+            }
+        };
+        let scope = if r.to.is_unicast_link_local() { rcv.ifindex } else { 0 };
+        let out = Outgoing {
+            bytes,
+            to: SocketAddrV6::new(r.to, r.port, 0, scope),
+            source: if rcv.destination.is_multicast() { Ipv6Addr::UNSPECIFIED } else { rcv.destination },
+            ifindex: scope,
+            at,
+            reply_type: r.reply_type.code(),
+        };
+        for c in &r.changes {
+            let l = c.lease();
+            tracing::debug!(shard = self.id, lease = %l.key, duid = %l.binding.duid, iaid = l.binding.iaid,
+                state = l.status.name(), valid_end = l.valid_end, "lease");
+        }
+        if r.changes.is_empty() {
+            self.send(out);
+        } else {
+            let mut p = self.pending.borrow_mut();
+            p.changes.extend(r.changes);
+            p.replies.push(out);
+            drop(p);
+            let _ = self.kick.try_send(());
+        }
+    }
+
+    fn send(&self, o: Outgoing) {
+        match udp::send(self.fd, &o.bytes, o.to, o.source, o.ifindex) {
+            Ok(true) => {
+                let mut s = self.snap.borrow_mut();
+                s.replies[o.reply_type as usize] += 1;
+                s.observe_latency(o.at.elapsed().as_secs_f64());
+            }
+            Ok(false) => self.count_drop("send_buffer_full"),
+            Err(e) => {
+                tracing::debug!(to = %o.to, "send: {e}");
+                self.count_drop("send_failed");
+            }
+        }
+    }
+
+    fn count_drop(&self, reason: &'static str) {
+        *self.snap.borrow_mut().dropped.entry(reason).or_default() += 1;
+    }
+
+    /// Copy the engine's counters into the shared snapshot.
+    fn publish(&self) {
+        let e = self.engine.borrow();
+        let mut s = self.snap.borrow_mut();
+        s.received.copy_from_slice(&e.stats.received);
+        for r in crate::server::DropReason::ALL {
+            let v = e.stats.dropped(r);
+            if v > 0 {
+                s.dropped.insert(r.label(), v);
+            }
+        }
+        s.leases.clear();
+        for l in e.leases().iter() {
+            *s.leases.entry((l.key.ia_type().label(), l.status.name())).or_default() += 1;
+        }
+        *self.shared.shards[self.id].lock().unwrap() = s.clone();
+    }
+}
+
+/// Group commit: one durable LMDB transaction at a time on a blocking
+/// thread; the replies of a batch go out only after it committed.
+async fn committer(st: Rc<State>, kicked: local_channel::LocalReceiver<()>) {
+    let mut backoff = Duration::from_millis(10);
+    while kicked.recv().await.is_some() {
+        loop {
+            let (changes, replies) = {
+                let mut p = st.pending.borrow_mut();
+                if p.changes.is_empty() && p.replies.is_empty() {
+                    break;
+                }
+                (std::mem::take(&mut p.changes), std::mem::take(&mut p.replies))
+            };
+            st.committing.set(true);
+            let mut store = st.store.borrow_mut().take().expect("store present between commits");
+            let (store, res) = glommio::executor()
+                .spawn_blocking(move || {
+                    let r = store.commit(&changes);
+                    (store, r.map(|_| changes.len()))
+                })
+                .await;
+            *st.store.borrow_mut() = Some(store);
+            st.committing.set(false);
+            match res {
+                Ok(_) => {
+                    backoff = Duration::from_millis(10);
+                    for r in replies {
+                        st.send(r);
+                    }
+                }
+                Err(e) => {
+                    // Never a reply without a durable lease: these clients
+                    // retransmit, and their leases are committed then.
+                    let level_full = matches!(e, StoreError::Full(_));
+                    tracing::error!(shard = st.id, dropped = replies.len(), full = level_full,
+                        "lease commit failed, replies withheld: {e}");
+                    for _ in &replies {
+                        st.count_drop(if level_full { "store_full" } else { "store_error" });
+                    }
+                    glommio::timer::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+}
+
+/// Move leases past their valid lifetime to EXPIRED, in bounded steps.
+async fn expiry(st: Rc<State>) {
+    loop {
+        glommio::timer::sleep(Duration::from_secs(1)).await;
+        let changes = st.engine.borrow_mut().expire(unix_now(), 4096);
+        if !changes.is_empty() {
+            tracing::debug!(shard = st.id, n = changes.len(), "leases expired");
+            st.pending.borrow_mut().changes.extend(changes);
+            let _ = st.kick.try_send(());
+        }
+    }
+}
+
+async fn publisher(st: Rc<State>) {
+    loop {
+        st.publish();
+        glommio::timer::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,126 @@
+//! Operating-system checks and helpers used at start-up: io_uring, memlock,
+//! the data-directory lock, signals, the clock, and a fresh server DUID.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::wire::Duid;
+
+/// Seconds since the Unix epoch: the engine's `now`.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// glommio panics with a misleading "kernel too old" message when
+/// io_uring is blocked (seccomp, io_uring_disabled); check first.
+pub fn check_io_uring() -> Result<(), String> {
+    #[repr(C)]
+    struct Params([u32; 30]);
+    let mut p = Params([0; 30]);
+    // SAFETY: io_uring_setup with a zeroed params struct of the kernel's size (120 bytes).
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4u32, &mut p as *mut Params) };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return Err(format!(
+            "io_uring is not available ({e}): tandem needs Linux 5.8+ with io_uring enabled \
+             (check /proc/sys/kernel/io_uring_disabled and the container's seccomp profile)"
+        ));
+    }
+    // SAFETY: closing the fd we just got.
+    unsafe { libc::close(fd as i32) };
+    Ok(())
+}
+
+/// Raise RLIMIT_MEMLOCK's soft limit to the hard limit; fail when even that
+/// is below what glommio needs (512 KiB hard minimum per executor).
+pub fn raise_memlock(shards: usize) -> Result<u64, String> {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: valid pointer.
+    unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) };
+    if r.rlim_cur < r.rlim_max {
+        let nr = libc::rlimit { rlim_cur: r.rlim_max, rlim_max: r.rlim_max };
+        // SAFETY: valid pointer.
+        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &nr) } == 0 {
+            r = nr;
+        }
+    }
+    let need = 512u64 << 10;
+    let is_root = unsafe { libc::geteuid() } == 0;
+    if r.rlim_cur != libc::RLIM_INFINITY && r.rlim_cur < need && !is_root {
+        return Err(format!(
+            "RLIMIT_MEMLOCK is {} KiB; io_uring needs at least 512 KiB for {shards} shard(s): \
+             raise it (ulimit -l, LimitMEMLOCK= in systemd) or grant CAP_IPC_LOCK",
+            r.rlim_cur >> 10
+        ));
+    }
+    Ok(r.rlim_cur)
+}
+
+/// An exclusive lock on the data directory, held for the server's life.
+pub struct DataDirLock {
+    _file: File,
+}
+
+impl DataDirLock {
+    pub fn acquire(dir: &Path) -> Result<DataDirLock, String> {
+        let path = dir.join("tandem.lock");
+        let f = File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // SAFETY: flock on an open fd.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(format!(
+                "{}: the lease store is in use by another running tandem (lock {} held)",
+                dir.display(),
+                path.display()
+            ));
+        }
+        Ok(DataDirLock { _file: f })
+    }
+}
+
+/// A new DUID-LLT from the first interface with a real MAC address
+/// (RFC 8415 §11.2), or a DUID-UUID from the kernel's random UUID.
+pub fn generate_duid(prefer: &[String]) -> Duid {
+    let time = (unix_now().saturating_sub(946_684_800)) as u32;
+    let mut names: Vec<String> = prefer.to_vec();
+    if let Ok(rd) = std::fs::read_dir("/sys/class/net") {
+        names.extend(rd.flatten().filter_map(|e| e.file_name().into_string().ok()));
+    }
+    for n in names {
+        let Ok(s) = std::fs::read_to_string(format!("/sys/class/net/{n}/address")) else { continue };
+        let mac: Vec<u8> = s.trim().split(':').filter_map(|x| u8::from_str_radix(x, 16).ok()).collect();
+        if mac.len() == 6 && mac.iter().any(|b| *b != 0) {
+            return Duid::llt(1, time, &mac);
+        }
+    }
+    let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap_or_default();
+    let hex: String = uuid.chars().filter(char::is_ascii_hexdigit).collect();
+    let bytes = crate::wire::hex::decode(&hex).unwrap_or_else(|_| vec![0; 16]);
+    let mut u = [0u8; 16];
+    u.copy_from_slice(&bytes[..16.min(bytes.len())]);
+    Duid::uuid(u)
+}
+
+/// Block SIGTERM and SIGINT in this thread (threads spawned later inherit
+/// it) so that only `wait_signal` sees them.
+pub fn block_signals() -> libc::sigset_t {
+    // SAFETY: building and applying a signal set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Wait up to `ms` for SIGTERM/SIGINT; returns the signal number or None.
+pub fn wait_signal(set: &libc::sigset_t, ms: u64) -> Option<i32> {
+    let ts = libc::timespec { tv_sec: (ms / 1000) as i64, tv_nsec: ((ms % 1000) * 1_000_000) as i64 };
+    // SAFETY: valid set and timespec.
+    let s = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
+    (s > 0).then_some(s)
+}
