@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests use. Installed only when missing, quietly.
-PACKAGES=(iproute2)
+PACKAGES=(iproute2 procps isc-dhcp-client dhcpcd-base kea-admin)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

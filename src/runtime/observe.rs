@@ -129,8 +129,24 @@ impl Shared {
     pub fn status_json(&self) -> String {
         let t = self.total();
         let count = |pred: &dyn Fn(&str) -> bool| -> u64 { t.leases.iter().filter(|((_, s), _)| pred(s)).map(|(_, v)| v).sum() };
+        let per_shard: Vec<serde_json::Value> = self
+            .shards
+            .iter()
+            .map(|s| {
+                let s = s.lock().unwrap();
+                serde_json::json!({
+                    "received": s.received.iter().sum::<u64>(),
+                    "replies": s.replies.iter().sum::<u64>(),
+                    "leases": s.leases.values().sum::<u64>(),
+                })
+            })
+            .collect();
+        let dropped: u64 = t.dropped.values().sum();
         let v = serde_json::json!({
             "server-duid": self.server_duid,
+            "per-shard": per_shard,
+            "dropped": dropped,
+            "dropped-by-reason": t.dropped,
             "failover": null,
             "shards": self.shards.len(),
             "leases": {
