@@ -1,5 +1,7 @@
 //! Command-line interface (shared/interface.md "Binary and subcommands").
 
+mod demo;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -98,6 +100,10 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "json")]
         format: DumpFormat,
     },
+    /// A self-contained demonstration (needs root): private network
+    /// namespaces, tandem serving a bridge, real DHCPv6 clients (dhclient -6,
+    /// dhclient -6 -P, dhcpcd), the lease table; everything is removed after.
+    Demo,
     /// Talk to a running server over its control socket; prints JSON.
     Ctl {
         /// The control socket [default: /var/lib/tandem/control.sock].
@@ -200,6 +206,13 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Err(e) => {
                 eprintln!("tandem leases: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Demo => match demo::demo() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tandem demo: {e}");
                 ExitCode::from(1)
             }
         },
