@@ -57,6 +57,16 @@ pub fn default_shards() -> usize {
 }
 
 pub fn serve(s: Settings) -> Result<(), String> {
+    if s.config.failover.is_some() {
+        // Two standalone servers on one address space would hand the same
+        // address to two clients: never run a failover config without failover.
+        return Err("the [failover] section is configured, but this build of tandem does not run the RFC 8156 \
+                    failover endpoint yet; remove [failover] to run standalone"
+            .into());
+    }
+    if s.config.ddns.is_some() {
+        tracing::warn!("the [ddns] section is configured, but this build does not send DNS updates yet; names are not updated");
+    }
     let mask = sys::block_signals();
     sys::check_io_uring()?;
     sys::raise_memlock(s.shards)?;

@@ -1,0 +1,67 @@
+//! The command line as operators use it (no root needed).
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tandem");
+
+fn tmp(name: &str, text: &str) -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!("tandem-cli-{}-{name}", std::process::id()));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn check_config_accepts_the_example() {
+    let o = Command::new(BIN).args(["check-config", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/examples/tandem.toml")]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("ok"));
+}
+
+#[test]
+fn check_config_prints_one_line_per_problem_naming_file_and_key() {
+    let p = tmp("bad.toml", "[[subnet]]\nprefix = \"2001:db8::/64\"\npools = [\"x\"]\nvalid-lifetime = 0\n");
+    let o = Command::new(BIN).arg("check-config").arg("--config").arg(&p).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(lines.len() >= 2, "{err}");
+    for l in &lines {
+        assert!(l.starts_with(&format!("{}: subnet[0].", p.display())), "{l}");
+    }
+    let p2 = tmp("unknown.toml", "bogus-key = 1\n");
+    let o = Command::new(BIN).arg("check-config").arg("--config").arg(&p2).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bogus-key"));
+}
+
+#[test]
+fn serve_refuses_the_same_errors_and_a_failover_config_it_cannot_run() {
+    let p = tmp("serve-bad.toml", "[[subnet]]\nprefix = \"2001:db8::/64\"\n");
+    let o = Command::new(BIN).arg("serve").arg("--config").arg(&p).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("subnet[0].pools"));
+}
+
+#[test]
+fn help_documents_every_interface_flag() {
+    let o = Command::new(BIN).args(["serve", "--help"]).output().unwrap();
+    let h = String::from_utf8_lossy(&o.stdout);
+    for f in [
+        "--shards", "--cpus", "--failover-cpu", "--data-dir", "--log-level", "--log-format", "--metrics-listen",
+        "--control-socket", "--ready-file",
+    ] {
+        assert!(h.contains(f), "serve --help lacks {f}");
+    }
+    let o = Command::new(BIN).arg("--help").output().unwrap();
+    let h = String::from_utf8_lossy(&o.stdout);
+    for c in ["serve", "check-config", "leases", "ctl", "demo"] {
+        assert!(h.contains(c), "--help lacks {c}");
+    }
+}
+
+#[test]
+fn leases_on_a_missing_store_is_a_clear_error() {
+    let o = Command::new(BIN).args(["leases", "--data-dir", "/nonexistent/tandem"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no tandem store"));
+}
