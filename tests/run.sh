@@ -21,4 +21,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cargo build --release --locked --bins
-cargo test --locked --all-targets -- --test-threads=2
+# Benchmarks and fuzz targets are built, not run (they are measurements).
+cargo build --locked --benches
+cargo test --locked --lib --bins --tests -- --test-threads=2
