@@ -126,6 +126,13 @@ impl Shared {
         o
     }
 
+    /// (replies sent, packets dropped, active leases) over all shards.
+    pub fn summary(&self) -> (u64, u64, u64) {
+        let t = self.total();
+        let active = t.leases.iter().filter(|((_, s), _)| *s == "ACTIVE").map(|(_, v)| v).sum();
+        (t.replies.iter().sum(), t.dropped.values().sum(), active)
+    }
+
     pub fn status_json(&self) -> String {
         let t = self.total();
         let count = |pred: &dyn Fn(&str) -> bool| -> u64 { t.leases.iter().filter(|((_, s), _)| pred(s)).map(|(_, v)| v).sum() };

@@ -168,6 +168,10 @@ pub fn serve(s: Settings) -> Result<(), String> {
             // 8 MiB memlock limit (stack-spike Q1).
             .io_memory(512 << 10)
             .preempt_timer(Duration::from_millis(5))
+            // Forwarded packets between shards: spin briefly before parking so
+            // that a busy shard does not pay an eventfd wake-up per packet
+            // (stack-spike Q3: 10–15k → 75k round trips/s).
+            .spin_before_park(Duration::from_micros(50))
             .spawn({
                 let exited = exited_tx.clone();
                 move || async move {
@@ -197,7 +201,17 @@ pub fn serve(s: Settings) -> Result<(), String> {
     if let Some(f) = &s.ready_file {
         std::fs::write(f, format!("{}\n", std::process::id())).map_err(|e| format!("ready-file {}: {e}", f.display()))?;
     }
+    let mut last_summary = std::time::Instant::now();
+    let mut last_replies = 0;
     while !stop.load(Ordering::SeqCst) {
+        if last_summary.elapsed() >= Duration::from_secs(60) {
+            last_summary = std::time::Instant::now();
+            let (replies, dropped, active) = shared.summary();
+            if replies != last_replies {
+                tracing::info!(replies, dropped, active_leases = active, "summary");
+                last_replies = replies;
+            }
+        }
         if let Some(sig) = sys::wait_signal(&mask, 200) {
             tracing::info!(signal = sig, "stopping: finishing in-flight commits");
             stop.store(true, Ordering::SeqCst);
