@@ -31,6 +31,10 @@ pub const IRT_DEFAULT: u32 = 86400;
 pub const IRT_MINIMUM: u32 = 600;
 /// Infinity for lifetimes and T1/T2 (RFC 8415 §7.7).
 pub const INFINITY: u32 = u32::MAX;
+/// A lease is moved to EXPIRED this long after its valid lifetime ends: the
+/// client counts its lifetime from when the Reply arrived, and failover
+/// partners may disagree by up to 5 s (RFC 8156 §7.1).
+pub const EXPIRY_GRACE: Time = 10;
 
 /// Where and how a message arrived.
 #[derive(Debug, Clone, Copy)]
@@ -215,7 +219,7 @@ impl Engine {
     /// `max` per call, earliest first). The changes must be persisted.
     pub fn expire(&mut self, now: Time, max: usize) -> Vec<LeaseChange> {
         let mut out = Vec::new();
-        for key in self.leases.due(now, max) {
+        for key in self.leases.due(now.saturating_sub(EXPIRY_GRACE), max) {
             let Some(l) = self.leases.get(&key) else { continue };
             let mut l = l.clone();
             l.set_status(BindingStatus::Expired, now);
@@ -605,7 +609,7 @@ impl Engine {
         match self.leases.get(key) {
             Some(l) if l.binding == *binding && l.is_active() => true,
             Some(l) if l.is_active() => false,
-            existing => ctx.policy.may_allocate(key, existing, ctx.now),
+            existing => ctx.policy.may_allocate(key, existing, binding, ctx.now),
         }
     }
 
@@ -622,6 +626,7 @@ impl Engine {
             None => Lease::active(key, binding.clone(), ctx.now, 0, 0, 0, 0),
         };
         let (preferred, valid) = self.lifetimes(ctx, &lease);
+        let desired = self.subnets[ctx.subnet].cfg.valid_lifetime;
         lease.set_status(BindingStatus::Active, ctx.now);
         lease.preferred_lifetime = preferred;
         lease.valid_lifetime = valid;
@@ -629,6 +634,7 @@ impl Engine {
         lease.valid_end = ctx.now.saturating_add(valid as u64);
         lease.state_expiration_time = lease.valid_end;
         lease.update_partner = true;
+        lease.partner_lifetime = ctx.policy.partner_lifetime(&lease, desired, ctx.now);
         if ctx.commit {
             self.leases.upsert(lease.clone());
             ctx.changes.push(LeaseChange::Upsert(lease.clone()));

@@ -1,7 +1,7 @@
 //! What the failover endpoint (or its absence) lets the engine do. The
 //! engine asks; it never knows about RFC 8156 states itself.
 
-use crate::lease::{Lease, LeaseKey, Time};
+use crate::lease::{Binding, Lease, LeaseKey, Time};
 use crate::wire::BindingStatus;
 
 /// RFC 8156 §3 responsiveness of a server in its current failover state.
@@ -21,15 +21,22 @@ pub trait Policy {
         Responsiveness::Responsive
     }
 
-    /// May this server newly grant `key` now? `existing` is the stored lease
-    /// for it, if any (never an ACTIVE lease of another client: the engine
-    /// filters those out first).
-    fn may_allocate(&self, key: &LeaseKey, existing: Option<&Lease>, now: Time) -> bool;
+    /// May this server newly grant `key` to `client` now? `existing` is the
+    /// stored lease for it, if any (never an ACTIVE lease of another client:
+    /// the engine filters those out first).
+    fn may_allocate(&self, key: &LeaseKey, existing: Option<&Lease>, client: &Binding, now: Time) -> bool;
 
     /// The longest valid lifetime this lease may be given now (the MCLT rule,
     /// RFC 8156 §4.4); None when there is no cap.
     fn lifetime_cap(&self, _lease: &Lease, _now: Time) -> Option<u32> {
         None
+    }
+
+    /// The partner lifetime to propose for a lease just granted with
+    /// `valid` seconds when policy wanted `desired` (RFC 8156 §4.4.1); 0
+    /// without a partner.
+    fn partner_lifetime(&self, _lease: &Lease, _desired: u32, _now: Time) -> Time {
+        0
     }
 }
 
@@ -38,7 +45,7 @@ pub trait Policy {
 pub struct Standalone;
 
 impl Policy for Standalone {
-    fn may_allocate(&self, _key: &LeaseKey, existing: Option<&Lease>, _now: Time) -> bool {
+    fn may_allocate(&self, _key: &LeaseKey, existing: Option<&Lease>, _client: &Binding, _now: Time) -> bool {
         match existing {
             None => true,
             Some(l) => matches!(

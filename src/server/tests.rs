@@ -682,11 +682,11 @@ fn leases_expire_when_their_valid_lifetime_ends_and_become_reusable() {
         "pools = [\"2001:db8:1::1000-2001:db8:1::1000\"]",
     ));
     let x = lease_for(&mut e, 1);
-    assert!(e.expire(NOW + 3999, 100).is_empty());
-    let ch = e.expire(NOW + 4000, 100);
+    assert!(e.expire(NOW + 4000 + EXPIRY_GRACE - 1, 100).is_empty());
+    let ch = e.expire(NOW + 4000 + EXPIRY_GRACE, 100);
     assert_eq!(ch.len(), 1);
     assert_eq!(ch[0].lease().status, BindingStatus::Expired);
-    let r = reply(e.handle(NOW + 4001, &msg(MessageType::Request, vec![cid(2), sid(), ia_na(1, &[])]), &direct(), &Standalone));
+    let r = reply(e.handle(NOW + 4000 + EXPIRY_GRACE, &msg(MessageType::Request, vec![cid(2), sid(), ia_na(1, &[])]), &direct(), &Standalone));
     assert_eq!(first_addr(&r).0, x);
 }
 
@@ -713,8 +713,8 @@ impl Policy for Capped {
     fn responsiveness(&self) -> Responsiveness {
         self.1
     }
-    fn may_allocate(&self, k: &LeaseKey, l: Option<&Lease>, now: Time) -> bool {
-        Standalone.may_allocate(k, l, now)
+    fn may_allocate(&self, k: &LeaseKey, l: Option<&Lease>, c: &crate::lease::Binding, now: Time) -> bool {
+        Standalone.may_allocate(k, l, c, now)
     }
     fn lifetime_cap(&self, _: &Lease, _: Time) -> Option<u32> {
         Some(self.0)

@@ -12,7 +12,10 @@ pub mod message;
 pub mod name;
 pub mod option;
 
-pub use codes::{BindingStatus, MessageType, ServerState, StatusCode, opt, option_name};
+pub use codes::{
+    BindingStatus, CONNECT_FLAG_FIXED_PD_LENGTH, MessageType, SERVER_FLAG_ACK_STARTUP, SERVER_FLAG_COMMUNICATED,
+    SERVER_FLAG_STARTUP, ServerState, StatusCode, opt, option_name,
+};
 pub use duid::{Duid, DuidKind};
 pub use error::{DecodeError, DecodeErrorKind, EncodeError};
 pub use failover::{FailoverMessage, FrameDecoder};

@@ -1,0 +1,72 @@
+//! What the endpoint keeps in stable storage (§8.1, §8.2), and its binary form.
+
+use crate::lease::Time;
+use crate::wire::ServerState;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Persistent {
+    pub state: ServerState,
+    pub start_time: Time,
+    pub partner_state: Option<ServerState>,
+    pub partner_start_time: Time,
+    /// When the last message from the partner arrived.
+    pub last_contact: Time,
+    /// The last time this server was known to be operating (TIME-OF-FAILURE, §8.3.2).
+    pub last_operating: Time,
+    /// When we entered PARTNER-DOWN (or the partner did, as it told us).
+    pub partner_down_time: Time,
+    /// We have communicated with the partner at some time (F_SERVER_FLAGS C).
+    pub communicated: bool,
+    pub mclt: u32,
+}
+
+impl Persistent {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut o = vec![1u8, self.state as u8, self.partner_state.map(|s| s as u8).unwrap_or(0), self.communicated as u8];
+        for t in [self.start_time, self.partner_start_time, self.last_contact, self.last_operating, self.partner_down_time] {
+            o.extend_from_slice(&t.to_be_bytes());
+        }
+        o.extend_from_slice(&self.mclt.to_be_bytes());
+        o
+    }
+
+    pub fn decode(b: &[u8]) -> Option<Persistent> {
+        if b.len() != 4 + 5 * 8 + 4 || b[0] != 1 {
+            return None;
+        }
+        let t = |i: usize| u64::from_be_bytes(b[4 + i * 8..12 + i * 8].try_into().unwrap());
+        Some(Persistent {
+            state: ServerState::from_code(b[1])?,
+            partner_state: ServerState::from_code(b[2]),
+            communicated: b[3] != 0,
+            start_time: t(0),
+            partner_start_time: t(1),
+            last_contact: t(2),
+            last_operating: t(3),
+            partner_down_time: t(4),
+            mclt: u32::from_be_bytes(b[44..48].try_into().unwrap()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let p = Persistent {
+            state: ServerState::PartnerDown,
+            start_time: 1,
+            partner_state: Some(ServerState::Recover),
+            partner_start_time: 2,
+            last_contact: 3,
+            last_operating: 4,
+            partner_down_time: 5,
+            communicated: true,
+            mclt: 3600,
+        };
+        assert_eq!(Persistent::decode(&p.encode()), Some(p));
+        assert_eq!(Persistent::decode(&[1, 2]), None);
+    }
+}

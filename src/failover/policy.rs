@@ -1,0 +1,161 @@
+//! How the endpoint's state constrains the engine: responsiveness (§8 per
+//! state), which leases may be granted (§4.2), and the MCLT cap (§4.4).
+
+use super::address_owner;
+use crate::config::Role;
+use crate::lease::{Binding, Lease, LeaseKey, Time};
+use crate::server::{Policy, Responsiveness};
+use crate::wire::{BindingStatus, ServerState};
+
+#[derive(Debug, Clone, Copy)]
+pub struct EndpointPolicy {
+    pub role: Role,
+    pub state: ServerState,
+    pub mclt: u32,
+}
+
+impl EndpointPolicy {
+    /// States in which this server may make new allocations at all.
+    fn may_allocate_in_state(&self) -> bool {
+        use ServerState as S;
+        match self.state {
+            // §8.8.1: the primary serves in NORMAL; the secondary only renews.
+            S::Normal => self.role == Role::Primary,
+            // §8.9.1, §8.4.1, §8.11.1: responsive states allocate from their own pool.
+            S::CommunicationsInterrupted | S::PartnerDown | S::ResolutionInterrupted => true,
+            // §8.12: CONFLICT-DONE (primary only) works like NORMAL.
+            S::ConflictDone => self.role == Role::Primary,
+            // §8.7.1: RECOVER-DONE MUST NOT allocate; the rest are unresponsive.
+            _ => false,
+        }
+    }
+
+    /// Does the lifetime of leases given in this state obey the MCLT rule?
+    pub fn mclt_applies(&self) -> bool {
+        // §8.4.1: not in PARTNER-DOWN. §8.8.1, §8.9.1, §8.11.1, §8.12; RECOVER-DONE
+        // renewals too (digest §18 item 10: the safe reading).
+        self.state != ServerState::PartnerDown
+    }
+}
+
+impl Policy for EndpointPolicy {
+    fn responsiveness(&self) -> Responsiveness {
+        use ServerState as S;
+        match self.state {
+            // §3: the secondary in NORMAL is renew responsive.
+            S::Normal if self.role == Role::Secondary => Responsiveness::RenewResponsive,
+            S::Normal | S::CommunicationsInterrupted | S::PartnerDown | S::ResolutionInterrupted => {
+                Responsiveness::Responsive
+            }
+            S::ConflictDone => Responsiveness::Responsive,
+            // §8.7.1: RECOVER-DONE SHOULD be renew responsive.
+            S::RecoverDone => Responsiveness::RenewResponsive,
+            // §8.3.1, §8.5.1, §8.6.1, §8.10.1: MUST NOT respond.
+            S::Startup | S::Recover | S::RecoverWait | S::PotentialConflict => Responsiveness::Unresponsive,
+        }
+    }
+
+    fn may_allocate(&self, key: &LeaseKey, existing: Option<&Lease>, _client: &Binding, _now: Time) -> bool {
+        if !self.may_allocate_in_state() {
+            return false;
+        }
+        match key {
+            LeaseKey::Addr(a) => {
+                // §4.2.1: only our own half, in every state. The partner's half
+                // in PARTNER-DOWN is a SHOULD NOT; we never use it.
+                if address_owner(*a) != self.role {
+                    return false;
+                }
+                match existing {
+                    None => true,
+                    // §7.2: only FREE/FREE-BACKUP leases are available; an
+                    // EXPIRED/RELEASED lease waits for the partner's ack
+                    // (§4.2.2.1, §8.8.1) or, in PARTNER-DOWN, for the MCLT.
+                    Some(l) => matches!(l.status, BindingStatus::Free | BindingStatus::FreeBackup),
+                }
+            }
+            LeaseKey::Prefix(_) => {
+                // §4.2.2: FREE prefixes (and ones never recorded, which start
+                // as the primary's) belong to the primary, FREE-BACKUP to
+                // the secondary. The partner's pool is not used in
+                // PARTNER-DOWN (its use is optional after the MCLT).
+                let status = existing.map(|l| l.status);
+                match (self.role, status) {
+                    (Role::Primary, None | Some(BindingStatus::Free)) => true,
+                    (Role::Secondary, Some(BindingStatus::FreeBackup)) => true,
+                    _ => false,
+                }
+            }
+        }
+    }
+
+    fn lifetime_cap(&self, lease: &Lease, now: Time) -> Option<u32> {
+        if !self.mclt_applies() {
+            return None;
+        }
+        // §4.4: valid ≤ max(acked_partner_lifetime, now) + MCLT − now.
+        let limit = lease.acked_partner_lifetime.max(now) + self.mclt as u64;
+        Some(limit.saturating_sub(now).min(u32::MAX as u64) as u32)
+    }
+
+    fn partner_lifetime(&self, lease: &Lease, desired: u32, now: Time) -> Time {
+        // §4.4.1: now + desired + T1 fraction (½) × actual, so the partner
+        // leads the client and the next renewal can get the full lifetime.
+        now + desired as u64 + lease.valid_lifetime as u64 / 2
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::IaType;
+    use crate::wire::Duid;
+
+    fn lease(addr: &str, acked: Time) -> Lease {
+        let mut l = Lease::active(
+            LeaseKey::Addr(addr.parse().unwrap()),
+            Binding { duid: Duid::ll(1, &[1]), ia_type: IaType::Na, iaid: 1 },
+            1000,
+            0,
+            0,
+            0,
+            0,
+        );
+        l.acked_partner_lifetime = acked;
+        l
+    }
+
+    #[test]
+    fn mclt_rule_caps_lifetimes_except_in_partner_down() {
+        // §4.4, §8.4.1
+        let p = EndpointPolicy { role: Role::Primary, state: ServerState::Normal, mclt: 3600 };
+        assert_eq!(p.lifetime_cap(&lease("2001:db8::1", 0), 1000), Some(3600));
+        assert_eq!(p.lifetime_cap(&lease("2001:db8::1", 1000 + 86400), 1000), Some(86400 + 3600));
+        let pd = EndpointPolicy { state: ServerState::PartnerDown, ..p };
+        assert_eq!(pd.lifetime_cap(&lease("2001:db8::1", 0), 1000), None);
+    }
+
+    #[test]
+    fn address_halves_and_states() {
+        // §4.2.1.1 and §8 responsiveness
+        let b = Binding { duid: Duid::ll(1, &[1]), ia_type: IaType::Na, iaid: 1 };
+        let k = |a: &str| LeaseKey::Addr(a.parse().unwrap());
+        let prim = EndpointPolicy { role: Role::Primary, state: ServerState::Normal, mclt: 60 };
+        assert!(prim.may_allocate(&k("2001:db8::1"), None, &b, 0));
+        assert!(!prim.may_allocate(&k("2001:db8::2"), None, &b, 0));
+        let sec = EndpointPolicy { role: Role::Secondary, state: ServerState::Normal, mclt: 60 };
+        assert_eq!(sec.responsiveness(), Responsiveness::RenewResponsive);
+        assert!(!sec.may_allocate(&k("2001:db8::2"), None, &b, 0), "secondary allocates nothing in NORMAL");
+        let sec_ci = EndpointPolicy { state: ServerState::CommunicationsInterrupted, ..sec };
+        assert!(sec_ci.may_allocate(&k("2001:db8::2"), None, &b, 0));
+        assert!(!sec_ci.may_allocate(&k("2001:db8::3"), None, &b, 0));
+        for s in [ServerState::Startup, ServerState::Recover, ServerState::RecoverWait, ServerState::PotentialConflict] {
+            assert_eq!(EndpointPolicy { state: s, ..prim }.responsiveness(), Responsiveness::Unresponsive);
+        }
+        let mut released = lease("2001:db8::1", 0);
+        released.status = BindingStatus::Released;
+        assert!(!prim.may_allocate(&k("2001:db8::1"), Some(&released), &b, 0), "wait for the ack (§4.2.2.1)");
+        released.status = BindingStatus::Free;
+        assert!(prim.may_allocate(&k("2001:db8::1"), Some(&released), &b, 0));
+    }
+}
