@@ -11,4 +11,5 @@ pub mod lease;
 pub mod pool;
 pub mod runtime;
 pub mod server;
+pub mod sim;
 pub mod wire;

@@ -37,7 +37,8 @@ pub fn build(l: &Lease, now: Time, xid: u32) -> FailoverMessage {
     lease_opts.push(DhcpOption::BindingStatus(l.status)); // MUST
     lease_opts.push(DhcpOption::StartTimeOfState(to_abs(l.start_time_of_state))); // MUST
     if has_timeout(l.status) {
-        lease_opts.push(DhcpOption::StateExpirationTime(to_abs(l.state_expiration_time)));
+        // For ACTIVE the state ends when the client's valid lifetime does.
+        lease_opts.push(DhcpOption::StateExpirationTime(to_abs(l.state_expiration_time.max(l.valid_end))));
     }
     if is_pool_record(l) {
         let LeaseKey::Prefix(p) = l.key else { unreachable!() };
@@ -116,7 +117,17 @@ fn reject(code: StatusCode, why: &str) -> DhcpOption {
 fn decide(local: &Lease, recv: BindingStatus, upd_time: Time, clt: Option<Time>, duid_same: bool, role: Role, now: Time) -> Result<(), StatusCode> {
     use BindingStatus as B;
     let outdated = Err(StatusCode::OUTDATED_BINDING_INFORMATION);
-    let local_time = if local.cltt != 0 { local.cltt } else { local.start_time_of_state };
+    // §7.5.4 says "the client-last-transaction-time if one appears, or the
+    // start-time-of-state": taken literally, a lease freed after its last
+    // client contact would lose to a stale EXPIRED and the stores would
+    // never agree. We time the local record as the update is timed: for
+    // states other than ACTIVE/EXPIRED/RELEASED, the later of the two.
+    let local_time = match local.status {
+        B::Active | B::Expired | B::Released => {
+            if local.cltt != 0 { local.cltt } else { local.start_time_of_state }
+        }
+        _ => local.cltt.max(local.start_time_of_state),
+    };
     // "accept": the update must be later; times within ±5 s are the same
     // time (§7.1). On such a tie we keep whichever side says ACTIVE (the
     // safe outcome: no lease is freed while a client may hold it) and accept
@@ -145,14 +156,7 @@ fn decide(local: &Lease, recv: BindingStatus, upd_time: Time, clt: Option<Time>,
                 Err(StatusCode::ADDRESS_IN_USE)
             }
         }
-        (B::Active, B::Expired | B::Free | B::FreeBackup | B::PendingFree) => {
-            if duid_same && by_time().is_ok() && recv == B::Expired {
-                // The same client's lease reported expired later than our
-                // view: time(1) or a later report both say it is over.
-                return Ok(());
-            }
-            time1()
-        }
+        (B::Active, B::Expired | B::Free | B::FreeBackup | B::PendingFree) => time1(),
         (B::Active, _) => by_time(),
         (B::Reset, B::Active) => {
             if time2() {
@@ -334,6 +338,18 @@ fn store_received(
     t2: u32,
     o: &Options,
 ) -> Lease {
+    // The client's lifetime is what the latest grant told it. If our own
+    // record is of a grant as late as the partner's (a Rebind answered by
+    // both, within the ±5 s of §7.1) or later, the client may hold the lease
+    // until our end: keep the later end, so that neither side frees a lease
+    // a client may still use.
+    let keep_end = match &local {
+        Some(x) if x.is_active() && x.binding == binding && status == BindingStatus::Active => {
+            let ours = x.cltt.max(x.partner_raw_clt_time);
+            if clt.is_none_or(|c| c <= ours + SKEW_TOLERANCE) { x.valid_end } else { 0 }
+        }
+        _ => 0,
+    };
     let mut l = local.unwrap_or_else(|| {
         let mut l = Lease::active(key, binding.clone(), 0, 0, 0, 0, 0);
         l.cltt = 0;
@@ -352,9 +368,15 @@ fn store_received(
     }
     if let Some(c) = clt {
         l.partner_raw_clt_time = c; // CLT_TIME → partner-raw-clt-time
-        if status == BindingStatus::Active {
-            l.valid_end = c + valid as u64;
-        }
+    }
+    if status == BindingStatus::Active {
+        let sent_end = if l.state_expiration_time != 0 {
+            l.state_expiration_time
+        } else {
+            clt.map(|c| c + valid as u64).unwrap_or(0)
+        };
+        l.valid_end = sent_end.max(keep_end);
+        l.state_expiration_time = l.valid_end;
     }
     if let Some(r) = o.u32_of(opt::F_PARTNER_RAW_CLT_TIME).map(from_abs)
         && r > l.cltt
@@ -365,9 +387,6 @@ fn store_received(
         && e > l.partner_lifetime
     {
         l.partner_lifetime = e; // replaces partner-lifetime only if later
-    }
-    if status == BindingStatus::Active && l.valid_end == 0 {
-        l.valid_end = l.state_expiration_time;
     }
     l.update_partner = false;
     l

@@ -248,9 +248,7 @@ impl Endpoint {
         self.partner_state_known = false;
         self.partner_startup = false;
         // Unacked BNDUPDs stay flagged; they are sent again after reconnecting.
-        for (_, o) in self.outstanding.drain() {
-            self.queued.remove(&o.key);
-        }
+        self.outstanding.clear();
         self.queue.clear();
         self.queued.clear();
         self.answering = None;
@@ -264,7 +262,8 @@ impl Endpoint {
     pub fn on_connected(&mut self, now: Time, b: &mut dyn Bindings) -> Vec<Output> {
         let mut out = Vec::new();
         if self.conn != Conn::Down {
-            self.go_down(&mut out, "replaced by a new connection".into(), true);
+            // The driver replaced the transport: forget the old connection.
+            self.go_down(&mut out, String::new(), false);
         }
         self.conn = Conn::Opening;
         self.last_recv = now;
@@ -416,8 +415,9 @@ impl Endpoint {
             }
             _ => {}
         }
-        self.pump(now, b, &mut out);
+        // Transitions first: what may be sent depends on the new state.
         self.evaluate(now, b, &mut out);
+        self.pump(now, b, &mut out);
         out
     }
 
@@ -538,7 +538,6 @@ impl Endpoint {
 
     fn got_bndreply(&mut self, now: Time, m: &FailoverMessage, b: &mut dyn Bindings) {
         let Some(o) = self.outstanding.remove(&m.transaction_id) else { return };
-        self.queued.remove(&o.key);
         if let Some((_, rem)) = &mut self.answering {
             rem.remove(&o.key);
         }
@@ -554,6 +553,10 @@ impl Endpoint {
             l.acked_partner_lifetime = l.acked_partner_lifetime.max(pls);
         }
         let unchanged = l.status == o.status && l.start_time_of_state == o.start && l.cltt == o.cltt;
+        if !unchanged && l.update_partner {
+            // It changed while the update was in flight: send the new version.
+            self.lease_changed(o.key);
+        }
         if unchanged {
             l.update_partner = false;
             // Figure 2 event (4): EXPIRED/RELEASED/RESET → PENDING-FREE once
@@ -664,8 +667,9 @@ impl Endpoint {
             self.p.last_operating = now;
             out.push(Output::Persist(self.p.clone()));
         }
-        self.pump(now, b, &mut out);
+        // Transitions first: what may be sent depends on the new state.
         self.evaluate(now, b, &mut out);
+        self.pump(now, b, &mut out);
         out
     }
 
@@ -698,22 +702,38 @@ impl Endpoint {
         if !self.communications_ok() || self.p.state == ServerState::Startup {
             return;
         }
+        // §8.10: in POTENTIAL-CONFLICT (and while recovering) updates flow
+        // only in answer to the partner's UPDREQ, primary first; crossing
+        // updates would each overwrite the other's view.
+        let only_answers = matches!(
+            self.p.state,
+            ServerState::PotentialConflict | ServerState::Recover | ServerState::RecoverWait
+        );
+        let mut deferred = Vec::new();
         while self.outstanding.len() < self.partner_max_unacked as usize {
             let Some(k) = self.queue.pop_front() else { break };
+            if only_answers && !self.answering.as_ref().is_some_and(|(_, rem)| rem.contains(&k)) {
+                deferred.push(k);
+                continue;
+            }
+            self.queued.remove(&k);
             let Some(l) = b.lease(&k) else {
-                self.queued.remove(&k);
                 if let Some((_, rem)) = &mut self.answering {
                     rem.remove(&k);
                 }
                 continue;
             };
             if self.outstanding.values().any(|o| o.key == k) {
+                // In flight: if it changed meanwhile, the ack re-queues it.
                 continue;
             }
             let xid = self.next_xid();
             self.outstanding.insert(xid, Outstanding { key: k, status: l.status, start: l.start_time_of_state, cltt: l.cltt });
             let m = bndupd::build(&l, now, xid);
             self.send(now, m, out);
+        }
+        for k in deferred {
+            self.queue.push_back(k);
         }
         if let Some((x, rem)) = &self.answering
             && rem.is_empty()

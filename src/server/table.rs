@@ -5,6 +5,14 @@ use std::collections::{BTreeSet, HashMap};
 
 use crate::lease::{Binding, Lease, LeaseKey, Time};
 
+/// When an active lease may be moved to EXPIRED: at the end of its valid
+/// lifetime, but never before the lifetime this server acknowledged to its
+/// failover partner (expiration-time, RFC 8156 §7.3): until then the partner
+/// may legitimately have extended the client without our knowing yet.
+fn expires(l: &Lease) -> Time {
+    l.valid_end.max(l.expiration_time)
+}
+
 #[derive(Debug, Default)]
 pub struct LeaseTable {
     leases: HashMap<LeaseKey, Lease>,
@@ -44,7 +52,7 @@ impl LeaseTable {
         let key = lease.key;
         if let Some(old) = self.leases.get(&key) {
             if old.status == crate::wire::BindingStatus::Active {
-                self.expiry.remove(&(old.valid_end, key));
+                self.expiry.remove(&(expires(old), key));
             }
             if old.binding != lease.binding {
                 let b = old.binding.clone();
@@ -61,7 +69,7 @@ impl LeaseTable {
             keys.push(key);
         }
         if lease.status == crate::wire::BindingStatus::Active {
-            self.expiry.insert((lease.valid_end, key));
+            self.expiry.insert((expires(&lease), key));
         }
         self.leases.insert(key, lease);
     }
