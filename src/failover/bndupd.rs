@@ -139,6 +139,9 @@ fn decide(local: &Lease, recv: BindingStatus, upd_time: Time, clt: Option<Time>,
             outdated
         } else if recv == local.status || (recv == B::Active && local.status != B::Active) {
             Ok(())
+        } else if matches!(recv, B::Free | B::FreeBackup) && matches!(local.status, B::Free | B::FreeBackup) {
+            // Who owns a free prefix is the primary's call (§4.2.2).
+            if role == Role::Secondary { Ok(()) } else { outdated }
         } else {
             outdated
         }
@@ -192,11 +195,21 @@ pub fn process(m: &FailoverMessage, now: Time, role: Role, b: &dyn Bindings) -> 
             let verdict = match (key, status, start, base_opt(&p.options)) {
                 (Some(k), Some(s), Some(start), Some(_)) if b.owns(&k) => {
                     let local = b.lease(&k);
-                    // §4.2.2: a prefix delegated to a client cannot be moved.
+                    // §4.2.2: a prefix delegated to a client cannot be moved;
+                    // otherwise the §7.5.4 rules decide, as for client data.
+                    let verdict = match &local {
+                        Some(l) => decide(l, s, start, None, false, role, now),
+                        None => Ok(()),
+                    };
                     if local.as_ref().is_some_and(Lease::is_active) {
                         Err(StatusCode::ADDRESS_IN_USE)
                     } else if !matches!(s, BindingStatus::Free | BindingStatus::FreeBackup) {
                         Err(StatusCode::MISSING_BINDING_INFORMATION)
+                    } else if let Err(c) = verdict {
+                        if c == StatusCode::OUTDATED_BINDING_INFORMATION {
+                            outdated.push(k);
+                        }
+                        Err(c)
                     } else {
                         let mut l = local.unwrap_or_else(|| pool_lease(k, now));
                         l.status = s;
@@ -338,17 +351,22 @@ fn store_received(
     t2: u32,
     o: &Options,
 ) -> Lease {
-    // The client's lifetime is what the latest grant told it. If our own
-    // record is of a grant as late as the partner's (a Rebind answered by
-    // both, within the ±5 s of §7.1) or later, the client may hold the lease
-    // until our end: keep the later end, so that neither side frees a lease
-    // a client may still use.
-    let keep_end = match &local {
+    // The client's lifetime is what the latest grant told it: the partner's
+    // end if its grant is the later one, ours if ours is, and on a tie (a
+    // Rebind answered by both, within the ±5 s of §7.1) the later end, so
+    // that neither side frees a lease a client may still use.
+    // None: take the partner's end; Some((end, true)): ours is newer, keep
+    // it; Some((end, false)): a tie, keep the later of the two.
+    let ours = match &local {
         Some(x) if x.is_active() && x.binding == binding && status == BindingStatus::Active => {
-            let ours = x.cltt.max(x.partner_raw_clt_time);
-            if clt.is_none_or(|c| c <= ours + SKEW_TOLERANCE) { x.valid_end } else { 0 }
+            let ours_at = x.cltt.max(x.partner_raw_clt_time);
+            match clt {
+                Some(c) if c > ours_at + SKEW_TOLERANCE => None,
+                Some(c) if c + SKEW_TOLERANCE < ours_at => Some((x.valid_end, true)),
+                _ => Some((x.valid_end, false)),
+            }
         }
-        _ => 0,
+        _ => None,
     };
     let mut l = local.unwrap_or_else(|| {
         let mut l = Lease::active(key, binding.clone(), 0, 0, 0, 0, 0);
@@ -375,7 +393,11 @@ fn store_received(
         } else {
             clt.map(|c| c + valid as u64).unwrap_or(0)
         };
-        l.valid_end = sent_end.max(keep_end);
+        l.valid_end = match ours {
+            None => sent_end,
+            Some((end, true)) => end,
+            Some((end, false)) => end.max(sent_end),
+        };
         l.state_expiration_time = l.valid_end;
     }
     if let Some(r) = o.u32_of(opt::F_PARTNER_RAW_CLT_TIME).map(from_abs)

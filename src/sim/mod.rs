@@ -239,6 +239,8 @@ pub struct Sim {
     /// RFC's premise is broken (operator error), duplicates are possible and
     /// only POTENTIAL-CONFLICT's resolution is checked.
     misconfigured: bool,
+    /// Server i has been in PARTNER-DOWN since the pair last communicated.
+    pd_since_contact: [bool; 2],
 }
 
 const T0: Time = 1_800_000_000;
@@ -281,6 +283,7 @@ impl Sim {
             events_run: 0,
             replies: 0,
             misconfigured: false,
+            pd_since_contact: [false; 2],
             sc,
         };
         s.schedule_faults();
@@ -313,6 +316,8 @@ impl Sim {
         let chaos = self.sc.chaos;
         let n = 3 + self.rng.below(8);
         let crash_only = self.sc.auto_partner_down > 0;
+        // Losing both stores loses every lease: nothing can be checked then.
+        let mut store_lost = false;
         for _ in 0..n {
             let t = 60 + self.rng.below(chaos.saturating_sub(120).max(1));
             let kind = if crash_only { [0, 3, 4, 5, 7][self.rng.below(5) as usize] } else { self.rng.below(9) };
@@ -320,7 +325,11 @@ impl Sim {
                 0 => Ev::DropConnection,
                 1 | 2 => Ev::Partition(true),
                 3 => Ev::Crash(self.rng.below(2) as usize, false),
-                4 => Ev::Crash(self.rng.below(2) as usize, self.rng.below(4) == 0),
+                4 => {
+                    let lose = !store_lost && self.rng.below(4) == 0;
+                    store_lost |= lose;
+                    Ev::Crash(self.rng.below(2) as usize, lose)
+                }
                 5 => Ev::Skew(self.rng.below(2) as usize, self.rng.below(9) as i64 - 4),
                 6 => Ev::Skew(self.rng.below(2) as usize, if self.rng.below(2) == 0 { 9 } else { -9 }),
                 7 => Ev::PartnerDown(self.rng.below(2) as usize),
@@ -371,7 +380,10 @@ impl Sim {
             mclt: self.sc.mclt,
             keepalive_time: 20,
             max_unacked_bndupd: 8,
-            auto_partner_down: self.sc.auto_partner_down,
+            // Auto-partner-down on one side only (the secondary): on both, a
+            // crash of each in turn puts both in PARTNER-DOWN without contact
+            // in between, which §8.4 forbids.
+            auto_partner_down: if s.role == Role::Secondary { self.sc.auto_partner_down } else { 0 },
             startup_time: 10,
             pd_secondary_share: 0.5,
             connect_retry: 3,
@@ -621,8 +633,9 @@ impl Sim {
                 self.servers[i].skew = s;
             }
             Ev::PartnerDown(i) => {
-                // A careful operator declares the partner down only when it is.
-                if self.servers[1 - i].up && !self.sc.both_partner_down {
+                // A careful operator declares the partner down only when it is
+                // down and was not itself in PARTNER-DOWN since they last spoke.
+                if (self.servers[1 - i].up || self.pd_since_contact[1 - i]) && !self.sc.both_partner_down {
                     return;
                 }
                 let r = self.with_db(i, |ep, db, now| ep.partner_down(now, db));
@@ -907,8 +920,21 @@ impl Sim {
 
     /// PARTNER-DOWN requires the partner not to be operating (§8.4).
     fn check_premise(&mut self) {
+        for i in 0..2 {
+            let e = self.servers[i].endpoint.as_ref();
+            if e.is_some_and(|e| e.state() == ServerState::PartnerDown) {
+                self.pd_since_contact[i] = true;
+            }
+            if e.is_some_and(|e| e.communications_ok()) {
+                self.pd_since_contact = [false; 2];
+            }
+        }
         if self.misconfigured {
             return;
+        }
+        if self.pd_since_contact == [true, true] {
+            self.misconfigured = true;
+            self.log("both servers were in PARTNER-DOWN without contact in between: misconfiguration".into());
         }
         for i in 0..2 {
             let me = self.servers[i].endpoint.as_ref().map(|e| e.state());
