@@ -72,7 +72,7 @@ pub struct Endpoint {
     /// Answering the partner's UPDREQ/UPDREQALL: its xid and the leases not yet acked.
     answering: Option<(u32, HashSet<LeaseKey>)>,
     /// Our own UPDREQ/UPDREQALL in flight: xid and when sent.
-    our_updreq: Option<(u32, Time)>,
+    our_updreq: Option<(u32, Time, bool)>,
     /// We lost our store: ask for everything (§8.5.2).
     need_all: bool,
     next_rescan: Time,
@@ -83,7 +83,9 @@ pub struct Endpoint {
 impl Endpoint {
     /// Start in STARTUP (§8.3) from what was persisted, if anything.
     pub fn new(cfg: FailoverConfig, persisted: Option<Persistent>, now: Time) -> (Endpoint, Vec<Output>) {
-        let had_store = persisted.is_some();
+        // A lost store needs a full UPDREQALL, and keeps needing it across
+        // restarts until one completes.
+        let persisted_need_all = persisted.as_ref().is_none_or(|p| p.need_all);
         // §8.3.2 step 1: no record → PREVIOUS-STATE = RECOVER, TIME-OF-FAILURE = 0.
         // (§8.2 would start a fresh primary in PARTNER-DOWN; a primary that lost
         // its store would then reuse addresses clients still hold: digest §18
@@ -103,6 +105,7 @@ impl Endpoint {
                     partner_down_time: 0,
                     communicated: false,
                     mclt: cfg.mclt,
+                    need_all: true,
                 },
             ),
         };
@@ -137,7 +140,7 @@ impl Endpoint {
             outstanding: HashMap::new(),
             answering: None,
             our_updreq: None,
-            need_all: !had_store,
+            need_all: persisted_need_all,
             next_rescan: now,
             next_persist: now,
             next_reclaim: now,
@@ -195,7 +198,7 @@ impl Endpoint {
             self.xid = (self.xid + 1) & 0xff_ffff;
             let busy = self.xid == 0
                 || self.outstanding.contains_key(&self.xid)
-                || self.our_updreq.is_some_and(|(x, _)| x == self.xid);
+                || self.our_updreq.is_some_and(|(x, _, _)| x == self.xid);
             if !busy {
                 return self.xid;
             }
@@ -407,9 +410,15 @@ impl Endpoint {
                 self.answering = Some((m.transaction_id, set));
             }
             MessageType::UpdDone => {
-                if self.our_updreq.is_some_and(|(x, _)| x == m.transaction_id) {
+                if let Some((x, _, all)) = self.our_updreq
+                    && x == m.transaction_id
+                {
                     self.our_updreq = None;
-                    self.need_all = false;
+                    if all && self.need_all {
+                        self.need_all = false;
+                        self.p.need_all = false;
+                        out.push(Output::Persist(self.p.clone()));
+                    }
                     self.upd_done(now, b, &mut out);
                 }
             }
@@ -591,7 +600,7 @@ impl Endpoint {
         }
         let xid = self.next_xid();
         let t = if all { MessageType::UpdReqAll } else { MessageType::UpdReq };
-        self.our_updreq = Some((xid, now));
+        self.our_updreq = Some((xid, now, all));
         self.send(now, FailoverMessage::new(t, xid, Self::abs(now)), out);
     }
 
@@ -641,7 +650,7 @@ impl Endpoint {
             self.next_connect = now + self.cfg.connect_retry as u64;
             out.push(Output::Connect);
         }
-        if let Some((_, at)) = self.our_updreq
+        if let Some((_, at, _)) = self.our_updreq
             && now.saturating_sub(at) > self.cfg.updreq_timeout as u64
             && self.outstanding.is_empty()
         {

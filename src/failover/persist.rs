@@ -18,11 +18,14 @@ pub struct Persistent {
     /// We have communicated with the partner at some time (F_SERVER_FLAGS C).
     pub communicated: bool,
     pub mclt: u32,
+    /// The store was lost and a full UPDREQALL has not yet completed: ask
+    /// for everything again after any restart (§8.5.2).
+    pub need_all: bool,
 }
 
 impl Persistent {
     pub fn encode(&self) -> Vec<u8> {
-        let mut o = vec![1u8, self.state as u8, self.partner_state.map(|s| s as u8).unwrap_or(0), self.communicated as u8];
+        let mut o = vec![2u8, self.state as u8, self.partner_state.map(|s| s as u8).unwrap_or(0), self.communicated as u8 | (self.need_all as u8) << 1];
         for t in [self.start_time, self.partner_start_time, self.last_contact, self.last_operating, self.partner_down_time] {
             o.extend_from_slice(&t.to_be_bytes());
         }
@@ -31,14 +34,15 @@ impl Persistent {
     }
 
     pub fn decode(b: &[u8]) -> Option<Persistent> {
-        if b.len() != 4 + 5 * 8 + 4 || b[0] != 1 {
+        if b.len() != 4 + 5 * 8 + 4 || b[0] != 2 {
             return None;
         }
         let t = |i: usize| u64::from_be_bytes(b[4 + i * 8..12 + i * 8].try_into().unwrap());
         Some(Persistent {
             state: ServerState::from_code(b[1])?,
             partner_state: ServerState::from_code(b[2]),
-            communicated: b[3] != 0,
+            communicated: b[3] & 1 != 0,
+            need_all: b[3] & 2 != 0,
             start_time: t(0),
             partner_start_time: t(1),
             last_contact: t(2),
@@ -65,6 +69,7 @@ mod tests {
             partner_down_time: 5,
             communicated: true,
             mclt: 3600,
+            need_all: true,
         };
         assert_eq!(Persistent::decode(&p.encode()), Some(p));
         assert_eq!(Persistent::decode(&[1, 2]), None);

@@ -1008,8 +1008,9 @@ impl Sim {
             if x == y {
                 continue;
             }
-            // Leases crossing their end of life right now are in motion.
-            let near = |v: Option<&(BindingStatus, Duid, u32, Time)>| v.is_some_and(|v| v.3 != 0 && v.3.abs_diff(now) < 40);
+            // Leases crossing their end of life, or past it and waiting for
+            // the expiry timer, are in motion.
+            let near = |v: Option<&(BindingStatus, Duid, u32, Time)>| v.is_some_and(|v| v.3 != 0 && v.3 < now + 40);
             if near(x) || near(y) {
                 continue;
             }
