@@ -368,6 +368,7 @@ fn store_received(
         }
         _ => None,
     };
+    let mut partner_needs_ours = false;
     let mut l = local.unwrap_or_else(|| {
         let mut l = Lease::active(key, binding.clone(), 0, 0, 0, 0, 0);
         l.cltt = 0;
@@ -399,6 +400,8 @@ fn store_received(
             Some((end, false)) => end.max(sent_end),
         };
         l.state_expiration_time = l.valid_end;
+        // Our record is newer than what the partner sent: it must hear ours.
+        partner_needs_ours = l.valid_end != sent_end;
     }
     if let Some(r) = o.u32_of(opt::F_PARTNER_RAW_CLT_TIME).map(from_abs)
         && r > l.cltt
@@ -410,7 +413,7 @@ fn store_received(
     {
         l.partner_lifetime = e; // replaces partner-lifetime only if later
     }
-    l.update_partner = false;
+    l.update_partner = partner_needs_ours;
     l
 }
 

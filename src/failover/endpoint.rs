@@ -373,7 +373,11 @@ impl Endpoint {
             MessageType::BndUpd => {
                 let r = bndupd::process(m, now, self.cfg.role, b);
                 for l in r.accepted {
+                    let (k, again) = (l.key, l.update_partner);
                     b.store(l);
+                    if again {
+                        self.lease_changed(k);
+                    }
                 }
                 // §7.5.4: after OutdatedBindingInformation, flag our lease so
                 // the partner gets our newer data.
@@ -872,7 +876,9 @@ impl Endpoint {
                         // §8.10: the primary asks first; the secondary asks
                         // once it sees the primary in CONFLICT-DONE.
                         if self.cfg.role == Role::Primary || ps == Some(S::ConflictDone) {
-                            self.send_updreq(now, false, out);
+                            // A server that lost its store asks for everything.
+                            let all = self.need_all;
+                            self.send_updreq(now, all, out);
                         }
                         None
                     }

@@ -608,6 +608,11 @@ impl Sim {
                     return;
                 }
                 self.log(format!("fault: server {i} crashes{}", if lose_store { " and loses its store" } else { "" }));
+                if lose_store && self.pd_since_contact[i] && !self.misconfigured {
+                    // It held the only copy of what it granted in PARTNER-DOWN.
+                    self.misconfigured = true;
+                    self.log("the store lost was the only copy of PARTNER-DOWN grants: unrecoverable".into());
+                }
                 let s = &mut self.servers[i];
                 s.up = false;
                 s.engine = None;
