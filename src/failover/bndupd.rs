@@ -114,7 +114,8 @@ fn reject(code: StatusCode, why: &str) -> DhcpOption {
 }
 
 /// §7.5.4 Figure 4, with the digest §18 item 7 decision for ties.
-fn decide(local: &Lease, recv: BindingStatus, upd_time: Time, clt: Option<Time>, duid_same: bool, role: Role, now: Time) -> Result<(), StatusCode> {
+#[allow(clippy::too_many_arguments)]
+fn decide(local: &Lease, recv: BindingStatus, upd_time: Time, clt: Option<Time>, duid_same: bool, role: Role, now: Time, mclt: u32) -> Result<(), StatusCode> {
     use BindingStatus as B;
     let outdated = Err(StatusCode::OUTDATED_BINDING_INFORMATION);
     // §7.5.4 says "the client-last-transaction-time if one appears, or the
@@ -146,8 +147,13 @@ fn decide(local: &Lease, recv: BindingStatus, upd_time: Time, clt: Option<Time>,
             outdated
         }
     };
-    // time(1): accept if the local state has expired.
-    let time1 = || if local.state_expiration_time != 0 && now >= local.state_expiration_time { Ok(()) } else { outdated };
+    // time(1): accept if the local state has expired. For an ACTIVE lease
+    // that is not before the lifetime we acked to the partner plus the MCLT
+    // either (§4.4, §7.3): the partner may have extended the client that
+    // far, and may since have lost its own record of doing so.
+    let acked_horizon = if local.expiration_time == 0 { 0 } else { local.expiration_time + mclt as Time };
+    let expires = local.state_expiration_time.max(acked_horizon);
+    let time1 = || if expires != 0 && now >= expires { Ok(()) } else { outdated };
     // time(2): accept if the received CLT is later than the local start of state.
     let time2 = || clt.is_some_and(|c| c > local.start_time_of_state);
     match (local.status, recv) {
@@ -173,7 +179,7 @@ fn decide(local: &Lease, recv: BindingStatus, upd_time: Time, clt: Option<Time>,
 }
 
 /// §7.5: decide and store a received BNDUPD; build its BNDREPLY (§7.6).
-pub fn process(m: &FailoverMessage, now: Time, role: Role, b: &dyn Bindings) -> Processed {
+pub fn process(m: &FailoverMessage, now: Time, role: Role, mclt: u32, b: &dyn Bindings) -> Processed {
     let mut accepted = Vec::new();
     let mut outdated = Vec::new();
     let base_opt = |o: &Options| o.u32_of(opt::LQ_BASE_TIME).map(from_abs);
@@ -198,7 +204,7 @@ pub fn process(m: &FailoverMessage, now: Time, role: Role, b: &dyn Bindings) -> 
                     // §4.2.2: a prefix delegated to a client cannot be moved;
                     // otherwise the §7.5.4 rules decide, as for client data.
                     let verdict = match &local {
-                        Some(l) => decide(l, s, start, None, false, role, now),
+                        Some(l) => decide(l, s, start, None, false, role, now, mclt),
                         None => Ok(()),
                     };
                     if local.as_ref().is_some_and(Lease::is_active) {
@@ -278,7 +284,7 @@ pub fn process(m: &FailoverMessage, now: Time, role: Role, b: &dyn Bindings) -> 
                                 let local = b.lease(&k);
                                 let v = match &local {
                                     None => Ok(()),
-                                    Some(l) => decide(l, s, upd_time, clt, l.binding.duid == duid, role, now),
+                                    Some(l) => decide(l, s, upd_time, clt, l.binding.duid == duid, role, now, mclt),
                                 };
                                 if v.is_ok() {
                                     accepted.push(store_received(local, k, Binding { duid: duid.clone(), ia_type, iaid }, s, start, clt, preferred, valid, t1, t2, lopts));

@@ -371,7 +371,7 @@ impl Endpoint {
                 self.next_connect = now + self.cfg.connect_retry_rejected as u64;
             }
             MessageType::BndUpd => {
-                let r = bndupd::process(m, now, self.cfg.role, b);
+                let r = bndupd::process(m, now, self.cfg.role, self.p.mclt, b);
                 for l in r.accepted {
                     let (k, again) = (l.key, l.update_partner);
                     b.store(l);

@@ -203,6 +203,13 @@ impl Engine {
         &self.leases
     }
 
+    /// With a failover partner: leases the partner may have extended are
+    /// kept ACTIVE until the acked partner lifetime plus the MCLT (§4.4).
+    /// Call before loading leases.
+    pub fn set_failover_mclt(&mut self, mclt: u32) {
+        self.leases.set_slack(mclt as Time);
+    }
+
     /// Put a stored lease back at start-up (or one received from the failover
     /// partner). Non-active leases return to their allocator's free list.
     pub fn load(&mut self, lease: Lease) {

@@ -7,23 +7,31 @@ use crate::lease::{Binding, Lease, LeaseKey, Time};
 
 /// When an active lease may be moved to EXPIRED: at the end of its valid
 /// lifetime, but never before the lifetime this server acknowledged to its
-/// failover partner (expiration-time, RFC 8156 §7.3): until then the partner
-/// may legitimately have extended the client without our knowing yet.
-fn expires(l: &Lease) -> Time {
-    l.valid_end.max(l.expiration_time)
+/// failover partner (expiration-time, RFC 8156 §7.3) plus the MCLT: the
+/// partner may have extended the client that far (§4.4) without our
+/// knowing yet. `slack` is the MCLT (0 without failover).
+fn expires(l: &Lease, slack: Time) -> Time {
+    if l.expiration_time == 0 { l.valid_end } else { l.valid_end.max(l.expiration_time + slack) }
 }
 
 #[derive(Debug, Default)]
 pub struct LeaseTable {
     leases: HashMap<LeaseKey, Lease>,
     by_binding: HashMap<Binding, Vec<LeaseKey>>,
-    /// Active leases ordered by valid-lifetime end.
+    /// Active leases ordered by when they may expire.
     expiry: BTreeSet<(Time, LeaseKey)>,
+    slack: Time,
 }
 
 impl LeaseTable {
     pub fn new() -> LeaseTable {
         LeaseTable::default()
+    }
+
+    /// Set the failover MCLT used in `expires` (before loading leases).
+    pub fn set_slack(&mut self, slack: Time) {
+        debug_assert!(self.leases.is_empty());
+        self.slack = slack;
     }
 
     pub fn len(&self) -> usize {
@@ -52,7 +60,7 @@ impl LeaseTable {
         let key = lease.key;
         if let Some(old) = self.leases.get(&key) {
             if old.status == crate::wire::BindingStatus::Active {
-                self.expiry.remove(&(expires(old), key));
+                self.expiry.remove(&(expires(old, self.slack), key));
             }
             if old.binding != lease.binding {
                 let b = old.binding.clone();
@@ -69,7 +77,7 @@ impl LeaseTable {
             keys.push(key);
         }
         if lease.status == crate::wire::BindingStatus::Active {
-            self.expiry.insert((expires(&lease), key));
+            self.expiry.insert((expires(&lease, self.slack), key));
         }
         self.leases.insert(key, lease);
     }
