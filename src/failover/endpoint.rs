@@ -831,7 +831,14 @@ impl Endpoint {
                 },
                 // §8.5.2
                 S::Recover => match ps {
-                    Some(S::PotentialConflict | S::ResolutionInterrupted | S::ConflictDone) => Some(S::PotentialConflict),
+                    // A server that lost its store first gets everything and
+                    // waits out the MCLT (RECOVER-WAIT) before it may become
+                    // responsive: through POTENTIAL-CONFLICT it could reach
+                    // RESOLUTION-INTERRUPTED knowing nothing (found by the
+                    // simulator, seed 13093).
+                    Some(S::PotentialConflict | S::ResolutionInterrupted | S::ConflictDone) if !self.need_all => {
+                        Some(S::PotentialConflict)
+                    }
                     Some(_) => {
                         let all = self.need_all;
                         self.send_updreq(now, all, out);
@@ -843,7 +850,9 @@ impl Endpoint {
                 S::RecoverWait => (now >= self.recover_wait_until).then_some(S::RecoverDone),
                 // §8.7.2
                 S::RecoverDone => match ps {
-                    Some(S::Normal | S::RecoverDone) => Some(S::Normal),
+                    // CONFLICT-DONE (the primary, "like NORMAL", §8.12) is not
+                    // listed in §8.7.2; waiting for each other would deadlock.
+                    Some(S::Normal | S::RecoverDone | S::ConflictDone) => Some(S::Normal),
                     Some(S::Recover | S::RecoverWait) => Some(S::CommunicationsInterrupted),
                     Some(S::PotentialConflict) => Some(S::PotentialConflict),
                     _ => None,
