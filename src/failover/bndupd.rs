@@ -369,7 +369,10 @@ fn store_received(
             match clt {
                 Some(c) if c > ours_at + SKEW_TOLERANCE => None,
                 Some(c) if c + SKEW_TOLERANCE < ours_at => Some((x.valid_end, true)),
-                _ => Some((x.valid_end, false)),
+                Some(_) => Some((x.valid_end, false)),
+                // No client contact time in the update: ours, if we have one, is newer.
+                None if ours_at != 0 => Some((x.valid_end, true)),
+                None => Some((x.valid_end, false)),
             }
         }
         _ => None,
