@@ -365,7 +365,9 @@ fn store_received(
     // it; Some((end, false)): a tie, keep the later of the two.
     let ours = match &local {
         Some(x) if x.is_active() && x.binding == binding && status == BindingStatus::Active => {
-            let ours_at = x.cltt.max(x.partner_raw_clt_time);
+            // Our own last contact with the client; what the partner told us
+            // before (partner-raw-clt-time) is not a grant of ours.
+            let ours_at = x.cltt;
             match clt {
                 Some(c) if c > ours_at + SKEW_TOLERANCE => None,
                 Some(c) if c + SKEW_TOLERANCE < ours_at => Some((x.valid_end, true)),

@@ -89,3 +89,6 @@ pub trait Bindings {
 pub fn address_owner(a: std::net::Ipv6Addr) -> Role {
     if u128::from(a) & 1 == 1 { Role::Primary } else { Role::Secondary }
 }
+
+#[cfg(test)]
+mod tests;

@@ -623,11 +623,15 @@ impl Engine {
     /// Grant (or offer) `key` to `binding`; returns the lease as given.
     fn grant(&mut self, ctx: &mut Ctx<'_>, key: LeaseKey, binding: &Binding) -> Lease {
         let mut lease = match self.leases.get(&key) {
+            Some(l) if l.is_active() && l.binding == *binding => l.clone(),
             Some(l) => {
+                // A new binding: what the partner acked was about the previous
+                // one. RFC 8156 §4.4.1: a new lease starts from an acked
+                // partner lifetime of 0, so it gets at most the MCLT.
                 let mut l = l.clone();
-                if l.binding != *binding {
-                    l.binding = binding.clone();
-                }
+                l.binding = binding.clone();
+                l.acked_partner_lifetime = 0;
+                l.expiration_time = 0;
                 l
             }
             None => Lease::active(key, binding.clone(), ctx.now, 0, 0, 0, 0),

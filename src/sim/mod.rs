@@ -58,6 +58,9 @@ pub struct Scenario {
     /// (0: off). Only with faults where a silent partner really is down
     /// (crashes), as RFC 8156 §8.9 requires of whoever enables it.
     pub auto_partner_down: u32,
+    /// Sabotage: the engine ignores the failover policy (to prove the
+    /// invariants catch what that breaks).
+    pub ignore_failover_policy: bool,
 }
 
 impl Scenario {
@@ -71,6 +74,7 @@ impl Scenario {
             both_partner_down: seed % 7 == 3,
             verbose: false,
             auto_partner_down: if seed % 5 == 1 { 90 } else { 0 },
+            ignore_failover_policy: false,
         }
     }
 }
@@ -621,10 +625,9 @@ impl Sim {
                 if lose_store {
                     s.store = MemoryStore::new();
                 }
-                if let Some(c) = s.conn.take()
-                    && self.conn == Some(c)
-                {
-                    self.conn = None;
+                s.conn = None;
+                // The connection dies with the server, even one still opening.
+                if let Some(c) = self.conn.take() {
                     let d = 1 + self.rng.below(3);
                     self.at(d, Ev::Closed(c, 1 - i));
                 }
@@ -803,7 +806,11 @@ impl Sim {
             .filter(|l| l.is_active() && Some(&l.binding.duid) == client.as_ref())
             .map(|l| l.key)
             .collect();
-        let out = engine.handle(now, &msg, &arrival, &policy);
+        let out = if self.sc.ignore_failover_policy {
+            engine.handle(now, &msg, &arrival, &crate::server::Standalone)
+        } else {
+            engine.handle(now, &msg, &arrival, &policy)
+        };
         let Outcome::Reply(r) = out else { return };
         // Durable first (the store), then the partner is told, then the reply leaves.
         for ch in &r.changes {
