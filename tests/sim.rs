@@ -93,3 +93,6 @@ regression!(seed_8520_leases_the_partner_may_extend_live_until_acked_lifetime_pl
 regression!(seed_13093_a_storeless_server_stays_unresponsive_until_recovered, 13093);
 regression!(seed_7024_recover_done_meets_conflict_done_in_normal, 7024);
 regression!(seed_10034_an_update_without_clt_does_not_override_a_newer_end, 10034);
+regression!(seed_26214_a_new_binding_does_not_inherit_the_previous_acked_lifetime, 26214);
+regression!(seed_51961_a_crash_kills_a_connection_still_opening, 51961);
+regression!(seed_25641_the_partners_report_of_its_own_grant_is_not_ours, 25641);

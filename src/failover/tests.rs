@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
 
 use super::*;
-use crate::lease::{Binding, IaType};
+use crate::lease::{Binding, IaType, Time};
 use crate::wire::failover::{ConnectParams, StateParams};
 use crate::wire::{BindingStatus, DhcpOption, Duid, FailoverMessage, MessageType, ServerState, StatusCode};
 

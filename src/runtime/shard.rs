@@ -122,6 +122,19 @@ pub async fn run(init: ShardInit) {
         })
         .detach();
     }
+    // glommio re-polls a pending channel connect only when the executor wakes
+    // for something else; a parked executor would wait forever (seen as a
+    // shard that never started). Keep it awake until every sender connected.
+    let connecting = Rc::new(Cell::new(true));
+    {
+        let connecting = connecting.clone();
+        glommio::spawn_local(async move {
+            while connecting.get() {
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .detach();
+    }
     let mut connected = Vec::new();
     for tx in to {
         connected.push(match tx {
@@ -130,6 +143,7 @@ pub async fn run(init: ShardInit) {
         });
     }
     *st.to.borrow_mut() = connected;
+    connecting.set(false);
     glommio::spawn_local(committer(st.clone(), kicked)).detach();
     glommio::spawn_local(expiry(st.clone())).detach();
     glommio::spawn_local(publisher(st.clone())).detach();
