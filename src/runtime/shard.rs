@@ -89,6 +89,7 @@ pub async fn run(init: ShardInit) {
     let ShardInit { id, shards, socket, store, leases, engine, to, from, ifnames, stop, ready, shared } = init;
     let mut eng = Engine::new(engine);
     let n = leases.len();
+    eng.reserve(n + n / 4);
     for l in leases {
         eng.load(l);
     }
@@ -304,8 +305,8 @@ impl State {
             }
         }
         s.leases.clear();
-        for l in e.leases().iter() {
-            *s.leases.entry((l.key.ia_type().label(), l.status.name())).or_default() += 1;
+        for ((ty, st), n) in e.leases().counts() {
+            s.leases.insert((ty.label(), st.name()), *n);
         }
         *self.shared.shards[self.id].lock().unwrap() = s.clone();
     }

@@ -21,6 +21,9 @@ pub struct LeaseTable {
     /// Active leases ordered by when they may expire.
     expiry: BTreeSet<(Time, LeaseKey)>,
     slack: Time,
+    /// Leases by (IA type, binding status), kept as leases change so that
+    /// metrics never walk the table.
+    counts: HashMap<(crate::lease::IaType, crate::wire::BindingStatus), u64>,
 }
 
 impl LeaseTable {
@@ -36,6 +39,18 @@ impl LeaseTable {
 
     pub fn len(&self) -> usize {
         self.leases.len()
+    }
+
+    /// Room for `n` leases, so that loading a large store does not rehash
+    /// (a multi-millisecond pause at a million leases).
+    pub fn reserve(&mut self, n: usize) {
+        self.leases.reserve(n);
+        self.by_binding.reserve(n);
+    }
+
+    /// How many leases of each (IA type, status) there are.
+    pub fn counts(&self) -> impl Iterator<Item = (&(crate::lease::IaType, crate::wire::BindingStatus), &u64)> {
+        self.counts.iter().filter(|(_, n)| **n > 0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -59,6 +74,9 @@ impl LeaseTable {
     pub fn upsert(&mut self, lease: Lease) {
         let key = lease.key;
         if let Some(old) = self.leases.get(&key) {
+            if let Some(n) = self.counts.get_mut(&(old.key.ia_type(), old.status)) {
+                *n -= 1;
+            }
             if old.status == crate::wire::BindingStatus::Active {
                 self.expiry.remove(&(expires(old, self.slack), key));
             }
@@ -79,6 +97,7 @@ impl LeaseTable {
         if lease.status == crate::wire::BindingStatus::Active {
             self.expiry.insert((expires(&lease, self.slack), key));
         }
+        *self.counts.entry((key.ia_type(), lease.status)).or_default() += 1;
         self.leases.insert(key, lease);
     }
 
@@ -136,5 +155,8 @@ mod tests {
         t.upsert(l);
         assert_eq!(t.due(1000, 10).len(), 1);
         assert_eq!(t.len(), 2);
+        let counts: Vec<_> = t.counts().map(|(k, n)| (*k, *n)).collect();
+        assert_eq!(counts.iter().map(|(_, n)| n).sum::<u64>(), 2);
+        assert!(counts.contains(&((IaType::Na, BindingStatus::Expired), 1)));
     }
 }
