@@ -117,7 +117,7 @@ fn perfdhcp_completes_ten_thousand_exchanges_without_duplicates() {
     let stat = |section: &str, key: &str| -> u64 {
         let s = out.split(section).nth(1).unwrap_or_else(|| panic!("no {section} in:\n{out}"));
         let line = s.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("no {key} in:\n{out}"));
-        line.split(':').nth(1).unwrap().trim().split_whitespace().next().unwrap().parse().unwrap()
+        line.split(':').nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap()
     };
     let replies = stat("REQUEST-REPLY", "received packets");
     assert!(replies >= 10_000, "only {replies} Request/Reply exchanges:\n{out}");

@@ -190,7 +190,7 @@ domain-search = ["example.net"]
 
     println!("\n== the server's lease table (tandem leases --data-dir {})", data.display());
     let leases = crate::runtime::store::StoreSet::read_all(&data).map_err(|e| e.to_string())?;
-    println!("{:<4} {:<28} {:<30} {:<8} {}", "type", "lease", "client DUID", "state", "valid for");
+    println!("{:<4} {:<28} {:<30} {:<8} valid for", "type", "lease", "client DUID", "state");
     let now = crate::runtime::sys::unix_now();
     for l in &leases {
         println!(

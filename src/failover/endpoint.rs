@@ -394,14 +394,13 @@ impl Endpoint {
                 self.send(now, r.reply, &mut out);
             }
             MessageType::BndReply => self.got_bndreply(now, m, b),
-            MessageType::PoolReq => {
+            MessageType::PoolReq
                 // §5.3.3/§5.3.4: only the primary answers; POOLRESP just acknowledges.
-                if self.cfg.role == Role::Primary {
+                if self.cfg.role == Role::Primary => {
                     let r = FailoverMessage::new(MessageType::PoolResp, m.transaction_id, Self::abs(now));
                     self.send(now, r, &mut out);
                     self.rebalance(now, b);
                 }
-            }
             MessageType::PoolResp => {}
             MessageType::UpdReq | MessageType::UpdReqAll => {
                 // §5.3.5/§5.3.6: send what the partner has not acked (or

@@ -182,12 +182,12 @@ pub(crate) mod tests_support {
 
     pub(crate) fn sample(i: u32) -> Lease {
         let mut l = Lease::active(
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 LeaseKey::Addr(Ipv6Addr::from(0x2001_0db8_0001_0000_0000_0000_0000_1000u128 + i as u128))
             } else {
                 LeaseKey::Prefix(Prefix::new(Ipv6Addr::from(0x2001_0db8_0100_0000_0000_0000_0000_0000u128 + ((i as u128) << 72)), 56).unwrap())
             },
-            Binding { duid: Duid::en(9, &i.to_be_bytes()), ia_type: if i % 2 == 0 { IaType::Na } else { IaType::Pd }, iaid: i },
+            Binding { duid: Duid::en(9, &i.to_be_bytes()), ia_type: if i.is_multiple_of(2) { IaType::Na } else { IaType::Pd }, iaid: i },
             1_800_000_000 + i as u64,
             3000,
             4000,
@@ -195,8 +195,8 @@ pub(crate) mod tests_support {
             2000,
         );
         l.partner_lifetime = 7;
-        l.update_partner = i % 3 == 0;
-        if i % 5 == 0 {
+        l.update_partner = i.is_multiple_of(3);
+        if i.is_multiple_of(5) {
             l.dns = Some(DnsInfo { flags: 1, name: Some(DomainName::from_dotted("h.example.").unwrap()), dns_flags: 9 });
         }
         l

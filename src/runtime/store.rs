@@ -253,7 +253,7 @@ impl StoreSet {
             s.all()?.into_iter().for_each(|l| merge(&mut all, l));
         }
         let mut v: Vec<Lease> = all.into_values().collect();
-        v.sort_by(|a, b| a.key.cmp(&b.key));
+        v.sort_by_key(|a| a.key);
         Ok(v)
     }
 }

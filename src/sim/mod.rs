@@ -873,11 +873,10 @@ impl Sim {
         let Some(sid) = m.options.server_id().cloned() else { return };
         let Some(s) = self.servers.iter().position(|x| x.duid == sid) else { return };
         match m.msg_type {
-            MessageType::Advertise => {
-                if self.clients[c].phase == Phase::Soliciting {
+            MessageType::Advertise
+                if self.clients[c].phase == Phase::Soliciting => {
                     self.clients[c].advertised.push((s, sid));
                 }
-            }
             MessageType::Reply => {
                 if !matches!(self.clients[c].phase, Phase::Requesting(_) | Phase::Renewing(_) | Phase::Rebinding) {
                     return;

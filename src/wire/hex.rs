@@ -13,7 +13,7 @@ pub fn encode(bytes: &[u8]) -> String {
 /// Accepts upper or lower case and optional ':' or '-' separators.
 pub fn decode(s: &str) -> Result<Vec<u8>, String> {
     let digits: Vec<u8> = s.bytes().filter(|c| *c != b':' && *c != b'-').collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err(format!("hex string {s:?} has an odd number of digits"));
     }
     let val = |c: u8| -> Result<u8, String> {

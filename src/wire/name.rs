@@ -163,7 +163,7 @@ mod tests {
         assert!(DomainName::decode(b"\x01a\x00\x01b").is_err(), "trailing octets");
         assert!(DomainName::from_dotted("a..b").is_err());
         assert!(DomainName::from_dotted(&"a".repeat(64)).is_err());
-        let long = vec![b"\x3f".as_slice(), &[b'a'; 63]].concat().repeat(5);
+        let long = [b"\x3f".as_slice(), &[b'a'; 63]].concat().repeat(5);
         assert!(DomainName::decode(&long).is_err(), "longer than 255");
     }
 }

@@ -283,7 +283,7 @@ impl DhcpOption {
                 })
             }
             opt::ORO => {
-                if len % 2 != 0 {
+                if !len.is_multiple_of(2) {
                     return Err(bad_len(len, "a multiple of 2"));
                 }
                 O::Oro(body.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect())
@@ -882,7 +882,7 @@ fn encode_opaque_list(out: &mut Vec<u8>, code: u16, items: &[Vec<u8>]) -> Result
 }
 
 fn decode_addresses(body: &[u8]) -> Result<Vec<Ipv6Addr>, DecodeError> {
-    if body.len() % 16 != 0 {
+    if !body.len().is_multiple_of(16) {
         return Err(bad_len(body.len(), "a multiple of 16"));
     }
     Ok(body
