@@ -53,6 +53,8 @@ pub(crate) struct SubnetState {
     pub pd_pools: Vec<PdPoolState>,
     /// Reservations by client DUID.
     pub reservations: HashMap<Duid, (Option<Ipv6Addr>, Option<Prefix>)>,
+    /// The same, by reserved address or prefix (checked on every allocation probe).
+    reserved_keys: HashMap<LeaseKey, Duid>,
 }
 
 impl SubnetState {
@@ -72,7 +74,16 @@ impl SubnetState {
             })
             .collect();
         let reservations = cfg.reservations.iter().map(|r| (r.duid.clone(), (r.address, r.prefix))).collect();
-        SubnetState { cfg, addr_pools, pd_pools, reservations }
+        let mut reserved_keys = HashMap::new();
+        for r in &cfg.reservations {
+            if let Some(a) = r.address {
+                reserved_keys.insert(LeaseKey::Addr(a), r.duid.clone());
+            }
+            if let Some(p) = r.prefix {
+                reserved_keys.insert(LeaseKey::Prefix(p), r.duid.clone());
+            }
+        }
+        SubnetState { cfg, addr_pools, pd_pools, reservations, reserved_keys }
     }
 
     /// Is this address appropriate for the subnet's link?
@@ -82,19 +93,12 @@ impl SubnetState {
 
     /// Is this delegated prefix one this subnet hands out (a pool or a reservation)?
     pub fn prefix_on_link(&self, p: &Prefix) -> bool {
-        self.pd_pools.iter().any(|pp| pp.pool.prefix.contains_prefix(p))
-            || self.reservations.values().any(|(_, rp)| rp.as_ref() == Some(p))
+        self.pd_pools.iter().any(|pp| pp.pool.prefix.contains_prefix(p)) || self.reserved_keys.contains_key(&LeaseKey::Prefix(*p))
     }
 
     /// Is this lease key reserved for a client other than `duid`?
     pub fn reserved_for_other(&self, key: &LeaseKey, duid: &Duid) -> bool {
-        self.reservations.iter().any(|(d, (a, p))| {
-            d != duid
-                && match key {
-                    LeaseKey::Addr(x) => a.as_ref() == Some(x),
-                    LeaseKey::Prefix(x) => p.as_ref() == Some(x),
-                }
-        })
+        self.reserved_keys.get(key).is_some_and(|d| d != duid)
     }
 
     /// Hand a key back to its allocator's free list.
