@@ -1,0 +1,235 @@
+//! tandem-load: a DHCPv6 load generator that outpaces perfdhcp.
+//!
+//! Runs inside a client network namespace and talks to the server on the
+//! link (ff02::1:2 on `--interface`). Every exchange is a distinct client
+//! (DUID-EN with a counter). Modes: `4msg` (Solicit, Advertise, Request,
+//! Reply), `rapid` (Solicit with Rapid Commit, Reply), `renew` (4msg, then a
+//! Renew per lease), `release` (4msg, then a Release per lease). IA_NA
+//! and/or IA_PD. Closed loop with `--window` exchanges in flight, or open
+//! loop at `--rate` exchanges/s. One non-blocking socket, one syscall per
+//! datagram (batched sendmmsg/recvmmsg is the next step).
+//! Reports completed leases/s, timeouts, latency percentiles and CPU used.
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::collections::HashMap;
+use std::net::{Ipv6Addr, SocketAddrV6, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use tandem::wire::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    #[value(name = "4msg")]
+    FourMsg,
+    Rapid,
+    Renew,
+    Release,
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "tandem-load", about = "DHCPv6 load generator (run it in the clients' network namespace)")]
+struct Args {
+    /// Interface facing the server (multicast to ff02::1:2 on it).
+    #[arg(long)]
+    interface: String,
+    #[arg(long, value_enum, default_value = "4msg")]
+    mode: Mode,
+    /// Ask for addresses (IA_NA).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    na: bool,
+    /// Ask for delegated prefixes (IA_PD).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pd: bool,
+    /// Exchanges in flight (closed loop).
+    #[arg(long, default_value_t = 256)]
+    window: usize,
+    /// Offered exchanges per second (open loop); 0 = closed loop.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Test duration in seconds.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// First client number (distinct DUIDs across runs).
+    #[arg(long, default_value_t = 1)]
+    first_client: u64,
+    /// Give up on an exchange after this many milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    timeout_ms: u64,
+}
+
+struct Flight {
+    client: u64,
+    start: Instant,
+    step: u8,
+}
+
+fn ifindex(name: &str) -> u32 {
+    let c = std::ffi::CString::new(name).unwrap();
+    // SAFETY: NUL-terminated string.
+    unsafe { libc::if_nametoindex(c.as_ptr()) }
+}
+
+fn duid(n: u64) -> Duid {
+    Duid::en(32473, &n.to_be_bytes())
+}
+
+fn message(t: MessageType, xid: u32, client: u64, a: &Args, server: Option<&Duid>, lease: &Options, rapid: bool) -> Vec<u8> {
+    let mut o = vec![DhcpOption::ClientId(duid(client)), DhcpOption::ElapsedTime(0)];
+    if let Some(s) = server {
+        o.push(DhcpOption::ServerId(s.clone()));
+    }
+    if rapid {
+        o.push(DhcpOption::RapidCommit);
+    }
+    // Echo what was offered/leased, or empty IAs.
+    let mut echoed = false;
+    for x in lease.iter() {
+        if matches!(x, DhcpOption::IaNa(_) | DhcpOption::IaPd(_)) {
+            o.push(x.clone());
+            echoed = true;
+        }
+    }
+    if !echoed {
+        if a.na {
+            o.push(DhcpOption::IaNa(IaNa { iaid: 1, t1: 0, t2: 0, options: Options::new() }));
+        }
+        if a.pd {
+            o.push(DhcpOption::IaPd(IaPd { iaid: 1, t1: 0, t2: 0, options: Options::new() }));
+        }
+    }
+    Message::Client(ClientMessage { msg_type: t, transaction_id: xid, options: o.into() }).encode().unwrap()
+}
+
+fn has_lease(o: &Options) -> bool {
+    o.ia_nas().any(|ia| ia.options.ia_addrs().any(|a| a.valid > 0)) || o.ia_pds().any(|ia| ia.options.ia_prefixes().any(|p| p.valid > 0))
+}
+
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage with a zeroed struct.
+    let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut r) };
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(r.ru_utime) + t(r.ru_stime)
+}
+
+fn main() {
+    let a = Args::parse();
+    let ifx = ifindex(&a.interface);
+    if ifx == 0 {
+        eprintln!("tandem-load: interface {:?} not found (run it in the clients' namespace)", a.interface);
+        std::process::exit(2);
+    }
+    let sock = UdpSocket::bind(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 546, 0, 0)).unwrap_or_else(|e| {
+        eprintln!("tandem-load: bind [::]:546: {e}");
+        std::process::exit(2);
+    });
+    sock.set_nonblocking(true).unwrap();
+    let to = SocketAddrV6::new("ff02::1:2".parse().unwrap(), 547, 0, ifx);
+    let fd = sock.as_raw_fd();
+    let timeout = Duration::from_millis(a.timeout_ms);
+    let rapid = a.mode == Mode::Rapid;
+    let mut inflight: HashMap<u32, Flight> = HashMap::new();
+    let mut next_client = a.first_client;
+    let mut xid: u32 = 0;
+    let (mut started, mut completed, mut timeouts, mut no_lease, mut packets_out, mut packets_in) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut latencies: Vec<u32> = Vec::new();
+    let t0 = Instant::now();
+    let cpu0 = cpu_seconds();
+    let end = t0 + Duration::from_secs(a.duration);
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    let mut last_sweep = Instant::now();
+    while Instant::now() < end {
+        // Start new exchanges: keep the window full, or follow the rate.
+        let want = if a.rate > 0 {
+            let due = (t0.elapsed().as_secs_f64() * a.rate as f64) as u64;
+            due.saturating_sub(started).min(1024) as usize
+        } else {
+            a.window.saturating_sub(inflight.len())
+        };
+        for _ in 0..want {
+            xid = (xid + 1) & 0xff_ffff;
+            let c = next_client;
+            next_client += 1;
+            inflight.insert(xid, Flight { client: c, start: Instant::now(), step: 0 });
+            out.push(message(MessageType::Solicit, xid, c, &a, None, &Options::new(), rapid));
+            started += 1;
+        }
+        for m in out.drain(..) {
+            if sock.send_to(&m, to).is_ok() {
+                packets_out += 1;
+            }
+        }
+        // Receive everything waiting.
+        loop {
+            // SAFETY: recv on our socket into our buffer.
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut _, buf.len(), libc::MSG_DONTWAIT) };
+            if n <= 0 {
+                break;
+            }
+            packets_in += 1;
+            let Ok(Message::Client(m)) = Message::decode(&buf[..n as usize]) else { continue };
+            let Some(f) = inflight.remove(&m.transaction_id) else { continue };
+            let server = m.options.server_id().cloned();
+            let lease: Options = m.options.iter().filter(|o| matches!(o, DhcpOption::IaNa(_) | DhcpOption::IaPd(_))).cloned().collect::<Vec<_>>().into();
+            let done = |latencies: &mut Vec<u32>| latencies.push(f.start.elapsed().as_micros().min(u32::MAX as u128) as u32);
+            match (m.msg_type, f.step, a.mode) {
+                (MessageType::Advertise, 0, _) if has_lease(&m.options) => {
+                    xid = (xid + 1) & 0xff_ffff;
+                    out.push(message(MessageType::Request, xid, f.client, &a, server.as_ref(), &lease, false));
+                    inflight.insert(xid, Flight { step: 1, ..f });
+                }
+                (MessageType::Reply, _, Mode::Renew | Mode::Release) if f.step < 2 && has_lease(&m.options) => {
+                    xid = (xid + 1) & 0xff_ffff;
+                    let t = if a.mode == Mode::Renew { MessageType::Renew } else { MessageType::Release };
+                    out.push(message(t, xid, f.client, &a, server.as_ref(), &lease, false));
+                    inflight.insert(xid, Flight { step: 2, ..f });
+                }
+                (MessageType::Reply, _, _) if has_lease(&m.options) || f.step == 2 => {
+                    completed += 1;
+                    done(&mut latencies);
+                }
+                _ => no_lease += 1,
+            }
+        }
+        if last_sweep.elapsed() > Duration::from_millis(50) {
+            last_sweep = Instant::now();
+            let before = inflight.len();
+            inflight.retain(|_, f| f.start.elapsed() < timeout);
+            timeouts += (before - inflight.len()) as u64;
+        }
+        if out.is_empty() && inflight.len() >= a.window && a.rate == 0 {
+            std::thread::yield_now();
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0);
+    println!(
+        "RESULT mode={:?} na={} pd={} window={} rate={} seconds={:.1} started={} completed={} leases_per_s={:.0} timeouts={} no_lease={} unfinished={} packets_out={} packets_in={} p50_us={} p99_us={} p999_us={} cpu_s={:.2} cpu_pct={:.0}",
+        a.mode,
+        a.na,
+        a.pd,
+        a.window,
+        a.rate,
+        secs,
+        started,
+        completed,
+        completed as f64 / secs,
+        timeouts,
+        no_lease,
+        inflight.len(),
+        packets_out,
+        packets_in,
+        pct(0.5),
+        pct(0.99),
+        pct(0.999),
+        cpu,
+        100.0 * cpu / secs
+    );
+}
