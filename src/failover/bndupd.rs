@@ -217,7 +217,7 @@ pub fn process(m: &FailoverMessage, now: Time, role: Role, mclt: u32, b: &dyn Bi
                         }
                         Err(c)
                     } else {
-                        let mut l = local.unwrap_or_else(|| pool_lease(k, now));
+                        let mut l = local.unwrap_or_else(|| Lease::pool_record(k, now));
                         l.status = s;
                         l.start_time_of_state = start;
                         l.state_expiration_time = 0;
@@ -327,20 +327,6 @@ pub fn process(m: &FailoverMessage, now: Time, role: Role, mclt: u32, b: &dyn Bi
     Processed { reply, accepted, outdated }
 }
 
-fn pool_lease(k: LeaseKey, now: Time) -> Lease {
-    let mut l = Lease::active(
-        k,
-        Binding { duid: crate::wire::Duid::ll(0, &[0]), ia_type: IaType::Pd, iaid: 0 },
-        now,
-        0,
-        0,
-        0,
-        0,
-    );
-    l.cltt = 0;
-    l.valid_end = 0;
-    l
-}
 
 /// §7.5.5: store an accepted lease.
 #[allow(clippy::too_many_arguments)]

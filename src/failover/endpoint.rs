@@ -620,7 +620,7 @@ impl Endpoint {
         let want = ((target - backup) as usize).min(1024);
         for p in b.free_prefixes(want) {
             let k = LeaseKey::Prefix(p);
-            let mut l = b.lease(&k).unwrap_or_else(|| pool_record(k, now));
+            let mut l = b.lease(&k).unwrap_or_else(|| Lease::pool_record(k, now));
             if l.is_active() {
                 continue;
             }
@@ -916,17 +916,3 @@ fn free_status(k: &LeaseKey) -> BindingStatus {
     }
 }
 
-fn pool_record(k: LeaseKey, now: Time) -> Lease {
-    let mut l = Lease::active(
-        k,
-        crate::lease::Binding { duid: crate::wire::Duid::ll(0, &[0]), ia_type: crate::lease::IaType::Pd, iaid: 0 },
-        now,
-        0,
-        0,
-        0,
-        0,
-    );
-    l.cltt = 0;
-    l.valid_end = 0;
-    l
-}

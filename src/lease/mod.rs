@@ -126,6 +126,23 @@ impl Lease {
         }
     }
 
+    /// A delegable-prefix record not bound to any client (FREE / FREE-BACKUP
+    /// pool bookkeeping, RFC 8156 §7.4 (b)).
+    pub fn pool_record(key: LeaseKey, now: Time) -> Lease {
+        let mut l = Lease::active(
+            key,
+            Binding { duid: Duid::ll(0, &[0]), ia_type: key.ia_type(), iaid: 0 },
+            now,
+            0,
+            0,
+            0,
+            0,
+        );
+        l.cltt = 0;
+        l.valid_end = 0;
+        l
+    }
+
     /// Change the binding status, recording when.
     pub fn set_status(&mut self, status: BindingStatus, now: Time) {
         if self.status != status {

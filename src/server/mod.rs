@@ -394,14 +394,8 @@ impl Engine {
         };
         let mut options = options;
         self.config_options(subnet, client.options.oro(), false, &mut options);
-        self.set_t1_t2(&ctx, &mut options);
-        let mut changes = std::mem::take(&mut ctx.changes);
-        for c in &mut changes {
-            let LeaseChange::Upsert(l) = c;
-            if let Some(stored) = self.leases.get(&l.key) {
-                (l.t1, l.t2) = (stored.t1, stored.t2);
-            }
-        }
+        self.set_t1_t2(&mut ctx, &mut options);
+        let changes = std::mem::take(&mut ctx.changes);
         self.finish(client, &chain, arrival, options, changes)
     }
 
@@ -559,7 +553,7 @@ impl Engine {
     /// RFC 8415 §18.3.2/§18.3.4: the same T1/T2 in every IA, derived from the
     /// shortest preferred lifetime given; T1 ≤ T2 ≤ preferred. IAs that carry
     /// only a status get 0/0.
-    fn set_t1_t2(&mut self, ctx: &Ctx<'_>, options: &mut Options) {
+    fn set_t1_t2(&mut self, ctx: &mut Ctx<'_>, options: &mut Options) {
         let s = &self.subnets[ctx.subnet].cfg;
         let (t1, t2) = match ctx.min_preferred {
             None => (0, 0),
@@ -583,8 +577,10 @@ impl Engine {
             (*ia_t1, *ia_t2) = if leases { (t1, t2) } else { (0, 0) };
         }
         if ctx.commit {
-            for c in &ctx.changes {
-                self.leases.set_t1_t2(&c.lease().key, t1, t2);
+            for c in &mut ctx.changes {
+                let LeaseChange::Upsert(l) = c;
+                (l.t1, l.t2) = (t1, t2);
+                self.leases.set_t1_t2(&l.key, t1, t2);
             }
         }
     }

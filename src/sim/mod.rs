@@ -132,37 +132,34 @@ impl Bindings for Db<'_> {
         })
     }
     fn free_prefixes(&self, limit: usize) -> Vec<Prefix> {
-        let mut out = Vec::new();
-        for s in self.subnets {
-            for pp in &s.pd_pools {
-                let n = 1u128 << (pp.delegated_length - pp.prefix.len);
-                for j in 0..n {
-                    let p = Prefix { addr: Ipv6Addr::from(pp.prefix.first() + (j << (128 - pp.delegated_length as u32))), len: pp.delegated_length };
-                    let free = self.engine.leases().get(&LeaseKey::Prefix(p)).is_none_or(|l| l.status == BindingStatus::Free);
-                    if free && out.len() < limit {
-                        out.push(p);
-                    }
-                }
-            }
-        }
-        out
+        self.delegable()
+            .filter(|p| self.engine.leases().get(&LeaseKey::Prefix(*p)).is_none_or(|l| l.status == BindingStatus::Free))
+            .take(limit)
+            .collect()
     }
     fn prefix_counts(&self) -> (u64, u64) {
         let (mut free, mut backup) = (0, 0);
-        for s in self.subnets {
-            for pp in &s.pd_pools {
-                let n = 1u128 << (pp.delegated_length - pp.prefix.len);
-                for j in 0..n {
-                    let p = Prefix { addr: Ipv6Addr::from(pp.prefix.first() + (j << (128 - pp.delegated_length as u32))), len: pp.delegated_length };
-                    match self.engine.leases().get(&LeaseKey::Prefix(p)).map(|l| l.status) {
-                        None | Some(BindingStatus::Free) => free += 1,
-                        Some(BindingStatus::FreeBackup) => backup += 1,
-                        _ => {}
-                    }
-                }
+        for p in self.delegable() {
+            match self.engine.leases().get(&LeaseKey::Prefix(p)).map(|l| l.status) {
+                None | Some(BindingStatus::Free) => free += 1,
+                Some(BindingStatus::FreeBackup) => backup += 1,
+                _ => {}
             }
         }
         (free, backup)
+    }
+}
+
+impl Db<'_> {
+    /// Every delegable prefix of every pool (the simulator's pools are small).
+    fn delegable(&self) -> impl Iterator<Item = Prefix> + '_ {
+        self.subnets.iter().flat_map(|s| &s.pd_pools).flat_map(|pp| {
+            let n = 1u128 << (pp.delegated_length - pp.prefix.len);
+            (0..n).map(move |j| Prefix {
+                addr: Ipv6Addr::from(pp.prefix.first() + (j << (128 - pp.delegated_length as u32))),
+                len: pp.delegated_length,
+            })
+        })
     }
 }
 
