@@ -104,6 +104,18 @@ pub enum Command {
     /// namespaces, tandem serving a bridge, real DHCPv6 clients (dhclient -6,
     /// dhclient -6 -P, dhcpcd), the lease table; everything is removed after.
     Demo,
+    /// Create a CA and one certificate per NAME for the failover link's
+    /// mutual TLS (files ca.pem, ca.key, NAME.pem, NAME.key in DIR). For
+    /// labs and small sites; any CA whose certificates carry the names works.
+    GenTls {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// DNS names, one certificate each (use them as `peer-name`).
+        #[arg(long = "name", value_name = "NAME", required = true)]
+        names: Vec<String>,
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+    },
     /// Talk to a running server over its control socket; prints JSON.
     Ctl {
         /// The control socket [default: /var/lib/tandem/control.sock].
@@ -206,6 +218,18 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Err(e) => {
                 eprintln!("tandem leases: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::GenTls { out, names, days } => match crate::runtime::tls::generate(&out, &names, days) {
+            Ok(files) => {
+                for f in files {
+                    println!("{}", f.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tandem gen-tls: {e}");
                 ExitCode::from(1)
             }
         },

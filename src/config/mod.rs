@@ -125,6 +125,7 @@ struct RawFailover {
     keepalive_time: Option<u32>,
     auto_partner_down: Option<u32>,
     pd_secondary_share: Option<f64>,
+    startup_time: Option<u32>,
     tls: Option<RawTls>,
 }
 
@@ -230,6 +231,8 @@ pub struct Failover {
     /// Seconds in COMMUNICATIONS-INTERRUPTED before PARTNER-DOWN; 0 = never.
     pub auto_partner_down: u32,
     pub pd_secondary_share: f64,
+    /// Seconds STARTUP waits to hear from the partner (RFC 8156 §8.3.2).
+    pub startup_time: u32,
     pub tls: Tls,
 }
 
@@ -602,6 +605,7 @@ impl Validator {
             keepalive_time: keepalive,
             auto_partner_down: f.auto_partner_down.unwrap_or(0),
             pd_secondary_share: share,
+            startup_time: f.startup_time.unwrap_or(10),
             tls: tls?,
         })
     }

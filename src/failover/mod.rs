@@ -55,7 +55,7 @@ impl FailoverConfig {
             keepalive_time: f.keepalive_time,
             max_unacked_bndupd: f.max_unacked_bndupd,
             auto_partner_down: f.auto_partner_down,
-            startup_time: 10,
+            startup_time: f.startup_time,
             pd_secondary_share: f.pd_secondary_share,
             connect_retry: 5,
             connect_retry_rejected: 30,

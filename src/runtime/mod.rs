@@ -7,3 +7,5 @@ pub mod sys;
 pub mod observe;
 pub mod shard;
 pub mod server;
+pub mod failover;
+pub mod tls;

@@ -55,11 +55,71 @@ impl Snapshot {
     }
 }
 
+/// The failover endpoint as operators see it (published by the failover core).
+#[derive(Debug, Clone)]
+pub struct FailoverStatus {
+    pub role: &'static str,
+    pub state: crate::wire::ServerState,
+    pub partner_state: Option<crate::wire::ServerState>,
+    pub communications_ok: bool,
+    pub unacked: u64,
+    /// Leases queued for BNDUPD or waiting for their BNDREPLY.
+    pub backlog: u64,
+    pub mclt: u32,
+    pub connected: bool,
+    /// Connections refused (unknown address, over the cap, failed handshake).
+    pub refused: u64,
+}
+
 /// Everything the observers read.
 pub struct Shared {
     pub shards: Vec<Mutex<Snapshot>>,
     pub server_duid: String,
     pub stop: Arc<AtomicBool>,
+    pub failover: Mutex<Option<FailoverStatus>>,
+    pub commands: Mutex<Option<std::sync::mpsc::Sender<super::failover::Command>>>,
+}
+
+impl Shared {
+    pub fn new(shards: usize, server_duid: String, stop: Arc<AtomicBool>) -> Shared {
+        Shared {
+            shards: (0..shards).map(|_| Mutex::new(Snapshot::default())).collect(),
+            server_duid,
+            stop,
+            failover: Mutex::new(None),
+            commands: Mutex::new(None),
+        }
+    }
+
+    fn failover_json(&self) -> serde_json::Value {
+        match &*self.failover.lock().unwrap() {
+            None => serde_json::Value::Null,
+            Some(f) => serde_json::json!({
+                "role": f.role,
+                "state": f.state.name(),
+                "partner-state": f.partner_state.map(|s| s.name()),
+                "communications": if f.communications_ok { "ok" } else { "interrupted" },
+                "unacked-bndupd": f.unacked,
+                "pending-updates": f.backlog,
+                "mclt": f.mclt,
+                "connected": f.connected,
+                "connections-refused": f.refused,
+            }),
+        }
+    }
+
+    /// `ctl partner-down`: ask the failover core, wait for its answer.
+    fn partner_down(&self) -> String {
+        let Some(tx) = self.commands.lock().unwrap().clone() else {
+            return r#"{"ok":false,"error":"this server has no failover partner"}"#.to_string();
+        };
+        let (rtx, rrx) = std::sync::mpsc::channel();
+        if tx.send(super::failover::Command::PartnerDown(rtx)).is_err() {
+            return r#"{"ok":false,"error":"the failover endpoint is not running"}"#.to_string();
+        }
+        rrx.recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_else(|_| r#"{"ok":false,"error":"no answer from the failover endpoint"}"#.to_string())
+    }
 }
 
 impl Shared {
@@ -110,9 +170,18 @@ impl Shared {
             o.push_str(&format!("tandem_leases{{type=\"{ty}\",state=\"{st}\"}} {v}\n"));
         }
         o.push_str("# HELP tandem_failover_state RFC 8156 server state code (0: standalone).\n");
-        o.push_str("# TYPE tandem_failover_state gauge\ntandem_failover_state 0\n");
+        let fo = self.failover.lock().unwrap().clone();
+        let (state, unacked, backlog, refused, comms) =
+            fo.map(|f| (f.state as u8, f.unacked, f.backlog, f.refused, f.communications_ok as u8)).unwrap_or((0, 0, 0, 0, 0));
+        o.push_str(&format!("# TYPE tandem_failover_state gauge\ntandem_failover_state {state}\n"));
         o.push_str("# HELP tandem_failover_unacked_bndupd Binding updates not yet acknowledged by the partner.\n");
-        o.push_str("# TYPE tandem_failover_unacked_bndupd gauge\ntandem_failover_unacked_bndupd 0\n");
+        o.push_str(&format!("# TYPE tandem_failover_unacked_bndupd gauge\ntandem_failover_unacked_bndupd {unacked}\n"));
+        o.push_str("# HELP tandem_failover_pending_updates Leases queued for a BNDUPD or waiting for its BNDREPLY.\n");
+        o.push_str(&format!("# TYPE tandem_failover_pending_updates gauge\ntandem_failover_pending_updates {backlog}\n"));
+        o.push_str("# HELP tandem_failover_communications_ok 1 when the partner link is up and its state known.\n");
+        o.push_str(&format!("# TYPE tandem_failover_communications_ok gauge\ntandem_failover_communications_ok {comms}\n"));
+        o.push_str("# HELP tandem_failover_connections_refused_total Partner connections refused (address, cap, handshake).\n");
+        o.push_str(&format!("# TYPE tandem_failover_connections_refused_total counter\ntandem_failover_connections_refused_total {refused}\n"));
         o.push_str("# HELP tandem_ddns_queue_depth DNS updates waiting.\n");
         o.push_str("# TYPE tandem_ddns_queue_depth gauge\ntandem_ddns_queue_depth 0\n");
         o.push_str("# HELP tandem_reply_latency_seconds Time from receipt to reply (after the durable commit).\n");
@@ -154,7 +223,7 @@ impl Shared {
             "per-shard": per_shard,
             "dropped": dropped,
             "dropped-by-reason": t.dropped,
-            "failover": null,
+            "failover": self.failover_json(),
             "shards": self.shards.len(),
             "leases": {
                 "active": count(&|s| s == "ACTIVE"),
@@ -214,7 +283,7 @@ pub fn spawn_control(path: &Path, shared: Arc<Shared>) -> Result<PathBuf, String
                         shared.stop.store(true, Ordering::SeqCst);
                         r#"{"ok":true,"action":"shutdown"}"#.to_string()
                     }
-                    "partner-down" => r#"{"ok":false,"error":"this server has no failover partner"}"#.to_string(),
+                    "partner-down" => shared.partner_down(),
                     other => serde_json::json!({"ok": false, "error": format!("unknown command {other:?}")}).to_string(),
                 };
                 let mut w = &conn;

@@ -4,22 +4,25 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
-use super::observe::{self, Shared, Snapshot};
-use super::shard::{self, ShardInit};
+use super::failover::{self, FailoverInit};
+use super::observe::{self, Shared};
+use super::shard::{self, Core, FailoverLink, PolicyCell, ShardInit, SharedCore};
 use super::store::{DEFAULT_MAP_SIZE, StoreSet};
 use super::sys;
+use super::tls;
 use super::udp;
-use crate::config::Config;
+use crate::config::{Config, Tls};
+use crate::failover::{EndpointPolicy, FailoverConfig, Persistent};
 use crate::lease::store::{LeaseStore, meta};
 use crate::pool::Slice;
 use crate::pool::hash::hash_bytes;
-use crate::server::EngineConfig;
-use crate::wire::Duid;
+use crate::server::{Engine, EngineConfig, SliceMap};
+use crate::wire::{Duid, ServerState};
 
 /// Everything `serve` needs: the config with command-line overrides applied.
 #[derive(Debug, Clone)]
@@ -57,13 +60,16 @@ pub fn default_shards() -> usize {
 }
 
 pub fn serve(s: Settings) -> Result<(), String> {
-    if s.config.failover.is_some() {
-        // Two standalone servers on one address space would hand the same
-        // address to two clients: never run a failover config without failover.
-        return Err("the [failover] section is configured, but this build of tandem does not run the RFC 8156 \
-                    failover endpoint yet; remove [failover] to run standalone"
-            .into());
-    }
+    // TLS material first: a bad certificate is a start-up error, not a
+    // connection that silently never comes up.
+    let tls = match s.config.failover.as_ref().map(|f| &f.tls) {
+        Some(Tls::Mutual { cert, key, ca, peer_name }) => Some(tls::load(cert, key, ca, peer_name.as_deref())?),
+        Some(Tls::Insecure) => {
+            tracing::warn!("failover link without TLS (failover.tls.insecure = true): only for protected networks, RFC 8156 §10");
+            None
+        }
+        None => None,
+    };
     if s.config.ddns.is_some() {
         tracing::warn!("the [ddns] section is configured, but this build does not send DNS updates yet; names are not updated");
     }
@@ -105,11 +111,7 @@ pub fn serve(s: Settings) -> Result<(), String> {
     }
 
     let stop = Arc::new(AtomicBool::new(false));
-    let shared = Arc::new(Shared {
-        shards: (0..s.shards).map(|_| Mutex::new(Snapshot::default())).collect(),
-        server_duid: server_duid.to_hex(),
-        stop: stop.clone(),
-    });
+    let shared = Arc::new(Shared::new(s.shards, server_duid.to_hex(), stop.clone()));
     if let Some(addr) = s.metrics_listen {
         observe::spawn_metrics(addr, shared.clone())?;
     }
@@ -132,23 +134,77 @@ pub fn serve(s: Settings) -> Result<(), String> {
     let (ready_tx, ready_rx) = mpsc::channel();
     let (exited_tx, exited_rx) = mpsc::channel::<usize>();
     let hash_key = hash_bytes(0, server_duid.as_bytes());
+
+    // Engines and their tables, built here so that records living outside
+    // their key's slice (re-sharding, partner grants) can block that key in
+    // the slice owner before any shard allocates.
+    let fo_cfg = s.config.failover.as_ref().map(FailoverConfig::from_config);
+    let persisted = match &fo_cfg {
+        Some(_) => stores.meta.get_meta(meta::FAILOVER_STATE).map_err(|e| e.to_string())?.and_then(|b| Persistent::decode(&b)),
+        None => None,
+    };
+    let slices = SliceMap::new(&s.config.subnets, n);
+    let mut engines: Vec<Engine> = Vec::new();
+    let mut strays = std::collections::HashMap::new();
+    for (id, ls) in leases.into_iter().enumerate() {
+        let mut e = Engine::new(EngineConfig {
+            server_duid: server_duid.clone(),
+            subnets: s.config.subnets.clone(),
+            slice: Slice { shards: n as u32, shard: id as u32 },
+            hash_key,
+        });
+        if let Some(f) = &fo_cfg {
+            e.set_failover_mclt(persisted.as_ref().map(|p| p.mclt).unwrap_or(f.mclt).max(f.mclt));
+        }
+        e.reserve(ls.len() + ls.len() / 4);
+        for l in ls {
+            if slices.owner(&l.key) != Some(id) {
+                strays.insert(l.key, id);
+            }
+            e.load(l);
+        }
+        engines.push(e);
+    }
+    for (key, home) in &strays {
+        if let Some(o) = slices.owner(key) {
+            tracing::debug!(lease = %key, shard = home, slice_owner = o, "record outside its slice: blocked in the owner");
+            engines[o].block(*key);
+        }
+    }
+    let cores: Vec<SharedCore> = engines.into_iter().map(Core::new).collect();
+    let policy = Arc::new(PolicyCell::default());
+    if let Some(f) = &fo_cfg {
+        // Unresponsive until the endpoint says otherwise (STARTUP, §8.3).
+        policy.set(EndpointPolicy { role: f.role, state: ServerState::Startup, mclt: f.mclt });
+    }
+    let mut fo_links = Vec::new();
+    let (mut note_rx, mut kick_tx) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        if fo_cfg.is_some() {
+            let (ntx, nrx) = glommio::channels::shared_channel::new_bounded(1024);
+            let (ktx, krx) = glommio::channels::shared_channel::new_bounded(16);
+            note_rx.push(nrx);
+            kick_tx.push(ktx);
+            fo_links.push(Some(FailoverLink { notes: ntx, kicks: krx }));
+        } else {
+            fo_links.push(None);
+        }
+    }
     let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut handles = Vec::new();
-    let mut leases = leases.into_iter();
-    let mut shard_stores = stores.shards.into_iter();
+    let mut fo_handle = None;
+    let StoreSet { meta: meta_store, shards: shard_stores } = stores;
+    let mut shard_stores = shard_stores.into_iter();
+    let mut fo_links = fo_links.into_iter();
     for (id, ((socket, to), from)) in sockets.into_iter().zip(to).zip(from).enumerate() {
         let init = ShardInit {
             id,
             shards: n,
             socket,
             store: shard_stores.next().expect("one store per shard"),
-            leases: leases.next().unwrap_or_default(),
-            engine: EngineConfig {
-                server_duid: server_duid.clone(),
-                subnets: s.config.subnets.clone(),
-                slice: Slice { shards: n as u32, shard: id as u32 },
-                hash_key,
-            },
+            core: cores[id].clone(),
+            policy: policy.clone(),
+            failover: fo_links.next().flatten(),
             to,
             from,
             ifnames: ifnames.clone(),
@@ -183,8 +239,48 @@ pub fn serve(s: Settings) -> Result<(), String> {
             .map_err(|e| format!("starting shard {id}: {e}"))?;
         handles.push(h);
     }
+    let mut expected = n;
+    if let (Some(cfg), Some(f)) = (fo_cfg, &s.config.failover) {
+        let (cmd_tx, cmd_rx) = mpsc::channel();
+        *shared.commands.lock().unwrap() = Some(cmd_tx);
+        let init = FailoverInit {
+            cfg,
+            listen: f.listen,
+            peer: f.peer,
+            tls,
+            meta: meta_store,
+            persisted,
+            cores: cores.clone(),
+            slices,
+            strays,
+            notes: note_rx,
+            kicks: kick_tx,
+            policy: policy.clone(),
+            shared: shared.clone(),
+            stop: stop.clone(),
+            ready: ready_tx.clone(),
+            commands: cmd_rx,
+        };
+        let placement = match s.config.runtime.failover_cpu {
+            Some(c) => Placement::Fixed(c),
+            None => Placement::Unbound,
+        };
+        let h = LocalExecutorBuilder::new(placement)
+            .name("failover")
+            .io_memory(256 << 10)
+            .spawn({
+                let exited = exited_tx.clone();
+                move || async move {
+                    let _guard = ExitGuard(usize::MAX, exited);
+                    failover::run(init).await
+                }
+            })
+            .map_err(|e| format!("starting the failover core: {e}"))?;
+        fo_handle = Some(h);
+        expected += 1;
+    }
     drop(ready_tx);
-    for _ in 0..n {
+    for _ in 0..expected {
         match ready_rx.recv_timeout(Duration::from_secs(30)) {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(e),
@@ -217,13 +313,24 @@ pub fn serve(s: Settings) -> Result<(), String> {
             stop.store(true, Ordering::SeqCst);
         }
         if let Ok(id) = exited_rx.try_recv() {
-            tracing::error!(shard = id, "a shard stopped unexpectedly; shutting down");
+            if id == usize::MAX {
+                tracing::error!("the failover core stopped unexpectedly; shutting down");
+            } else {
+                tracing::error!(shard = id, "a shard stopped unexpectedly; shutting down");
+            }
             break;
         }
     }
     stop.store(true, Ordering::SeqCst);
+    // Shards first (their in-flight commits), then the failover core sends
+    // DISCONNECT to the partner.
     let mut failed = false;
     for h in handles {
+        if h.join().is_err() {
+            failed = true;
+        }
+    }
+    if let Some(h) = fo_handle {
         if h.join().is_err() {
             failed = true;
         }

@@ -12,7 +12,7 @@ use std::net::{Ipv6Addr, SocketAddrV6};
 use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use glommio::channels::local_channel;
@@ -23,11 +23,73 @@ use super::observe::{Shared, Snapshot};
 use super::store::LmdbStore;
 use super::sys::unix_now;
 use super::udp;
+use crate::failover::EndpointPolicy;
 use crate::lease::store::{LeaseStore, StoreError};
-use crate::lease::{Lease, LeaseChange};
+use crate::lease::{LeaseChange, LeaseKey};
 use crate::pool::hash::shard_of;
-use crate::server::{Arrival, Engine, Outcome, Standalone};
+use crate::server::{Arrival, Engine, Outcome, Policy, Standalone};
 use crate::wire::Message;
+
+/// A shard's lease table and its uncommitted changes. The shard's own
+/// thread locks it per packet; the failover core locks it to read and
+/// write leases (partner updates), so every change to a shard's table
+/// goes through one lock and reaches LMDB in the order it was made.
+pub struct Core {
+    pub engine: Engine,
+    /// Changes made to the table and not yet committed, in order.
+    pub pending: Vec<LeaseChange>,
+    /// Keys the engine itself changed in `pending` (grants, releases,
+    /// expiries): the failover partner must hear of them after the commit.
+    pub changed: Vec<LeaseKey>,
+    /// The failover core's latest write batch in `pending`.
+    pub fo_seq: u64,
+}
+
+pub type SharedCore = Arc<Mutex<Core>>;
+
+impl Core {
+    pub fn new(engine: Engine) -> SharedCore {
+        Arc::new(Mutex::new(Core { engine, pending: Vec::new(), changed: Vec::new(), fo_seq: 0 }))
+    }
+}
+
+/// The failover state as the shards see it (role, state, MCLT), published
+/// by the failover core; `None` for a standalone server.
+#[derive(Default)]
+pub struct PolicyCell(std::sync::atomic::AtomicU64);
+
+impl PolicyCell {
+    pub fn set(&self, p: EndpointPolicy) {
+        let role = (p.role == crate::config::Role::Secondary) as u64;
+        let v = 1u64 << 63 | role << 62 | (p.state as u64) << 32 | p.mclt as u64;
+        self.0.store(v, Ordering::SeqCst);
+    }
+
+    pub fn get(&self) -> Option<EndpointPolicy> {
+        let v = self.0.load(Ordering::SeqCst);
+        if v >> 63 == 0 {
+            return None;
+        }
+        let role = if (v >> 62) & 1 == 1 { crate::config::Role::Secondary } else { crate::config::Role::Primary };
+        let state = crate::wire::ServerState::from_code(((v >> 32) & 0xff) as u8)?;
+        Some(EndpointPolicy { role, state, mclt: v as u32 })
+    }
+}
+
+/// A shard's report to the failover core after each durable commit.
+pub struct ShardNote {
+    pub shard: usize,
+    /// The failover write batches up to this one are durable.
+    pub durable: u64,
+    /// Leases the engine changed in this commit.
+    pub changed: Vec<LeaseKey>,
+}
+
+/// The shard's end of the failover core's channels.
+pub struct FailoverLink {
+    pub notes: SharedSender<ShardNote>,
+    pub kicks: SharedReceiver<()>,
+}
 
 /// A decoded message handed from the receiving shard to its owner.
 pub struct Forwarded {
@@ -42,8 +104,9 @@ pub struct ShardInit {
     pub shards: usize,
     pub socket: socket2::Socket,
     pub store: LmdbStore,
-    pub leases: Vec<Lease>,
-    pub engine: crate::server::EngineConfig,
+    pub core: SharedCore,
+    pub policy: Arc<PolicyCell>,
+    pub failover: Option<FailoverLink>,
     /// Sender to every other shard (None at our own index).
     pub to: Vec<Option<SharedSender<Forwarded>>>,
     /// Receivers from every other shard.
@@ -55,10 +118,6 @@ pub struct ShardInit {
     pub shared: Arc<Shared>,
 }
 
-struct Pending {
-    changes: Vec<LeaseChange>,
-    replies: Vec<Outgoing>,
-}
 
 struct Outgoing {
     bytes: Vec<u8>,
@@ -74,8 +133,11 @@ struct State {
     shards: usize,
     fd: RawFd,
     sock: UdpSocket,
-    engine: RefCell<Engine>,
-    pending: RefCell<Pending>,
+    core: SharedCore,
+    policy: Arc<PolicyCell>,
+    /// Replies waiting for the commit of the changes queued before them.
+    replies: RefCell<Vec<Outgoing>>,
+    notes: RefCell<Option<Rc<ConnectedSender<ShardNote>>>>,
     committing: Cell<bool>,
     store: RefCell<Option<LmdbStore>>,
     kick: local_channel::LocalSender<()>,
@@ -86,13 +148,8 @@ struct State {
 }
 
 pub async fn run(init: ShardInit) {
-    let ShardInit { id, shards, socket, store, leases, engine, to, from, ifnames, stop, ready, shared } = init;
-    let mut eng = Engine::new(engine);
-    let n = leases.len();
-    eng.reserve(n + n / 4);
-    for l in leases {
-        eng.load(l);
-    }
+    let ShardInit { id, shards, socket, store, core, policy, failover, to, from, ifnames, stop, ready, shared } = init;
+    let n = core.lock().unwrap().engine.leases().len();
     let fd = socket.into_raw_fd();
     // SAFETY: we own the fd; glommio takes it over.
     let sock = unsafe { UdpSocket::from_raw_fd(fd) };
@@ -102,8 +159,10 @@ pub async fn run(init: ShardInit) {
         shards,
         fd,
         sock,
-        engine: RefCell::new(eng),
-        pending: RefCell::new(Pending { changes: Vec::new(), replies: Vec::new() }),
+        core,
+        policy,
+        replies: RefCell::new(Vec::new()),
+        notes: RefCell::new(None),
         committing: Cell::new(false),
         store: RefCell::new(Some(store)),
         kick,
@@ -136,6 +195,18 @@ pub async fn run(init: ShardInit) {
         })
         .detach();
     }
+    if let Some(link) = failover {
+        // Kicks from the failover core: it queued lease writes for us.
+        let st2 = st.clone();
+        glommio::spawn_local(async move {
+            let rx = link.kicks.connect().await;
+            while rx.recv().await.is_some() {
+                let _ = st2.kick.try_send(());
+            }
+        })
+        .detach();
+        *st.notes.borrow_mut() = Some(Rc::new(link.notes.connect().await));
+    }
     let mut connected = Vec::new();
     for tx in to {
         connected.push(match tx {
@@ -157,7 +228,7 @@ pub async fn run(init: ShardInit) {
     // Stop: flush what is queued (bounded: a full disk must not hang shutdown).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let idle = !st.committing.get() && st.pending.borrow().changes.is_empty();
+        let idle = !st.committing.get() && st.core.lock().unwrap().pending.is_empty() && st.replies.borrow().is_empty();
         if idle {
             break;
         }
@@ -233,7 +304,14 @@ impl State {
         let now = unix_now();
         let ifname = self.ifnames.iter().find(|(i, _)| *i == rcv.ifindex).map(|(_, n)| n.as_str());
         let arrival = Arrival { interface: ifname, source: *rcv.source.ip(), destination: rcv.destination };
-        let out = self.engine.borrow_mut().handle(now, &msg, &arrival, &Standalone);
+        let mut core = self.core.lock().unwrap();
+        let fo = self.policy.get();
+        let policy: &dyn Policy = match &fo {
+            Some(p) => p,
+            None => &Standalone,
+        };
+        let out = core.engine.handle(now, &msg, &arrival, policy);
+        drop(core);
         let r = match out {
             Outcome::Reply(r) => r,
             Outcome::Drop(d) => {
@@ -266,10 +344,11 @@ impl State {
         if r.changes.is_empty() {
             self.send(out);
         } else {
-            let mut p = self.pending.borrow_mut();
-            p.changes.extend(r.changes);
-            p.replies.push(out);
-            drop(p);
+            let mut core = self.core.lock().unwrap();
+            core.changed.extend(r.changes.iter().map(|c| c.lease().key));
+            core.pending.extend(r.changes);
+            drop(core);
+            self.replies.borrow_mut().push(out);
             let _ = self.kick.try_send(());
         }
     }
@@ -295,7 +374,8 @@ impl State {
 
     /// Copy the engine's counters into the shared snapshot.
     fn publish(&self) {
-        let e = self.engine.borrow();
+        let core = self.core.lock().unwrap();
+        let e = &core.engine;
         let mut s = self.snap.borrow_mut();
         s.received.copy_from_slice(&e.stats.received);
         for r in crate::server::DropReason::ALL {
@@ -318,19 +398,22 @@ async fn committer(st: Rc<State>, kicked: local_channel::LocalReceiver<()>) {
     let mut backoff = Duration::from_millis(10);
     while kicked.recv().await.is_some() {
         loop {
-            let (changes, replies) = {
-                let mut p = st.pending.borrow_mut();
-                if p.changes.is_empty() && p.replies.is_empty() {
+            let (changes, changed, fo_seq, replies) = {
+                let mut core = st.core.lock().unwrap();
+                let mut replies = st.replies.borrow_mut();
+                if core.pending.is_empty() && replies.is_empty() {
                     break;
                 }
-                (std::mem::take(&mut p.changes), std::mem::take(&mut p.replies))
+                let c = std::mem::take(&mut core.pending);
+                let k = std::mem::take(&mut core.changed);
+                (c, k, core.fo_seq, std::mem::take(&mut *replies))
             };
             st.committing.set(true);
             let mut store = st.store.borrow_mut().take().expect("store present between commits");
-            let (store, res) = glommio::executor()
+            let (store, res, changes) = glommio::executor()
                 .spawn_blocking(move || {
                     let r = store.commit(&changes);
-                    (store, r.map(|_| changes.len()))
+                    (store, r.map(|_| changes.len()), changes)
                 })
                 .await;
             *st.store.borrow_mut() = Some(store);
@@ -340,6 +423,12 @@ async fn committer(st: Rc<State>, kicked: local_channel::LocalReceiver<()>) {
                     backoff = Duration::from_millis(10);
                     for r in replies {
                         st.send(r);
+                    }
+                    let tx = st.notes.borrow().clone();
+                    if let Some(tx) = tx {
+                        // The partner hears of these leases only now that
+                        // they are durable (lazy update, RFC 8156 §7.4).
+                        let _ = tx.send(ShardNote { shard: st.id, durable: fo_seq, changed }).await;
                     }
                 }
                 Err(e) => {
@@ -351,6 +440,14 @@ async fn committer(st: Rc<State>, kicked: local_channel::LocalReceiver<()>) {
                     for _ in &replies {
                         st.count_drop(if level_full { "store_full" } else { "store_error" });
                     }
+                    // The leases stay in the table; queue them again so the
+                    // store catches up once it can (the failover core waits).
+                    let mut core = st.core.lock().unwrap();
+                    let newer = std::mem::replace(&mut core.pending, changes);
+                    core.pending.extend(newer);
+                    let newer = std::mem::replace(&mut core.changed, changed);
+                    core.changed.extend(newer);
+                    drop(core);
                     glommio::timer::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
@@ -363,10 +460,13 @@ async fn committer(st: Rc<State>, kicked: local_channel::LocalReceiver<()>) {
 async fn expiry(st: Rc<State>) {
     loop {
         glommio::timer::sleep(Duration::from_secs(1)).await;
-        let changes = st.engine.borrow_mut().expire(unix_now(), 4096);
+        let mut core = st.core.lock().unwrap();
+        let changes = core.engine.expire(unix_now(), 4096);
         if !changes.is_empty() {
             tracing::debug!(shard = st.id, n = changes.len(), "leases expired");
-            st.pending.borrow_mut().changes.extend(changes);
+            core.changed.extend(changes.iter().map(|c| c.lease().key));
+            core.pending.extend(changes);
+            drop(core);
             let _ = st.kick.try_send(());
         }
     }

@@ -11,7 +11,21 @@ use crate::wire::Duid;
 
 /// Seconds since the Unix epoch: the engine's `now`.
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    t.saturating_add_signed(clock_offset())
+}
+
+/// Tests of clock skew between partners (RFC 8156 §7.1) move one server's
+/// clock with `TANDEM_TEST_CLOCK_OFFSET=SECONDS`; never set in production.
+fn clock_offset() -> i64 {
+    static OFFSET: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        let v = std::env::var("TANDEM_TEST_CLOCK_OFFSET").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        if v != 0 {
+            eprintln!("tandem: TANDEM_TEST_CLOCK_OFFSET={v}: this server's clock is moved by {v} s (testing only)");
+        }
+        v
+    })
 }
 
 /// glommio panics with a misleading "kernel too old" message when

@@ -13,6 +13,7 @@ mod table;
 use std::net::Ipv6Addr;
 
 pub use policy::{Policy, Responsiveness, Standalone};
+pub use subnet::SliceMap;
 pub use table::LeaseTable;
 
 use crate::config::Subnet;
@@ -167,6 +168,10 @@ pub struct Engine {
     subnets: Vec<SubnetState>,
     leases: LeaseTable,
     hash_key: u64,
+    /// Keys in our slice whose record lives in another shard (re-sharding,
+    /// or a lease the failover partner granted to a client hashed elsewhere):
+    /// never allocated here.
+    foreign: std::collections::HashSet<LeaseKey>,
     pub stats: Stats,
 }
 
@@ -191,6 +196,7 @@ impl Engine {
             subnets: cfg.subnets.into_iter().map(|s| SubnetState::new(s, cfg.slice)).collect(),
             leases: LeaseTable::new(),
             hash_key: cfg.hash_key,
+            foreign: Default::default(),
             stats: Stats::default(),
         }
     }
@@ -213,6 +219,11 @@ impl Engine {
     /// Call before loading leases.
     pub fn set_failover_mclt(&mut self, mclt: u32) {
         self.leases.set_slack(mclt as Time);
+    }
+
+    /// Another shard holds the record of `key`: never allocate it here.
+    pub fn block(&mut self, key: LeaseKey) {
+        self.foreign.insert(key);
     }
 
     /// Put a stored lease back at start-up (or one received from the failover
@@ -611,7 +622,7 @@ impl Engine {
     /// reserved for another, and grantable under the policy?
     fn available_for(&self, ctx: &Ctx<'_>, key: &LeaseKey, binding: &Binding) -> bool {
         let s = &self.subnets[ctx.subnet];
-        if s.reserved_for_other(key, &binding.duid) {
+        if s.reserved_for_other(key, &binding.duid) || self.foreign.contains(key) {
             return false;
         }
         match self.leases.get(key) {

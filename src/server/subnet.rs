@@ -121,3 +121,91 @@ impl SubnetState {
         }
     }
 }
+
+/// Which shard's allocator owns each pool address and delegable prefix.
+/// Mirrors `SlotAllocator`'s grouping (addresses in pairs, prefixes one by
+/// one), so it agrees with every shard's `in_slice` without asking them.
+#[derive(Debug, Clone)]
+pub struct SliceMap {
+    shards: u32,
+    addr: Vec<AddrRange>,
+    pd: Vec<PdPool>,
+}
+
+impl SliceMap {
+    pub fn new(subnets: &[Subnet], shards: usize) -> SliceMap {
+        SliceMap {
+            shards: shards.max(1) as u32,
+            addr: subnets.iter().flat_map(|s| s.pools.iter().copied()).collect(),
+            pd: subnets.iter().flat_map(|s| s.pd_pools.iter().cloned()).collect(),
+        }
+    }
+
+    /// The shard that may allocate `key`; None for keys outside every pool
+    /// (reservations), which only the client's own shard ever grants.
+    pub fn owner(&self, key: &LeaseKey) -> Option<usize> {
+        let n = self.shards as u128;
+        match key {
+            LeaseKey::Addr(a) => {
+                let r = self.addr.iter().find(|r| r.contains(*a))?;
+                let j = u128::from(*a) - u128::from(r.first);
+                Some((u128::from(r.first).wrapping_add(j) >> 1) % n)
+            }
+            LeaseKey::Prefix(p) => {
+                let pool = self.pd.iter().find(|pp| p.len == pp.delegated_length && pp.prefix.contains_prefix(p))?;
+                let shift = 128 - pool.delegated_length as u32;
+                let off = p.first() - pool.prefix.first();
+                Some(if shift == 128 { 0 } else { (off >> shift) % n })
+            }
+        }
+        .map(|g| g as usize)
+    }
+
+    /// Is the key in one of the configured pools (RFC 8156 §7.5.4)?
+    pub fn in_pool(&self, key: &LeaseKey) -> bool {
+        self.owner(key).is_some()
+    }
+
+    /// Every delegable prefix of every pool, in order.
+    pub fn delegable(&self) -> impl Iterator<Item = Prefix> + '_ {
+        self.pd.iter().flat_map(|pp| {
+            let bits = (pp.delegated_length - pp.prefix.len) as u32;
+            let n: u128 = if bits >= 127 { u128::MAX } else { 1u128 << bits };
+            let shift = 128 - pp.delegated_length as u32;
+            (0..n).map(move |j| Prefix {
+                addr: Ipv6Addr::from(pp.prefix.first() + if shift == 128 { 0 } else { j << shift }),
+                len: pp.delegated_length,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod slice_map_tests {
+    use super::*;
+
+    #[test]
+    fn slice_map_agrees_with_every_shard_allocator() {
+        let cfg: crate::config::Config = crate::config::Config::parse(
+            "data-dir = \"/tmp/x\"\ninterfaces = []\n[[subnet]]\nprefix = \"2001:db8:1::/64\"\npools = [\"2001:db8:1::1003-2001:db8:1::10ff\"]\npd-pools = [{ prefix = \"2001:db8:100::/48\", delegated-length = 56 }]\n",
+        )
+        .unwrap();
+        for shards in 1..5usize {
+            let map = SliceMap::new(&cfg.subnets, shards);
+            let states: Vec<SubnetState> = (0..shards)
+                .map(|i| SubnetState::new(cfg.subnets[0].clone(), Slice { shards: shards as u32, shard: i as u32 }))
+                .collect();
+            let pool = &states[0].addr_pools[0];
+            for j in 0..pool.range.size() {
+                let a = pool.addr(j);
+                let owners: Vec<usize> = (0..shards).filter(|i| states[*i].addr_pools[0].alloc.in_slice(j)).collect();
+                assert_eq!(owners, vec![map.owner(&LeaseKey::Addr(a)).unwrap()], "{a} with {shards} shards");
+            }
+            for (j, p) in map.delegable().enumerate() {
+                let owners: Vec<usize> = (0..shards).filter(|i| states[*i].pd_pools[0].alloc.in_slice(j as u128)).collect();
+                assert_eq!(owners, vec![map.owner(&LeaseKey::Prefix(p)).unwrap()]);
+            }
+            assert_eq!(map.owner(&LeaseKey::Addr("2001:db8:2::1".parse().unwrap())), None);
+        }
+    }
+}

@@ -120,6 +120,11 @@ impl FrameDecoder {
         self.buf.len() - self.start
     }
 
+    /// The buffered octet at `offset` (a frame's message type is at 2).
+    pub fn peek(&self, offset: usize) -> Option<u8> {
+        self.buf.get(self.start + offset).copied()
+    }
+
     /// Add received octets. Call `next_frame` until it returns None before
     /// pushing more; pushing past twice the frame limit is refused.
     pub fn push(&mut self, data: &[u8]) -> Result<(), DecodeError> {

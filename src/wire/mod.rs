@@ -18,7 +18,7 @@ pub use codes::{
 };
 pub use duid::{Duid, DuidKind};
 pub use error::{DecodeError, DecodeErrorKind, EncodeError};
-pub use failover::{FailoverMessage, FrameDecoder};
+pub use failover::{FAILOVER_PORT, FailoverMessage, FrameDecoder, MAX_FRAME_LEN};
 pub use message::{ClientMessage, HOP_COUNT_LIMIT, Message, RelayMessage};
 pub use name::DomainName;
 pub use option::{

@@ -4,6 +4,8 @@
 //! Everything a Lab creates is removed when it is dropped.
 #![allow(dead_code)]
 
+pub mod pair;
+
 use std::net::{Ipv6Addr, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
