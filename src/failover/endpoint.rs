@@ -352,7 +352,11 @@ impl Endpoint {
                     .with(DhcpOption::StatusCode(Status::new(StatusCode::EXCESSIVE_TIME_SKEW, "clocks differ by more than 5 s")));
                 self.send(now, r, &mut out);
             }
-            self.go_down(&mut out, format!("time skew of {} s with the partner (RFC 8156 §7.1)", sent.abs_diff(now)), true);
+            let rejected = match (m.msg_type, m.status()) {
+                (MessageType::ConnectReply, Some(st)) => format!("; the partner rejected our CONNECT: {} ({})", st.code.name(), st.message),
+                _ => String::new(),
+            };
+            self.go_down(&mut out, format!("time skew of {} s with the partner (RFC 8156 §7.1){rejected}", sent.abs_diff(now)), true);
             self.evaluate(now, b, &mut out);
             return out;
         }

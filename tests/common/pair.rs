@@ -67,6 +67,9 @@ impl Pair {
         let [fp, fs] = &pair.fo_ifs;
         must(&format!("ip link add {fp} type veth peer name {fs}"));
         must(&format!("ip link set {fp} netns {p} && ip link set {fs} netns {s}"));
+        // Keep the addresses when the test takes the link down (a cut cable).
+        must(&format!("ip netns exec {p} sysctl -qw net.ipv6.conf.{fp}.keep_addr_on_down=1"));
+        must(&format!("ip netns exec {s} sysctl -qw net.ipv6.conf.{fs}.keep_addr_on_down=1"));
         must(&format!("ip -n {p} addr add 2001:db8:ffff::1/64 dev {fp} nodad && ip -n {p} link set {fp} up"));
         must(&format!("ip -n {s} addr add 2001:db8:ffff::2/64 dev {fs} nodad && ip -n {s} link set {fs} up"));
         let deadline = Instant::now() + Duration::from_secs(10);
