@@ -54,7 +54,7 @@ fn help_documents_every_interface_flag() {
     }
     let o = Command::new(BIN).arg("--help").output().unwrap();
     let h = String::from_utf8_lossy(&o.stdout);
-    for c in ["serve", "check-config", "leases", "ctl", "demo"] {
+    for c in ["serve", "check-config", "leases", "ctl", "demo", "gen-tls"] {
         assert!(h.contains(c), "--help lacks {c}");
     }
 }
@@ -64,4 +64,29 @@ fn leases_on_a_missing_store_is_a_clear_error() {
     let o = Command::new(BIN).args(["leases", "--data-dir", "/nonexistent/tandem"]).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no tandem store"));
+}
+
+#[test]
+fn check_config_accepts_the_pair_examples_and_checks_their_certificates() {
+    let dir = std::env::temp_dir().join(format!("tandem-cli-{}-tls", std::process::id()));
+    let o = Command::new(BIN)
+        .args(["gen-tls", "--out"])
+        .arg(&dir)
+        .args(["--name", "tandem-a.example.net", "--name", "tandem-b.example.net"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for role in ["primary", "secondary"] {
+        let text = std::fs::read_to_string(format!("{}/examples/{role}.toml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let p = tmp(&format!("{role}.toml"), &text.replace("/etc/tandem/tls", dir.to_str().unwrap()));
+        let o = Command::new(BIN).arg("check-config").arg("--config").arg(&p).output().unwrap();
+        assert!(o.status.success(), "{role}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stdout).contains(role), "{}", String::from_utf8_lossy(&o.stdout));
+        // The example as shipped points at certificates this machine lacks: a clear error.
+        let p = tmp(&format!("{role}-nocert.toml"), &text.replace("/etc/tandem/tls", "/nonexistent/tls"));
+        let o = Command::new(BIN).arg("check-config").arg("--config").arg(&p).output().unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("failover.tls.cert"), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,5 +1,6 @@
 //! `tandem demo` (the README's first command) runs to completion, shows
-//! real clients getting addresses and prefixes, and leaves nothing behind.
+//! real clients getting addresses and prefixes from a failover pair, the
+//! secondary taking over, the primary recovering, and leaves nothing behind.
 
 mod common;
 
@@ -12,7 +13,11 @@ fn demo_runs_to_completion_and_cleans_up() {
     let o = Command::new(common::BIN).arg("demo").output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "demo failed:\n{out}\n{}", String::from_utf8_lossy(&o.stderr));
-    assert!(out.contains("the server's lease table"), "{out}");
+    assert!(out.contains("the primary's lease table"), "{out}");
+    assert!(out.contains("the secondary's lease table"), "{out}");
+    assert!(out.contains("secondary PARTNER-DOWN"), "the secondary took over:\n{out}");
+    assert!(out.contains("identical on both servers"), "{out}");
+    assert!(out.contains("-> RECOVER"), "the restarted primary recovered:\n{out}");
     let rows = out.lines().filter(|l| l.contains("ACTIVE")).count();
     assert!(rows >= 4, "expected 2 addresses and 2 prefixes:\n{out}");
     assert!(out.contains("adding address 2001:db8:1::"), "dhcpcd configured an address:\n{out}");

@@ -130,6 +130,13 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(c) => {
+                // The TLS material must load too: serve refuses it otherwise.
+                if let Some(crate::config::Tls::Mutual { cert, key, ca, peer_name }) = c.failover.as_ref().map(|f| &f.tls)
+                    && let Err(e) = crate::runtime::tls::load(cert, key, ca, peer_name.as_deref())
+                {
+                    eprintln!("{}: {e}", config.display());
+                    return ExitCode::from(1);
+                }
                 println!(
                     "{}: ok ({} subnet{}, {})",
                     config.display(),

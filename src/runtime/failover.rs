@@ -505,11 +505,11 @@ impl Core2 {
             }
         }
         // The endpoint's own state, durable before any message that depends on it (§6.3).
-        if let Some(p) = out.iter().rev().find_map(|o| if let Output::Persist(p) = o { Some(p.clone()) } else { None }) {
-            if let Err(e) = self.meta.put_meta(meta::FAILOVER_STATE, &p.encode()) {
-                tracing::error!("failover: cannot persist the endpoint state, messages withheld: {e}");
-                return;
-            }
+        if let Some(p) = out.iter().rev().find_map(|o| if let Output::Persist(p) = o { Some(p.clone()) } else { None })
+            && let Err(e) = self.meta.put_meta(meta::FAILOVER_STATE, &p.encode())
+        {
+            tracing::error!("failover: cannot persist the endpoint state, messages withheld: {e}");
+            return;
         }
         for o in out {
             match o {

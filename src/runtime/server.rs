@@ -330,10 +330,10 @@ pub fn serve(s: Settings) -> Result<(), String> {
             failed = true;
         }
     }
-    if let Some(h) = fo_handle {
-        if h.join().is_err() {
-            failed = true;
-        }
+    if let Some(h) = fo_handle
+        && h.join().is_err()
+    {
+        failed = true;
     }
     if let Some(f) = &s.ready_file {
         let _ = std::fs::remove_file(f);

@@ -442,12 +442,13 @@ async fn committer(st: Rc<State>, kicked: local_channel::LocalReceiver<()>) {
                     }
                     // The leases stay in the table; queue them again so the
                     // store catches up once it can (the failover core waits).
-                    let mut core = st.core.lock().unwrap();
-                    let newer = std::mem::replace(&mut core.pending, changes);
-                    core.pending.extend(newer);
-                    let newer = std::mem::replace(&mut core.changed, changed);
-                    core.changed.extend(newer);
-                    drop(core);
+                    {
+                        let mut core = st.core.lock().unwrap();
+                        let newer = std::mem::replace(&mut core.pending, changes);
+                        core.pending.extend(newer);
+                        let newer = std::mem::replace(&mut core.changed, changed);
+                        core.changed.extend(newer);
+                    }
                     glommio::timer::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
@@ -460,13 +461,16 @@ async fn committer(st: Rc<State>, kicked: local_channel::LocalReceiver<()>) {
 async fn expiry(st: Rc<State>) {
     loop {
         glommio::timer::sleep(Duration::from_secs(1)).await;
-        let mut core = st.core.lock().unwrap();
-        let changes = core.engine.expire(unix_now(), 4096);
-        if !changes.is_empty() {
-            tracing::debug!(shard = st.id, n = changes.len(), "leases expired");
+        let expired = {
+            let mut core = st.core.lock().unwrap();
+            let changes = core.engine.expire(unix_now(), 4096);
+            let n = changes.len();
             core.changed.extend(changes.iter().map(|c| c.lease().key));
             core.pending.extend(changes);
-            drop(core);
+            n
+        };
+        if expired > 0 {
+            tracing::debug!(shard = st.id, n = expired, "leases expired");
             let _ = st.kick.try_send(());
         }
     }

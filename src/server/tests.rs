@@ -755,3 +755,18 @@ fn every_reply_encodes_and_decodes() {
     let bytes = r.message.encode().unwrap();
     assert_eq!(Message::decode(&bytes).unwrap(), r.message);
 }
+
+#[test]
+fn a_key_whose_record_lives_in_another_shard_is_never_allocated_here() {
+    // Re-sharding and partner grants can leave a record outside its key's
+    // slice; the slice owner blocks the key so two shards never give it out.
+    let mut e = engine_with(&CONFIG.replace(
+        "pools = [\"2001:db8:1::1000-2001:db8:1::ffff\"]",
+        "pools = [\"2001:db8:1::1000-2001:db8:1::1001\"]",
+    ));
+    e.block(LeaseKey::Addr(a("2001:db8:1::1000")));
+    let x = lease_for(&mut e, 1);
+    assert_eq!(x, a("2001:db8:1::1001"));
+    let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(2), sid(), ia_na(1, &["2001:db8:1::1000"])])));
+    assert_eq!(ia_status(&r), Some(StatusCode::NO_ADDRS_AVAIL), "the blocked address stays out");
+}

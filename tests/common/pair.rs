@@ -140,7 +140,7 @@ startup-time = 2
     }
 
     /// The `[failover.tls]` body for `who` with certificates from `dir`.
-    pub fn tls(&self, who: usize, dir: &PathBuf) -> String {
+    pub fn tls(&self, who: usize, dir: &std::path::Path) -> String {
         let (me, peer) = if who == PRIMARY { ("primary.test", "secondary.test") } else { ("secondary.test", "primary.test") };
         format!(
             "cert = \"{d}/{me}.pem\"\nkey = \"{d}/{me}.key\"\nca = \"{d}/ca.pem\"\npeer-name = \"{peer}\"\n",
