@@ -7,7 +7,7 @@
 //! every lease write of a step durable before it sends that step's messages
 //! (so a BNDREPLY never precedes its commit, §7.5.2).
 
-mod bndupd;
+pub mod bndupd;
 mod endpoint;
 mod persist;
 mod policy;

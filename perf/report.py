@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Turn perf/run.sh's RESULT lines into perf/RESULTS.md (numbers only from the run)."""
+import datetime, json, os, platform, re, subprocess, sys
+
+results, out, duration, window, gen_cpu, srv_cpu = sys.argv[1:7]
+status_file = sys.argv[7] if len(sys.argv) > 7 else None
+
+runs = {}   # label -> list of dicts (one per generator)
+order = []
+for line in open(results):
+    line = line.strip()
+    if '|' not in line:
+        continue
+    label, rest = line.split('|', 1)
+    kv = dict(re.findall(r'(\w+)=([^ ]+)', rest))
+    if label not in runs:
+        runs[label] = []
+        order.append(label)
+    runs[label].append(kv)
+
+def total(label):
+    rs = runs.get(label)
+    if not rs:
+        return None
+    f = lambda k: sum(float(r.get(k, 0)) for r in rs)
+    m = lambda k: max(float(r.get(k, 0)) for r in rs)
+    return {
+        'leases': f('leases_per_s'), 'timeouts': f('timeouts'), 'p50': m('p50_us'), 'p99': m('p99_us'),
+        'p999': m('p999_us'), 'gen_cpu': f('cpu_pct'), 'srv_cpu': float(rs[0].get('server_cpu_pct', 0)), 'gens': len(rs),
+        'window': rs[0].get('window'), 'rate': sum(float(r.get('rate', 0)) for r in rs),
+    }
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
+    except Exception:
+        return '?'
+
+cpu = sh("lscpu | sed -n 's/^Model name: *//p' | head -1")
+lines = []
+w = lines.append
+w('# perf results')
+w('')
+w(f'Produced by `perf/run.sh` on {datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}; '
+  'every number below comes from that run. Re-run it to replace this file.')
+w('')
+w(f'- Machine: {cpu}, {os.cpu_count()} CPUs, {sh("free -g | awk \'/Mem:/{print $2}\'")} GiB RAM, kernel {platform.release()}, '
+  f'data on `{sh("df --output=source target/ 2>/dev/null | tail -1")}`.')
+w(f'- Load: `tandem-load` (perf/load.rs), 4-message exchange (Solicit, Advertise, Request, Reply), IA_NA, '
+  f'a new DUID per exchange, {window} exchanges in flight per generator (closed loop) unless a rate is shown, '
+  f'{duration} s per run; generator(s) pinned to CPU {gen_cpu}, servers to CPU {srv_cpu} (both members of a pair on it).')
+w('- tandem: 1 shard, LMDB commit with fsync before every reply (group commit). Kea 2.2 (Debian): memfile '
+  '`persist=true` (appends, never fsyncs), logging at WARN. Pairs: tandem RFC 8156 over mutual TLS in NORMAL '
+  '(lazy BNDUPDs); Kea HA hot-standby with lease_cmds + ha hooks, HTTP dedicated listener (Kea waits for the '
+  "standby's ack before replying).")
+w('')
+w('| run | leases/s | timeouts | p50 µs | p99 µs | p99.9 µs | generator CPU % | server CPU % |')
+w('|---|---:|---:|---:|---:|---:|---:|---:|')
+for label in order:
+    t = total(label)
+    rate = f' (offered {t["rate"]:.0f}/s)' if t['rate'] > 0 else ''
+    w(f'| {label}{rate} | {t["leases"]:.0f} | {t["timeouts"]:.0f} | {t["p50"]:.0f} | {t["p99"]:.0f} | {t["p999"]:.0f} | '
+      f'{t["gen_cpu"]:.0f} | {t["srv_cpu"]:.0f} |')
+w('')
+
+def ratio(a, b):
+    ta, tb = total(a), total(b)
+    if not ta or not tb or tb['leases'] == 0:
+        return None
+    return ta['leases'] / tb['leases']
+
+w('## Ratios and targets (issue 8)')
+w('')
+rows = []
+r = ratio('tandem 1 shard(s)', 'Kea 2.2 single-threaded')
+if r is not None:
+    rows.append(('durable leases/s vs Kea single-threaded (target ≥ 4×)', f'{r:.2f}×'))
+r = ratio('tandem 1 shard(s)', 'Kea 2.2 multi-threaded (2)')
+if r is not None:
+    rows.append(('durable leases/s vs Kea multi-threaded', f'{r:.2f}×'))
+r = ratio('tandem pair (failover, TLS)', 'tandem 1 shard(s)')
+if r is not None:
+    rows.append(('pair with BNDUPDs flowing vs standalone tandem (target ≥ 90 %)', f'{100 * r:.0f} %'))
+r = ratio('tandem pair (failover, TLS)', 'Kea 2.2 HA hot-standby pair')
+if r is not None:
+    rows.append(('tandem pair vs Kea HA pair (target ≥ 4×)', f'{r:.2f}×'))
+r = ratio('Kea 2.2 HA hot-standby pair', 'Kea 2.2 multi-threaded (2)')
+if r is not None:
+    rows.append(('Kea HA pair vs Kea multi-threaded alone', f'{100 * r:.0f} %'))
+h = total('tandem 1 shard at half load')
+if h:
+    rows.append(('tandem p99 reply latency at half saturation (target ≤ 2 ms)', f'{h["p99"] / 1000:.2f} ms'))
+k = total('Kea 2.2 single-threaded at half load')
+if k:
+    rows.append(('Kea p99 at half its saturation', f'{k["p99"] / 1000:.2f} ms'))
+if status_file and os.path.exists(status_file):
+    try:
+        st = json.load(open(status_file))
+        fo = st.get('failover') or {}
+        rows.append(('primary after the pair run: state, BNDUPD backlog 2 s later',
+                     f'{fo.get("state")}, {fo.get("pending-updates")} leases queued, {fo.get("unacked-bndupd")} unacked'))
+    except Exception:
+        pass
+scaling = [l for l in order if re.match(r'tandem \d+ shard', l)]
+if len(scaling) > 1:
+    base = total(scaling[0])['leases']
+    n0 = int(re.match(r'tandem (\d+)', scaling[0]).group(1))
+    for l in scaling[1:]:
+        n = int(re.match(r'tandem (\d+)', l).group(1))
+        t = total(l)['leases']
+        rows.append((f'{n} shards: leases/s and scaling efficiency from {n0}', f'{t:.0f}/s, {t / (base * n / n0):.2f}'))
+w('| measure | value |')
+w('|---|---|')
+for a, b in rows:
+    w(f'| {a} | {b} |')
+w('')
+w('A generator whose CPU % is near 100 is the bottleneck of its row: the server may be faster than shown.')
+open(out, 'w').write('\n'.join(lines) + '\n')

@@ -1,0 +1,303 @@
+#!/usr/bin/env bash
+# perf/run.sh — side-by-side DHCPv6 load runs in one go, with one generator:
+#
+#   tandem (1 shard, fsync'd group commits)   vs  Kea 2.2 memfile persist=true,
+#                                                  multi-threading off and on
+#   tandem failover pair (TLS, NORMAL)         vs  Kea HA hot-standby pair
+#   tandem at half its saturation rate (latency)
+#
+# Topology (made here, removed on exit): a bridge namespace joining
+#   tperf-p  server / primary    2001:db8:1::1/64
+#   tperf-s  secondary / standby 2001:db8:1::2/64
+#   tperf-c  the generator (tandem-load), link-local only
+# The failover link (tandem, TCP 647) and Kea's HA link (HTTP 8001) use the same
+# link. Pinning: generator on CPU $GEN_CPU, every server process on CPU $SRV_CPU
+# (both members of a pair share it, as Kea's pair does).
+#
+# Writes perf/RESULTS.md (machine, date, table with ratios). Needs root,
+# iproute2, taskset; Kea rows need kea-dhcp6-server (Debian), and are skipped
+# when it is missing (e.g. on a machine without apt for shard scaling:
+# `perf/run.sh --scaling 1,2,4,8,12` runs only tandem with more shards).
+#
+# Usage: perf/run.sh [--duration S] [--window N] [--scaling LIST] [--no-build]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+DURATION=10
+WINDOW=256
+SCALING=""
+BUILD=1
+GEN_CPU=${GEN_CPU:-0}            # one generator per CPU listed (comma-separated)
+SRV_CPU=${SRV_CPU:-1}
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --duration) DURATION=$2; shift 2 ;;
+        --window) WINDOW=$2; shift 2 ;;
+        --scaling) SCALING=$2; shift 2 ;;
+        --no-build) BUILD=0; shift ;;
+        -h|--help) sed -n 2,24p "$0"; exit 0 ;;
+        *) echo "unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+[ "$(id -u)" = 0 ] || { echo "perf/run.sh needs root (network namespaces)" >&2; exit 2; }
+
+if [ $BUILD = 1 ]; then
+    cargo build --release --bins >&2
+fi
+TANDEM=$ROOT/target/release/tandem
+LOAD=$ROOT/target/release/tandem-load
+WORK=$ROOT/target/perf-work
+rm -rf "$WORK"; mkdir -p "$WORK"
+RESULTS=$WORK/results.txt
+: > "$RESULTS"
+
+NS_B=tperf-b NS_P=tperf-p NS_S=tperf-s NS_C=tperf-c
+cleanup() {
+    for ns in $NS_P $NS_S $NS_C $NS_B; do
+        ip netns pids $ns 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+        ip netns del $ns 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+cleanup
+ip netns add $NS_B
+ip -n $NS_B link set lo up
+ip -n $NS_B link add br0 type bridge
+ip -n $NS_B link set br0 up
+i=0
+for ns in $NS_P $NS_S $NS_C; do
+    ip netns add $ns
+    ip -n $ns link set lo up
+    ip link add tp$i type veth peer name tp${i}b
+    ip link set tp$i netns $ns
+    ip link set tp${i}b netns $NS_B
+    ip -n $NS_B link set tp${i}b master br0
+    ip -n $NS_B link set tp${i}b up
+    ip netns exec $ns sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.tp$i.accept_dad=0
+    ip -n $ns link set tp$i name eth0
+    ip -n $ns link set eth0 up
+    i=$((i + 1))
+done
+ip -n $NS_P addr add 2001:db8:1::1/64 dev eth0 nodad
+ip -n $NS_S addr add 2001:db8:1::2/64 dev eth0 nodad
+for _ in $(seq 50); do
+    ip -n $NS_C -6 addr show dev eth0 scope link | grep -v tentative | grep -q fe80 && break
+    sleep 0.1
+done
+
+# CPU seconds (user+system) of a process tree's main pid.
+cpu_of() { awk '{print ($14 + $15) / 100}' /proc/$1/stat 2>/dev/null || echo 0; }
+
+POOL='pools = ["2001:db8:1::1:0-2001:db8:1::ffff:ffff"]'
+tandem_config() { # role data-dir [failover lines]
+    local role=$1 data=$2
+    cat <<EOF
+data-dir = "$data"
+interfaces = ["eth0"]
+[[subnet]]
+prefix = "2001:db8:1::/64"
+interface = "eth0"
+$POOL
+pd-pools = [{ prefix = "2001:db8:100::/40", delegated-length = 64 }]
+preferred-lifetime = 5400
+valid-lifetime = 7200
+renew-time = 1800
+rebind-time = 3600
+rapid-commit = true
+EOF
+    if [ "$role" != standalone ]; then
+        local me=1 peer=2
+        [ "$role" = secondary ] && me=2 peer=1
+        cat <<EOF
+[failover]
+name = "perf"
+role = "$role"
+listen = "[2001:db8:1::$me]:647"
+peer = "[2001:db8:1::$peer]:647"
+mclt = 3600
+startup-time = 1
+[failover.tls]
+cert = "$WORK/tls/$role.perf.pem"
+key = "$WORK/tls/$role.perf.key"
+ca = "$WORK/tls/ca.pem"
+EOF
+    fi
+}
+
+start_tandem() { # ns role shards name
+    local ns=$1 role=$2 shards=$3 name=$4
+    local d=$WORK/$name
+    mkdir -p "$d"
+    tandem_config "$role" "$d/data" > "$d/tandem.toml"
+    local cpus=$SRV_CPU
+    if [ "$shards" -gt 1 ]; then cpus="$SRV_CPU-$((SRV_CPU + shards - 1))"; fi
+    ip netns exec $ns taskset -c "$cpus" "$TANDEM" serve --config "$d/tandem.toml" --shards "$shards" --cpus "$cpus" \
+        --failover-cpu "$SRV_CPU" --log-level warn --ready-file "$d/ready" 2> "$d/server.log" &
+    echo $! > "$d/pid"
+    for _ in $(seq 300); do [ -f "$d/ready" ] && return 0; sleep 0.1; done
+    echo "tandem $name did not start:"; cat "$d/server.log"; exit 1
+}
+
+tandem_state() { "$TANDEM" ctl --socket "$WORK/$1/data/control.sock" status | python3 -c 'import json,sys; print(json.load(sys.stdin)["failover"]["state"])'; }
+
+stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+# run LABEL SERVER-PIDS... -- GENERATOR-ARGS...  (one generator per CPU in GEN_CPU;
+# each gets its own client numbers)
+run_load() {
+    local label=$1; shift
+    local pids=()
+    while [ "$1" != -- ]; do pids+=("$1"); shift; done
+    shift
+    sleep 1
+    local c0=0 c1=0 p k=0 gpids=()
+    for p in "${pids[@]}"; do c0=$(echo "$c0 + $(cpu_of "$p")" | bc); done
+    for cpu in ${GEN_CPU//,/ }; do
+        ip netns exec $NS_C taskset -c "$cpu" "$LOAD" --interface eth0 --duration "$DURATION" "$@" \
+            --first-client $(( NEXT + k * 1000000 )) > "$WORK/gen-$k.out" &
+        gpids+=($!)
+        k=$((k + 1))
+    done
+    NEXT=$((NEXT + 100000000))
+    for p in "${gpids[@]}"; do wait "$p"; done
+    for p in "${pids[@]}"; do c1=$(echo "$c1 + $(cpu_of "$p")" | bc); done
+    local srv_pct
+    srv_pct=$(echo "scale=0; 100 * ($c1 - $c0) / $DURATION" | bc)
+    for i in $(seq 0 $((k - 1))); do
+        echo "$label|$(cat "$WORK/gen-$i.out") server_cpu_pct=$srv_pct" | tee -a "$RESULTS" >&2
+    done
+}
+
+GEN_ARGS=(--mode 4msg --na true --pd false --window "$WINDOW")
+NEXT=1
+
+# ---- tandem standalone, and shard scaling ----------------------------------
+SHARD_LIST=${SCALING:-1}
+for shards in ${SHARD_LIST//,/ }; do
+    start_tandem $NS_P standalone "$shards" "tandem-$shards"
+    pid=$(cat "$WORK/tandem-$shards/pid")
+    run_load "tandem $shards shard(s)" "$pid" -- "${GEN_ARGS[@]}"
+    stop_pid "$pid"
+done
+if [ -n "$SCALING" ]; then
+    python3 perf/report.py "$RESULTS" "$ROOT/perf/RESULTS-scaling.md" "$DURATION" "$WINDOW" "$GEN_CPU" "$SRV_CPU"
+    exit 0
+fi
+
+# ---- tandem at half its saturation: latency ----------------------------------
+sat=$(grep '^tandem 1 shard' "$RESULTS" | sed 's/.*leases_per_s=\([0-9]*\).*/\1/' | head -1)
+NGEN=$(echo "${GEN_CPU//,/ }" | wc -w)
+half=$(( sat / 2 / NGEN ))
+start_tandem $NS_P standalone 1 tandem-half
+pid=$(cat "$WORK/tandem-half/pid")
+run_load "tandem 1 shard at half load" "$pid" -- --mode 4msg --na true --pd false --rate "$half" --window 100000
+stop_pid "$pid"
+
+# ---- tandem failover pair -----------------------------------------------------
+"$TANDEM" gen-tls --out "$WORK/tls" --name primary.perf --name secondary.perf > /dev/null
+start_tandem $NS_S secondary 1 pair-s
+start_tandem $NS_P primary 1 pair-p
+for _ in $(seq 600); do
+    [ "$(tandem_state pair-p 2>/dev/null)" = NORMAL ] && [ "$(tandem_state pair-s 2>/dev/null)" = NORMAL ] && break
+    sleep 0.2
+done
+echo "pair: primary $(tandem_state pair-p), secondary $(tandem_state pair-s)" >&2
+pp=$(cat "$WORK/pair-p/pid"); ps_=$(cat "$WORK/pair-s/pid")
+run_load "tandem pair (failover, TLS)" "$pp" "$ps_" -- "${GEN_ARGS[@]}"
+# Let the BNDUPD backlog drain, then report how much was still queued.
+sleep 2
+"$TANDEM" ctl --socket "$WORK/pair-p/data/control.sock" status > "$WORK/pair-p/status.json"
+stop_pid "$pp"; stop_pid "$ps_"
+
+# ---- Kea ----------------------------------------------------------------------
+if command -v kea-dhcp6 > /dev/null; then
+    HOOKS=$(dirname "$(find / -name libdhcp_ha.so -path '*kea*' 2>/dev/null | head -1)")
+    kea_config() { # dir mt ha-role
+        local d=$1 mt=$2 ha=$3 hooks="" mtcfg
+        if [ "$mt" = on ]; then mtcfg='{ "enable-multi-threading": true, "thread-pool-size": 2, "packet-queue-size": 64 }'
+        else mtcfg='{ "enable-multi-threading": false }'; fi
+        if [ -n "$ha" ]; then
+            hooks=$(cat <<EOF
+  "hooks-libraries": [
+    { "library": "$HOOKS/libdhcp_lease_cmds.so" },
+    { "library": "$HOOKS/libdhcp_ha.so", "parameters": { "high-availability": [ {
+        "this-server-name": "$ha", "mode": "hot-standby",
+        "heartbeat-delay": 10000, "max-response-delay": 60000, "max-ack-delay": 5000, "max-unacked-clients": 0,
+        "multi-threading": { "enable-multi-threading": true, "http-dedicated-listener": true,
+                             "http-listener-threads": 1, "http-client-threads": 1 },
+        "peers": [
+          { "name": "server1", "url": "http://[2001:db8:1::1]:8001/", "role": "primary", "auto-failover": true },
+          { "name": "server2", "url": "http://[2001:db8:1::2]:8001/", "role": "standby", "auto-failover": true } ] } ] } }
+  ],
+EOF
+)
+        fi
+        cat <<EOF
+{ "Dhcp6": {
+  "data-directory": "$d",
+  "interfaces-config": { "interfaces": [ "eth0" ] },
+  "control-socket": { "socket-type": "unix", "socket-name": "$d/kea6.sock" },
+  "lease-database": { "type": "memfile", "persist": true, "name": "$d/leases6.csv", "lfc-interval": 0 },
+  "multi-threading": $mtcfg,
+$hooks
+  "valid-lifetime": 7200, "preferred-lifetime": 5400, "renew-timer": 1800, "rebind-timer": 3600,
+  "subnet6": [ { "id": 1, "subnet": "2001:db8:1::/64", "interface": "eth0",
+    "pools": [ { "pool": "2001:db8:1::1:0 - 2001:db8:1::ffff:ffff" } ],
+    "pd-pools": [ { "prefix": "2001:db8:100::", "prefix-len": 40, "delegated-len": 64 } ] } ],
+  "loggers": [ { "name": "kea-dhcp6", "severity": "WARN", "output_options": [ { "output": "$d/kea.log" } ] } ]
+} }
+EOF
+    }
+    start_kea() { # ns name mt ha-role
+        local d=$WORK/$2
+        mkdir -p "$d"
+        kea_config "$d" "$3" "${4:-}" > "$d/kea.json"
+        KEA_PIDFILE_DIR=$d KEA_LOCKFILE_DIR=$d ip netns exec "$1" taskset -c "$SRV_CPU" kea-dhcp6 -c "$d/kea.json" > "$d/stdout.log" 2>&1 &
+        echo $! > "$d/pid"
+        for _ in $(seq 100); do [ -S "$d/kea6.sock" ] && return 0; sleep 0.1; done
+        echo "Kea $2 did not start:"; cat "$d/stdout.log" "$d/kea.log" 2>/dev/null; exit 1
+    }
+    kea_cmd() { # name json
+        python3 - "$WORK/$1/kea6.sock" "$2" <<'EOF'
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(sys.argv[1]); s.sendall(sys.argv[2].encode())
+out = b""
+while True:
+    b = s.recv(65536)
+    if not b: break
+    out += b
+print(out.decode())
+EOF
+    }
+    start_kea $NS_P kea-st off
+    pid=$(cat "$WORK/kea-st/pid")
+    run_load "Kea 2.2 single-threaded" "$pid" -- "${GEN_ARGS[@]}"
+    stop_pid "$pid"
+    start_kea $NS_P kea-mt on
+    pid=$(cat "$WORK/kea-mt/pid")
+    run_load "Kea 2.2 multi-threaded (2)" "$pid" -- "${GEN_ARGS[@]}"
+    stop_pid "$pid"
+    # Kea half-load latency, for comparison.
+    ksat=$(grep '^Kea 2.2 single' "$RESULTS" | sed 's/.*leases_per_s=\([0-9]*\).*/\1/' | head -1)
+    start_kea $NS_P kea-half off
+    pid=$(cat "$WORK/kea-half/pid")
+    run_load "Kea 2.2 single-threaded at half load" "$pid" -- --mode 4msg --na true --pd false --rate $((ksat / 2 / NGEN)) --window 100000
+    stop_pid "$pid"
+    # HA hot-standby pair (needs Kea's multi-threading for the HA listener).
+    start_kea $NS_S kea-ha-s on server2
+    start_kea $NS_P kea-ha-p on server1
+    for _ in $(seq 150); do
+        kea_cmd kea-ha-p '{"command": "ha-heartbeat"}' 2>/dev/null | grep -q '"state": "hot-standby"' && break
+        sleep 0.2
+    done
+    echo "Kea HA: $(kea_cmd kea-ha-p '{"command": "ha-heartbeat"}' 2>/dev/null | head -c 300)" >&2
+    kp=$(cat "$WORK/kea-ha-p/pid"); ks=$(cat "$WORK/kea-ha-s/pid")
+    run_load "Kea 2.2 HA hot-standby pair" "$kp" "$ks" -- "${GEN_ARGS[@]}"
+    stop_pid "$kp"; stop_pid "$ks"
+else
+    echo "kea-dhcp6 not installed: Kea rows skipped" >&2
+fi
+
+python3 perf/report.py "$RESULTS" "$ROOT/perf/RESULTS.md" "$DURATION" "$WINDOW" "$GEN_CPU" "$SRV_CPU" "$WORK/pair-p/status.json"
+echo "wrote perf/RESULTS.md" >&2
