@@ -61,6 +61,9 @@ struct Args {
     /// Give up on an exchange after this many milliseconds.
     #[arg(long, default_value_t = 1000)]
     timeout_ms: u64,
+    /// Stop after this many exchanges completed (0 = run for --duration).
+    #[arg(long, default_value_t = 0)]
+    count: u64,
 }
 
 struct Flight {
@@ -222,12 +225,17 @@ fn main() {
     let mut last_sweep = Instant::now();
     while Instant::now() < end {
         // Start new exchanges: keep the window full, or follow the rate.
+        if a.count > 0 && completed >= a.count {
+            break;
+        }
+        let room = if a.count > 0 { a.count.saturating_sub(started) as usize } else { usize::MAX };
         let want = if a.rate > 0 {
             let due = (t0.elapsed().as_secs_f64() * a.rate as f64) as u64;
             due.saturating_sub(started).min(1024) as usize
         } else {
             a.window.saturating_sub(inflight.len())
-        };
+        }
+        .min(room);
         for _ in 0..want {
             xid = (xid + 1) & 0xff_ffff;
             let c = next_client;
@@ -288,6 +296,13 @@ fn main() {
             let before = inflight.len();
             inflight.retain(|_, f| f.start.elapsed() < timeout);
             timeouts += (before - inflight.len()) as u64;
+        }
+        if a.count > 0 && started >= a.count && inflight.is_empty() {
+            // Everything started has finished or timed out: start the stragglers again.
+            let missing = a.count - completed;
+            if missing > 0 {
+                started -= missing;
+            }
         }
         if !busy && out.is_empty() {
             // Nothing arrived and nothing to send: sleep until a reply (or 1 ms).

@@ -44,8 +44,9 @@ w('')
 w(f'Produced by `perf/run.sh` on {datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}; '
   'every number below comes from that run. Re-run it to replace this file.')
 w('')
-w(f'- Machine: {cpu}, {os.cpu_count()} CPUs, {sh("free -g | awk \'/Mem:/{print $2}\'")} GiB RAM, kernel {platform.release()}, '
-  f'data on `{sh("df --output=source target/ 2>/dev/null | tail -1")}`.')
+mem = sh("free -g | awk '/Mem:/{print $2}'")
+disk = sh("df --output=source target/ 2>/dev/null | tail -1")
+w(f'- Machine: {cpu}, {os.cpu_count()} CPUs, {mem} GiB RAM, kernel {platform.release()}, data on `{disk}`.')
 w(f'- Load: `tandem-load` (perf/load.rs), 4-message exchange (Solicit, Advertise, Request, Reply), IA_NA, '
   f'a new DUID per exchange, {window} exchanges in flight per generator (closed loop) unless a rate is shown, '
   f'{duration} s per run; generator(s) pinned to CPU {gen_cpu}, servers to CPU {srv_cpu} (both members of a pair on it).')
@@ -101,7 +102,7 @@ if status_file and os.path.exists(status_file):
                      f'{fo.get("state")}, {fo.get("pending-updates")} leases queued, {fo.get("unacked-bndupd")} unacked'))
     except Exception:
         pass
-scaling = [l for l in order if re.match(r'tandem \d+ shard', l)]
+scaling = [l for l in order if re.fullmatch(r'tandem \d+ shard\(s\)', l)]
 if len(scaling) > 1:
     base = total(scaling[0])['leases']
     n0 = int(re.match(r'tandem (\d+)', scaling[0]).group(1))
@@ -109,6 +110,15 @@ if len(scaling) > 1:
         n = int(re.match(r'tandem (\d+)', l).group(1))
         t = total(l)['leases']
         rows.append((f'{n} shards: leases/s and scaling efficiency from {n0}', f'{t:.0f}/s, {t / (base * n / n0):.2f}'))
+for line in open(results):
+    if line.startswith('scale|'):
+        kv = dict(re.findall(r'(\w+)=([^ ]+)', line))
+        rows.append((f'RSS of the primary (1 shard, in NORMAL) holding {kv["leases"]} active leases (target ≤ 300 MiB for 1 M)',
+                     f'{int(kv["rss_kib"]) / 1024:.0f} MiB'))
+    if line.startswith('resync|'):
+        kv = dict(re.findall(r'(\w+)=([^ ]+)', line))
+        rows.append((f'a secondary that lost its store holds all {kv["leases"]} leases again after (UPDREQALL; target ≤ 10 s for 1 M)',
+                     f'{float(kv["seconds"]):.1f} s (incl. start-up and STARTUP wait)'))
 w('| measure | value |')
 w('|---|---|')
 for a, b in rows:

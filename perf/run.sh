@@ -19,7 +19,9 @@
 # when it is missing (e.g. on a machine without apt for shard scaling:
 # `perf/run.sh --scaling 1,2,4,8,12` runs only tandem with more shards).
 #
-# Usage: perf/run.sh [--duration S] [--window N] [--scaling LIST] [--no-build]
+# Usage: perf/run.sh [--duration S] [--window N] [--scaling LIST] [--scale N] [--no-build]
+#   --scale N: also load N leases into one server and report its RSS, then time
+#   a fresh secondary's full resync of them (UPDREQALL, RFC 8156 §5.3.6).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -27,6 +29,7 @@ ROOT=$(pwd)
 DURATION=10
 WINDOW=256
 SCALING=""
+SCALE=0
 BUILD=1
 GEN_CPU=${GEN_CPU:-0}            # one generator per CPU listed (comma-separated)
 SRV_CPU=${SRV_CPU:-1}
@@ -35,6 +38,7 @@ while [ $# -gt 0 ]; do
         --duration) DURATION=$2; shift 2 ;;
         --window) WINDOW=$2; shift 2 ;;
         --scaling) SCALING=$2; shift 2 ;;
+        --scale) SCALE=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         -h|--help) sed -n 2,24p "$0"; exit 0 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
@@ -115,8 +119,9 @@ name = "perf"
 role = "$role"
 listen = "[2001:db8:1::$me]:647"
 peer = "[2001:db8:1::$peer]:647"
-mclt = 3600
+mclt = 5
 startup-time = 1
+max-unacked-bndupd = ${MAX_UNACKED:-64}
 [failover.tls]
 cert = "$WORK/tls/$role.perf.pem"
 key = "$WORK/tls/$role.perf.key"
@@ -198,6 +203,7 @@ stop_pid "$pid"
 "$TANDEM" gen-tls --out "$WORK/tls" --name primary.perf --name secondary.perf > /dev/null
 start_tandem $NS_S secondary 1 pair-s
 start_tandem $NS_P primary 1 pair-p
+# A new pair recovers first (RECOVER-WAIT lasts one MCLT, 5 s here).
 for _ in $(seq 600); do
     [ "$(tandem_state pair-p 2>/dev/null)" = NORMAL ] && [ "$(tandem_state pair-s 2>/dev/null)" = NORMAL ] && break
     sleep 0.2
@@ -209,6 +215,36 @@ run_load "tandem pair (failover, TLS)" "$pp" "$ps_" -- "${GEN_ARGS[@]}"
 sleep 2
 "$TANDEM" ctl --socket "$WORK/pair-p/data/control.sock" status > "$WORK/pair-p/status.json"
 stop_pid "$pp"; stop_pid "$ps_"
+
+# ---- scale: RSS with N leases, and a fresh secondary's resync of them ----------
+if [ "$SCALE" -gt 0 ]; then
+    start_tandem $NS_S secondary 1 scale-s
+    start_tandem $NS_P primary 1 scale-p
+    sp=$(cat "$WORK/scale-p/pid")
+    for _ in $(seq 600); do
+        [ "$(tandem_state scale-p 2>/dev/null)" = NORMAL ] && [ "$(tandem_state scale-s 2>/dev/null)" = NORMAL ] && break
+        sleep 0.2
+    done
+    ip netns exec $NS_C taskset -c "${GEN_CPU%%,*}" "$LOAD" --interface eth0 --mode rapid --window 512 --duration 3600 \
+        --count "$SCALE" --first-client 900000000 > "$WORK/scale-load.out"
+    sleep 2
+    rss=$(awk '/VmRSS/{print $2}' /proc/$sp/status)
+    echo "scale|leases=$SCALE rss_kib=$rss $(cat "$WORK/scale-load.out")" | tee -a "$RESULTS" >&2
+    # The secondary loses its store: on restart it asks for everything (UPDREQALL).
+    stop_pid "$(cat "$WORK/scale-s/pid")"
+    rm -rf "$WORK/scale-s"
+    t0=$(date +%s.%N)
+    start_tandem $NS_S secondary 1 scale-s
+    n=0
+    for _ in $(seq 36000); do
+        n=$("$TANDEM" ctl --socket "$WORK/scale-s/data/control.sock" status 2>/dev/null | python3 -c 'import json,sys; print(sum(s["leases"] for s in json.load(sys.stdin)["per-shard"]))' 2>/dev/null || echo 0)
+        [ "$n" -ge "$SCALE" ] && break
+        sleep 0.5
+    done
+    t1=$(date +%s.%N)
+    echo "resync|leases=$n seconds=$(echo "$t1 - $t0" | bc)" | tee -a "$RESULTS" >&2
+    stop_pid "$sp"; stop_pid "$(cat "$WORK/scale-s/pid")"
+fi
 
 # ---- Kea ----------------------------------------------------------------------
 if command -v kea-dhcp6 > /dev/null; then

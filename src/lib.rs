@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod ddns;
 pub mod failover;
 pub mod lease;
 pub mod pool;

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-const PURE_MODULES: &[&str] = &["wire", "server", "pool", "failover", "sim"];
+const PURE_MODULES: &[&str] = &["wire", "server", "pool", "failover", "sim", "ddns"];
 
 /// (pattern, why it is forbidden)
 const FORBIDDEN: &[(&str, &str)] = &[

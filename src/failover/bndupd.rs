@@ -64,6 +64,20 @@ pub fn build(l: &Lease, now: Time, xid: u32) -> FailoverMessage {
     if has_timeout(l.status) {
         lease_opts.push(DhcpOption::ExpirationTime(to_abs(l.expiration_time)));
     }
+    // §9.2: the name given to the client, and what is in the DNS for it.
+    if let Some(d) = &l.dns
+        && let Some(name) = &d.name
+    {
+        lease_opts.push(DhcpOption::ClientFqdn(crate::wire::ClientFqdn { flags: d.flags, name: name.clone() }));
+        let shared = d.dns_flags & crate::lease::dns_flags::SHARED;
+        let mut removal = Options::new();
+        removal.push(DhcpOption::DnsHostName(name.clone()));
+        if let Some(zone) = parent_zone(name) {
+            removal.push(DhcpOption::DnsZoneName(zone));
+        }
+        removal.push(DhcpOption::DnsFlags(shared));
+        lease_opts.push(DhcpOption::DnsRemovalInfo(removal));
+    }
     let ia = match l.key {
         LeaseKey::Addr(addr) => DhcpOption::IaNa(IaNa {
             iaid: l.binding.iaid,
@@ -411,7 +425,47 @@ fn store_received(
         l.partner_lifetime = e; // replaces partner-lifetime only if later
     }
     l.update_partner = partner_needs_ours;
+    received_dns(&mut l, o);
     l
+}
+
+/// The zone a name was entered in: the name without its first label.
+fn parent_zone(name: &crate::wire::DomainName) -> Option<crate::wire::DomainName> {
+    let w = name.as_wire();
+    let first = *w.first()? as usize;
+    crate::wire::DomainName::decode(w.get(1 + first..)?).ok().filter(|z| !z.is_empty())
+}
+
+/// §9.2: take the partner's name and DNS state. Our own to-do bits survive
+/// only for the same client and name while the lease stays active (an add
+/// we started); the partner never makes us add (§9.1) — except that a
+/// removal we owe for records we added is kept if the lease has ended.
+fn received_dns(l: &mut Lease, o: &Options) {
+    use crate::lease::{DnsInfo, dns_flags as F};
+    let fqdn = o.client_fqdn();
+    let flags = o.iter().find_map(|x| match x {
+        DhcpOption::DnsRemovalInfo(r) => r.iter().find_map(|y| match y {
+            DhcpOption::DnsFlags(f) => Some(*f),
+            _ => None,
+        }),
+        _ => None,
+    });
+    let Some(f) = fqdn else {
+        if l.dns.is_some() && flags.is_none() {
+            // The partner knows no name for this lease (any more).
+            l.dns = l.dns.take().filter(|d| d.dns_flags & F::PENDING_REMOVE != 0 && !l.is_active());
+        }
+        return;
+    };
+    let before = l.dns.take();
+    let same = before.as_ref().is_some_and(|b| b.name.as_ref() == Some(&f.name));
+    let mut keep = 0;
+    if let Some(b) = &before
+        && same
+    {
+        keep = if l.is_active() { b.dns_flags & (F::PENDING_ADD | F::CONFLICT) } else { b.dns_flags & F::PENDING_REMOVE };
+    }
+    l.dns = Some(DnsInfo { flags: f.flags, name: Some(f.name.clone()), dns_flags: (flags.unwrap_or(0) & F::SHARED) | keep });
 }
 
 /// One lease's verdict in a BNDREPLY.

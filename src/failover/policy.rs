@@ -98,6 +98,11 @@ impl Policy for EndpointPolicy {
         Some(limit.saturating_sub(now).min(u32::MAX as u64) as u32)
     }
 
+    fn completes_dns(&self) -> bool {
+        // §9.3: the PARTNER-DOWN case of completing an add the partner had not finished.
+        self.state == ServerState::PartnerDown
+    }
+
     fn partner_lifetime(&self, lease: &Lease, desired: u32, now: Time) -> Time {
         // §4.4.1: now + desired + T1 fraction (½) × actual, so the partner
         // leads the client and the next renewal can get the full lifetime.

@@ -60,6 +60,29 @@ pub struct Binding {
     pub iaid: u32,
 }
 
+/// `DnsInfo::dns_flags` bits. The low four are RFC 8156 OPTION_F_DNS_FLAGS
+/// (§5.5.3.3) and travel to the partner; the high byte is this server's own
+/// to-do list, persisted with the lease before any DNS update is sent, so a
+/// crash never forgets a record it must add or remove (§9.4).
+pub mod dns_flags {
+    /// F: the forward (AAAA + DHCID) records are in the DNS.
+    pub const FWD_UPTODATE: u16 = 0x0001;
+    /// R: the reverse (PTR) record is in the DNS.
+    pub const REV_UPTODATE: u16 = 0x0002;
+    /// S: the name was synthesized by the server.
+    pub const SYNTHESIZED: u16 = 0x0004;
+    /// U: the name came from the client's FQDN option.
+    pub const USING_REQUESTED: u16 = 0x0008;
+    /// The bits shared with the partner.
+    pub const SHARED: u16 = 0x000f;
+    /// Local: this server must add the records (it granted the lease).
+    pub const PENDING_ADD: u16 = 0x0100;
+    /// Local: this server must remove the records (it ended the lease).
+    pub const PENDING_REMOVE: u16 = 0x0200;
+    /// Local: the add failed for good (conflict with another client's name).
+    pub const CONFLICT: u16 = 0x0400;
+}
+
 /// DNS state kept with the lease (RFC 4704, RFC 8156 §9).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DnsInfo {

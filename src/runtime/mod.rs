@@ -9,3 +9,4 @@ pub mod shard;
 pub mod server;
 pub mod failover;
 pub mod tls;
+pub mod ddns;

@@ -78,6 +78,10 @@ pub struct Shared {
     pub stop: Arc<AtomicBool>,
     pub failover: Mutex<Option<FailoverStatus>>,
     pub commands: Mutex<Option<std::sync::mpsc::Sender<super::failover::Command>>>,
+    /// DNS updates waiting (queued or waiting for a retry), failed tries, completed jobs.
+    pub ddns_queue: std::sync::atomic::AtomicU64,
+    pub ddns_failures: std::sync::atomic::AtomicU64,
+    pub ddns_done: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -88,6 +92,9 @@ impl Shared {
             stop,
             failover: Mutex::new(None),
             commands: Mutex::new(None),
+            ddns_queue: Default::default(),
+            ddns_failures: Default::default(),
+            ddns_done: Default::default(),
         }
     }
 
@@ -183,7 +190,11 @@ impl Shared {
         o.push_str("# HELP tandem_failover_connections_refused_total Partner connections refused (address, cap, handshake).\n");
         o.push_str(&format!("# TYPE tandem_failover_connections_refused_total counter\ntandem_failover_connections_refused_total {refused}\n"));
         o.push_str("# HELP tandem_ddns_queue_depth DNS updates waiting.\n");
-        o.push_str("# TYPE tandem_ddns_queue_depth gauge\ntandem_ddns_queue_depth 0\n");
+        o.push_str(&format!("# TYPE tandem_ddns_queue_depth gauge\ntandem_ddns_queue_depth {}\n", self.ddns_queue.load(Ordering::Relaxed)));
+        o.push_str("# HELP tandem_ddns_failures_total DNS update attempts that failed (retried later).\n");
+        o.push_str(&format!("# TYPE tandem_ddns_failures_total counter\ntandem_ddns_failures_total {}\n", self.ddns_failures.load(Ordering::Relaxed)));
+        o.push_str("# HELP tandem_ddns_updates_total DNS add or remove jobs completed.\n");
+        o.push_str(&format!("# TYPE tandem_ddns_updates_total counter\ntandem_ddns_updates_total {}\n", self.ddns_done.load(Ordering::Relaxed)));
         o.push_str("# HELP tandem_reply_latency_seconds Time from receipt to reply (after the durable commit).\n");
         o.push_str("# TYPE tandem_reply_latency_seconds histogram\n");
         for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
@@ -224,6 +235,11 @@ impl Shared {
             "dropped": dropped,
             "dropped-by-reason": t.dropped,
             "failover": self.failover_json(),
+            "ddns": {
+                "queue": self.ddns_queue.load(Ordering::Relaxed),
+                "failures": self.ddns_failures.load(Ordering::Relaxed),
+                "done": self.ddns_done.load(Ordering::Relaxed),
+            },
             "shards": self.shards.len(),
             "leases": {
                 "active": count(&|s| s == "ACTIVE"),

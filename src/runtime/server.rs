@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
+use super::ddns::{self, DdnsInit};
 use super::failover::{self, FailoverInit};
 use super::observe::{self, Shared};
 use super::shard::{self, Core, FailoverLink, PolicyCell, ShardInit, SharedCore};
@@ -21,6 +22,7 @@ use crate::failover::{EndpointPolicy, FailoverConfig, Persistent};
 use crate::lease::store::{LeaseStore, meta};
 use crate::pool::Slice;
 use crate::pool::hash::hash_bytes;
+use crate::server::fqdn::Naming;
 use crate::server::{Engine, EngineConfig, SliceMap};
 use crate::wire::{Duid, ServerState};
 
@@ -70,9 +72,6 @@ pub fn serve(s: Settings) -> Result<(), String> {
         }
         None => None,
     };
-    if s.config.ddns.is_some() {
-        tracing::warn!("the [ddns] section is configured, but this build does not send DNS updates yet; names are not updated");
-    }
     let mask = sys::block_signals();
     sys::check_io_uring()?;
     sys::raise_memlock(s.shards)?;
@@ -152,6 +151,12 @@ pub fn serve(s: Settings) -> Result<(), String> {
             subnets: s.config.subnets.clone(),
             slice: Slice { shards: n as u32, shard: id as u32 },
             hash_key,
+            naming: s.config.ddns.as_ref().map(|d| Naming {
+                policy: d.fqdn_policy,
+                qualifying_suffix: d.qualifying_suffix.clone(),
+                synthesize_pattern: d.synthesize_pattern.clone(),
+                forward_zone: d.forward_zone.clone(),
+            }),
         });
         if let Some(f) = &fo_cfg {
             e.set_failover_mclt(persisted.as_ref().map(|p| p.mclt).unwrap_or(f.mclt).max(f.mclt));
@@ -176,6 +181,21 @@ pub fn serve(s: Settings) -> Result<(), String> {
     if let Some(f) = &fo_cfg {
         // Unresponsive until the endpoint says otherwise (STARTUP, §8.3).
         policy.set(EndpointPolicy { role: f.role, state: ServerState::Startup, mclt: f.mclt });
+    }
+    // The DNS update queue (with `[ddns]` and a policy that updates).
+    let mut dns_tx = None;
+    let mut ddns_handle = None;
+    if let Some(d) = s.config.ddns.as_ref().filter(|d| d.fqdn_policy != crate::config::FqdnPolicy::None) {
+        let (tx, rx) = mpsc::channel();
+        dns_tx = Some(tx);
+        ddns_handle = Some(ddns::spawn(DdnsInit {
+            cfg: d.clone(),
+            cores: cores.clone(),
+            policy: policy.clone(),
+            shared: shared.clone(),
+            stop: stop.clone(),
+            intents: rx,
+        })?);
     }
     let mut fo_links = Vec::new();
     let (mut note_rx, mut kick_tx) = (Vec::new(), Vec::new());
@@ -205,6 +225,7 @@ pub fn serve(s: Settings) -> Result<(), String> {
             core: cores[id].clone(),
             policy: policy.clone(),
             failover: fo_links.next().flatten(),
+            dns: dns_tx.clone(),
             to,
             from,
             ifnames: ifnames.clone(),
@@ -334,6 +355,9 @@ pub fn serve(s: Settings) -> Result<(), String> {
         && h.join().is_err()
     {
         failed = true;
+    }
+    if let Some(h) = ddns_handle {
+        let _ = h.join();
     }
     if let Some(f) = &s.ready_file {
         let _ = std::fs::remove_file(f);

@@ -107,6 +107,8 @@ pub struct ShardInit {
     pub core: SharedCore,
     pub policy: Arc<PolicyCell>,
     pub failover: Option<FailoverLink>,
+    /// The DNS update queue, told of every committed lease with a DNS intent.
+    pub dns: Option<mpsc::Sender<super::ddns::Intent>>,
     /// Sender to every other shard (None at our own index).
     pub to: Vec<Option<SharedSender<Forwarded>>>,
     /// Receivers from every other shard.
@@ -138,6 +140,7 @@ struct State {
     /// Replies waiting for the commit of the changes queued before them.
     replies: RefCell<Vec<Outgoing>>,
     notes: RefCell<Option<Rc<ConnectedSender<ShardNote>>>>,
+    dns: Option<mpsc::Sender<super::ddns::Intent>>,
     committing: Cell<bool>,
     store: RefCell<Option<LmdbStore>>,
     kick: local_channel::LocalSender<()>,
@@ -148,7 +151,7 @@ struct State {
 }
 
 pub async fn run(init: ShardInit) {
-    let ShardInit { id, shards, socket, store, core, policy, failover, to, from, ifnames, stop, ready, shared } = init;
+    let ShardInit { id, shards, socket, store, core, policy, failover, dns, to, from, ifnames, stop, ready, shared } = init;
     let n = core.lock().unwrap().engine.leases().len();
     let fd = socket.into_raw_fd();
     // SAFETY: we own the fd; glommio takes it over.
@@ -163,6 +166,7 @@ pub async fn run(init: ShardInit) {
         policy,
         replies: RefCell::new(Vec::new()),
         notes: RefCell::new(None),
+        dns,
         committing: Cell::new(false),
         store: RefCell::new(Some(store)),
         kick,
@@ -424,6 +428,15 @@ async fn committer(st: Rc<State>, kicked: local_channel::LocalReceiver<()>) {
                     for r in replies {
                         st.send(r);
                     }
+                    if let Some(dns) = &st.dns {
+                        use crate::lease::dns_flags as F;
+                        for c in &changes {
+                            let l = c.lease();
+                            if l.dns.as_ref().is_some_and(|d| d.dns_flags & (F::PENDING_ADD | F::PENDING_REMOVE) != 0) {
+                                let _ = dns.send((st.id, l.key));
+                            }
+                        }
+                    }
                     let tx = st.notes.borrow().clone();
                     if let Some(tx) = tx {
                         // The partner hears of these leases only now that
@@ -461,14 +474,18 @@ async fn committer(st: Rc<State>, kicked: local_channel::LocalReceiver<()>) {
 async fn expiry(st: Rc<State>) {
     loop {
         glommio::timer::sleep(Duration::from_secs(1)).await;
-        let expired = {
+        let (expired, waiting) = {
             let mut core = st.core.lock().unwrap();
             let changes = core.engine.expire(unix_now(), 4096);
             let n = changes.len();
             core.changed.extend(changes.iter().map(|c| c.lease().key));
             core.pending.extend(changes);
-            n
+            // Writes from other threads (the DNS queue's outcomes) ride the next commit.
+            (n, !core.pending.is_empty())
         };
+        if waiting && expired == 0 {
+            let _ = st.kick.try_send(());
+        }
         if expired > 0 {
             tracing::debug!(shard = st.id, n = expired, "leases expired");
             let _ = st.kick.try_send(());

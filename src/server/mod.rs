@@ -6,6 +6,7 @@
 //! drop. No sockets, clocks, disks or randomness: the allocation hash key is
 //! injected.
 
+pub mod fqdn;
 mod policy;
 mod subnet;
 mod table;
@@ -141,6 +142,8 @@ pub struct EngineConfig {
     pub slice: Slice,
     /// Key for hashing clients onto addresses (injected: no randomness inside).
     pub hash_key: u64,
+    /// Client FQDN handling and DNS update intents (`[ddns]`); None: ignore FQDN.
+    pub naming: Option<fqdn::Naming>,
 }
 
 /// Counters kept by the engine (exported as metrics by the runtime).
@@ -172,6 +175,7 @@ pub struct Engine {
     /// or a lease the failover partner granted to a client hashed elsewhere):
     /// never allocated here.
     foreign: std::collections::HashSet<LeaseKey>,
+    naming: Option<fqdn::Naming>,
     pub stats: Stats,
 }
 
@@ -187,6 +191,9 @@ struct Ctx<'p> {
     /// Shortest preferred lifetime among leases being given, for T1/T2.
     min_preferred: Option<u32>,
     capped: bool,
+    /// The client's FQDN option, and ours for the reply (RFC 4704).
+    fqdn: Option<crate::wire::ClientFqdn>,
+    fqdn_reply: Option<crate::wire::ClientFqdn>,
 }
 
 impl Engine {
@@ -197,6 +204,7 @@ impl Engine {
             leases: LeaseTable::new(),
             hash_key: cfg.hash_key,
             foreign: Default::default(),
+            naming: cfg.naming,
             stats: Stats::default(),
         }
     }
@@ -247,6 +255,7 @@ impl Engine {
             let mut l = l.clone();
             l.set_status(BindingStatus::Expired, now);
             l.update_partner = true;
+            mark_dns_removal(&mut l);
             for s in &mut self.subnets {
                 s.release(&key);
             }
@@ -333,6 +342,8 @@ impl Engine {
             changes: Vec::new(),
             min_preferred: None,
             capped: false,
+            fqdn: client.options.client_fqdn().cloned(),
+            fqdn_reply: None,
         };
         let options = match t {
             T::Solicit => {
@@ -404,6 +415,12 @@ impl Engine {
             _ => return Outcome::Drop(DropReason::NotForServer),
         };
         let mut options = options;
+        // RFC 4704 §6: the option goes back only to a client that sent it and asked for it.
+        if let Some(f) = ctx.fqdn_reply.take()
+            && client.options.oro().contains(&opt::CLIENT_FQDN)
+        {
+            options.push(DhcpOption::ClientFqdn(f));
+        }
         self.config_options(subnet, client.options.oro(), false, &mut options);
         self.set_t1_t2(&mut ctx, &mut options);
         let changes = std::mem::take(&mut ctx.changes);
@@ -658,11 +675,39 @@ impl Engine {
         lease.state_expiration_time = lease.valid_end;
         lease.update_partner = true;
         lease.partner_lifetime = ctx.policy.partner_lifetime(&lease, desired, ctx.now);
+        if let (Some(naming), LeaseKey::Addr(a)) = (&self.naming, key) {
+            self.name_lease(naming, ctx, &mut lease, a);
+        }
         if ctx.commit {
             self.leases.upsert(lease.clone());
             ctx.changes.push(LeaseChange::Upsert(lease.clone()));
         }
         lease
+    }
+
+    /// RFC 4704 for an address lease: the name, the reply's flags, and
+    /// whether this server must add records (RFC 8156 §9.1: the granting
+    /// server adds; a renewal adds only what is missing, when the policy says so).
+    fn name_lease(&self, naming: &fqdn::Naming, ctx: &mut Ctx<'_>, lease: &mut Lease, addr: Ipv6Addr) {
+        use crate::lease::dns_flags as F;
+        let d = naming.decide(ctx.fqdn.as_ref(), addr);
+        if ctx.fqdn_reply.is_none() {
+            ctx.fqdn_reply = d.reply.clone();
+        }
+        let before = self.leases.get(&lease.key).filter(|l| l.is_active() && l.binding == lease.binding).and_then(|l| l.dns.clone());
+        let same = before.as_ref().is_some_and(|b| b.name == d.info.name);
+        let mut info = d.info;
+        if same && let Some(b) = &before {
+            // What is (or is to be) in the DNS for this name stays known.
+            info.dns_flags |= b.dns_flags & (F::FWD_UPTODATE | F::REV_UPTODATE | F::PENDING_ADD | F::CONFLICT);
+        }
+        if d.update && ctx.commit {
+            let present = info.dns_flags & (F::FWD_UPTODATE | F::REV_UPTODATE | F::PENDING_ADD | F::CONFLICT) != 0;
+            if !same || (!present && ctx.policy.completes_dns()) {
+                info.dns_flags |= F::PENDING_ADD;
+            }
+        }
+        lease.dns = Some(info);
     }
 
     fn ia_na(&mut self, ctx: &mut Ctx<'_>, ia: &IaNa, mode: IaMode) -> Options {
@@ -874,6 +919,7 @@ impl Engine {
                 l.set_status(status, ctx.now);
                 l.cltt = ctx.now;
                 l.update_partner = true;
+                mark_dns_removal(&mut l);
                 if !decline {
                     self.subnets[ctx.subnet].release(&k);
                 }
@@ -891,6 +937,22 @@ impl Engine {
                 });
             }
         }
+    }
+}
+
+/// RFC 4704 §6.1 item 5, RFC 8156 §9.4: the server that ends a lease
+/// removes its records (recorded before anything is sent).
+fn mark_dns_removal(l: &mut Lease) {
+    use crate::lease::dns_flags as F;
+    if let Some(d) = l.dns.as_mut() {
+        // Also when the records' state is unknown (a partner's add whose
+        // outcome never reached us): the removal checks the DHCID first,
+        // so it never touches another client's records (RFC 4703 §5.5).
+        let updated = d.flags & crate::wire::FQDN_FLAG_N == 0 && d.name.is_some();
+        if updated && d.dns_flags & F::CONFLICT == 0 {
+            d.dns_flags |= F::PENDING_REMOVE;
+        }
+        d.dns_flags &= !F::PENDING_ADD;
     }
 }
 

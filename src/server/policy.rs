@@ -38,6 +38,14 @@ pub trait Policy {
     fn partner_lifetime(&self, _lease: &Lease, _desired: u32, _now: Time) -> Time {
         0
     }
+
+    /// May a renewal add DNS records that are missing for a lease (one that
+    /// predates DNS updates, or whose add the partner did not finish)?
+    /// RFC 8156 §9.3: renewals normally do not update; with a partner, only
+    /// in PARTNER-DOWN.
+    fn completes_dns(&self) -> bool {
+        true
+    }
 }
 
 /// A server without a failover partner: every free lease may be granted.

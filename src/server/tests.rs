@@ -49,7 +49,7 @@ fn client_duid(n: u8) -> Duid {
 
 fn engine_with(cfg: &str) -> Engine {
     let c = Config::parse(cfg).unwrap();
-    Engine::new(EngineConfig { server_duid: server_duid(), subnets: c.subnets, slice: Slice::WHOLE, hash_key: 7 })
+    Engine::new(EngineConfig { server_duid: server_duid(), subnets: c.subnets, slice: Slice::WHOLE, hash_key: 7, naming: None })
 }
 
 fn engine() -> Engine {
@@ -669,7 +669,7 @@ fn prefix_renew_and_release() {
 fn reserved_address_goes_to_its_client_only() {
     let mut c = Config::parse(CONFIG).unwrap();
     c.subnets[0].reservations.push(Reservation { duid: client_duid(9), address: Some(a("2001:db8:1::9")), prefix: None });
-    let mut e = Engine::new(EngineConfig { server_duid: server_duid(), subnets: c.subnets, slice: Slice::WHOLE, hash_key: 7 });
+    let mut e = Engine::new(EngineConfig { server_duid: server_duid(), subnets: c.subnets, slice: Slice::WHOLE, hash_key: 7, naming: None });
     let r = reply(send(&mut e, msg(MessageType::Solicit, vec![cid(1), ia_na(1, &["2001:db8:1::9"])])));
     assert_ne!(first_addr(&r).0, a("2001:db8:1::9"));
     assert_eq!(lease_for(&mut e, 9), a("2001:db8:1::9"));
@@ -696,7 +696,7 @@ fn shards_allocate_only_from_their_slice() {
     let mut seen = std::collections::HashSet::new();
     for shard in 0..3 {
         let slice = Slice { shards: 3, shard };
-        let mut e = Engine::new(EngineConfig { server_duid: server_duid(), subnets: c.subnets.clone(), slice, hash_key: 7 });
+        let mut e = Engine::new(EngineConfig { server_duid: server_duid(), subnets: c.subnets.clone(), slice, hash_key: 7, naming: None });
         let probe = crate::pool::SlotAllocator::new(0xf000, 0x1000, 1, slice);
         for n in 0..50u8 {
             let x = lease_for(&mut e, n);

@@ -370,6 +370,7 @@ impl Sim {
             subnets: self.subnets.clone(),
             slice: Slice::WHOLE,
             hash_key: 11 + i as u64,
+            naming: None,
         });
         engine.set_failover_mclt(self.sc.mclt);
         for l in s.store.all().expect("memory store") {

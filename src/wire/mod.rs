@@ -13,7 +13,7 @@ pub mod name;
 pub mod option;
 
 pub use codes::{
-    BindingStatus, CONNECT_FLAG_FIXED_PD_LENGTH, MessageType, SERVER_FLAG_ACK_STARTUP, SERVER_FLAG_COMMUNICATED,
+    BindingStatus, CONNECT_FLAG_FIXED_PD_LENGTH, FQDN_FLAG_N, FQDN_FLAG_O, FQDN_FLAG_S, MessageType, SERVER_FLAG_ACK_STARTUP, SERVER_FLAG_COMMUNICATED,
     SERVER_FLAG_STARTUP, ServerState, StatusCode, opt, option_name,
 };
 pub use duid::{Duid, DuidKind};
