@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests use. Installed only when missing, quietly.
-PACKAGES=(iproute2 procps isc-dhcp-client dhcpcd-base kea-admin)
+# bind9 + bind9-dnsutils: tests/e2e_ddns.rs starts its own named (in a test
+# namespace, on [::1]:53) and checks the records with dig.
+PACKAGES=(iproute2 procps isc-dhcp-client dhcpcd-base kea-admin bind9 bind9-dnsutils)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -285,3 +285,32 @@ fn an_acked_release_frees_the_address_to_its_halfs_owner() {
     // ::2 is even: the secondary's half → FREE-BACKUP.
     assert_eq!(bp.lease(&l.key).unwrap().status, BindingStatus::FreeBackup);
 }
+
+#[test]
+fn bndupd_carries_the_name_and_dns_state_and_the_receiver_never_inherits_an_add() {
+    // RFC 8156 §9.1, §9.2: the name and F_DNS_REMOVAL_INFO travel; only the
+    // granting server adds, so our local to-do bits never cross.
+    use crate::lease::{DnsInfo, dns_flags as F};
+    let mut l = crate::lease::Lease::active(
+        LeaseKey::Addr("2001:db8:1::1001".parse().unwrap()),
+        crate::lease::Binding { duid: crate::wire::Duid::ll(1, &[9]), ia_type: crate::lease::IaType::Na, iaid: 1 },
+        1_800_000_000,
+        300,
+        600,
+        150,
+        240,
+    );
+    l.dns = Some(DnsInfo {
+        flags: crate::wire::FQDN_FLAG_S,
+        name: Some(crate::wire::DomainName::from_dotted("h.example.net.").unwrap()),
+        dns_flags: F::FWD_UPTODATE | F::REV_UPTODATE | F::USING_REQUESTED | F::PENDING_ADD,
+    });
+    let m = super::bndupd::build(&l, 1_800_000_000, 5);
+    let frame = m.encode_frame().unwrap();
+    let back = crate::wire::FailoverMessage::decode(&frame[2..]).unwrap();
+    let db = Mem(BTreeMap::new());
+    let r = super::bndupd::process(&back, 1_800_000_001, Role::Secondary, 3600, &db);
+    let got = r.accepted[0].dns.clone().expect("the name arrived");
+    assert_eq!(got.name.unwrap().to_string(), "h.example.net.");
+    assert_eq!(got.dns_flags, F::FWD_UPTODATE | F::REV_UPTODATE | F::USING_REQUESTED, "shared bits only");
+}

@@ -770,3 +770,61 @@ fn a_key_whose_record_lives_in_another_shard_is_never_allocated_here() {
     let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(2), sid(), ia_na(1, &["2001:db8:1::1000"])])));
     assert_eq!(ia_status(&r), Some(StatusCode::NO_ADDRS_AVAIL), "the blocked address stays out");
 }
+
+fn engine_with_naming() -> Engine {
+    let c = Config::parse(CONFIG).unwrap();
+    let naming = fqdn::Naming {
+        policy: crate::config::FqdnPolicy::Client,
+        qualifying_suffix: crate::wire::DomainName::from_dotted("example.net.").unwrap(),
+        synthesize_pattern: "dhcp-{addr}".into(),
+        forward_zone: crate::wire::DomainName::from_dotted("example.net.").unwrap(),
+    };
+    Engine::new(EngineConfig { server_duid: server_duid(), subnets: c.subnets, slice: Slice::WHOLE, hash_key: 7, naming: Some(naming) })
+}
+
+fn fqdn_opt(name: &str) -> DhcpOption {
+    DhcpOption::ClientFqdn(crate::wire::ClientFqdn { flags: crate::wire::FQDN_FLAG_S, name: crate::wire::DomainName::from_dotted(name).unwrap() })
+}
+
+#[test]
+fn fqdn_option_is_answered_only_when_requested_in_the_oro() {
+    // RFC 4704 §6: include OPTION_CLIENT_FQDN only if the client sent it and asked for it.
+    let mut e = engine_with_naming();
+    let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(1), sid(), ia_na(1, &[]), fqdn_opt("h1"), DhcpOption::Oro(vec![opt::CLIENT_FQDN])])));
+    let f = client_msg(&r).options.client_fqdn().expect("FQDN in the Reply");
+    assert_eq!(f.name.to_string(), "h1.example.net.");
+    let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(2), sid(), ia_na(1, &[]), fqdn_opt("h2")])));
+    assert!(client_msg(&r).options.client_fqdn().is_none(), "not asked for in the ORO");
+    // The name is kept with the lease either way (RFC 8156 §9.5), with the add to do.
+    let l = r.changes[0].lease();
+    let d = l.dns.as_ref().unwrap();
+    assert_eq!(d.name.as_ref().unwrap().to_string(), "h2.example.net.");
+    assert_ne!(d.dns_flags & crate::lease::dns_flags::PENDING_ADD, 0);
+}
+
+#[test]
+fn no_dns_update_for_an_advertise_and_none_for_a_plain_renewal() {
+    // RFC 4704 §6.1 item 4 (never for an Advertise); RFC 8156 §9.3 (renewals do not update).
+    use crate::lease::dns_flags as F;
+    let mut e = engine_with_naming();
+    let r = reply(send(&mut e, msg(MessageType::Solicit, vec![cid(1), ia_na(1, &[]), fqdn_opt("h1"), DhcpOption::Oro(vec![opt::CLIENT_FQDN])])));
+    assert!(r.changes.is_empty());
+    assert!(client_msg(&r).options.client_fqdn().is_some(), "the Advertise still tells the name");
+    let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(1), sid(), ia_na(1, &[]), fqdn_opt("h1")])));
+    let mut l = r.changes[0].lease().clone();
+    // The DNS queue finished the add.
+    l.dns.as_mut().unwrap().dns_flags = (l.dns.as_ref().unwrap().dns_flags | F::FWD_UPTODATE | F::REV_UPTODATE) & !F::PENDING_ADD;
+    e.load(l.clone());
+    let addr = match l.key {
+        LeaseKey::Addr(a) => a.to_string(),
+        _ => unreachable!(),
+    };
+    let r = reply(send(&mut e, msg(MessageType::Renew, vec![cid(1), sid(), ia_na(1, &[&addr]), fqdn_opt("h1")])));
+    let d = r.changes[0].lease().dns.clone().unwrap();
+    assert_eq!(d.dns_flags & F::PENDING_ADD, 0, "a renewal with the same name adds nothing");
+    assert_ne!(d.dns_flags & F::FWD_UPTODATE, 0, "what is in the DNS stays known");
+    // Release: the server that ends the lease removes the records (RFC 4704 §6.1 item 5).
+    let r = reply(send(&mut e, msg(MessageType::Release, vec![cid(1), sid(), ia_na(1, &[&addr])])));
+    let d = r.changes[0].lease().dns.clone().unwrap();
+    assert_ne!(d.dns_flags & F::PENDING_REMOVE, 0);
+}
