@@ -102,17 +102,6 @@ qualifying-suffix = "example.test."
     )
 }
 
-fn wait(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let d = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < d {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    false
-}
-
 /// A rapid-commit Solicit with a Client FQDN option (S = 1) and option 39 in
 /// the ORO; the Reply's address and FQDN option.
 fn get_named(sock: &UdpSocket, ifx: u32, n: u64, name: &str) -> (Ipv6Addr, Option<ClientFqdn>, Duid) {
@@ -195,7 +184,7 @@ fn grant_release_expiry_conflict_wrong_key_and_a_crash_keep_bind_in_step() {
     let f1 = f1.expect("FQDN option in the Reply");
     assert_eq!(f1.name.to_string(), "host1.example.test.");
     assert_eq!(f1.flags & FQDN_FLAG_S, FQDN_FLAG_S);
-    assert!(wait(15, || bind.dig("AAAA", "host1.example.test") == a1.to_string()), "AAAA\n{}", lab.server_log());
+    assert!(eventually(15, || bind.dig("AAAA", "host1.example.test") == a1.to_string()), "AAAA\n{}", lab.server_log());
     assert_eq!(bind.dig("PTR", &reverse_name(a1)), "host1.example.test.");
     assert!(!bind.dig("TYPE49", "host1.example.test").is_empty(), "DHCID present");
     let dump = lab.leases_json();
@@ -208,18 +197,18 @@ fn grant_release_expiry_conflict_wrong_key_and_a_crash_keep_bind_in_step() {
         let s = sock.clone();
         move || get_named(&s(), ifx, 2, "host1")
     });
-    assert!(wait(15, || lab.leases_json().as_array().unwrap().iter().any(|l| l["lease"] == a2.to_string()
+    assert!(eventually(15, || lab.leases_json().as_array().unwrap().iter().any(|l| l["lease"] == a2.to_string()
         && l["dns-name"].as_str().is_some_and(|n| n.starts_with("host1-")))), "{:#}", lab.leases_json());
     assert_eq!(bind.dig("AAAA", "host1.example.test"), a1.to_string(), "the first client keeps its name");
     let n2 = lab.leases_json().as_array().unwrap().iter().find(|l| l["lease"] == a2.to_string()).unwrap()["dns-name"].as_str().unwrap().to_string();
-    assert!(wait(10, || bind.dig("AAAA", &n2) == a2.to_string()));
+    assert!(eventually(10, || bind.dig("AAAA", &n2) == a2.to_string()));
 
     // Release → all removed.
     in_netns(&cli, {
         let (s, server) = (sock.clone(), server.clone());
         move || release(&s(), ifx, 1, a1, &server)
     });
-    assert!(wait(15, || bind.dig("AAAA", "host1.example.test").is_empty()), "{}", lab.server_log());
+    assert!(eventually(15, || bind.dig("AAAA", "host1.example.test").is_empty()), "{}", lab.server_log());
     assert!(bind.dig("PTR", &reverse_name(a1)).is_empty());
     assert!(bind.dig("TYPE49", "host1.example.test").is_empty());
 
@@ -231,7 +220,7 @@ fn grant_release_expiry_conflict_wrong_key_and_a_crash_keep_bind_in_step() {
         move || get_named(&s(), ifx, 3, "host3")
     });
     assert_eq!(f3.unwrap().name.to_string(), "host3.example.test.", "DHCP answers while DNS fails");
-    assert!(wait(15, || ctl_status(&lab)["ddns"]["failures"].as_u64().unwrap_or(0) > 0), "{}", lab.server_log());
+    assert!(eventually(15, || ctl_status(&lab)["ddns"]["failures"].as_u64().unwrap_or(0) > 0), "{}", lab.server_log());
     assert!(lab.server_log().contains("TSIG"), "the failure names the key problem:\n{}", lab.server_log());
     assert!(bind.dig("AAAA", "host3.example.test").is_empty());
 
@@ -243,12 +232,12 @@ fn grant_release_expiry_conflict_wrong_key_and_a_crash_keep_bind_in_step() {
         let (s, server) = (sock.clone(), server.clone());
         move || release(&s(), ifx, 2, a2, &server)
     });
-    assert!(wait(10, || lab.leases_json().as_array().unwrap().iter().any(|l| l["lease"] == a2.to_string() && l["state"] == "RELEASED")));
+    assert!(eventually(10, || lab.leases_json().as_array().unwrap().iter().any(|l| l["lease"] == a2.to_string() && l["state"] == "RELEASED")));
     lab.stop_server(true);
     assert_eq!(bind.dig("AAAA", &n2), a2.to_string(), "still there after the crash");
     lab.start_server(&lab_config(&lab, 3600, SECRET), &["--shards", "2"]);
-    assert!(wait(20, || bind.dig("AAAA", &n2).is_empty()), "the delete owed before the crash happens:\n{}", lab.server_log());
-    assert!(wait(20, || bind.dig("AAAA", "host3.example.test") == a3.to_string()), "the add owed happens:\n{}", lab.server_log());
+    assert!(eventually(20, || bind.dig("AAAA", &n2).is_empty()), "the delete owed before the crash happens:\n{}", lab.server_log());
+    assert!(eventually(20, || bind.dig("AAAA", "host3.example.test") == a3.to_string()), "the add owed happens:\n{}", lab.server_log());
 
     // Expiry → removed (a 10 s lease that is never renewed).
     assert_eq!(lab.stop_server(false), Some(0));
@@ -257,8 +246,8 @@ fn grant_release_expiry_conflict_wrong_key_and_a_crash_keep_bind_in_step() {
         let s = sock.clone();
         move || get_named(&s(), ifx, 4, "host4")
     });
-    assert!(wait(15, || bind.dig("AAAA", "host4.example.test") == a4.to_string()), "{}", lab.server_log());
-    assert!(wait(60, || bind.dig("AAAA", "host4.example.test").is_empty()), "removed at expiry:\n{}", lab.server_log());
+    assert!(eventually(15, || bind.dig("AAAA", "host4.example.test") == a4.to_string()), "{}", lab.server_log());
+    assert!(eventually(60, || bind.dig("AAAA", "host4.example.test").is_empty()), "removed at expiry:\n{}", lab.server_log());
     assert!(bind.dig("PTR", &reverse_name(a4)).is_empty());
 }
 
@@ -286,11 +275,11 @@ fn in_a_pair_only_the_granting_server_adds_and_the_survivor_removes_after_expiry
     let ifx = pair.client_ifindex();
     let (a, f, _) = in_netns(&pair.ns[2], move || get_named(&client_socket(546), ifx, 7, "pairhost"));
     assert_eq!(f.unwrap().name.to_string(), "pairhost.example.test.");
-    assert!(wait(20, || bind.dig("AAAA", "pairhost.example.test") == a.to_string()), "{}", pair.logs());
+    assert!(eventually(20, || bind.dig("AAAA", "pairhost.example.test") == a.to_string()), "{}", pair.logs());
     // The secondary has the lease and the name, and never added anything.
     // … and, by a second BNDUPD once the update completed (§9.2), that the records are in.
     assert!(
-        wait(20, || pair.leases(SECONDARY).iter().any(|l| l["lease"] == a.to_string()
+        eventually(20, || pair.leases(SECONDARY).iter().any(|l| l["lease"] == a.to_string()
             && l["dns-name"] == "pairhost.example.test."
             && l["dns-flags"].as_u64().is_some_and(|f| f & 3 == 3))),
         "{:#?}",
@@ -304,7 +293,7 @@ fn in_a_pair_only_the_granting_server_adds_and_the_survivor_removes_after_expiry
     pair.stop(PRIMARY, true);
     pair.wait_state(SECONDARY, "PARTNER-DOWN", 30);
     assert!(
-        wait(90, || bind.dig("AAAA", "pairhost.example.test").is_empty()),
+        eventually(90, || bind.dig("AAAA", "pairhost.example.test").is_empty()),
         "the survivor removes the records of an expired lease its partner granted:\n{}",
         pair.logs()
     );

@@ -62,17 +62,6 @@ fn load(pair: &Pair, first: u64, count: u64) -> (Vec<Granted>, usize) {
     })
 }
 
-fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let d = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < d {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    false
-}
-
 fn active(set: &[(String, String, String)]) -> Vec<(String, String)> {
     set.iter().filter(|(_, _, s)| s == "ACTIVE").map(|(l, d, _)| (l.clone(), d.clone())).collect()
 }

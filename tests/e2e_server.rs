@@ -21,18 +21,6 @@ fn ctl_status(lab: &Lab) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
-/// Wait until `f` holds, up to `secs`.
-fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let d = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < d {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    false
-}
-
 #[test]
 fn dhclient_gets_renews_and_releases_an_address_and_a_prefix() {
     require_root!();

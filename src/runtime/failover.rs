@@ -281,16 +281,7 @@ pub async fn run(init: FailoverInit) {
         refused: refused.clone(),
     };
     // Channels to and from the shards (keep the executor awake while they connect).
-    let connecting = Rc::new(Cell::new(true));
-    {
-        let c = connecting.clone();
-        glommio::spawn_local(async move {
-            while c.get() {
-                glommio::timer::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .detach();
-    }
+    let connecting = super::shard::keep_awake();
     for rx in notes {
         let tx = tx.clone();
         glommio::spawn_local(async move {

@@ -186,19 +186,7 @@ pub async fn run(init: ShardInit) {
         })
         .detach();
     }
-    // glommio re-polls a pending channel connect only when the executor wakes
-    // for something else; a parked executor would wait forever (seen as a
-    // shard that never started). Keep it awake until every sender connected.
-    let connecting = Rc::new(Cell::new(true));
-    {
-        let connecting = connecting.clone();
-        glommio::spawn_local(async move {
-            while connecting.get() {
-                glommio::timer::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .detach();
-    }
+    let connecting = keep_awake();
     if let Some(link) = failover {
         // Kicks from the failover core: it queued lease writes for us.
         let st2 = st.clone();
@@ -245,6 +233,21 @@ pub async fn run(init: ShardInit) {
     }
     st.publish();
     tracing::info!(shard = id, "shard stopped");
+}
+
+/// glommio re-polls a pending channel connect only when the executor wakes
+/// for something else; a parked executor would wait forever (seen as a shard
+/// that never started). Keeps the executor awake until the flag is cleared.
+pub fn keep_awake() -> Rc<Cell<bool>> {
+    let flag = Rc::new(Cell::new(true));
+    let f = flag.clone();
+    glommio::spawn_local(async move {
+        while f.get() {
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .detach();
+    flag
 }
 
 async fn receiver(st: Rc<State>) {

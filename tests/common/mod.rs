@@ -39,6 +39,14 @@ pub fn tool(name: &str) -> bool {
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// A tag unique in this test process, for namespace and interface names
+/// (Lab and Pair share it: two rigs in one test binary must never collide).
+pub fn unique_tag() -> String {
+    let n = SEQ.fetch_add(1, Ordering::SeqCst);
+    let id = (std::process::id() * 16 + n) & 0xfffff;
+    format!("{id:x}")
+}
+
 pub fn sh(cmd: &str) -> Output {
     Command::new("sh").args(["-c", cmd]).output().expect("sh")
 }
@@ -64,9 +72,7 @@ pub struct Lab {
 
 impl Lab {
     pub fn new(name: &str) -> Lab {
-        let n = SEQ.fetch_add(1, Ordering::SeqCst);
-        let id = (std::process::id() * 16 + n) & 0xfffff;
-        let tag = format!("{id:x}");
+        let tag = unique_tag();
         let lab = Lab {
             srv: format!("tnd-{tag}-s"),
             cli: format!("tnd-{tag}-c"),
@@ -212,6 +218,18 @@ impl Drop for Lab {
     }
 }
 
+/// Wait until `f` holds, up to `secs` (polled every 200 ms).
+pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let d = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < d {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
 /// Run `f` on a thread that has entered network namespace `ns`.
 pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let path = format!("/run/netns/{ns}");
@@ -289,8 +307,10 @@ pub fn rapid_commit_load(sock: &UdpSocket, to: SocketAddrV6, first: u64, count: 
         while inflight.len() < window && next < end {
             let xid = (next as u32) & 0xff_ffff;
             let m = solicit(next, xid, true, false).encode().unwrap();
+            // The clock before the send: the server may answer within the same second.
+            let t = unix_now();
             let _ = sock.send_to(&m, to);
-            inflight.insert(xid, (next, unix_now(), Instant::now()));
+            inflight.insert(xid, (next, t, Instant::now()));
             next += 1;
         }
         match sock.recv_from(&mut buf) {

@@ -8,13 +8,10 @@
 use std::net::{Ipv6Addr, SocketAddrV6, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{BIN, must, sh};
 use tandem::wire::*;
-
-static SEQ: AtomicU32 = AtomicU32::new(0);
 
 pub const PRIMARY: usize = 0;
 pub const SECONDARY: usize = 1;
@@ -33,9 +30,7 @@ pub struct Pair {
 
 impl Pair {
     pub fn new(name: &str) -> Pair {
-        let n = SEQ.fetch_add(1, Ordering::SeqCst);
-        let id = (std::process::id() * 16 + n) & 0xfffff;
-        let tag = format!("{id:x}");
+        let tag = super::unique_tag();
         let ns = ["p", "s", "c", "b"].map(|r| format!("tnd-{tag}-{r}"));
         let ifs = ["p", "s", "c"].map(|r| format!("t{tag}{r}"));
         let fo_ifs = ["p", "s"].map(|r| format!("f{tag}{r}"));
