@@ -174,11 +174,11 @@ fn grant_release_expiry_conflict_wrong_key_and_a_crash_keep_bind_in_step() {
     lab.start_server(&lab_config(&lab, 3600, SECRET), &["--shards", "2"]);
     let ifx = lab.cli_ifindex();
     let cli = lab.cli.clone();
-    let sock = move || client_socket(546);
+    let sock = || client_socket(546);
 
     // Grant → AAAA, PTR and DHCID present; the reply carries the qualified name.
     let (a1, f1, server) = in_netns(&cli, {
-        let s = sock.clone();
+        let s = sock;
         move || get_named(&s(), ifx, 1, "host1")
     });
     let f1 = f1.expect("FQDN option in the Reply");
@@ -194,7 +194,7 @@ fn grant_release_expiry_conflict_wrong_key_and_a_crash_keep_bind_in_step() {
     // A second client asking for the same name does not take it over: it
     // gets a disambiguated name of its own (RFC 4703 §5.3.3).
     let (a2, _, _) = in_netns(&cli, {
-        let s = sock.clone();
+        let s = sock;
         move || get_named(&s(), ifx, 2, "host1")
     });
     assert!(eventually(15, || lab.leases_json().as_array().unwrap().iter().any(|l| l["lease"] == a2.to_string()
@@ -205,7 +205,7 @@ fn grant_release_expiry_conflict_wrong_key_and_a_crash_keep_bind_in_step() {
 
     // Release → all removed.
     in_netns(&cli, {
-        let (s, server) = (sock.clone(), server.clone());
+        let (s, server) = (sock, server.clone());
         move || release(&s(), ifx, 1, a1, &server)
     });
     assert!(eventually(15, || bind.dig("AAAA", "host1.example.test").is_empty()), "{}", lab.server_log());
@@ -216,7 +216,7 @@ fn grant_release_expiry_conflict_wrong_key_and_a_crash_keep_bind_in_step() {
     assert_eq!(lab.stop_server(false), Some(0));
     lab.start_server(&lab_config(&lab, 3600, WRONG), &["--shards", "2"]);
     let (a3, f3, server) = in_netns(&cli, {
-        let s = sock.clone();
+        let s = sock;
         move || get_named(&s(), ifx, 3, "host3")
     });
     assert_eq!(f3.unwrap().name.to_string(), "host3.example.test.", "DHCP answers while DNS fails");
@@ -229,7 +229,7 @@ fn grant_release_expiry_conflict_wrong_key_and_a_crash_keep_bind_in_step() {
     // delete fails), the server is killed, then restarted with the right
     // key: the pending delete happens (and the pending add of client 3 too).
     in_netns(&cli, {
-        let (s, server) = (sock.clone(), server.clone());
+        let (s, server) = (sock, server.clone());
         move || release(&s(), ifx, 2, a2, &server)
     });
     assert!(eventually(10, || lab.leases_json().as_array().unwrap().iter().any(|l| l["lease"] == a2.to_string() && l["state"] == "RELEASED")));
@@ -243,7 +243,7 @@ fn grant_release_expiry_conflict_wrong_key_and_a_crash_keep_bind_in_step() {
     assert_eq!(lab.stop_server(false), Some(0));
     lab.start_server(&lab_config(&lab, 10, SECRET), &["--shards", "2"]);
     let (a4, _, _) = in_netns(&cli, {
-        let s = sock.clone();
+        let s = sock;
         move || get_named(&s(), ifx, 4, "host4")
     });
     assert!(eventually(15, || bind.dig("AAAA", "host4.example.test") == a4.to_string()), "{}", lab.server_log());

@@ -136,10 +136,10 @@ impl Worker {
         for (shard, core) in self.cores.iter().enumerate() {
             let c = core.lock().unwrap();
             for l in c.engine.leases().iter() {
-                if l.dns.as_ref().is_some_and(|d| d.dns_flags & (F::PENDING_ADD | F::PENDING_REMOVE) != 0) {
-                    if self.queued.insert((shard, l.key)) {
-                        self.queue.push_back((shard, l.key));
-                    }
+                if l.dns.as_ref().is_some_and(|d| d.dns_flags & (F::PENDING_ADD | F::PENDING_REMOVE) != 0)
+                    && self.queued.insert((shard, l.key))
+                {
+                    self.queue.push_back((shard, l.key));
                 }
             }
         }
