@@ -70,7 +70,9 @@ pub struct Endpoint {
     queued: HashSet<LeaseKey>,
     outstanding: HashMap<u32, Outstanding>,
     /// Answering the partner's UPDREQ/UPDREQALL: its xid and the leases not yet acked.
-    answering: Option<(u32, HashSet<LeaseKey>)>,
+    /// Answering the partner's UPDREQ(ALL): its xid and the keys still to be acked
+    /// (ordered, so the simulator stays deterministic).
+    answering: Option<(u32, std::collections::BTreeSet<LeaseKey>)>,
     /// Our own UPDREQ/UPDREQALL in flight: xid and when sent.
     our_updreq: Option<(u32, Time, bool)>,
     /// We lost our store: ask for everything (§8.5.2).
@@ -186,7 +188,7 @@ impl Endpoint {
 
     /// Leases waiting to be sent or acknowledged.
     pub fn backlog(&self) -> usize {
-        self.queue.len() + self.outstanding.len()
+        self.queued.len() + self.outstanding.len()
     }
 
     pub fn policy(&self) -> EndpointPolicy {
@@ -410,7 +412,7 @@ impl Endpoint {
                 // §5.3.5/§5.3.6: send what the partner has not acked (or
                 // everything), then UPDDONE once all are acked.
                 let keys: Vec<LeaseKey> = if m.msg_type == MessageType::UpdReqAll { b.all_keys() } else { b.flagged() };
-                let set: HashSet<LeaseKey> = keys.iter().copied().collect();
+                let set: std::collections::BTreeSet<LeaseKey> = keys.iter().copied().collect();
                 for k in keys {
                     self.lease_changed(k);
                 }
@@ -725,14 +727,34 @@ impl Endpoint {
             self.p.state,
             ServerState::PotentialConflict | ServerState::Recover | ServerState::RecoverWait
         );
-        let mut deferred = Vec::new();
-        while self.outstanding.len() < self.partner_max_unacked as usize {
-            let Some(k) = self.queue.pop_front() else { break };
-            if only_answers && !self.answering.as_ref().is_some_and(|(_, rem)| rem.contains(&k)) {
-                deferred.push(k);
-                continue;
+        // Candidates: in the answering-only states, the answer set's queued
+        // keys (walking the whole queue there would cost O(queue) per call);
+        // else the queue in order. Keys sent from the answer set leave their
+        // queue entries behind; `queued` tells live entries from stale ones.
+        let mut answers: Vec<LeaseKey> = Vec::new();
+        if only_answers {
+            let room = (self.partner_max_unacked as usize).saturating_sub(self.outstanding.len());
+            if let Some((_, rem)) = &self.answering {
+                answers = rem
+                    .iter()
+                    .filter(|k| self.queued.contains(k) && !self.outstanding.values().any(|o| o.key == **k))
+                    .take(room)
+                    .copied()
+                    .collect();
             }
-            self.queued.remove(&k);
+            answers.reverse();
+        }
+        while self.outstanding.len() < self.partner_max_unacked as usize {
+            let k = if only_answers {
+                let Some(k) = answers.pop() else { break };
+                k
+            } else {
+                let Some(k) = self.queue.pop_front() else { break };
+                k
+            };
+            if !self.queued.remove(&k) {
+                continue; // a stale queue entry (already sent)
+            }
             let Some(l) = b.lease(&k) else {
                 if let Some((_, rem)) = &mut self.answering {
                     rem.remove(&k);
@@ -747,9 +769,6 @@ impl Endpoint {
             self.outstanding.insert(xid, Outstanding { key: k, status: l.status, start: l.start_time_of_state, cltt: l.cltt });
             let m = bndupd::build(&l, now, xid);
             self.send(now, m, out);
-        }
-        for k in deferred {
-            self.queue.push_back(k);
         }
         if let Some((x, rem)) = &self.answering
             && rem.is_empty()
