@@ -12,6 +12,8 @@ for line in open(results):
     if '|' not in line:
         continue
     label, rest = line.split('|', 1)
+    if label in ('scale', 'resync'):
+        continue  # reported below, not load rows
     kv = dict(re.findall(r'(\w+)=([^ ]+)', rest))
     if label not in runs:
         runs[label] = []
@@ -113,7 +115,7 @@ if len(scaling) > 1:
 for line in open(results):
     if line.startswith('scale|'):
         kv = dict(re.findall(r'(\w+)=([^ ]+)', line))
-        rows.append((f'RSS of the primary (1 shard, in NORMAL) holding {kv["leases"]} active leases (target ≤ 300 MiB for 1 M)',
+        rows.append((f'RSS of the primary (1 shard, in NORMAL) after granting {kv["leases"]} leases (target ≤ 300 MiB for 1 M)',
                      f'{int(kv["rss_kib"]) / 1024:.0f} MiB'))
     if line.startswith('resync|'):
         kv = dict(re.findall(r'(\w+)=([^ ]+)', line))
