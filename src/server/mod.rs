@@ -690,11 +690,25 @@ impl Engine {
     /// server adds; a renewal adds only what is missing, when the policy says so).
     fn name_lease(&self, naming: &fqdn::Naming, ctx: &mut Ctx<'_>, lease: &mut Lease, addr: Ipv6Addr) {
         use crate::lease::dns_flags as F;
-        let d = naming.decide(ctx.fqdn.as_ref(), addr);
+        let mut d = naming.decide(ctx.fqdn.as_ref(), addr);
+        let before = self.leases.get(&lease.key).filter(|l| l.is_active() && l.binding == lease.binding).and_then(|l| l.dns.clone());
+        if let Some(b) = &before
+            && b.name.is_some()
+            && b.name != d.info.name
+            && b.dns_flags & (F::FWD_UPTODATE | F::REV_UPTODATE | F::PENDING_ADD) != 0
+        {
+            // A lease keeps the name its records carry (RFC 4704 §6: the
+            // server chooses the name), so the DNS never holds a name that no
+            // lease would remove.
+            d.info.name = b.name.clone();
+            d.info.dns_flags = (d.info.dns_flags & !F::SHARED) | (b.dns_flags & (F::SYNTHESIZED | F::USING_REQUESTED));
+            if let (Some(r), Some(n)) = (d.reply.as_mut(), &b.name) {
+                r.name = n.clone();
+            }
+        }
         if ctx.fqdn_reply.is_none() {
             ctx.fqdn_reply = d.reply.clone();
         }
-        let before = self.leases.get(&lease.key).filter(|l| l.is_active() && l.binding == lease.binding).and_then(|l| l.dns.clone());
         let same = before.as_ref().is_some_and(|b| b.name == d.info.name);
         let mut info = d.info;
         if same && let Some(b) = &before {

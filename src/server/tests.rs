@@ -828,3 +828,25 @@ fn no_dns_update_for_an_advertise_and_none_for_a_plain_renewal() {
     let d = r.changes[0].lease().dns.clone().unwrap();
     assert_ne!(d.dns_flags & F::PENDING_REMOVE, 0);
 }
+
+#[test]
+fn a_lease_keeps_the_name_its_records_carry() {
+    // RFC 4704 §6 (the server chooses the name): a renewal asking for another
+    // name gets the one in the DNS, so no record is left without a lease.
+    use crate::lease::dns_flags as F;
+    let mut e = engine_with_naming();
+    let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(1), sid(), ia_na(1, &[]), fqdn_opt("first")])));
+    let mut l = r.changes[0].lease().clone();
+    l.dns.as_mut().unwrap().dns_flags = (l.dns.as_ref().unwrap().dns_flags | F::FWD_UPTODATE | F::REV_UPTODATE) & !F::PENDING_ADD;
+    e.load(l.clone());
+    let addr = match l.key {
+        LeaseKey::Addr(a) => a.to_string(),
+        _ => unreachable!(),
+    };
+    let r = reply(send(&mut e, msg(MessageType::Renew, vec![cid(1), sid(), ia_na(1, &[&addr]), fqdn_opt("second"), DhcpOption::Oro(vec![opt::CLIENT_FQDN])])));
+    assert_eq!(client_msg(&r).options.client_fqdn().unwrap().name.to_string(), "first.example.net.");
+    let d = r.changes[0].lease().dns.clone().unwrap();
+    assert_eq!(d.name.unwrap().to_string(), "first.example.net.");
+    assert_eq!(d.dns_flags & F::PENDING_ADD, 0);
+    assert_ne!(d.dns_flags & F::FWD_UPTODATE, 0);
+}
