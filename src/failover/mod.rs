@@ -83,6 +83,28 @@ pub trait Bindings {
     fn prefix_counts(&self) -> (u64, u64);
 }
 
+/// Delegable prefixes available to the primary (never recorded, or FREE),
+/// at most `limit`, walking `all` (every delegable prefix) through `b`.
+pub fn free_prefixes(b: &(impl Bindings + ?Sized), all: impl Iterator<Item = Prefix>, limit: usize) -> Vec<Prefix> {
+    all.filter(|p| b.lease(&LeaseKey::Prefix(*p)).is_none_or(|l| l.status == crate::wire::BindingStatus::Free))
+        .take(limit)
+        .collect()
+}
+
+/// (FREE or never recorded, FREE-BACKUP) counts over `all` delegable prefixes.
+pub fn prefix_counts(b: &(impl Bindings + ?Sized), all: impl Iterator<Item = Prefix>) -> (u64, u64) {
+    use crate::wire::BindingStatus as S;
+    let (mut free, mut backup) = (0, 0);
+    for p in all {
+        match b.lease(&LeaseKey::Prefix(p)).map(|l| l.status) {
+            None | Some(S::Free) => free += 1,
+            Some(S::FreeBackup) => backup += 1,
+            _ => {}
+        }
+    }
+    (free, backup)
+}
+
 /// Whether the address half or prefix belongs to this role when free
 /// (§4.2.1.1: primary odd, secondary even addresses; §4.2.2 prefixes: FREE
 /// is the primary's, FREE-BACKUP the secondary's).

@@ -41,7 +41,7 @@ use crate::lease::{Lease, LeaseChange, LeaseKey};
 use crate::pool::Prefix;
 use crate::pool::hash::shard_of;
 use crate::server::SliceMap;
-use crate::wire::{BindingStatus, FailoverMessage, FrameDecoder, MAX_FRAME_LEN, MessageType, StatusCode};
+use crate::wire::{FailoverMessage, FrameDecoder, MAX_FRAME_LEN, MessageType, StatusCode};
 
 /// At most this many connections in their handshake at once (§10).
 const MAX_HANDSHAKING: usize = 2;
@@ -187,28 +187,16 @@ impl Bindings for ShardDb<'_> {
     }
 
     fn free_prefixes(&self, limit: usize) -> Vec<Prefix> {
-        self.slices
-            .delegable()
-            .filter(|p| self.lease(&LeaseKey::Prefix(*p)).is_none_or(|l| l.status == BindingStatus::Free))
-            .take(limit)
-            .collect()
+        crate::failover::free_prefixes(self, self.slices.delegable(), limit)
     }
 
     fn prefix_counts(&self) -> (u64, u64) {
-        let (mut free, mut backup) = (0, 0);
-        for p in self.slices.delegable() {
-            match self.lease(&LeaseKey::Prefix(p)).map(|l| l.status) {
-                None | Some(BindingStatus::Free) => free += 1,
-                Some(BindingStatus::FreeBackup) => backup += 1,
-                _ => {}
-            }
-        }
-        (free, backup)
+        crate::failover::prefix_counts(self, self.slices.delegable())
     }
 }
 
 /// The failover core's state, owned by its executor.
-struct Core2 {
+struct FailoverCore {
     ep: Endpoint,
     cfg: FailoverConfig,
     cores: Vec<SharedCore>,
@@ -231,10 +219,6 @@ struct Core2 {
     refused: Rc<Cell<u64>>,
 }
 
-pub fn now() -> u64 {
-    unix_now()
-}
-
 pub async fn run(init: FailoverInit) {
     let FailoverInit {
         cfg,
@@ -255,11 +239,11 @@ pub async fn run(init: FailoverInit) {
         commands,
     } = init;
     let n = cores.len();
-    let (ep, out) = Endpoint::new(cfg.clone(), persisted, now());
+    let (ep, out) = Endpoint::new(cfg.clone(), persisted, unix_now());
     let (tx, rx) = async_channel::unbounded::<Event>();
     let tls = tls.map(Rc::new);
     let refused = Rc::new(Cell::new(0));
-    let mut fo = Core2 {
+    let mut fo = FailoverCore {
         ep,
         cfg: cfg.clone(),
         cores,
@@ -374,13 +358,13 @@ pub async fn run(init: FailoverInit) {
         fo.publish();
     }
     // SIGTERM/SIGINT: DISCONNECT (ServerShuttingDown) to the partner, persist.
-    let out = fo.ep.shutdown(now());
+    let out = fo.ep.shutdown(unix_now());
     fo.finish(out, &kick_tx, &rx, &mut deferred).await;
     fo.publish();
     tracing::info!("failover endpoint stopped");
 }
 
-impl Core2 {
+impl FailoverCore {
     /// Run one endpoint step with the shards' tables.
     fn step(&mut self, f: impl FnOnce(&mut Endpoint, &mut ShardDb<'_>) -> Vec<Output>) -> Vec<Output> {
         let before = self.ep.policy();
@@ -400,7 +384,7 @@ impl Core2 {
     }
 
     fn handle(&mut self, ev: Event, out: &mut Vec<Output>) {
-        let now = now();
+        let now = unix_now();
         match ev {
             Event::Note(note) => self.note(note, out),
             Event::Tick => out.extend(self.step(|ep, db| ep.on_tick(now, db))),
@@ -472,7 +456,7 @@ impl Core2 {
             self.ep.lease_changed(*k);
         }
         // Send what can be sent now rather than at the next tick.
-        let now = now();
+        let now = unix_now();
         out.extend(self.step(|ep, db| ep.on_tick(now, db)));
     }
 

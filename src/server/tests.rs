@@ -782,6 +782,20 @@ fn engine_with_naming() -> Engine {
     Engine::new(EngineConfig { server_duid: server_duid(), subnets: c.subnets, slice: Slice::WHOLE, hash_key: 7, naming: Some(naming) })
 }
 
+/// What the DNS queue writes back after adding the records of the lease in
+/// `r`; the lease's address.
+fn dns_add_done(e: &mut Engine, r: &Reply) -> String {
+    use crate::lease::dns_flags as F;
+    let mut l = r.changes[0].lease().clone();
+    let d = l.dns.as_mut().unwrap();
+    d.dns_flags = (d.dns_flags | F::FWD_UPTODATE | F::REV_UPTODATE) & !F::PENDING_ADD;
+    e.load(l.clone());
+    match l.key {
+        LeaseKey::Addr(a) => a.to_string(),
+        _ => unreachable!(),
+    }
+}
+
 fn fqdn_opt(name: &str) -> DhcpOption {
     DhcpOption::ClientFqdn(crate::wire::ClientFqdn { flags: crate::wire::FQDN_FLAG_S, name: crate::wire::DomainName::from_dotted(name).unwrap() })
 }
@@ -811,14 +825,7 @@ fn no_dns_update_for_an_advertise_and_none_for_a_plain_renewal() {
     assert!(r.changes.is_empty());
     assert!(client_msg(&r).options.client_fqdn().is_some(), "the Advertise still tells the name");
     let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(1), sid(), ia_na(1, &[]), fqdn_opt("h1")])));
-    let mut l = r.changes[0].lease().clone();
-    // The DNS queue finished the add.
-    l.dns.as_mut().unwrap().dns_flags = (l.dns.as_ref().unwrap().dns_flags | F::FWD_UPTODATE | F::REV_UPTODATE) & !F::PENDING_ADD;
-    e.load(l.clone());
-    let addr = match l.key {
-        LeaseKey::Addr(a) => a.to_string(),
-        _ => unreachable!(),
-    };
+    let addr = dns_add_done(&mut e, &r);
     let r = reply(send(&mut e, msg(MessageType::Renew, vec![cid(1), sid(), ia_na(1, &[&addr]), fqdn_opt("h1")])));
     let d = r.changes[0].lease().dns.clone().unwrap();
     assert_eq!(d.dns_flags & F::PENDING_ADD, 0, "a renewal with the same name adds nothing");
@@ -836,13 +843,7 @@ fn a_lease_keeps_the_name_its_records_carry() {
     use crate::lease::dns_flags as F;
     let mut e = engine_with_naming();
     let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(1), sid(), ia_na(1, &[]), fqdn_opt("first")])));
-    let mut l = r.changes[0].lease().clone();
-    l.dns.as_mut().unwrap().dns_flags = (l.dns.as_ref().unwrap().dns_flags | F::FWD_UPTODATE | F::REV_UPTODATE) & !F::PENDING_ADD;
-    e.load(l.clone());
-    let addr = match l.key {
-        LeaseKey::Addr(a) => a.to_string(),
-        _ => unreachable!(),
-    };
+    let addr = dns_add_done(&mut e, &r);
     let r = reply(send(&mut e, msg(MessageType::Renew, vec![cid(1), sid(), ia_na(1, &[&addr]), fqdn_opt("second"), DhcpOption::Oro(vec![opt::CLIENT_FQDN])])));
     assert_eq!(client_msg(&r).options.client_fqdn().unwrap().name.to_string(), "first.example.net.");
     let d = r.changes[0].lease().dns.clone().unwrap();

@@ -21,7 +21,7 @@ use crate::failover::{Bindings, Endpoint, FailoverConfig, Output, Persistent};
 use crate::lease::store::{LeaseStore, MemoryStore, meta};
 use crate::lease::{IaType, Lease, LeaseChange, LeaseKey, Time};
 use crate::pool::{Prefix, Slice};
-use crate::server::{Arrival, Engine, EngineConfig, Outcome};
+use crate::server::{Arrival, Engine, EngineConfig, Outcome, SliceMap};
 use crate::wire::failover::FrameDecoder;
 use crate::wire::{
     BindingStatus, ClientMessage, DhcpOption, Duid, FailoverMessage, IaNa, IaPd, IaPrefix, Message, MessageType, Options,
@@ -104,7 +104,7 @@ enum Ev {
 struct Db<'a> {
     engine: &'a mut Engine,
     store: &'a mut MemoryStore,
-    subnets: &'a [Subnet],
+    pools: &'a SliceMap,
 }
 
 impl Bindings for Db<'_> {
@@ -126,40 +126,14 @@ impl Bindings for Db<'_> {
         v
     }
     fn owns(&self, key: &LeaseKey) -> bool {
-        self.subnets.iter().any(|s| match key {
-            LeaseKey::Addr(a) => s.pools.iter().any(|r| r.contains(*a)),
-            LeaseKey::Prefix(p) => s.pd_pools.iter().any(|pp| pp.prefix.contains_prefix(p) && p.len == pp.delegated_length),
-        })
+        self.pools.in_pool(key)
     }
+    // The simulator's pools are small: walking every delegable prefix is fine.
     fn free_prefixes(&self, limit: usize) -> Vec<Prefix> {
-        self.delegable()
-            .filter(|p| self.engine.leases().get(&LeaseKey::Prefix(*p)).is_none_or(|l| l.status == BindingStatus::Free))
-            .take(limit)
-            .collect()
+        crate::failover::free_prefixes(self, self.pools.delegable(), limit)
     }
     fn prefix_counts(&self) -> (u64, u64) {
-        let (mut free, mut backup) = (0, 0);
-        for p in self.delegable() {
-            match self.engine.leases().get(&LeaseKey::Prefix(p)).map(|l| l.status) {
-                None | Some(BindingStatus::Free) => free += 1,
-                Some(BindingStatus::FreeBackup) => backup += 1,
-                _ => {}
-            }
-        }
-        (free, backup)
-    }
-}
-
-impl Db<'_> {
-    /// Every delegable prefix of every pool (the simulator's pools are small).
-    fn delegable(&self) -> impl Iterator<Item = Prefix> + '_ {
-        self.subnets.iter().flat_map(|s| &s.pd_pools).flat_map(|pp| {
-            let n = 1u128 << (pp.delegated_length - pp.prefix.len);
-            (0..n).map(move |j| Prefix {
-                addr: Ipv6Addr::from(pp.prefix.first() + (j << (128 - pp.delegated_length as u32))),
-                len: pp.delegated_length,
-            })
-        })
+        crate::failover::prefix_counts(self, self.pools.delegable())
     }
 }
 
@@ -225,6 +199,8 @@ pub struct Sim {
     servers: Vec<Server>,
     clients: Vec<Client>,
     subnets: Vec<Subnet>,
+    /// The pools as one unsharded map (ownership, delegable prefixes).
+    pools: SliceMap,
     conn_id: u64,
     /// Connection currently open between the servers.
     conn: Option<u64>,
@@ -273,6 +249,7 @@ impl Sim {
             events: BinaryHeap::new(),
             servers,
             clients,
+            pools: SliceMap::new(&cfg.subnets, 1),
             subnets: cfg.subnets,
             conn_id: 0,
             conn: None,
@@ -465,7 +442,7 @@ impl Sim {
         let now = self.server_now(i);
         let s = &mut self.servers[i];
         let (Some(engine), Some(ep)) = (s.engine.as_mut(), s.endpoint.as_mut()) else { return None };
-        let mut db = Db { engine, store: &mut s.store, subnets: &self.subnets };
+        let mut db = Db { engine, store: &mut s.store, pools: &self.pools };
         Some(f(ep, &mut db, now))
     }
 
