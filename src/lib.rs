@@ -12,5 +12,6 @@ pub mod lease;
 pub mod pool;
 pub mod runtime;
 pub mod server;
+pub mod shard;
 pub mod sim;
 pub mod wire;

@@ -1,11 +1,19 @@
-//! The sans-IO rule: protocol modules (wire, server, pool, failover, sim, ddns)
-//! never touch sockets, disks, TLS, executors, the system clock or the OS
-//! random source. Time and randomness come in as inputs. This test fails the
-//! build when one of those modules names a forbidden API.
+//! The sans-IO rule: protocol modules (wire, server, pool, failover, shard,
+//! sim, ddns, lease) never touch sockets, disks, TLS, executors, the system
+//! clock or the OS random source. Time and randomness come in as inputs. The
+//! cores also stay below the front ends: wire, pool, server, failover, shard
+//! and lease never import `config`, `cli` or `runtime` (their own tests may
+//! build settings from a config text). This test fails when a file breaks
+//! either rule.
 
 use std::path::Path;
 
-const PURE_MODULES: &[&str] = &["wire", "server", "pool", "failover", "sim", "ddns"];
+const PURE_MODULES: &[&str] = &["wire", "server", "pool", "failover", "shard", "sim", "ddns", "lease"];
+
+/// Core modules that must not depend on the front ends or the runtime.
+const CORE_MODULES: &[&str] = &["wire", "server", "pool", "failover", "shard", "lease"];
+const FRONT_ENDS: &[(&str, &str)] =
+    &[("crate::config", "the configuration front end"), ("crate::cli", "the command line"), ("crate::runtime", "the IO runtime")];
 
 /// (pattern, why it is forbidden)
 const FORBIDDEN: &[(&str, &str)] = &[
@@ -48,7 +56,30 @@ fn strip_comments(src: &str) -> String {
 
 fn violations(src: &str) -> Vec<(&'static str, &'static str)> {
     let code = strip_comments(src);
-    FORBIDDEN.iter().copied().filter(|(p, _)| code.contains(p)).collect()
+    FORBIDDEN.iter().copied().filter(|(p, _)| code.contains(p) || grouped_use(&code, p)).collect()
+}
+
+/// `use std::{fs, …}` names `std::fs` too.
+fn grouped_use(code: &str, pattern: &str) -> bool {
+    let Some((head, tail)) = pattern.rsplit_once("::") else { return false };
+    if tail.is_empty() {
+        return false;
+    }
+    code.match_indices(&format!("{head}::{{")).any(|(i, _)| {
+        let rest = &code[i + head.len() + 3..];
+        let group = &rest[..rest.find('}').unwrap_or(rest.len())];
+        group.split([',', ' ', '\n']).any(|w| w.trim() == tail)
+    })
+}
+
+/// The code of a core file without its tests: files named `tests.rs` and
+/// everything after a `#[cfg(test)]` line.
+fn production_code(src: &str) -> String {
+    let code = strip_comments(src);
+    match code.find("#[cfg(test)]") {
+        Some(i) => code[..i].to_string(),
+        None => code,
+    }
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
@@ -88,9 +119,31 @@ fn pure_modules_do_no_io() {
 }
 
 #[test]
+fn cores_do_not_import_the_front_ends() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut problems = Vec::new();
+    for m in CORE_MODULES {
+        let mut files = Vec::new();
+        rust_files(&src.join(m), &mut files);
+        for f in files.into_iter().filter(|f| f.file_name().is_some_and(|n| n != "tests.rs")) {
+            let code = production_code(&std::fs::read_to_string(&f).unwrap());
+            for (p, what) in FRONT_ENDS {
+                if code.contains(p) {
+                    problems.push(format!("{}: imports `{p}` ({what})", f.display()));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "a core depends on a front end:\n{}", problems.join("\n"));
+}
+
+#[test]
 fn the_scanner_catches_what_it_should() {
     assert!(!violations("let t = std::time::SystemTime::now();").is_empty());
     assert!(!violations("use glommio::net::UdpSocket;").is_empty());
     assert!(violations("// glommio is used only in runtime/").is_empty());
     assert!(violations("pub fn step(now: u64) {}").is_empty());
+    assert!(!violations("use std::{fs, io};").is_empty(), "grouped imports are seen");
+    assert!(violations("use std::{io, fmt};").is_empty());
+    assert!(production_code("use a;\n#[cfg(test)]\nmod tests { use crate::config::Config; }").find("config").is_none());
 }

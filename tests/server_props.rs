@@ -137,7 +137,7 @@ fn run(clients: usize, steps: Vec<(usize, Act, u16, bool)>) -> Result<(), TestCa
     for (xid, (c, act, dt, pd)) in steps.into_iter().enumerate() {
         let c = c % clients;
         now += dt as Time;
-        e.expire(now, usize::MAX);
+        e.expire(now, usize::MAX, &tandem::server::Standalone);
         for v in &mut views {
             v.addrs.retain(|_, end| *end > now);
             v.prefixes.retain(|_, end| *end > now);

@@ -4,7 +4,7 @@
 //! --test sim` replays one seed and prints its trace; `tandem-sim` runs long
 //! sweeps in release.
 
-use tandem::sim::{Report, Scenario, Sim, run_seed, run_seed_verbose};
+use tandem::sim::{Report, Scenario, Sim, run_seed, run_seed_v1, run_seed_verbose};
 
 fn assert_clean(r: &Report) {
     if !r.violations.is_empty() {
@@ -71,12 +71,13 @@ fn the_invariants_have_teeth() {
     assert!(caught >= 15, "only {caught} of 20 sabotaged runs were caught");
 }
 
-// Seeds that found bugs while the endpoint was built (see the git log).
+// Seeds that found bugs while the endpoint was built (see the git log),
+// replayed with the scenario generator they were found with (version 1).
 macro_rules! regression {
     ($name:ident, $seed:expr) => {
         #[test]
         fn $name() {
-            assert_clean(&run_seed($seed));
+            assert_clean(&run_seed_v1($seed, false));
         }
     };
 }

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::failover::{FailoverConfig, Role};
 use crate::pool::{AddrRange, Prefix};
+pub use crate::server::fqdn::FqdnPolicy;
+pub use crate::server::settings::{PdPool, Reservation, Subnet};
 use crate::wire::{DomainName, Duid};
 
 /// One configuration problem: the key it concerns and the reason.
@@ -125,6 +128,7 @@ struct RawFailover {
     keepalive_time: Option<u32>,
     auto_partner_down: Option<u32>,
     pd_secondary_share: Option<f64>,
+    pd_secondary_max: Option<u64>,
     startup_time: Option<u32>,
     tls: Option<RawTls>,
 }
@@ -177,49 +181,6 @@ pub struct Runtime {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Subnet {
-    pub prefix: Prefix,
-    pub interface: Option<String>,
-    pub relay_links: Vec<Ipv6Addr>,
-    pub server_unicast: Option<Ipv6Addr>,
-    pub pools: Vec<AddrRange>,
-    pub pd_pools: Vec<PdPool>,
-    pub preferred_lifetime: u32,
-    pub valid_lifetime: u32,
-    pub renew_time: u32,
-    pub rebind_time: u32,
-    pub rapid_commit: bool,
-    pub dns_servers: Vec<Ipv6Addr>,
-    pub domain_search: Vec<DomainName>,
-    pub ntp_servers: Vec<Ipv6Addr>,
-    pub preference: u8,
-    /// OPTION_INFORMATION_REFRESH_TIME for Information-request replies (default 86400).
-    pub information_refresh_time: Option<u32>,
-    pub sol_max_rt: Option<u32>,
-    pub inf_max_rt: Option<u32>,
-    pub reservations: Vec<Reservation>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct PdPool {
-    pub prefix: Prefix,
-    pub delegated_length: u8,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reservation {
-    pub duid: Duid,
-    pub address: Option<Ipv6Addr>,
-    pub prefix: Option<Prefix>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Primary,
-    Secondary,
-}
-
-#[derive(Debug, Clone, PartialEq)]
 pub struct Failover {
     pub name: String,
     pub role: Role,
@@ -231,9 +192,31 @@ pub struct Failover {
     /// Seconds in COMMUNICATIONS-INTERRUPTED before PARTNER-DOWN; 0 = never.
     pub auto_partner_down: u32,
     pub pd_secondary_share: f64,
+    /// At most this many delegable prefixes go to the secondary.
+    pub pd_secondary_max: u64,
     /// Seconds STARTUP waits to hear from the partner (RFC 8156 §8.3.2).
     pub startup_time: u32,
     pub tls: Tls,
+}
+
+impl Failover {
+    /// The endpoint's settings.
+    pub fn settings(&self) -> FailoverConfig {
+        FailoverConfig {
+            role: self.role,
+            relationship_name: self.name.clone(),
+            mclt: self.mclt,
+            keepalive_time: self.keepalive_time,
+            max_unacked_bndupd: self.max_unacked_bndupd,
+            auto_partner_down: self.auto_partner_down,
+            startup_time: self.startup_time,
+            pd_secondary_share: self.pd_secondary_share,
+            pd_secondary_max: self.pd_secondary_max,
+            connect_retry: 5,
+            connect_retry_rejected: 30,
+            updreq_timeout: 120,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -242,12 +225,6 @@ pub enum Tls {
     Insecure,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FqdnPolicy {
-    Client,
-    Server,
-    None,
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ddns {
@@ -273,6 +250,9 @@ pub const DEFAULT_VALID: u32 = 4000;
 pub const DEFAULT_MCLT: u32 = 3600;
 pub const DEFAULT_MAX_UNACKED: u32 = 64;
 pub const DEFAULT_KEEPALIVE: u32 = 60;
+/// Delegable prefixes the secondary gets at most (each is a record on both
+/// servers): enough to serve a long outage, never half of a /32 of /64s.
+pub const DEFAULT_PD_SECONDARY_MAX: u64 = 16384;
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -605,6 +585,7 @@ impl Validator {
             keepalive_time: keepalive,
             auto_partner_down: f.auto_partner_down.unwrap_or(0),
             pd_secondary_share: share,
+            pd_secondary_max: f.pd_secondary_max.unwrap_or(DEFAULT_PD_SECONDARY_MAX),
             startup_time: f.startup_time.unwrap_or(10),
             tls: tls?,
         })

@@ -1,8 +1,9 @@
-//! Binding updates: building a BNDUPD from a lease (§7.4), deciding and
-//! storing a received one (§7.5), and building the BNDREPLY (§7.6).
+//! Binding updates: building a BNDUPD from a lease (§7.4); a received one
+//! taken apart (`parse`), judged against the local record (`judge`, §7.5.4
+//! Figure 4), merged into it (`merge`, §7.5.5) and answered (`reply`, §7.6);
+//! and the verdicts read back from a BNDREPLY (`acks`, §7.7).
 
-use super::{Bindings, SKEW_TOLERANCE};
-use crate::config::Role;
+use super::{Role, SKEW_TOLERANCE};
 use crate::lease::{Binding, IaType, Lease, LeaseKey, Time};
 use crate::pool::Prefix;
 use crate::wire::failover::{abs_time, unix_time};
@@ -114,17 +115,291 @@ pub fn build(l: &Lease, now: Time, xid: u32) -> FailoverMessage {
     FailoverMessage::new(MessageType::BndUpd, xid, base).with(DhcpOption::ClientData(cd))
 }
 
-/// The outcome of one received BNDUPD.
-pub struct Processed {
-    pub reply: FailoverMessage,
-    /// Accepted leases, to store durably before the reply is sent.
-    pub accepted: Vec<Lease>,
-    /// Leases rejected as outdated: our own data is newer (§7.5.4).
-    pub outdated: Vec<LeaseKey>,
+/// One binding carried by a received BNDUPD (§7.4), as parsed: what the
+/// partner says about one address or prefix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    pub key: LeaseKey,
+    /// The client IA; None for a stand-alone IAPREFIX (a delegable prefix
+    /// changing hands, §7.4 (b)).
+    pub binding: Option<Binding>,
+    pub status: BindingStatus,
+    pub start: Time,
+    /// OPTION_CLT_TIME as an absolute time (it is relative to LQ_BASE_TIME).
+    pub clt: Option<Time>,
+    pub preferred: u32,
+    pub valid: u32,
+    pub t1: u32,
+    pub t2: u32,
+    pub state_expiration: Option<Time>,
+    /// F_PARTNER_LIFETIME: the lifetime the partner proposes to us.
+    pub partner_lifetime: Option<Time>,
+    /// F_EXPIRATION_TIME: the lifetime the partner acked to us before.
+    pub expiration_time: Option<Time>,
+    pub partner_raw_clt: Option<Time>,
+    pub fqdn: Option<crate::wire::ClientFqdn>,
+    /// OPTION_F_DNS_FLAGS inside OPTION_F_DNS_REMOVAL_INFO.
+    pub dns_flags: Option<u16>,
+}
+
+impl Received {
+    /// §7.5.4: the time of the update: ACTIVE, EXPIRED and RELEASED by the
+    /// client's last transaction, other states by the later of that and the
+    /// start of the state.
+    pub fn update_time(&self) -> Time {
+        match self.status {
+            BindingStatus::Active | BindingStatus::Expired | BindingStatus::Released => self.clt.unwrap_or(self.start),
+            _ => self.clt.unwrap_or(0).max(self.start),
+        }
+    }
+}
+
+/// A received BNDUPD taken apart (§7.5.3): its bindings in message order,
+/// each parsed or refused before any lookup (malformed, not in our pools,
+/// an unknown VPN).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    pub items: Vec<Result<Received, StatusCode>>,
 }
 
 fn reject(code: StatusCode, why: &str) -> DhcpOption {
     DhcpOption::StatusCode(Status::new(code, why))
+}
+
+/// RFC 6607: a VSS option names the global VPN only with type 255; we
+/// configure no other VPN, so anything else is a configuration conflict (§7.5.4).
+fn foreign_vpn(o: &Options) -> bool {
+    o.iter().any(|x| matches!(x, DhcpOption::Vss { vss_type, .. } if *vss_type != 255))
+}
+
+fn status_of(o: &Options) -> Option<BindingStatus> {
+    o.iter().find_map(|x| match x {
+        DhcpOption::BindingStatus(s) => Some(*s),
+        _ => None,
+    })
+}
+
+fn dns_flags_of(o: &Options) -> Option<u16> {
+    o.iter().find_map(|x| match x {
+        DhcpOption::DnsRemovalInfo(r) => r.iter().find_map(|y| match y {
+            DhcpOption::DnsFlags(f) => Some(*f),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
+/// §7.5.3–§7.5.4: take a BNDUPD apart. `owns` says whether a key is in one
+/// of our pools (a lease outside them is a ConfigurationConflict).
+pub fn parse(m: &FailoverMessage, owns: impl Fn(&LeaseKey) -> bool) -> Parsed {
+    let mut items = Vec::new();
+    let base_of = |o: &Options| o.u32_of(opt::LQ_BASE_TIME).map(from_abs);
+    match crate::wire::failover::BindingBody::of(m) {
+        Err(_) => {}
+        Ok(crate::wire::failover::BindingBody::Prefix(p)) => {
+            let key = Prefix::new(p.prefix, p.prefix_len).map(LeaseKey::Prefix);
+            let start = p.options.u32_of(opt::F_START_TIME_OF_STATE).map(from_abs);
+            items.push(match (key, status_of(&p.options), start, base_of(&p.options)) {
+                _ if foreign_vpn(&p.options) => Err(StatusCode::CONFIGURATION_CONFLICT),
+                (Some(k), Some(s), Some(start), Some(_)) if owns(&k) => {
+                    if matches!(s, BindingStatus::Free | BindingStatus::FreeBackup) {
+                        Ok(Received {
+                            key: k,
+                            binding: None,
+                            status: s,
+                            start,
+                            clt: None,
+                            preferred: 0,
+                            valid: 0,
+                            t1: 0,
+                            t2: 0,
+                            state_expiration: None,
+                            partner_lifetime: p.options.u32_of(opt::F_PARTNER_LIFETIME).map(from_abs),
+                            expiration_time: None,
+                            partner_raw_clt: None,
+                            fqdn: None,
+                            dns_flags: None,
+                        })
+                    } else {
+                        // A stand-alone IAPREFIX only moves a delegable prefix.
+                        Err(StatusCode::MISSING_BINDING_INFORMATION)
+                    }
+                }
+                (Some(_), Some(_), Some(_), Some(_)) => Err(StatusCode::CONFIGURATION_CONFLICT),
+                _ => Err(StatusCode::MISSING_BINDING_INFORMATION),
+            });
+        }
+        Ok(crate::wire::failover::BindingBody::ClientData(cd)) => {
+            let (Some(duid), Some(base)) = (cd.client_id().cloned(), base_of(cd)) else { return Parsed { items } };
+            let vpn_conflict = foreign_vpn(cd);
+            for o in cd.iter() {
+                let (ia_type, iaid, t1, t2, inner) = match o {
+                    DhcpOption::IaNa(ia) => (IaType::Na, ia.iaid, ia.t1, ia.t2, &ia.options),
+                    DhcpOption::IaPd(ia) => (IaType::Pd, ia.iaid, ia.t1, ia.t2, &ia.options),
+                    _ => continue,
+                };
+                for lo in inner.iter() {
+                    let (key, preferred, valid, lopts) = match lo {
+                        DhcpOption::IaAddr(a) if ia_type == IaType::Na => (Some(LeaseKey::Addr(a.addr)), a.preferred, a.valid, &a.options),
+                        DhcpOption::IaPrefix(p) if ia_type == IaType::Pd => {
+                            (Prefix::new(p.prefix, p.prefix_len).map(LeaseKey::Prefix), p.preferred, p.valid, &p.options)
+                        }
+                        _ => continue,
+                    };
+                    // §5.5.17 vs §7.4: accept START_TIME_OF_STATE at either level.
+                    let start = lopts.u32_of(opt::F_START_TIME_OF_STATE).or_else(|| inner.u32_of(opt::F_START_TIME_OF_STATE)).map(from_abs);
+                    // CLT_TIME is relative to LQ_BASE_TIME (digest §18 item 6).
+                    let clt = lopts.u32_of(opt::CLT_TIME).map(|c| base.saturating_sub(c as u64));
+                    items.push(match (key, status_of(lopts), start) {
+                        _ if vpn_conflict => Err(StatusCode::CONFIGURATION_CONFLICT),
+                        (Some(k), _, _) if !owns(&k) => Err(StatusCode::CONFIGURATION_CONFLICT),
+                        (Some(k), Some(s), Some(start)) => Ok(Received {
+                            key: k,
+                            binding: Some(Binding { duid: duid.clone(), ia_type, iaid }),
+                            status: s,
+                            start,
+                            clt,
+                            preferred,
+                            valid,
+                            t1,
+                            t2,
+                            state_expiration: lopts.u32_of(opt::F_STATE_EXPIRATION_TIME).map(from_abs),
+                            partner_lifetime: lopts.u32_of(opt::F_PARTNER_LIFETIME).map(from_abs),
+                            expiration_time: lopts.u32_of(opt::F_EXPIRATION_TIME).map(from_abs),
+                            partner_raw_clt: lopts.u32_of(opt::F_PARTNER_RAW_CLT_TIME).map(from_abs),
+                            fqdn: lopts.client_fqdn().cloned(),
+                            dns_flags: dns_flags_of(lopts),
+                        }),
+                        _ => Err(StatusCode::MISSING_BINDING_INFORMATION),
+                    });
+                }
+            }
+        }
+    }
+    Parsed { items }
+}
+
+/// §7.6: the BNDREPLY for `m`, given one verdict per parsed item (in the
+/// order `parse` returned them).
+pub fn reply(m: &FailoverMessage, verdicts: &[Result<(), StatusCode>], now: Time) -> FailoverMessage {
+    let mut reply = FailoverMessage::new(MessageType::BndReply, m.transaction_id, to_abs(now));
+    let mut next = verdicts.iter();
+    match crate::wire::failover::BindingBody::of(m) {
+        Err(_) => {
+            // §7.5.3: not exactly one CLIENT_DATA or IAPREFIX.
+            reply.options.push(reject(StatusCode::MISSING_BINDING_INFORMATION, "need one CLIENT_DATA or IAPREFIX"));
+        }
+        Ok(crate::wire::failover::BindingBody::Prefix(p)) => {
+            let mut out = p.options.clone();
+            out.0.retain(|o| matches!(o.code(), opt::F_BINDING_STATUS | opt::F_STATE_EXPIRATION_TIME | opt::VSS));
+            if let Some(Err(c)) = next.next() {
+                out.0.insert(0, reject(*c, c.name()));
+            }
+            if let Some(pl) = p.options.u32_of(opt::F_PARTNER_LIFETIME) {
+                out.push(DhcpOption::PartnerLifetimeSent(pl));
+            }
+            reply.options.push(DhcpOption::IaPrefix(IaPrefix { options: out, ..p.clone() }));
+        }
+        Ok(crate::wire::failover::BindingBody::ClientData(cd)) => {
+            let mut rcd = Options::new();
+            let (Some(duid), Some(_)) = (cd.client_id(), cd.u32_of(opt::LQ_BASE_TIME)) else {
+                rcd.push(reject(StatusCode::MISSING_BINDING_INFORMATION, "CLIENTID and LQ_BASE_TIME are required"));
+                reply.options.push(DhcpOption::ClientData(rcd));
+                return reply;
+            };
+            rcd.push(DhcpOption::ClientId(duid.clone()));
+            // §7.6: OPTION_VSS from the BNDUPD, if any.
+            if let Some(v) = cd.get(opt::VSS) {
+                rcd.push(v.clone());
+            }
+            for o in cd.iter() {
+                let (ia_type, iaid, t1, t2, inner) = match o {
+                    DhcpOption::IaNa(ia) => (IaType::Na, ia.iaid, ia.t1, ia.t2, &ia.options),
+                    DhcpOption::IaPd(ia) => (IaType::Pd, ia.iaid, ia.t1, ia.t2, &ia.options),
+                    _ => continue,
+                };
+                let mut rinner = Options::new();
+                for lo in inner.iter() {
+                    let lopts = match lo {
+                        DhcpOption::IaAddr(a) if ia_type == IaType::Na => &a.options,
+                        DhcpOption::IaPrefix(p) if ia_type == IaType::Pd => &p.options,
+                        _ => continue,
+                    };
+                    let verdict = next.next().copied().unwrap_or(Err(StatusCode::MISSING_BINDING_INFORMATION));
+                    // §7.6: status code (errors only), binding status and
+                    // state expiration as received, partner lifetime echoed.
+                    let mut ro = Options::new();
+                    if let Err(c) = verdict {
+                        ro.push(reject(c, c.name()));
+                    }
+                    for keep in [opt::F_BINDING_STATUS, opt::F_STATE_EXPIRATION_TIME] {
+                        if let Some(x) = lopts.get(keep) {
+                            ro.push(x.clone());
+                        }
+                    }
+                    if let Some(pl) = lopts.u32_of(opt::F_PARTNER_LIFETIME) {
+                        ro.push(DhcpOption::PartnerLifetimeSent(pl)); // exact copy (§7.6)
+                    }
+                    rinner.push(match lo {
+                        DhcpOption::IaAddr(a) => DhcpOption::IaAddr(IaAddr { options: ro, ..a.clone() }),
+                        DhcpOption::IaPrefix(p) => DhcpOption::IaPrefix(IaPrefix { options: ro, ..p.clone() }),
+                        _ => continue,
+                    });
+                }
+                rcd.push(match ia_type {
+                    IaType::Na => DhcpOption::IaNa(IaNa { iaid, t1, t2, options: rinner }),
+                    IaType::Pd => DhcpOption::IaPd(IaPd { iaid, t1, t2, options: rinner }),
+                });
+            }
+            reply.options.push(DhcpOption::ClientData(rcd));
+        }
+    }
+    reply
+}
+
+/// Who judges: the receiving server's role, its clock and the MCLT.
+#[derive(Debug, Clone, Copy)]
+pub struct Judge {
+    pub role: Role,
+    pub now: Time,
+    pub mclt: u32,
+}
+
+/// §7.5.4 Figure 4: accept `r` over the local record, or say why not.
+/// OutdatedBindingInformation means our record is newer: the partner must
+/// hear ours (§7.5.4, after the BNDREPLY).
+pub fn judge(local: Option<&Lease>, r: &Received, ctx: Judge) -> Result<(), StatusCode> {
+    let Some(l) = local else { return Ok(()) };
+    match &r.binding {
+        None => {
+            // §4.2.2: a prefix delegated to a client cannot be moved;
+            // otherwise the §7.5.4 rules decide, as for client data.
+            if l.is_active() {
+                Err(StatusCode::ADDRESS_IN_USE)
+            } else {
+                decide(l, r.status, r.start, None, false, ctx.role, ctx.now, ctx.mclt)
+            }
+        }
+        Some(b) => decide(l, r.status, r.update_time(), r.clt, l.binding.duid == b.duid, ctx.role, ctx.now, ctx.mclt),
+    }
+}
+
+/// §7.5.5: the record to store for an accepted `r`.
+pub fn merge(local: Option<Lease>, r: &Received, now: Time) -> Lease {
+    match &r.binding {
+        None => {
+            let mut l = local.unwrap_or_else(|| Lease::pool_record(r.key, now));
+            l.status = r.status;
+            l.start_time_of_state = r.start;
+            l.state_expiration_time = 0;
+            if let Some(e) = r.partner_lifetime {
+                l.expiration_time = e;
+            }
+            l.update_partner = false;
+            l
+        }
+        Some(b) => store_received(local, r.key, b.clone(), r),
+    }
 }
 
 /// §7.5.4 Figure 4, with the digest §18 item 7 decision for ties.
@@ -192,171 +467,9 @@ fn decide(local: &Lease, recv: BindingStatus, upd_time: Time, clt: Option<Time>,
     }
 }
 
-/// §7.5: decide and store a received BNDUPD; build its BNDREPLY (§7.6).
-pub fn process(m: &FailoverMessage, now: Time, role: Role, mclt: u32, b: &dyn Bindings) -> Processed {
-    let mut accepted = Vec::new();
-    let mut outdated = Vec::new();
-    let base_opt = |o: &Options| o.u32_of(opt::LQ_BASE_TIME).map(from_abs);
-    let mut reply = FailoverMessage::new(MessageType::BndReply, m.transaction_id, to_abs(now));
-    match crate::wire::failover::BindingBody::of(m) {
-        Err(_) => {
-            // §7.5.3: not exactly one CLIENT_DATA or IAPREFIX.
-            reply.options.push(reject(StatusCode::MISSING_BINDING_INFORMATION, "need one CLIENT_DATA or IAPREFIX"));
-        }
-        Ok(crate::wire::failover::BindingBody::Prefix(p)) => {
-            let mut out = p.options.clone();
-            out.0.retain(|o| matches!(o.code(), opt::F_BINDING_STATUS | opt::F_STATE_EXPIRATION_TIME | opt::VSS));
-            let key = Prefix::new(p.prefix, p.prefix_len).map(LeaseKey::Prefix);
-            let status = p.options.iter().find_map(|o| match o {
-                DhcpOption::BindingStatus(s) => Some(*s),
-                _ => None,
-            });
-            let start = p.options.u32_of(opt::F_START_TIME_OF_STATE).map(from_abs);
-            let verdict = match (key, status, start, base_opt(&p.options)) {
-                (Some(k), Some(s), Some(start), Some(_)) if b.owns(&k) => {
-                    let local = b.lease(&k);
-                    // §4.2.2: a prefix delegated to a client cannot be moved;
-                    // otherwise the §7.5.4 rules decide, as for client data.
-                    let verdict = match &local {
-                        Some(l) => decide(l, s, start, None, false, role, now, mclt),
-                        None => Ok(()),
-                    };
-                    if local.as_ref().is_some_and(Lease::is_active) {
-                        Err(StatusCode::ADDRESS_IN_USE)
-                    } else if !matches!(s, BindingStatus::Free | BindingStatus::FreeBackup) {
-                        Err(StatusCode::MISSING_BINDING_INFORMATION)
-                    } else if let Err(c) = verdict {
-                        if c == StatusCode::OUTDATED_BINDING_INFORMATION {
-                            outdated.push(k);
-                        }
-                        Err(c)
-                    } else {
-                        let mut l = local.unwrap_or_else(|| Lease::pool_record(k, now));
-                        l.status = s;
-                        l.start_time_of_state = start;
-                        l.state_expiration_time = 0;
-                        if let Some(e) = p.options.u32_of(opt::F_PARTNER_LIFETIME) {
-                            l.expiration_time = from_abs(e);
-                        }
-                        l.update_partner = false;
-                        accepted.push(l);
-                        Ok(())
-                    }
-                }
-                (Some(_), Some(_), Some(_), Some(_)) => Err(StatusCode::CONFIGURATION_CONFLICT),
-                _ => Err(StatusCode::MISSING_BINDING_INFORMATION),
-            };
-            if let Err(c) = verdict {
-                out.0.insert(0, reject(c, c.name()));
-            }
-            if let Some(pl) = p.options.u32_of(opt::F_PARTNER_LIFETIME) {
-                out.push(DhcpOption::PartnerLifetimeSent(pl));
-            }
-            reply.options.push(DhcpOption::IaPrefix(IaPrefix { options: out, ..p.clone() }));
-        }
-        Ok(crate::wire::failover::BindingBody::ClientData(cd)) => {
-            let mut rcd = Options::new();
-            let (Some(duid), Some(base)) = (cd.client_id().cloned(), base_opt(cd)) else {
-                rcd.push(reject(StatusCode::MISSING_BINDING_INFORMATION, "CLIENTID and LQ_BASE_TIME are required"));
-                reply.options.push(DhcpOption::ClientData(rcd));
-                return Processed { reply, accepted, outdated };
-            };
-            rcd.push(DhcpOption::ClientId(duid.clone()));
-            for o in cd.iter() {
-                let (ia_type, iaid, t1, t2, inner) = match o {
-                    DhcpOption::IaNa(ia) => (IaType::Na, ia.iaid, ia.t1, ia.t2, &ia.options),
-                    DhcpOption::IaPd(ia) => (IaType::Pd, ia.iaid, ia.t1, ia.t2, &ia.options),
-                    _ => continue,
-                };
-                let mut rinner = Options::new();
-                for lo in inner.iter() {
-                    let (key, preferred, valid, lopts) = match lo {
-                        DhcpOption::IaAddr(a) if ia_type == IaType::Na => (Some(LeaseKey::Addr(a.addr)), a.preferred, a.valid, &a.options),
-                        DhcpOption::IaPrefix(p) if ia_type == IaType::Pd => {
-                            (Prefix::new(p.prefix, p.prefix_len).map(LeaseKey::Prefix), p.preferred, p.valid, &p.options)
-                        }
-                        _ => continue,
-                    };
-                    let status = lopts.iter().find_map(|o| match o {
-                        DhcpOption::BindingStatus(s) => Some(*s),
-                        _ => None,
-                    });
-                    // §5.5.17 vs §7.4: accept START_TIME_OF_STATE at either level.
-                    let start = lopts.u32_of(opt::F_START_TIME_OF_STATE).or_else(|| inner.u32_of(opt::F_START_TIME_OF_STATE)).map(from_abs);
-                    // CLT_TIME is relative to LQ_BASE_TIME (digest §18 item 6).
-                    let clt = lopts.u32_of(opt::CLT_TIME).map(|c| base.saturating_sub(c as u64));
-                    let verdict = match (key, status, start) {
-                        (Some(k), Some(s), Some(start)) => {
-                            if !b.owns(&k) {
-                                // §7.5.4: not ours to know about.
-                                Err(StatusCode::CONFIGURATION_CONFLICT)
-                            } else {
-                                let upd_time = match s {
-                                    BindingStatus::Active | BindingStatus::Expired | BindingStatus::Released => clt.unwrap_or(start),
-                                    _ => clt.unwrap_or(0).max(start),
-                                };
-                                let local = b.lease(&k);
-                                let v = match &local {
-                                    None => Ok(()),
-                                    Some(l) => decide(l, s, upd_time, clt, l.binding.duid == duid, role, now, mclt),
-                                };
-                                if v.is_ok() {
-                                    accepted.push(store_received(local, k, Binding { duid: duid.clone(), ia_type, iaid }, s, start, clt, preferred, valid, t1, t2, lopts));
-                                } else if v == Err(StatusCode::OUTDATED_BINDING_INFORMATION) {
-                                    outdated.push(k);
-                                }
-                                v
-                            }
-                        }
-                        _ => Err(StatusCode::MISSING_BINDING_INFORMATION),
-                    };
-                    // §7.6: status code (errors only), binding status and
-                    // state expiration as received, partner lifetime echoed.
-                    let mut ro = Options::new();
-                    if let Err(c) = verdict {
-                        ro.push(reject(c, c.name()));
-                    }
-                    for keep in [opt::F_BINDING_STATUS, opt::F_STATE_EXPIRATION_TIME] {
-                        if let Some(x) = lopts.get(keep) {
-                            ro.push(x.clone());
-                        }
-                    }
-                    if let Some(pl) = lopts.u32_of(opt::F_PARTNER_LIFETIME) {
-                        ro.push(DhcpOption::PartnerLifetimeSent(pl)); // exact copy (§7.6)
-                    }
-                    rinner.push(match lo {
-                        DhcpOption::IaAddr(a) => DhcpOption::IaAddr(IaAddr { options: ro, ..a.clone() }),
-                        DhcpOption::IaPrefix(p) => DhcpOption::IaPrefix(IaPrefix { options: ro, ..p.clone() }),
-                        _ => unreachable!(),
-                    });
-                }
-                rcd.push(match ia_type {
-                    IaType::Na => DhcpOption::IaNa(IaNa { iaid, t1, t2, options: rinner }),
-                    IaType::Pd => DhcpOption::IaPd(IaPd { iaid, t1, t2, options: rinner }),
-                });
-            }
-            reply.options.push(DhcpOption::ClientData(rcd));
-        }
-    }
-    Processed { reply, accepted, outdated }
-}
-
-
 /// §7.5.5: store an accepted lease.
-#[allow(clippy::too_many_arguments)]
-fn store_received(
-    local: Option<Lease>,
-    key: LeaseKey,
-    binding: Binding,
-    status: BindingStatus,
-    start: Time,
-    clt: Option<Time>,
-    preferred: u32,
-    valid: u32,
-    t1: u32,
-    t2: u32,
-    o: &Options,
-) -> Lease {
+fn store_received(local: Option<Lease>, key: LeaseKey, binding: Binding, r: &Received) -> Lease {
+    let (status, clt) = (r.status, r.clt);
     // The client's lifetime is what the latest grant told it: the partner's
     // end if its grant is the later one, ours if ours is, and on a tie (a
     // Rebind answered by both, within the ±5 s of §7.1) the later end, so
@@ -388,13 +501,13 @@ fn store_received(
     });
     l.binding = binding;
     l.status = status;
-    l.start_time_of_state = start;
-    l.preferred_lifetime = preferred;
-    l.valid_lifetime = valid;
-    (l.t1, l.t2) = (t1, t2);
-    l.state_expiration_time = o.u32_of(opt::F_STATE_EXPIRATION_TIME).map(from_abs).unwrap_or(0);
-    if let Some(pl) = o.u32_of(opt::F_PARTNER_LIFETIME) {
-        l.expiration_time = from_abs(pl); // F_PARTNER_LIFETIME → expiration-time
+    l.start_time_of_state = r.start;
+    l.preferred_lifetime = r.preferred;
+    l.valid_lifetime = r.valid;
+    (l.t1, l.t2) = (r.t1, r.t2);
+    l.state_expiration_time = r.state_expiration.unwrap_or(0);
+    if let Some(pl) = r.partner_lifetime {
+        l.expiration_time = pl; // F_PARTNER_LIFETIME → expiration-time
     }
     if let Some(c) = clt {
         l.partner_raw_clt_time = c; // CLT_TIME → partner-raw-clt-time
@@ -403,7 +516,7 @@ fn store_received(
         let sent_end = if l.state_expiration_time != 0 {
             l.state_expiration_time
         } else {
-            clt.map(|c| c + valid as u64).unwrap_or(0)
+            clt.map(|c| c + r.valid as u64).unwrap_or(0)
         };
         l.valid_end = match ours {
             None => sent_end,
@@ -414,18 +527,18 @@ fn store_received(
         // Our record is newer than what the partner sent: it must hear ours.
         partner_needs_ours = l.valid_end != sent_end;
     }
-    if let Some(r) = o.u32_of(opt::F_PARTNER_RAW_CLT_TIME).map(from_abs)
-        && r > l.cltt
+    if let Some(raw) = r.partner_raw_clt
+        && raw > l.cltt
     {
-        l.cltt = r; // replaces CLTT only if later
+        l.cltt = raw; // replaces CLTT only if later
     }
-    if let Some(e) = o.u32_of(opt::F_EXPIRATION_TIME).map(from_abs)
+    if let Some(e) = r.expiration_time
         && e > l.partner_lifetime
     {
         l.partner_lifetime = e; // replaces partner-lifetime only if later
     }
     l.update_partner = partner_needs_ours;
-    received_dns(&mut l, o);
+    received_dns(&mut l, r);
     l
 }
 
@@ -437,23 +550,16 @@ fn parent_zone(name: &crate::wire::DomainName) -> Option<crate::wire::DomainName
 }
 
 /// §9.2: take the partner's name and DNS state. Our own to-do bits survive
-/// only for the same client and name while the lease stays active (an add
-/// we started); the partner never makes us add (§9.1) — except that a
-/// removal we owe for records we added is kept if the lease has ended.
-fn received_dns(l: &mut Lease, o: &Options) {
+/// only for the same client and name: an add we started while the lease
+/// stays active, a removal we owe once it has ended. The partner never
+/// makes us add (§9.1) nor remove (§9.4: the acking partner does not delete).
+fn received_dns(l: &mut Lease, r: &Received) {
     use crate::lease::{DnsInfo, dns_flags as F};
-    let fqdn = o.client_fqdn();
-    let flags = o.iter().find_map(|x| match x {
-        DhcpOption::DnsRemovalInfo(r) => r.iter().find_map(|y| match y {
-            DhcpOption::DnsFlags(f) => Some(*f),
-            _ => None,
-        }),
-        _ => None,
-    });
-    let Some(f) = fqdn else {
+    let flags = r.dns_flags;
+    let Some(f) = &r.fqdn else {
         if l.dns.is_some() && flags.is_none() {
             // The partner knows no name for this lease (any more).
-            l.dns = l.dns.take().filter(|d| d.dns_flags & F::PENDING_REMOVE != 0 && !l.is_active());
+            l.dns = l.dns.take().filter(|d| d.dns_flags & (F::PENDING_REMOVE | F::REMOVE_AFTER_ACK) != 0 && !l.is_active());
         }
         return;
     };
@@ -463,7 +569,11 @@ fn received_dns(l: &mut Lease, o: &Options) {
     if let Some(b) = &before
         && same
     {
-        keep = if l.is_active() { b.dns_flags & (F::PENDING_ADD | F::CONFLICT) } else { b.dns_flags & F::PENDING_REMOVE };
+        keep = if l.is_active() {
+            b.dns_flags & (F::PENDING_ADD | F::CONFLICT)
+        } else {
+            b.dns_flags & (F::PENDING_REMOVE | F::REMOVE_AFTER_ACK)
+        };
     }
     l.dns = Some(DnsInfo { flags: f.flags, name: Some(f.name.clone()), dns_flags: (flags.unwrap_or(0) & F::SHARED) | keep });
 }

@@ -1,13 +1,13 @@
 //! The endpoint state machine (§8), connection handling (§6) and the
-//! binding-update pipeline (§7), driven by explicit inputs.
+//! binding-update pipeline (§7), driven by explicit inputs. It owns no lease
+//! table: the shards report durable snapshots (`lease_committed`) and apply
+//! what the partner says (`Output::Judge`, `Output::Acked`).
 
-use std::collections::{HashMap, HashSet, VecDeque};
-
-use super::bndupd;
+use super::bus::{Ack, PdCounts};
 use super::persist::Persistent;
 use super::policy::EndpointPolicy;
-use super::{Bindings, FO_CONTACT_PER_KEEPALIVE_TIME, FailoverConfig, SKEW_TOLERANCE, address_owner};
-use crate::config::Role;
+use super::updates::{Answering, Sent, Updates};
+use super::{FO_CONTACT_PER_KEEPALIVE_TIME, FailoverConfig, Role, SKEW_TOLERANCE, bndupd};
 use crate::lease::{Lease, LeaseKey, Time};
 use crate::wire::failover::{ConnectParams, PROTOCOL_VERSION, StateParams, disconnect};
 use crate::wire::{
@@ -15,8 +15,8 @@ use crate::wire::{
     SERVER_FLAG_STARTUP, ServerState, Status, StatusCode,
 };
 
-/// What the driver must do. Persist and lease writes (through `Bindings`)
-/// come first, then messages are sent in order.
+/// What the driver must do, in order: persist before anything that follows
+/// is sent; lease writes happen in the shards.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     Send(FailoverMessage),
@@ -26,6 +26,18 @@ pub enum Output {
     Close(String),
     Persist(Persistent),
     Transition { from: ServerState, to: ServerState },
+    /// A BNDUPD arrived: judge it in the shards, then send its BNDREPLY (§7.5).
+    Judge(FailoverMessage),
+    /// A BNDREPLY's verdict on one of our updates (§7.7), for the shard
+    /// holding the lease.
+    Acked(Ack),
+    /// Start streaming every record from the shards' stores (UPDREQALL
+    /// answer), from the first, or from where a cut answer stopped.
+    StreamAll { from: Option<(usize, LeaseKey)> },
+    /// Primary: move this many delegable prefixes to the secondary (§4.2.2).
+    GiveBackup(u64),
+    /// Primary: ask for up to this many FREE-BACKUP prefixes back (§4.2.2).
+    TakeBack(u64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,13 +49,17 @@ enum Conn {
     Established,
 }
 
-#[derive(Debug, Clone)]
-struct Outstanding {
-    key: LeaseKey,
-    status: BindingStatus,
-    start: Time,
-    cltt: Time,
+/// Our own UPDREQ/UPDREQALL (§5.3.5, §5.3.6) in progress.
+#[derive(Debug, Clone, Copy)]
+struct OurRequest {
+    xid: u32,
+    sent_at: Time,
+    all: bool,
 }
+
+/// UPDREQALL answers are read from the stores in chunks; keep this many
+/// records queued ahead of the window.
+pub const STREAM_AHEAD: usize = 4096;
 
 pub struct Endpoint {
     cfg: FailoverConfig,
@@ -66,20 +82,19 @@ pub struct Endpoint {
     last_sent: Time,
     last_recv: Time,
     next_connect: Time,
-    queue: VecDeque<LeaseKey>,
-    queued: HashSet<LeaseKey>,
-    outstanding: HashMap<u32, Outstanding>,
-    /// Answering the partner's UPDREQ/UPDREQALL: its xid and the leases not yet acked.
-    /// Answering the partner's UPDREQ(ALL): its xid and the keys still to be acked
-    /// (ordered, so the simulator stays deterministic).
-    answering: Option<(u32, std::collections::BTreeSet<LeaseKey>)>,
-    /// Our own UPDREQ/UPDREQALL in flight: xid and when sent.
-    our_updreq: Option<(u32, Time, bool)>,
+    updates: Updates,
+    our_request: Option<OurRequest>,
+    /// When the last BNDUPD arrived (the UPDREQ watchdog, §8.5.2).
+    last_bndupd: Time,
     /// We lost our store: ask for everything (§8.5.2).
     need_all: bool,
-    next_rescan: Time,
+    /// Every shard has reported its flagged records (start-up).
+    loaded: bool,
+    pd: PdCounts,
+    next_retry: Time,
     next_persist: Time,
-    next_reclaim: Time,
+    next_balance: Time,
+    next_poolreq: Time,
 }
 
 impl Endpoint {
@@ -137,15 +152,16 @@ impl Endpoint {
             last_sent: now,
             last_recv: now,
             next_connect: now,
-            queue: VecDeque::new(),
-            queued: HashSet::new(),
-            outstanding: HashMap::new(),
-            answering: None,
-            our_updreq: None,
+            updates: Updates::default(),
+            our_request: None,
+            last_bndupd: now,
             need_all: persisted_need_all,
-            next_rescan: now,
+            loaded: false,
+            pd: PdCounts::default(),
+            next_retry: now,
             next_persist: now,
-            next_reclaim: now,
+            next_balance: now,
+            next_poolreq: now,
             cfg,
         };
         let mut out = Vec::new();
@@ -162,6 +178,10 @@ impl Endpoint {
 
     pub fn role(&self) -> Role {
         self.cfg.role
+    }
+
+    pub fn config(&self) -> &FailoverConfig {
+        &self.cfg
     }
 
     pub fn persistent(&self) -> &Persistent {
@@ -182,25 +202,62 @@ impl Endpoint {
         self.conn == Conn::Established && self.partner_state_known && !self.partner_startup
     }
 
+    pub fn connected(&self) -> bool {
+        self.conn != Conn::Down
+    }
+
     pub fn unacked(&self) -> usize {
-        self.outstanding.len()
+        self.updates.unacked()
     }
 
     /// Leases waiting to be sent or acknowledged.
     pub fn backlog(&self) -> usize {
-        self.queued.len() + self.outstanding.len()
+        self.updates.backlog()
+    }
+
+    /// What the answer to the partner's UPDREQ(ALL) is waiting for (diagnostics).
+    pub fn answering(&self) -> Option<String> {
+        self.updates.answering.as_ref().map(|a| {
+            format!(
+                "xid {} all {} remaining {} stream {} done {} in_flight {} loaded {}",
+                a.xid,
+                a.all,
+                a.remaining.len(),
+                a.stream.len(),
+                a.stream_done,
+                a.in_flight,
+                self.loaded
+            )
+        })
+    }
+
+    pub fn pd_counts(&self) -> PdCounts {
+        self.pd
     }
 
     pub fn policy(&self) -> EndpointPolicy {
-        EndpointPolicy { role: self.cfg.role, state: self.p.state, mclt: self.p.mclt }
+        EndpointPolicy {
+            role: self.cfg.role,
+            state: self.p.state,
+            mclt: self.p.mclt,
+            partner_down_since: if self.p.state == ServerState::PartnerDown { self.p.partner_down_time } else { 0 },
+        }
+    }
+
+    /// An UPDREQALL answer is being streamed and wants this many more records.
+    pub fn stream_room(&self) -> usize {
+        match &self.updates.answering {
+            Some(a) if a.all && !a.stream_done => STREAM_AHEAD.saturating_sub(a.stream.len() + a.in_flight),
+            _ => 0,
+        }
     }
 
     fn next_xid(&mut self) -> u32 {
         loop {
             self.xid = (self.xid + 1) & 0xff_ffff;
             let busy = self.xid == 0
-                || self.outstanding.contains_key(&self.xid)
-                || self.our_updreq.is_some_and(|(x, _, _)| x == self.xid);
+                || self.updates.outstanding.contains_key(&self.xid)
+                || self.our_request.is_some_and(|r| r.xid == self.xid);
             if !busy {
                 return self.xid;
             }
@@ -252,19 +309,16 @@ impl Endpoint {
         self.conn = Conn::Down;
         self.partner_state_known = false;
         self.partner_startup = false;
-        // Unacked BNDUPDs stay flagged; they are sent again after reconnecting.
-        self.outstanding.clear();
-        self.queue.clear();
-        self.queued.clear();
-        self.answering = None;
-        self.our_updreq = None;
+        // Unacked BNDUPDs are sent again after reconnecting.
+        self.updates.connection_lost(self.p.partner_start_time);
+        self.our_request = None;
     }
 
     // ---- inputs ---------------------------------------------------------
 
     /// The transport connected (primary: our connect succeeded; secondary:
     /// the primary connected to us).
-    pub fn on_connected(&mut self, now: Time, b: &mut dyn Bindings) -> Vec<Output> {
+    pub fn on_connected(&mut self, now: Time) -> Vec<Output> {
         let mut out = Vec::new();
         if self.conn != Conn::Down {
             // The driver replaced the transport: forget the old connection.
@@ -286,7 +340,7 @@ impl Endpoint {
             let xid = self.next_xid();
             self.send(now, cp.to_message(MessageType::Connect, xid, Self::abs(now)), &mut out);
         }
-        self.evaluate(now, b, &mut out);
+        self.evaluate(now, &mut out);
         out
     }
 
@@ -295,29 +349,70 @@ impl Endpoint {
     }
 
     /// The transport went down under us.
-    pub fn on_disconnected(&mut self, now: Time, b: &mut dyn Bindings) -> Vec<Output> {
+    pub fn on_disconnected(&mut self, now: Time) -> Vec<Output> {
         let mut out = Vec::new();
         self.go_down(&mut out, String::new(), false);
         self.next_connect = self.next_connect.max(now + 1);
-        self.evaluate(now, b, &mut out);
+        self.evaluate(now, &mut out);
         out
     }
 
-    /// The engine changed a lease: the partner must hear of it (§7.4).
-    pub fn lease_changed(&mut self, key: LeaseKey) {
-        if self.queued.insert(key) {
-            self.queue.push_back(key);
+    /// A durable lease the partner must hear of (§7.4), from its shard.
+    pub fn lease_committed(&mut self, l: Lease) {
+        let k = l.key;
+        self.updates.push(l);
+        if !self.loaded {
+            // Still loading: an UPDREQ answer covers what the shards report.
+            self.updates.add_to_answer(k);
+        }
+    }
+
+    /// Every shard has reported the records it holds flagged for the partner.
+    pub fn set_loaded(&mut self) {
+        self.loaded = true;
+    }
+
+    pub fn loaded(&self) -> bool {
+        self.loaded
+    }
+
+    /// The shards' delegable-prefix counts, summed.
+    pub fn set_pd_counts(&mut self, c: PdCounts) {
+        self.pd = c;
+    }
+
+    /// A chunk of the UPDREQALL answer read from shard `shard`'s store;
+    /// `done` after the last chunk of the last shard.
+    pub fn stream_chunk(&mut self, shard: usize, leases: Vec<Lease>, done: bool) {
+        if let Some(a) = self.updates.answering.as_mut()
+            && a.all
+        {
+            a.stream.extend(leases.into_iter().map(|l| (shard, l)));
+            a.stream_done |= done;
+        }
+    }
+
+    /// FREE-BACKUP prefixes the shards offer for take-back: each goes to the
+    /// secondary as FREE (§4.2.2); our record changes only on its acceptance.
+    pub fn take_back(&mut self, offered: Vec<Lease>) {
+        for mut l in offered {
+            if l.status != BindingStatus::FreeBackup || self.updates.in_flight(&l.key) || self.updates.has_pending(&l.key) {
+                continue;
+            }
+            l.status = BindingStatus::Free;
+            l.update_partner = true;
+            self.updates.push_take_back(l);
         }
     }
 
     /// Operator command: the partner is down (§8.8.2, §8.9.2, §8.11.2).
-    pub fn partner_down(&mut self, now: Time, b: &mut dyn Bindings) -> Result<Vec<Output>, String> {
+    pub fn partner_down(&mut self, now: Time) -> Result<Vec<Output>, String> {
         use ServerState as S;
         match self.p.state {
             S::Normal | S::CommunicationsInterrupted | S::ResolutionInterrupted => {
                 let mut out = Vec::new();
-                self.enter(S::PartnerDown, now, b, &mut out);
-                self.evaluate(now, b, &mut out);
+                self.enter(S::PartnerDown, now, &mut out);
+                self.evaluate(now, &mut out);
                 Ok(out)
             }
             S::PartnerDown => Ok(Vec::new()),
@@ -338,7 +433,7 @@ impl Endpoint {
         out
     }
 
-    pub fn on_message(&mut self, now: Time, m: &FailoverMessage, b: &mut dyn Bindings) -> Vec<Output> {
+    pub fn on_message(&mut self, now: Time, m: &FailoverMessage) -> Vec<Output> {
         let mut out = Vec::new();
         if self.conn == Conn::Down {
             return out;
@@ -359,17 +454,17 @@ impl Endpoint {
                 _ => String::new(),
             };
             self.go_down(&mut out, format!("time skew of {} s with the partner (RFC 8156 §7.1){rejected}", sent.abs_diff(now)), true);
-            self.evaluate(now, b, &mut out);
+            self.evaluate(now, &mut out);
             return out;
         }
         match m.msg_type {
-            MessageType::Connect => self.got_connect(now, m, b, &mut out),
-            MessageType::ConnectReply => self.got_connectreply(now, m, b, &mut out),
+            MessageType::Connect => self.got_connect(now, m, &mut out),
+            MessageType::ConnectReply => self.got_connectreply(now, m, &mut out),
             _ if self.conn != Conn::Established => {
                 // §6.1: nothing but CONNECT/CONNECTREPLY before the handshake.
                 self.go_down(&mut out, format!("{} before CONNECT", m.msg_type), true);
             }
-            MessageType::State => self.got_state(now, m, b, &mut out),
+            MessageType::State => self.got_state(now, m, &mut out),
             MessageType::Contact => {}
             MessageType::Disconnect => {
                 // §8.8.2: DISCONNECT → communications down.
@@ -377,69 +472,57 @@ impl Endpoint {
                 self.next_connect = now + self.cfg.connect_retry_rejected as u64;
             }
             MessageType::BndUpd => {
-                let r = bndupd::process(m, now, self.cfg.role, self.p.mclt, b);
-                for l in r.accepted {
-                    let (k, again) = (l.key, l.update_partner);
-                    b.store(l);
-                    if again {
-                        self.lease_changed(k);
-                    }
-                }
-                // §7.5.4: after OutdatedBindingInformation, flag our lease so
-                // the partner gets our newer data.
-                for k in r.outdated {
-                    if let Some(mut l) = b.lease(&k)
-                        && !l.update_partner
-                    {
-                        l.update_partner = true;
-                        b.store(l);
-                        self.lease_changed(k);
-                    }
-                }
-                // §7.5.2: the BNDREPLY follows the durable write (driver ordering).
-                self.send(now, r.reply, &mut out);
+                self.last_bndupd = now;
+                // §7.5: judged and stored by the shards; the BNDREPLY follows
+                // the durable write (§7.5.2).
+                out.push(Output::Judge(m.clone()));
             }
-            MessageType::BndReply => self.got_bndreply(now, m, b),
+            MessageType::BndReply => self.got_bndreply(m, &mut out),
             MessageType::PoolReq
                 // §5.3.3/§5.3.4: only the primary answers; POOLRESP just acknowledges.
                 if self.cfg.role == Role::Primary => {
                     let r = FailoverMessage::new(MessageType::PoolResp, m.transaction_id, Self::abs(now));
                     self.send(now, r, &mut out);
-                    self.rebalance(now, b);
+                    self.rebalance(now, &mut out);
                 }
             MessageType::PoolResp => {}
             MessageType::UpdReq | MessageType::UpdReqAll => {
                 // §5.3.5/§5.3.6: send what the partner has not acked (or
                 // everything), then UPDDONE once all are acked.
-                let keys: Vec<LeaseKey> = if m.msg_type == MessageType::UpdReqAll { b.all_keys() } else { b.flagged() };
-                let set: std::collections::BTreeSet<LeaseKey> = keys.iter().copied().collect();
-                for k in keys {
-                    self.lease_changed(k);
+                if m.msg_type == MessageType::UpdReqAll {
+                    // §8.5.2: an answer cut by a lost connection resumes where
+                    // it stopped if the partner has run on since (the same
+                    // start of state); otherwise from the first record.
+                    let partner_start = self.p.partner_start_time;
+                    let from = self.updates.resume.take().filter(|r| r.partner_start == partner_start).map(|r| (r.shard, r.key));
+                    self.updates.answering = Some(Answering::new(m.transaction_id, true));
+                    out.push(Output::StreamAll { from });
+                } else {
+                    self.updates.answer_updreq(m.transaction_id);
                 }
-                self.answering = Some((m.transaction_id, set));
             }
             MessageType::UpdDone => {
-                if let Some((x, _, all)) = self.our_updreq
-                    && x == m.transaction_id
+                if let Some(r) = self.our_request
+                    && r.xid == m.transaction_id
                 {
-                    self.our_updreq = None;
-                    if all && self.need_all {
+                    self.our_request = None;
+                    if r.all && self.need_all {
                         self.need_all = false;
                         self.p.need_all = false;
                         out.push(Output::Persist(self.p.clone()));
                     }
-                    self.upd_done(now, b, &mut out);
+                    self.upd_done(now, &mut out);
                 }
             }
             _ => {}
         }
         // Transitions first: what may be sent depends on the new state.
-        self.evaluate(now, b, &mut out);
-        self.pump(now, b, &mut out);
+        self.evaluate(now, &mut out);
+        self.pump(now, &mut out);
         out
     }
 
-    fn got_connect(&mut self, now: Time, m: &FailoverMessage, b: &mut dyn Bindings, out: &mut Vec<Output>) {
+    fn got_connect(&mut self, now: Time, m: &FailoverMessage, out: &mut Vec<Output>) {
         if self.cfg.role != Role::Secondary {
             self.go_down(out, "CONNECT received by the primary".into(), true);
             return;
@@ -487,10 +570,9 @@ impl Endpoint {
         self.conn = Conn::Established;
         // §6.1: the secondary sends STATE right after an accepting CONNECTREPLY.
         self.send_state(now, out);
-        let _ = b;
     }
 
-    fn got_connectreply(&mut self, now: Time, m: &FailoverMessage, _b: &mut dyn Bindings, out: &mut Vec<Output>) {
+    fn got_connectreply(&mut self, now: Time, m: &FailoverMessage, out: &mut Vec<Output>) {
         if self.cfg.role != Role::Primary || self.conn != Conn::Opening {
             self.go_down(out, "unexpected CONNECTREPLY".into(), true);
             return;
@@ -526,12 +608,11 @@ impl Endpoint {
         self.send_state(now, out);
     }
 
-    fn got_state(&mut self, _now: Time, m: &FailoverMessage, b: &mut dyn Bindings, out: &mut Vec<Output>) {
+    fn got_state(&mut self, _now: Time, m: &FailoverMessage, out: &mut Vec<Output>) {
         let Ok(sp) = StateParams::from_message(m) else {
             self.go_down(out, "malformed STATE".into(), true);
             return;
         };
-        let was_known = self.partner_state_known;
         self.partner_state_known = true;
         self.partner_startup = sp.flags & SERVER_FLAG_STARTUP != 0;
         self.partner_said = Some(sp.state);
@@ -546,101 +627,95 @@ impl Endpoint {
             }
         }
         out.push(Output::Persist(self.p.clone()));
-        if !was_known && self.p.state != ServerState::Startup {
-            // A fresh connection: send flagged updates from the start.
-            for k in b.flagged() {
-                self.lease_changed(k);
-            }
-        }
     }
 
-    fn got_bndreply(&mut self, now: Time, m: &FailoverMessage, b: &mut dyn Bindings) {
-        let Some(o) = self.outstanding.remove(&m.transaction_id) else { return };
-        if let Some((_, rem)) = &mut self.answering {
-            rem.remove(&o.key);
-        }
-        let Some(ack) = bndupd::acks(m).into_iter().find(|a| a.key == o.key) else { return };
-        let Some(mut l) = b.lease(&o.key) else { return };
-        if !ack.accepted {
-            // §7.7: a rejection needs nothing but remembering; the lease
-            // stays flagged and goes out again on the next scan.
-            return;
-        }
-        if let Some(pls) = ack.partner_lifetime_sent {
-            // §7.7: acked-partner-lifetime ← F_PARTNER_LIFETIME_SENT.
-            l.acked_partner_lifetime = l.acked_partner_lifetime.max(pls);
-        }
-        let unchanged = l.status == o.status && l.start_time_of_state == o.start && l.cltt == o.cltt;
-        if !unchanged && l.update_partner {
-            // It changed while the update was in flight: send the new version.
-            self.lease_changed(o.key);
-        }
-        if unchanged {
-            l.update_partner = false;
-            // Figure 2 event (4): EXPIRED/RELEASED/RESET → PENDING-FREE once
-            // the partner acks, then at once FREE or FREE-BACKUP (5)/(6).
-            if matches!(o.status, BindingStatus::Expired | BindingStatus::Released | BindingStatus::Reset) {
-                let free = free_status(&o.key);
-                l.set_status(free, now);
-                // Both sides must agree: the partner hears of the FREE too.
-                l.update_partner = true;
-                self.lease_changed(o.key);
+    fn got_bndreply(&mut self, m: &FailoverMessage, out: &mut Vec<Output>) {
+        let Some(sent) = self.updates.acked(m.transaction_id) else { return };
+        let key = sent.lease.key;
+        if let Some(a) = self.updates.answering.as_mut() {
+            a.remaining.remove(&key);
+            if sent.answer.is_some() {
+                a.in_flight = a.in_flight.saturating_sub(1);
             }
         }
-        b.store(l);
+        let ack = bndupd::acks(m).into_iter().find(|a| a.key == key);
+        let accepted = ack.as_ref().is_some_and(|a| a.accepted);
+        let partner_lifetime_sent = ack.and_then(|a| a.partner_lifetime_sent);
+        if !accepted && sent.answer.is_none() && !sent.take_back {
+            // §7.7: a rejection needs nothing but remembering; the lease
+            // stays flagged and goes out again at the next retry.
+            self.updates.rejected(sent.lease.clone());
+        }
+        out.push(Output::Acked(Ack { sent: sent.lease, accepted, partner_lifetime_sent, take_back: sent.take_back }));
     }
 
     /// Our UPDREQ/UPDREQALL is answered (§5.3.7).
-    fn upd_done(&mut self, now: Time, b: &mut dyn Bindings, out: &mut Vec<Output>) {
+    fn upd_done(&mut self, now: Time, out: &mut Vec<Output>) {
         use ServerState as S;
         match (self.p.state, self.cfg.role) {
             // §8.5.2
-            (S::Recover, _) => self.enter(S::RecoverWait, now, b, out),
+            (S::Recover, _) => self.enter(S::RecoverWait, now, out),
             // §8.10.2: the primary gets out first.
-            (S::PotentialConflict, Role::Primary) => self.enter(S::ConflictDone, now, b, out),
-            (S::PotentialConflict, Role::Secondary) => self.enter(S::Normal, now, b, out),
+            (S::PotentialConflict, Role::Primary) => self.enter(S::ConflictDone, now, out),
+            (S::PotentialConflict, Role::Secondary) => self.enter(S::Normal, now, out),
             _ => {}
         }
     }
 
     fn send_updreq(&mut self, now: Time, all: bool, out: &mut Vec<Output>) {
-        if self.our_updreq.is_some() || !self.communications_ok() {
+        if self.our_request.is_some() || !self.communications_ok() {
             return;
         }
         let xid = self.next_xid();
         let t = if all { MessageType::UpdReqAll } else { MessageType::UpdReq };
-        self.our_updreq = Some((xid, now, all));
+        self.our_request = Some(OurRequest { xid, sent_at: now, all });
+        self.last_bndupd = now;
         self.send(now, FailoverMessage::new(t, xid, Self::abs(now)), out);
     }
 
-    /// §4.2.2: the primary moves FREE prefixes to the secondary (FREE-BACKUP)
-    /// until the secondary holds about `pd-secondary-share` of what is free.
-    fn rebalance(&mut self, now: Time, b: &mut dyn Bindings) {
-        let (free, backup) = b.prefix_counts();
-        let total = free + backup;
-        let target = (total as f64 * self.cfg.pd_secondary_share).floor() as u64;
-        // Hysteresis: act only when short by more than 1/16 of the target.
-        if backup + (target / 16).max(1) > target {
+    /// §4.2.2: the primary keeps about `pd-secondary-share` of the available
+    /// delegable prefixes (at most `pd-secondary-max`) with the secondary,
+    /// with a threshold so that small changes move nothing.
+    fn rebalance(&mut self, now: Time, out: &mut Vec<Output>) {
+        if self.cfg.role != Role::Primary || !self.communications_ok() {
             return;
         }
-        let want = ((target - backup) as usize).min(1024);
-        for p in b.free_prefixes(want) {
-            let k = LeaseKey::Prefix(p);
-            let mut l = b.lease(&k).unwrap_or_else(|| Lease::pool_record(k, now));
-            if l.is_active() {
-                continue;
-            }
-            // §4.2.2: once the BNDUPD is sent the primary MUST NOT allocate it.
-            l.set_status(BindingStatus::FreeBackup, now);
-            l.update_partner = true;
-            b.store(l);
-            self.lease_changed(k);
+        self.next_balance = now + 1;
+        let (primary, backup) = (self.pd.primary_available(), self.pd.free_backup);
+        let target = self.share_target(primary + backup);
+        let threshold = (target / 16).max(1);
+        if backup + threshold <= target {
+            out.push(Output::GiveBackup((target - backup).min(BALANCE_STEP)));
+        } else if backup > target + (target / 4).max(2 * threshold) {
+            out.push(Output::TakeBack((backup - target).min(BALANCE_STEP)));
         }
     }
 
+    fn share_target(&self, available: u64) -> u64 {
+        ((available as f64 * self.cfg.pd_secondary_share).floor() as u64).min(self.cfg.pd_secondary_max)
+    }
+
+    /// §4.2.2: the secondary asks for prefixes when its share has run low.
+    fn maybe_poolreq(&mut self, now: Time, out: &mut Vec<Output>) {
+        if self.cfg.role != Role::Secondary || self.p.state != ServerState::Normal || !self.communications_ok() {
+            return;
+        }
+        let (primary, backup) = (self.pd.primary_available(), self.pd.free_backup);
+        let target = self.share_target(primary + backup);
+        if backup + (target / 8).max(1) <= target && now >= self.next_poolreq {
+            self.send_poolreq(now, out);
+        }
+    }
+
+    fn send_poolreq(&mut self, now: Time, out: &mut Vec<Output>) {
+        self.next_poolreq = now + 30;
+        let xid = self.next_xid();
+        self.send(now, FailoverMessage::new(MessageType::PoolReq, xid, Self::abs(now)), out);
+    }
+
     /// Timers: keepalive, connection retries, STARTUP, RECOVER-WAIT,
-    /// auto-partner-down, PARTNER-DOWN reclamation, periodic re-sends.
-    pub fn on_tick(&mut self, now: Time, b: &mut dyn Bindings) -> Vec<Output> {
+    /// auto-partner-down, retries of rejected updates, prefix balance.
+    pub fn on_tick(&mut self, now: Time) -> Vec<Output> {
         let mut out = Vec::new();
         if self.conn != Conn::Down {
             // §6.6: FO_KEEPALIVE_TIMER → the connection is dead.
@@ -659,26 +734,18 @@ impl Endpoint {
             self.next_connect = now + self.cfg.connect_retry as u64;
             out.push(Output::Connect);
         }
-        if let Some((_, at, _)) = self.our_updreq
-            && now.saturating_sub(at) > self.cfg.updreq_timeout as u64
-            && self.outstanding.is_empty()
+        if let Some(r) = self.our_request
+            && now.saturating_sub(r.sent_at.max(self.last_bndupd)) > self.cfg.updreq_timeout as u64
+            && self.updates.unacked() == 0
         {
-            // §8.5.2: no UPDDONE in time → drop the connection and try again.
-            self.go_down(&mut out, "no UPDDONE from the partner".into(), true);
+            // §8.5.2: no UPDDONE in time "and no BNDUPD messages are being
+            // received": drop the connection and try again. A resync that is
+            // flowing is never cut, however long it takes.
+            self.go_down(&mut out, format!("no UPDDONE and no BNDUPD from the partner for {} s (updreq-timeout)", self.cfg.updreq_timeout), true);
         }
-        if now >= self.next_rescan {
-            self.next_rescan = now + 30;
-            if self.communications_ok() {
-                for k in b.flagged() {
-                    if !self.outstanding.values().any(|o| o.key == k) {
-                        self.lease_changed(k);
-                    }
-                }
-            }
-        }
-        if self.p.state == ServerState::PartnerDown && now >= self.next_reclaim {
-            self.next_reclaim = now + 5;
-            self.reclaim(now, b);
+        if now >= self.next_retry {
+            self.next_retry = now + 30;
+            self.updates.retry_rejected();
         }
         if now >= self.next_persist {
             self.next_persist = now + 10;
@@ -686,37 +753,25 @@ impl Endpoint {
             out.push(Output::Persist(self.p.clone()));
         }
         // Transitions first: what may be sent depends on the new state.
-        self.evaluate(now, b, &mut out);
-        self.pump(now, b, &mut out);
+        self.evaluate(now, &mut out);
+        if self.p.state == ServerState::Normal && now >= self.next_balance {
+            self.rebalance(now, &mut out);
+        }
+        self.maybe_poolreq(now, &mut out);
+        self.pump(now, &mut out);
         out
     }
 
-    /// §8.4.1, §4.2.2.1: in PARTNER-DOWN, EXPIRED/RELEASED/RESET leases become
-    /// free once the MCLT has passed since every time the partner could rely on.
-    fn reclaim(&mut self, now: Time, b: &mut dyn Bindings) {
-        let mclt = self.p.mclt as u64;
-        for k in b.all_keys() {
-            let Some(mut l) = b.lease(&k) else { continue };
-            if !matches!(l.status, BindingStatus::Expired | BindingStatus::Released | BindingStatus::Reset) {
-                continue;
-            }
-            let reuse_at = mclt
-                + [self.p.partner_down_time, l.valid_end, l.partner_lifetime, l.acked_partner_lifetime, l.expiration_time, l.start_time_of_state]
-                    .into_iter()
-                    .max()
-                    .unwrap_or(0);
-            if now >= reuse_at {
-                l.set_status(free_status(&k), now);
-                l.update_partner = true;
-                b.store(l);
-                self.lease_changed(k);
-            }
-        }
+    /// Send what can be sent now (after new snapshots or stream chunks).
+    pub fn flush(&mut self, now: Time) -> Vec<Output> {
+        let mut out = Vec::new();
+        self.pump(now, &mut out);
+        out
     }
 
     /// Send queued BNDUPDs within the partner's MAX-UNACKED-BNDUPD (§6.1.1-3),
     /// and UPDDONE once an UPDREQ has been fully answered.
-    fn pump(&mut self, now: Time, b: &mut dyn Bindings, out: &mut Vec<Output>) {
+    fn pump(&mut self, now: Time, out: &mut Vec<Output>) {
         if !self.communications_ok() || self.p.state == ServerState::Startup {
             return;
         }
@@ -727,61 +782,52 @@ impl Endpoint {
             self.p.state,
             ServerState::PotentialConflict | ServerState::Recover | ServerState::RecoverWait
         );
-        // Candidates: in the answering-only states, the answer set's queued
-        // keys (walking the whole queue there would cost O(queue) per call);
-        // else the queue in order. Keys sent from the answer set leave their
-        // queue entries behind; `queued` tells live entries from stale ones.
-        let mut answers: Vec<LeaseKey> = Vec::new();
-        if only_answers {
-            let room = (self.partner_max_unacked as usize).saturating_sub(self.outstanding.len());
-            if let Some((_, rem)) = &self.answering {
-                answers = rem
-                    .iter()
-                    .filter(|k| self.queued.contains(k) && !self.outstanding.values().any(|o| o.key == **k))
-                    .take(room)
-                    .copied()
-                    .collect();
-            }
-            answers.reverse();
-        }
-        while self.outstanding.len() < self.partner_max_unacked as usize {
-            let k = if only_answers {
-                let Some(k) = answers.pop() else { break };
-                k
-            } else {
-                let Some(k) = self.queue.pop_front() else { break };
-                k
-            };
-            if !self.queued.remove(&k) {
-                continue; // a stale queue entry (already sent)
-            }
-            let Some(l) = b.lease(&k) else {
-                if let Some((_, rem)) = &mut self.answering {
-                    rem.remove(&k);
-                }
-                continue;
-            };
-            if self.outstanding.values().any(|o| o.key == k) {
-                // In flight: if it changed meanwhile, the ack re-queues it.
-                continue;
-            }
+        let window = self.partner_max_unacked as usize;
+        while self.updates.unacked() < window {
+            let Some(s) = self.next_to_send(only_answers) else { break };
             let xid = self.next_xid();
-            self.outstanding.insert(xid, Outstanding { key: k, status: l.status, start: l.start_time_of_state, cltt: l.cltt });
-            let m = bndupd::build(&l, now, xid);
+            let m = bndupd::build(&s.lease, now, xid);
+            if s.answer.is_some()
+                && let Some(a) = self.updates.answering.as_mut()
+            {
+                a.in_flight += 1;
+            }
+            self.updates.sent(xid, s);
             self.send(now, m, out);
         }
-        if let Some((x, rem)) = &self.answering
-            && rem.is_empty()
+        if self.loaded
+            && let Some(a) = &self.updates.answering
+            && a.complete()
         {
-            let x = *x;
-            self.answering = None;
+            let x = a.xid;
+            self.updates.answering = None;
             self.send(now, FailoverMessage::new(MessageType::UpdDone, x, Self::abs(now)), out);
         }
     }
 
+    /// The next update to send: the UPDREQ answer first (its keys), then
+    /// the UPDREQALL stream, then (unless only answers may flow) the queue.
+    fn next_to_send(&mut self, only_answers: bool) -> Option<Sent> {
+        if let Some(l) = self.updates.next_answer() {
+            let take_back = self.updates.take_back_of(&l.key);
+            return Some(Sent { lease: l, answer: None, take_back });
+        }
+        if let Some(a) = self.updates.answering.as_mut()
+            && let Some((shard, l)) = a.stream.pop_front()
+        {
+            return Some(Sent { lease: l, answer: Some(shard), take_back: false });
+        }
+        if only_answers {
+            return None;
+        }
+        let l = self.updates.next_pending()?;
+        let take_back = self.updates.take_back_of(&l.key);
+        Some(Sent { lease: l, answer: None, take_back })
+    }
+
     // ---- the state machine (§8) --------------------------------------------
 
-    fn enter(&mut self, to: ServerState, now: Time, b: &mut dyn Bindings, out: &mut Vec<Output>) {
+    fn enter(&mut self, to: ServerState, now: Time, out: &mut Vec<Output>) {
         use ServerState as S;
         let from = self.p.state;
         if from == to {
@@ -793,7 +839,6 @@ impl Endpoint {
         match to {
             S::PartnerDown => {
                 self.p.partner_down_time = now;
-                self.next_reclaim = now;
             }
             S::CommunicationsInterrupted => self.ci_since = now,
             S::RecoverWait => {
@@ -801,25 +846,23 @@ impl Endpoint {
                 let base = if self.time_of_failure != 0 { self.time_of_failure } else { self.started_at };
                 self.recover_wait_until = base + self.p.mclt as u64;
             }
-            S::Normal => {
-                // §8.8: send every update not yet acked; the secondary asks for prefixes.
-                for k in b.flagged() {
-                    self.lease_changed(k);
-                }
-                if self.cfg.role == Role::Secondary && self.communications_ok() {
-                    let xid = self.next_xid();
-                    self.send(now, FailoverMessage::new(MessageType::PoolReq, xid, Self::abs(now)), out);
-                }
-            }
             _ => {}
         }
         // §8.1: persist at every transition; §6.3: tell the partner.
         out.push(Output::Persist(self.p.clone()));
         self.send_state(now, out);
+        if to == S::Normal {
+            // §8.8: send every update not yet acked (they are queued), then
+            // the secondary asks for delegable prefixes.
+            self.pump(now, out);
+            if self.cfg.role == Role::Secondary && self.communications_ok() {
+                self.send_poolreq(now, out);
+            }
+        }
     }
 
     /// Apply every transition the current inputs call for.
-    fn evaluate(&mut self, now: Time, b: &mut dyn Bindings, out: &mut Vec<Output>) {
+    fn evaluate(&mut self, now: Time, out: &mut Vec<Output>) {
         use ServerState as S;
         for _ in 0..16 {
             let ok = self.communications_ok();
@@ -920,22 +963,12 @@ impl Endpoint {
                 S::ConflictDone => (ps == Some(S::Normal)).then_some(S::Normal),
             };
             match next {
-                Some(n) if n != self.p.state => self.enter(n, now, b, out),
+                Some(n) if n != self.p.state => self.enter(n, now, out),
                 _ => break,
             }
         }
     }
 }
 
-/// Figure 2 events (5)/(6), following the prose over Figure 3 (digest §18
-/// item 1): prefixes return to the primary; addresses to their half's owner.
-fn free_status(k: &LeaseKey) -> BindingStatus {
-    match k {
-        LeaseKey::Prefix(_) => BindingStatus::Free,
-        LeaseKey::Addr(a) => match address_owner(*a) {
-            Role::Primary => BindingStatus::Free,
-            Role::Secondary => BindingStatus::FreeBackup,
-        },
-    }
-}
-
+/// Prefixes moved per rebalancing step (the next step follows a second later).
+pub const BALANCE_STEP: u64 = 1024;

@@ -1,24 +1,34 @@
-//! The RFC 8156 failover endpoint, sans-IO.
+//! RFC 8156 failover, sans-IO.
 //!
-//! Inputs: the time, messages from the partner, connection up/down, lease
-//! changes from the engine, operator commands, timer ticks. Outputs:
-//! messages to send, connections to open or close, state to persist. The
-//! lease database is reached through the `Bindings` trait; the driver makes
-//! every lease write of a step durable before it sends that step's messages
-//! (so a BNDREPLY never precedes its commit, §7.5.2).
+//! - `Endpoint`: the protocol state machine (§6, §8) and the binding-update
+//!   pipeline (§7), driven by explicit inputs (time, messages, connection
+//!   events, durable lease snapshots) and returning outputs.
+//! - `Driver`: what production and the simulator both run around it:
+//!   framing, the STARTTLS preamble, routing to the shards that own the
+//!   leases (`router`), and the barriers that keep the protocol honest (a
+//!   BNDREPLY only after the shard's commit, messages after a state change
+//!   only once every shard serves under it).
+//! - `bndupd`: BNDUPD/BNDREPLY contents and the Figure 4 rules; `policy`:
+//!   what each state lets the engine do; `bus`: the messages between the
+//!   driver and the shards.
 
 pub mod bndupd;
+pub mod bus;
+pub mod driver;
 mod endpoint;
 mod persist;
 mod policy;
+pub mod preamble;
+pub mod router;
+mod updates;
 
-pub use endpoint::{Endpoint, Output};
+pub use driver::{Action, Driver};
+pub use endpoint::{Endpoint, Output, STREAM_AHEAD};
 pub use persist::Persistent;
 pub use policy::EndpointPolicy;
 
-use crate::config::Role;
-use crate::lease::{Lease, LeaseKey};
-use crate::pool::Prefix;
+use crate::lease::LeaseKey;
+use crate::wire::BindingStatus;
 
 /// RFC 8156 §6.5 constants.
 pub const FO_KEEPALIVE_TIME: u32 = 60;
@@ -26,6 +36,14 @@ pub const FO_CONTACT_PER_KEEPALIVE_TIME: u32 = 4;
 /// Clocks within this many seconds count as the same time (§7.1).
 pub const SKEW_TOLERANCE: u64 = 5;
 
+/// Which end of the relationship this server is (RFC 8156 §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Secondary,
+}
+
+/// The endpoint's settings (validated by `config` from `[failover]`).
 #[derive(Debug, Clone)]
 pub struct FailoverConfig {
     pub role: Role,
@@ -39,6 +57,9 @@ pub struct FailoverConfig {
     pub startup_time: u32,
     /// Share of the delegable prefixes the secondary should hold (§4.2.2).
     pub pd_secondary_share: f64,
+    /// At most this many delegable prefixes are moved to the secondary (a
+    /// /32 pool of /64s has 2^32: half of them would be 2^31 records).
+    pub pd_secondary_max: u64,
     /// Seconds between connection attempts (primary), and after a rejection.
     pub connect_retry: u32,
     pub connect_retry_rejected: u32,
@@ -46,70 +67,23 @@ pub struct FailoverConfig {
     pub updreq_timeout: u32,
 }
 
-impl FailoverConfig {
-    pub fn from_config(f: &crate::config::Failover) -> FailoverConfig {
-        FailoverConfig {
-            role: f.role,
-            relationship_name: f.name.clone(),
-            mclt: f.mclt,
-            keepalive_time: f.keepalive_time,
-            max_unacked_bndupd: f.max_unacked_bndupd,
-            auto_partner_down: f.auto_partner_down,
-            startup_time: f.startup_time,
-            pd_secondary_share: f.pd_secondary_share,
-            connect_retry: 5,
-            connect_retry_rejected: 30,
-            updreq_timeout: 120,
-        }
-    }
-}
-
-/// The endpoint's window on the lease database. Writes must be durable
-/// before the messages produced in the same step are sent.
-pub trait Bindings {
-    fn lease(&self, key: &LeaseKey) -> Option<Lease>;
-    /// Record a lease (received from the partner, or a state change such as
-    /// EXPIRED → FREE after the partner's ack).
-    fn store(&mut self, lease: Lease);
-    /// Every lease record (UPDREQALL, PARTNER-DOWN reclamation).
-    fn all_keys(&self) -> Vec<LeaseKey>;
-    /// Leases whose "update partner" flag is set.
-    fn flagged(&self) -> Vec<LeaseKey>;
-    /// Is this address or prefix in one of our configured pools (§7.5.4)?
-    fn owns(&self, key: &LeaseKey) -> bool;
-    /// Delegable prefixes available to the primary (FREE or never used), at most `limit`.
-    fn free_prefixes(&self, limit: usize) -> Vec<Prefix>;
-    /// (FREE or never used, FREE-BACKUP) delegable prefix counts.
-    fn prefix_counts(&self) -> (u64, u64);
-}
-
-/// Delegable prefixes available to the primary (never recorded, or FREE),
-/// at most `limit`, walking `all` (every delegable prefix) through `b`.
-pub fn free_prefixes(b: &(impl Bindings + ?Sized), all: impl Iterator<Item = Prefix>, limit: usize) -> Vec<Prefix> {
-    all.filter(|p| b.lease(&LeaseKey::Prefix(*p)).is_none_or(|l| l.status == crate::wire::BindingStatus::Free))
-        .take(limit)
-        .collect()
-}
-
-/// (FREE or never recorded, FREE-BACKUP) counts over `all` delegable prefixes.
-pub fn prefix_counts(b: &(impl Bindings + ?Sized), all: impl Iterator<Item = Prefix>) -> (u64, u64) {
-    use crate::wire::BindingStatus as S;
-    let (mut free, mut backup) = (0, 0);
-    for p in all {
-        match b.lease(&LeaseKey::Prefix(p)).map(|l| l.status) {
-            None | Some(S::Free) => free += 1,
-            Some(S::FreeBackup) => backup += 1,
-            _ => {}
-        }
-    }
-    (free, backup)
-}
-
 /// Whether the address half or prefix belongs to this role when free
 /// (§4.2.1.1: primary odd, secondary even addresses; §4.2.2 prefixes: FREE
 /// is the primary's, FREE-BACKUP the secondary's).
 pub fn address_owner(a: std::net::Ipv6Addr) -> Role {
     if u128::from(a) & 1 == 1 { Role::Primary } else { Role::Secondary }
+}
+
+/// Figure 2 events (5)/(6), following the prose over Figure 3 (digest §18
+/// item 1): a freed prefix returns to the primary; an address to its half's owner.
+pub fn free_status(k: &LeaseKey) -> BindingStatus {
+    match k {
+        LeaseKey::Prefix(_) => BindingStatus::Free,
+        LeaseKey::Addr(a) => match address_owner(*a) {
+            Role::Primary => BindingStatus::Free,
+            Role::Secondary => BindingStatus::FreeBackup,
+        },
+    }
 }
 
 #[cfg(test)]

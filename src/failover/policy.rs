@@ -2,16 +2,20 @@
 //! state), which leases may be granted (§4.2), and the MCLT cap (§4.4).
 
 use super::address_owner;
-use crate::config::Role;
+use super::Role;
 use crate::lease::{Binding, Lease, LeaseKey, Time};
 use crate::server::{Policy, Responsiveness};
 use crate::wire::{BindingStatus, ServerState};
 
-#[derive(Debug, Clone, Copy)]
+/// The failover state as the engine sees it (published to every shard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EndpointPolicy {
     pub role: Role,
     pub state: ServerState,
     pub mclt: u32,
+    /// When this server entered PARTNER-DOWN (0 in other states): ended
+    /// leases become free the MCLT after it at the earliest (§8.4.1).
+    pub partner_down_since: Time,
 }
 
 impl EndpointPolicy {
@@ -39,6 +43,19 @@ impl EndpointPolicy {
 }
 
 impl Policy for EndpointPolicy {
+    fn allocates(&self) -> bool {
+        self.may_allocate_in_state()
+    }
+
+    fn fresh_slots(&self, kind: crate::lease::IaType) -> bool {
+        // §4.2.2: never-used delegable prefixes are the primary's.
+        kind == crate::lease::IaType::Na || self.role == Role::Primary
+    }
+
+    fn defer_dns_removal(&self) -> bool {
+        true
+    }
+
     fn responsiveness(&self) -> Responsiveness {
         use ServerState as S;
         match self.state {
@@ -133,7 +150,7 @@ mod tests {
     #[test]
     fn mclt_rule_caps_lifetimes_except_in_partner_down() {
         // §4.4, §8.4.1
-        let p = EndpointPolicy { role: Role::Primary, state: ServerState::Normal, mclt: 3600 };
+        let p = EndpointPolicy { role: Role::Primary, state: ServerState::Normal, mclt: 3600, partner_down_since: 0 };
         assert_eq!(p.lifetime_cap(&lease("2001:db8::1", 0), 1000), Some(3600));
         assert_eq!(p.lifetime_cap(&lease("2001:db8::1", 1000 + 86400), 1000), Some(86400 + 3600));
         let pd = EndpointPolicy { state: ServerState::PartnerDown, ..p };
@@ -145,10 +162,10 @@ mod tests {
         // §4.2.1.1 and §8 responsiveness
         let b = Binding { duid: Duid::ll(1, &[1]), ia_type: IaType::Na, iaid: 1 };
         let k = |a: &str| LeaseKey::Addr(a.parse().unwrap());
-        let prim = EndpointPolicy { role: Role::Primary, state: ServerState::Normal, mclt: 60 };
+        let prim = EndpointPolicy { role: Role::Primary, state: ServerState::Normal, mclt: 60, partner_down_since: 0 };
         assert!(prim.may_allocate(&k("2001:db8::1"), None, &b, 0));
         assert!(!prim.may_allocate(&k("2001:db8::2"), None, &b, 0));
-        let sec = EndpointPolicy { role: Role::Secondary, state: ServerState::Normal, mclt: 60 };
+        let sec = EndpointPolicy { role: Role::Secondary, state: ServerState::Normal, mclt: 60, partner_down_since: 0 };
         assert_eq!(sec.responsiveness(), Responsiveness::RenewResponsive);
         assert!(!sec.may_allocate(&k("2001:db8::2"), None, &b, 0), "secondary allocates nothing in NORMAL");
         let sec_ci = EndpointPolicy { state: ServerState::CommunicationsInterrupted, ..sec };

@@ -4,34 +4,43 @@ use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
 
 use super::*;
-use crate::lease::{Binding, IaType, Time};
+use crate::lease::{Binding, IaType, Lease, LeaseKey, Time};
 use crate::wire::failover::{ConnectParams, StateParams};
 use crate::wire::{BindingStatus, DhcpOption, Duid, FailoverMessage, MessageType, ServerState, StatusCode};
 
+/// A lease database for endpoint tests: BNDUPDs judged and stored the way
+/// a shard does it (`bndupd::parse`, `judge`, `merge`, `reply`).
 #[derive(Default)]
 struct Mem(BTreeMap<LeaseKey, Lease>);
 
-impl Bindings for Mem {
-    fn lease(&self, k: &LeaseKey) -> Option<Lease> {
-        self.0.get(k).cloned()
+struct Processed {
+    reply: FailoverMessage,
+    accepted: Vec<Lease>,
+    outdated: Vec<LeaseKey>,
+}
+
+fn process(m: &FailoverMessage, now: Time, role: Role, mclt: u32, db: &Mem) -> Processed {
+    let parsed = bndupd::parse(m, |_| true);
+    let (mut accepted, mut outdated, mut verdicts) = (Vec::new(), Vec::new(), Vec::new());
+    for item in parsed.items {
+        let v = item.and_then(|r| {
+            let local = db.0.get(&r.key).cloned();
+            let v = bndupd::judge(local.as_ref(), &r, bndupd::Judge { role, now, mclt });
+            match v {
+                Ok(()) => accepted.push(bndupd::merge(local, &r, now)),
+                Err(StatusCode::OUTDATED_BINDING_INFORMATION) => outdated.push(r.key),
+                Err(_) => {}
+            }
+            v
+        });
+        verdicts.push(v);
     }
+    Processed { reply: bndupd::reply(m, &verdicts, now), accepted, outdated }
+}
+
+impl Mem {
     fn store(&mut self, l: Lease) {
         self.0.insert(l.key, l);
-    }
-    fn all_keys(&self) -> Vec<LeaseKey> {
-        self.0.keys().copied().collect()
-    }
-    fn flagged(&self) -> Vec<LeaseKey> {
-        self.0.values().filter(|l| l.update_partner).map(|l| l.key).collect()
-    }
-    fn owns(&self, _: &LeaseKey) -> bool {
-        true
-    }
-    fn free_prefixes(&self, _: usize) -> Vec<crate::pool::Prefix> {
-        Vec::new()
-    }
-    fn prefix_counts(&self) -> (u64, u64) {
-        (0, 0)
     }
 }
 
@@ -47,6 +56,7 @@ fn cfg(role: Role) -> FailoverConfig {
         auto_partner_down: 30,
         startup_time: 5,
         pd_secondary_share: 0.5,
+        pd_secondary_max: 1000,
         connect_retry: 3,
         connect_retry_rejected: 10,
         updreq_timeout: 60,
@@ -78,36 +88,37 @@ fn persisted(state: ServerState) -> Persistent {
 }
 
 /// Bring a primary/secondary pair to NORMAL over a perfect link.
-fn pair() -> (Endpoint, Endpoint, Mem, Mem) {
+fn pair() -> (Endpoint, Endpoint) {
     let (mut p, _) = Endpoint::new(cfg(Role::Primary), Some(persisted(ServerState::Normal)), NOW);
     let (mut s, _) = Endpoint::new(cfg(Role::Secondary), Some(persisted(ServerState::Normal)), NOW);
-    let (mut bp, mut bs) = (Mem::default(), Mem::default());
-    let mut to_s: Vec<FailoverMessage> = sent(&p.on_connected(NOW, &mut bp)).into_iter().cloned().collect();
-    let mut to_p: Vec<FailoverMessage> = sent(&s.on_connected(NOW, &mut bs)).into_iter().cloned().collect();
+    p.set_loaded();
+    s.set_loaded();
+    let mut to_s: Vec<FailoverMessage> = sent(&p.on_connected(NOW)).into_iter().cloned().collect();
+    let mut to_p: Vec<FailoverMessage> = sent(&s.on_connected(NOW)).into_iter().cloned().collect();
     for _ in 0..10 {
         let a: Vec<_> = std::mem::take(&mut to_s);
         for m in a {
-            to_p.extend(sent(&s.on_message(NOW, &m, &mut bs)).into_iter().cloned());
+            to_p.extend(sent(&s.on_message(NOW, &m)).into_iter().cloned());
         }
         let b: Vec<_> = std::mem::take(&mut to_p);
         for m in b {
-            to_s.extend(sent(&p.on_message(NOW, &m, &mut bp)).into_iter().cloned());
+            to_s.extend(sent(&p.on_message(NOW, &m)).into_iter().cloned());
         }
     }
-    (p, s, bp, bs)
+    (p, s)
 }
 
 #[test]
 fn the_primary_connects_and_the_pair_reaches_normal() {
     // §6.1: CONNECT from the primary, CONNECTREPLY and STATE from the secondary.
     let (mut p, _) = Endpoint::new(cfg(Role::Primary), None, NOW);
-    let out = p.on_connected(NOW, &mut Mem::default());
+    let out = p.on_connected(NOW);
     let m = sent(&out);
     assert_eq!(m[0].msg_type, MessageType::Connect);
     let c = ConnectParams::from_message(m[0]).unwrap();
     assert_eq!((c.mclt, c.relationship_name.as_deref()), (60, Some("t")));
     // §8.3.2 step 5, §8.8: from a persisted NORMAL, both end in NORMAL.
-    let (p, s, _, _) = pair();
+    let (p, s) = pair();
     assert_eq!((p.state(), s.state()), (ServerState::Normal, ServerState::Normal));
     assert!(p.communications_ok() && s.communications_ok());
 }
@@ -116,8 +127,7 @@ fn the_primary_connects_and_the_pair_reaches_normal() {
 fn connect_with_excessive_skew_is_rejected() {
     // §6.1.2 / §7.1: more than 5 s apart → CONNECTREPLY ExcessiveTimeSkew.
     let (mut s, _) = Endpoint::new(cfg(Role::Secondary), None, NOW);
-    let mut b = Mem::default();
-    s.on_connected(NOW, &mut b);
+    s.on_connected(NOW);
     let cp = ConnectParams {
         protocol_version: (1, 0),
         mclt: 60,
@@ -127,7 +137,7 @@ fn connect_with_excessive_skew_is_rejected() {
         connect_flags: 1,
     };
     let m = cp.to_message(MessageType::Connect, 1, bndupd::to_abs(NOW - 30));
-    let out = s.on_message(NOW, &m, &mut b);
+    let out = s.on_message(NOW, &m);
     let r = sent(&out);
     assert_eq!(r[0].msg_type, MessageType::ConnectReply);
     assert_eq!(r[0].status().unwrap().code, StatusCode::EXCESSIVE_TIME_SKEW);
@@ -138,27 +148,26 @@ fn connect_with_excessive_skew_is_rejected() {
 fn unknown_relationship_and_wrong_mclt_are_refused() {
     // §6.1.2 (digest §18 item 9: ConfigurationConflict), §6.1.3 (MCLT must match).
     let (mut s, _) = Endpoint::new(cfg(Role::Secondary), None, NOW);
-    let mut b = Mem::default();
-    s.on_connected(NOW, &mut b);
+    s.on_connected(NOW);
     let cp = ConnectParams { protocol_version: (1, 0), mclt: 60, keepalive_time: 20, max_unacked_bndupd: 4, relationship_name: Some("other".into()), connect_flags: 1 };
-    let out = s.on_message(NOW, &cp.to_message(MessageType::Connect, 1, bndupd::to_abs(NOW)), &mut b);
+    let out = s.on_message(NOW, &cp.to_message(MessageType::Connect, 1, bndupd::to_abs(NOW)));
     assert_eq!(sent(&out)[0].status().unwrap().code, StatusCode::CONFIGURATION_CONFLICT);
     let (mut p, _) = Endpoint::new(cfg(Role::Primary), None, NOW);
-    p.on_connected(NOW, &mut b);
+    p.on_connected(NOW);
     let reply = ConnectParams { mclt: 120, relationship_name: None, ..cp };
-    let out = p.on_message(NOW, &reply.to_message(MessageType::ConnectReply, 1, bndupd::to_abs(NOW)), &mut b);
+    let out = p.on_message(NOW, &reply.to_message(MessageType::ConnectReply, 1, bndupd::to_abs(NOW)));
     assert_eq!(sent(&out)[0].msg_type, MessageType::Disconnect);
 }
 
 #[test]
 fn losing_the_partner_goes_to_communications_interrupted_then_auto_partner_down() {
     // §8.8.2 and §8.9.2 (auto-partner-down after 30 s here).
-    let (mut p, _, mut bp, _) = pair();
-    p.on_disconnected(NOW + 1, &mut bp);
+    let (mut p, _) = pair();
+    p.on_disconnected(NOW + 1);
     assert_eq!(p.state(), ServerState::CommunicationsInterrupted);
-    p.on_tick(NOW + 20, &mut bp);
+    p.on_tick(NOW + 20);
     assert_eq!(p.state(), ServerState::CommunicationsInterrupted);
-    p.on_tick(NOW + 31, &mut bp);
+    p.on_tick(NOW + 31);
     assert_eq!(p.state(), ServerState::PartnerDown);
     assert_eq!(p.persistent().partner_down_time, NOW + 31);
 }
@@ -166,8 +175,8 @@ fn losing_the_partner_goes_to_communications_interrupted_then_auto_partner_down(
 #[test]
 fn keepalive_silence_drops_the_connection() {
     // §6.6: nothing received for FO_KEEPALIVE_TIME → communications down.
-    let (mut p, _, mut bp, _) = pair();
-    let out = p.on_tick(NOW + 21, &mut bp);
+    let (mut p, _) = pair();
+    let out = p.on_tick(NOW + 21);
     assert!(out.iter().any(|o| matches!(o, Output::Close(_))));
     assert_eq!(p.state(), ServerState::CommunicationsInterrupted);
 }
@@ -175,8 +184,8 @@ fn keepalive_silence_drops_the_connection() {
 #[test]
 fn contact_is_sent_when_nothing_else_was() {
     // §6.6: FO_SEND_TIME = partner keepalive / 4 = 5 s.
-    let (mut p, _, mut bp, _) = pair();
-    let out = p.on_tick(NOW + 5, &mut bp);
+    let (mut p, _) = pair();
+    let out = p.on_tick(NOW + 5);
     assert!(sent(&out).iter().any(|m| m.msg_type == MessageType::Contact));
 }
 
@@ -184,12 +193,11 @@ fn contact_is_sent_when_nothing_else_was() {
 fn partner_down_meeting_a_normal_partner_is_a_potential_conflict() {
     // §8.4.2: PARTNER-DOWN + partner NORMAL → POTENTIAL-CONFLICT; the primary sends UPDREQ (§8.10).
     let (mut p, _) = Endpoint::new(cfg(Role::Primary), Some(persisted(ServerState::PartnerDown)), NOW);
-    let mut b = Mem::default();
-    p.on_connected(NOW, &mut b);
+    p.on_connected(NOW);
     let reply = ConnectParams { protocol_version: (1, 0), mclt: 60, keepalive_time: 20, max_unacked_bndupd: 4, relationship_name: None, connect_flags: 1 };
-    p.on_message(NOW, &reply.to_message(MessageType::ConnectReply, 2, bndupd::to_abs(NOW)), &mut b);
+    p.on_message(NOW, &reply.to_message(MessageType::ConnectReply, 2, bndupd::to_abs(NOW)));
     let st = StateParams { state: ServerState::Normal, flags: crate::wire::SERVER_FLAG_COMMUNICATED, start_time_of_state: bndupd::to_abs(NOW - 50), partner_down_time: None };
-    let out = p.on_message(NOW, &st.to_message(3, bndupd::to_abs(NOW)), &mut b);
+    let out = p.on_message(NOW, &st.to_message(3, bndupd::to_abs(NOW)));
     assert_eq!(p.state(), ServerState::PotentialConflict);
     assert!(sent(&out).iter().any(|m| m.msg_type == MessageType::UpdReq));
 }
@@ -198,21 +206,20 @@ fn partner_down_meeting_a_normal_partner_is_a_potential_conflict() {
 fn a_fresh_server_recovers_with_updreqall_and_waits_the_mclt() {
     // §8.3.2 step 1 (no record → RECOVER), §8.5.2 (UPDREQALL), §8.6 (MCLT wait).
     let (mut s, _) = Endpoint::new(cfg(Role::Secondary), None, NOW);
-    let mut b = Mem::default();
-    s.on_connected(NOW, &mut b);
+    s.on_connected(NOW);
     let cp = ConnectParams { protocol_version: (1, 0), mclt: 60, keepalive_time: 20, max_unacked_bndupd: 4, relationship_name: Some("t".into()), connect_flags: 1 };
-    s.on_message(NOW, &cp.to_message(MessageType::Connect, 1, bndupd::to_abs(NOW)), &mut b);
+    s.on_message(NOW, &cp.to_message(MessageType::Connect, 1, bndupd::to_abs(NOW)));
     let st = StateParams { state: ServerState::PartnerDown, flags: 1, start_time_of_state: bndupd::to_abs(NOW - 500), partner_down_time: Some(bndupd::to_abs(NOW - 500)) };
-    let out = s.on_message(NOW, &st.to_message(2, bndupd::to_abs(NOW)), &mut b);
+    let out = s.on_message(NOW, &st.to_message(2, bndupd::to_abs(NOW)));
     assert_eq!(s.state(), ServerState::Recover);
     let req = sent(&out).into_iter().find(|m| m.msg_type == MessageType::UpdReqAll).expect("UPDREQALL");
     let done = FailoverMessage::new(MessageType::UpdDone, req.transaction_id, bndupd::to_abs(NOW + 1));
-    s.on_message(NOW + 1, &done, &mut b);
+    s.on_message(NOW + 1, &done);
     assert_eq!(s.state(), ServerState::RecoverWait);
     assert!(!s.persistent().need_all, "a completed UPDREQALL clears the need");
-    s.on_tick(NOW + 59, &mut b);
+    s.on_tick(NOW + 59);
     assert_eq!(s.state(), ServerState::RecoverWait);
-    s.on_tick(NOW + 61, &mut b);
+    s.on_tick(NOW + 61);
     assert_eq!(s.state(), ServerState::RecoverDone);
 }
 
@@ -244,46 +251,29 @@ fn accept_reject_rules_of_figure_4() {
     let mut b = Mem::default();
     b.store(active("2001:db8::1", 1, NOW - 100, NOW + 200));
     let upd = bndupd::build(&active("2001:db8::1", 2, NOW - 200, NOW + 100), NOW, 7);
-    let r = bndupd::process(&upd, NOW, Role::Primary, 60, &b);
+    let r = process(&upd, NOW, Role::Primary, 60, &b);
     assert_eq!(verdict(&r.reply), Some(StatusCode::ADDRESS_IN_USE));
-    let r = bndupd::process(&upd, NOW, Role::Secondary, 60, &b);
+    let r = process(&upd, NOW, Role::Secondary, 60, &b);
     assert_eq!(verdict(&r.reply), None);
     assert_eq!(r.reply.transaction_id, 7, "BNDREPLY copies the transaction id (§7.6)");
     // ACTIVE locally, EXPIRED received: time(1) — not before the local expiry.
     let mut exp = active("2001:db8::1", 1, NOW - 100, NOW + 200);
     exp.set_status(BindingStatus::Expired, NOW - 5);
     let upd = bndupd::build(&exp, NOW, 8);
-    let r = bndupd::process(&upd, NOW, Role::Primary, 60, &b);
+    let r = process(&upd, NOW, Role::Primary, 60, &b);
     assert_eq!(verdict(&r.reply), Some(StatusCode::OUTDATED_BINDING_INFORMATION));
     assert_eq!(r.outdated.len(), 1);
-    let r = bndupd::process(&upd, NOW + 300, Role::Primary, 60, &b);
+    let r = process(&upd, NOW + 300, Role::Primary, 60, &b);
     assert_eq!(verdict(&r.reply), None);
     // Partner lifetime is echoed exactly (§7.6).
     let mut a = active("2001:db8::3", 3, NOW, NOW + 300);
     a.partner_lifetime = NOW + 450;
-    let r = bndupd::process(&bndupd::build(&a, NOW, 9), NOW, Role::Secondary, 60, &b);
+    let r = process(&bndupd::build(&a, NOW, 9), NOW, Role::Secondary, 60, &b);
     let DhcpOption::ClientData(cd) = &r.reply.options.0[0] else { panic!() };
     let lo = &cd.ia_nas().next().unwrap().options.ia_addrs().next().unwrap().options;
     assert_eq!(lo.u32_of(crate::wire::opt::F_PARTNER_LIFETIME_SENT), Some(bndupd::to_abs(NOW + 450)));
     // The accepted lease is stored with F_PARTNER_LIFETIME as expiration-time (§7.5.5).
     assert_eq!(r.accepted[0].expiration_time, NOW + 450);
-}
-
-#[test]
-fn an_acked_release_frees_the_address_to_its_halfs_owner() {
-    // Figure 2 events (4)–(6), following the prose (digest §18 item 1).
-    let (mut p, _, mut bp, _) = pair();
-    let mut l = active("2001:db8::2", 1, NOW - 10, NOW + 200);
-    l.set_status(BindingStatus::Released, NOW);
-    l.update_partner = true;
-    bp.store(l.clone());
-    p.lease_changed(l.key);
-    let out = p.on_tick(NOW + 1, &mut bp);
-    let upd = sent(&out).into_iter().find(|m| m.msg_type == MessageType::BndUpd).expect("BNDUPD sent").clone();
-    let r = bndupd::process(&upd, NOW + 1, Role::Secondary, 60, &Mem::default());
-    p.on_message(NOW + 1, &r.reply, &mut bp);
-    // ::2 is even: the secondary's half → FREE-BACKUP.
-    assert_eq!(bp.lease(&l.key).unwrap().status, BindingStatus::FreeBackup);
 }
 
 #[test]
@@ -308,8 +298,8 @@ fn bndupd_carries_the_name_and_dns_state_and_the_receiver_never_inherits_an_add(
     let m = super::bndupd::build(&l, 1_800_000_000, 5);
     let frame = m.encode_frame().unwrap();
     let back = crate::wire::FailoverMessage::decode(&frame[2..]).unwrap();
-    let db = Mem(BTreeMap::new());
-    let r = super::bndupd::process(&back, 1_800_000_001, Role::Secondary, 3600, &db);
+    let db = Mem::default();
+    let r = process(&back, 1_800_000_001, Role::Secondary, 3600, &db);
     let got = r.accepted[0].dns.clone().expect("the name arrived");
     assert_eq!(got.name.unwrap().to_string(), "h.example.net.");
     assert_eq!(got.dns_flags, F::FWD_UPTODATE | F::REV_UPTODATE | F::USING_REQUESTED, "shared bits only");

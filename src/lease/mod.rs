@@ -81,6 +81,10 @@ pub mod dns_flags {
     pub const PENDING_REMOVE: u16 = 0x0200;
     /// Local: the add failed for good (conflict with another client's name).
     pub const CONFLICT: u16 = 0x0400;
+    /// Local: this server ended the lease and removes the records once the
+    /// failover partner acknowledges the end (RFC 8156 §9.4), or in
+    /// PARTNER-DOWN once the lease is FREE.
+    pub const REMOVE_AFTER_ACK: u16 = 0x0800;
 }
 
 /// DNS state kept with the lease (RFC 4704, RFC 8156 §9).
@@ -182,16 +186,27 @@ impl Lease {
     }
 }
 
-/// What the engine asks the store to persist before the reply goes out.
+/// One write to a shard's store: a lease record put, or removed (the record
+/// moved to the shard that serves its client, see `failover::router`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseChange {
     Upsert(Lease),
+    Delete(LeaseKey),
 }
 
 impl LeaseChange {
-    pub fn lease(&self) -> &Lease {
+    pub fn key(&self) -> LeaseKey {
         match self {
-            LeaseChange::Upsert(l) => l,
+            LeaseChange::Upsert(l) => l.key,
+            LeaseChange::Delete(k) => *k,
+        }
+    }
+
+    /// The record written, if this is not a removal.
+    pub fn upserted(&self) -> Option<&Lease> {
+        match self {
+            LeaseChange::Upsert(l) => Some(l),
+            LeaseChange::Delete(_) => None,
         }
     }
 }

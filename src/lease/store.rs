@@ -43,6 +43,9 @@ impl std::error::Error for StoreError {}
 pub trait LeaseStore {
     fn commit(&mut self, changes: &[LeaseChange]) -> Result<(), StoreError>;
     fn get(&self, key: &LeaseKey) -> Result<Option<Lease>, StoreError>;
+    /// At most `max` records in key order, starting at `from`: one chunk of
+    /// a walk that never holds the whole store.
+    fn scan(&self, from: std::ops::Bound<&LeaseKey>, max: usize) -> Result<Vec<Lease>, StoreError>;
     /// Every lease last bound to this client IA.
     fn by_binding(&self, b: &Binding) -> Result<Vec<Lease>, StoreError>;
     /// Every lease, in key order.
@@ -67,14 +70,24 @@ impl MemoryStore {
 impl LeaseStore for MemoryStore {
     fn commit(&mut self, changes: &[LeaseChange]) -> Result<(), StoreError> {
         for c in changes {
-            let l = c.lease();
-            self.leases.insert(l.key, l.clone());
+            match c {
+                LeaseChange::Upsert(l) => {
+                    self.leases.insert(l.key, l.clone());
+                }
+                LeaseChange::Delete(k) => {
+                    self.leases.remove(k);
+                }
+            }
         }
         Ok(())
     }
 
     fn get(&self, key: &LeaseKey) -> Result<Option<Lease>, StoreError> {
         Ok(self.leases.get(key).cloned())
+    }
+
+    fn scan(&self, from: std::ops::Bound<&LeaseKey>, max: usize) -> Result<Vec<Lease>, StoreError> {
+        Ok(self.leases.range((from, std::ops::Bound::Unbounded)).take(max).map(|(_, l)| l.clone()).collect())
     }
 
     fn by_binding(&self, b: &Binding) -> Result<Vec<Lease>, StoreError> {
@@ -120,11 +133,12 @@ pub(crate) mod conformance {
         let batch: Vec<LeaseChange> = (0..10).map(|i| LeaseChange::Upsert(lease(i, (i % 3) as u8, 1))).collect();
         s.commit(&batch).unwrap();
         assert_eq!(s.all().unwrap().len(), 10);
-        assert_eq!(s.get(&batch[4].lease().key).unwrap().as_ref(), Some(batch[4].lease()));
+        let b4 = batch[4].upserted().unwrap();
+        assert_eq!(s.get(&b4.key).unwrap().as_ref(), Some(b4));
         let b0 = Binding { duid: Duid::ll(1, &[0]), ia_type: IaType::Na, iaid: 1 };
         assert_eq!(s.by_binding(&b0).unwrap().len(), 4);
         // Rebinding a lease to another client moves it between bindings.
-        let mut moved = batch[0].lease().clone();
+        let mut moved = batch[0].upserted().unwrap().clone();
         moved.binding.duid = Duid::ll(1, &[7]);
         moved.set_status(BindingStatus::Released, 5000);
         s.commit(&[LeaseChange::Upsert(moved.clone())]).unwrap();
@@ -137,6 +151,27 @@ pub(crate) mod conformance {
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);
+        // Chunks of a walk cover every record once, in order.
+        let mut walked = Vec::new();
+        let mut after = None;
+        loop {
+            let from = after.as_ref().map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+            let chunk = s.scan(from, 3).unwrap();
+            if chunk.is_empty() {
+                break;
+            }
+            after = chunk.last().map(|l| l.key);
+            walked.extend(chunk.into_iter().map(|l| l.key));
+        }
+        assert_eq!(walked, keys);
+        // A walk resumes at a key, inclusive.
+        let again = s.scan(std::ops::Bound::Included(&keys[4]), 2).unwrap();
+        assert_eq!(again.iter().map(|l| l.key).collect::<Vec<_>>(), keys[4..6].to_vec());
+        // A removal takes the record out (and its binding index entry).
+        s.commit(&[LeaseChange::Delete(moved.key)]).unwrap();
+        assert_eq!(s.get(&moved.key).unwrap(), None);
+        assert!(s.by_binding(&b7).unwrap().is_empty());
+        assert_eq!(s.all().unwrap().len(), 9);
         assert_eq!(s.get_meta("x").unwrap(), None);
         s.put_meta("x", b"1").unwrap();
         s.put_meta("x", b"2").unwrap();

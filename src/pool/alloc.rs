@@ -71,6 +71,25 @@ impl SlotAllocator {
         self.size
     }
 
+    /// How many slots belong to this allocator's slice (arithmetic, no walk).
+    pub fn slice_len(&self) -> u128 {
+        if self.size == 0 {
+            return 0;
+        }
+        let (n, me, shift) = (self.slice.shards as u128, self.slice.shard as u128, self.group_shift);
+        let ours = |v: u128| (v >> shift) % n == me;
+        // Values below x (absolute, offset included) whose group is ours.
+        let below = |x: u128| -> u128 {
+            let g = x >> shift;
+            let full = g / n + u128::from(g % n > me);
+            let partial = if g % n == me { x - (g << shift) } else { 0 };
+            (full << shift) + partial
+        };
+        let first = self.offset;
+        let last = self.offset.wrapping_add(self.size - 1);
+        below(last) + u128::from(ours(last)) - below(first)
+    }
+
     /// Whether slot `j` belongs to this allocator's shard slice.
     pub fn in_slice(&self, j: u128) -> bool {
         j < self.size && self.group(j) % self.slice.shards as u128 == self.slice.shard as u128
@@ -98,8 +117,12 @@ impl SlotAllocator {
     }
 
     /// Find a slot for which `available` holds. `seed` is the client's keyed
-    /// hash; `hint` a slot the client asked for.
-    pub fn allocate(&mut self, seed: u64, hint: Option<u128>, mut available: impl FnMut(u128) -> bool) -> Option<u128> {
+    /// hash; `hint` a slot the client asked for. Without `fresh`, only slots
+    /// handed back (the free list) are candidates besides the hint and the
+    /// hashed probes: never-used slots are someone else's (the secondary's
+    /// prefixes, RFC 8156 §4.2.2), so the sweep would find nothing and walk
+    /// the whole space looking.
+    pub fn allocate(&mut self, seed: u64, hint: Option<u128>, fresh: bool, mut available: impl FnMut(u128) -> bool) -> Option<u128> {
         if let Some(h) = hint
             && self.in_slice(h)
             && available(h)
@@ -126,7 +149,7 @@ impl SlotAllocator {
                 return Some(j);
             }
         }
-        while !self.swept {
+        while fresh && !self.swept {
             let j = self.cursor;
             match self.snap(j + 1) {
                 Some(n) => self.cursor = n,
@@ -146,17 +169,6 @@ impl SlotAllocator {
         }
     }
 
-    /// Sweep the whole slice again, e.g. when entering PARTNER-DOWN makes
-    /// the partner's slots usable.
-    pub fn rescan(&mut self) {
-        match self.snap(0) {
-            Some(c) => {
-                self.cursor = c;
-                self.swept = false;
-            }
-            None => self.swept = true,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -183,7 +195,7 @@ mod tests {
         let mut a = SlotAllocator::new(50, 1, 1, Slice { shards: 3, shard: 1 });
         let mut used = HashSet::new();
         let mut n = 0;
-        while let Some(j) = a.allocate(n, None, |j| !used.contains(&j)) {
+        while let Some(j) = a.allocate(n, None, true, |j| !used.contains(&j)) {
             assert!(a.in_slice(j));
             assert!(used.insert(j));
             n += 1;
@@ -193,29 +205,55 @@ mod tests {
         let some = *used.iter().next().unwrap();
         used.remove(&some);
         a.release(some);
-        assert_eq!(a.allocate(999, None, |j| !used.contains(&j)), Some(some));
+        assert_eq!(a.allocate(999, None, true, |j| !used.contains(&j)), Some(some));
     }
 
     #[test]
     fn same_seed_same_slot_in_a_huge_space() {
         let mut a = SlotAllocator::new(1u128 << 64, 0, 1, Slice::WHOLE);
-        let x = a.allocate(42, None, |_| true).unwrap();
-        let y = a.allocate(42, None, |_| true).unwrap();
+        let x = a.allocate(42, None, true, |_| true).unwrap();
+        let y = a.allocate(42, None, true, |_| true).unwrap();
         assert_eq!(x, y);
-        assert_ne!(a.allocate(43, None, |_| true).unwrap(), x);
+        assert_ne!(a.allocate(43, None, true, |_| true).unwrap(), x);
     }
 
     #[test]
     fn hint_is_used_when_available_and_ours() {
         let mut a = SlotAllocator::new(1000, 0, 0, Slice { shards: 2, shard: 0 });
-        assert_eq!(a.allocate(1, Some(10), |_| true), Some(10));
-        assert_ne!(a.allocate(1, Some(11), |_| true), Some(11), "slot 11 is shard 1's");
+        assert_eq!(a.allocate(1, Some(10), true, |_| true), Some(10));
+        assert_ne!(a.allocate(1, Some(11), true, |_| true), Some(11), "slot 11 is shard 1's");
+    }
+
+    #[test]
+    fn slice_len_counts_exactly() {
+        for shards in 1..=5u32 {
+            for shift in 0..=1 {
+                for (size, off) in [(103u128, 7u128), (1, 0), (2, 1), (64, 0), (65, 3)] {
+                    for s in 0..shards {
+                        let a = SlotAllocator::new(size, off, shift, Slice { shards, shard: s });
+                        let want = (0..size).filter(|j| a.in_slice(*j)).count() as u128;
+                        assert_eq!(a.slice_len(), want, "size {size} off {off} shift {shift} shard {s}/{shards}");
+                    }
+                }
+            }
+        }
+        let huge = SlotAllocator::new(1u128 << 64, 0, 0, Slice { shards: 3, shard: 1 });
+        assert_eq!(huge.slice_len(), ((1u128 << 64) - 1) / 3);
+    }
+
+    #[test]
+    fn without_fresh_slots_only_the_free_list_is_used() {
+        // A 2^64-slot space: a sweep would never end.
+        let mut a = SlotAllocator::new(1u128 << 64, 0, 0, Slice::WHOLE);
+        assert_eq!(a.allocate(5, None, false, |j| j == 12345), None);
+        a.release(12345);
+        assert_eq!(a.allocate(5, None, false, |j| j == 12345), Some(12345));
     }
 
     #[test]
     fn whole_ipv6_space_does_not_overflow() {
         let mut a = SlotAllocator::new(u128::MAX, 0, 1, Slice { shards: 3, shard: 2 });
-        let j = a.allocate(7, None, |_| true).unwrap();
+        let j = a.allocate(7, None, true, |_| true).unwrap();
         assert!(a.in_slice(j));
     }
 }

@@ -1,16 +1,20 @@
-//! The DNS update queue: a thread that carries out the DNS intents recorded
-//! in leases (`dns_flags::PENDING_ADD` / `PENDING_REMOVE`), talks RFC 2136
-//! UPDATE with TSIG to the configured server (UDP, TCP when truncated),
-//! retries failures with backoff, and writes the outcome back into the
-//! lease, which then reaches the store and the failover partner (a second
-//! BNDUPD, RFC 8156 §9.2). DNS never delays a DHCP reply: the intent is
-//! committed with the lease, and this queue works from the committed state.
+//! The DNS update queue: a thread (pinned to the failover core's CPU when
+//! one is set) that carries out the DNS intents recorded in leases
+//! (`dns_flags::PENDING_ADD` / `PENDING_REMOVE`), talks RFC 2136 UPDATE with
+//! TSIG to the configured server (UDP, TCP when truncated), retries failures
+//! with backoff, and sends the outcome to the shard that owns the lease,
+//! which writes it and tells the failover partner (a second BNDUPD, RFC 8156
+//! §9.2). DNS never delays a DHCP reply: the intent is committed with the
+//! lease, and this queue works from committed snapshots the shards send. It
+//! reads no lease table. When removals may happen is decided where the
+//! intent is recorded (RFC 8156 §9.4: after the partner acknowledged the
+//! end of the lease, or at FREE in PARTNER-DOWN).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, ResponseCode};
@@ -18,13 +22,13 @@ use hickory_proto::rr::Name;
 use hickory_proto::rr::TSigner;
 use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 
+use super::bus::{DnsDone, DnsWork};
 use super::observe::Shared;
-use super::shard::{PolicyCell, SharedCore};
 use super::sys::unix_now;
 use crate::config::Ddns;
 use crate::ddns::{Job, Next, Step, Zones, disambiguate};
-use crate::lease::{Lease, LeaseChange, LeaseKey, dns_flags as F};
-use crate::wire::ServerState;
+use crate::lease::{Lease, LeaseKey, dns_flags as F};
+use crate::shard::DnsOutcome;
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 /// Steps per job before giving up for this round (RFC 4703 §5: loops are possible).
@@ -37,20 +41,23 @@ pub type Intent = (usize, LeaseKey);
 
 pub struct DdnsInit {
     pub cfg: Ddns,
-    pub cores: Vec<SharedCore>,
-    pub policy: Arc<PolicyCell>,
     pub shared: Arc<Shared>,
     pub stop: Arc<AtomicBool>,
-    pub intents: mpsc::Receiver<Intent>,
+    pub work: crossbeam_channel::Receiver<DnsWork>,
+    /// One sender per shard, for the outcomes.
+    pub done: Vec<crossbeam_channel::Sender<DnsDone>>,
+    /// The CPU to run on (the failover core's), if one is set.
+    pub cpu: Option<usize>,
 }
 
 struct Worker {
     cfg: Ddns,
     zones: Zones,
     signer: Option<TSigner>,
-    cores: Vec<SharedCore>,
-    policy: Arc<PolicyCell>,
+    done: Vec<crossbeam_channel::Sender<DnsDone>>,
     shared: Arc<Shared>,
+    /// The latest committed snapshot of each lease with DNS work.
+    leases: HashMap<Intent, Lease>,
     queue: VecDeque<Intent>,
     queued: HashSet<Intent>,
     /// Intents waiting for a retry: when, and the backoff used.
@@ -81,31 +88,33 @@ pub fn spawn(init: DdnsInit) -> Result<std::thread::JoinHandle<()>, String> {
         cfg: init.cfg,
         zones,
         signer,
-        cores: init.cores,
-        policy: init.policy,
+        done: init.done,
         shared: init.shared,
+        leases: HashMap::new(),
         queue: VecDeque::new(),
         queued: HashSet::new(),
         later: HashMap::new(),
         next_id: (unix_now() & 0xffff) as u16,
     };
-    let (stop, rx) = (init.stop, init.intents);
+    let (stop, rx, cpu) = (init.stop, init.work, init.cpu);
     std::thread::Builder::new()
         .name("ddns".into())
         .spawn(move || {
-            // Intents left by a previous run (a crash between the commit and the update).
-            w.scan();
-            tracing::info!(server = %w.cfg.server, pending = w.queue.len(), "DNS update queue started");
+            // The design card: the DNS queue shares the failover core's CPU.
+            if let Some(c) = cpu {
+                super::sys::pin_current_thread(c);
+            }
+            tracing::info!(server = %w.cfg.server, "DNS update queue started");
             while !stop.load(Ordering::Relaxed) {
                 match rx.recv_timeout(Duration::from_millis(200)) {
-                    Ok(i) => {
-                        w.push(i);
-                        while let Ok(i) = rx.try_recv() {
-                            w.push(i);
+                    Ok(d) => {
+                        w.take(d);
+                        while let Ok(d) = rx.try_recv() {
+                            w.take(d);
                         }
                     }
-                    Err(mpsc::RecvTimeoutError::Timeout) => {}
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
                 }
                 let now = Instant::now();
                 let due: Vec<Intent> = w.later.iter().filter(|(_, (t, _))| *t <= now).map(|(i, _)| *i).collect();
@@ -126,22 +135,17 @@ pub fn spawn(init: DdnsInit) -> Result<std::thread::JoinHandle<()>, String> {
 }
 
 impl Worker {
+    /// A shard committed a lease with DNS work (its latest snapshot wins).
+    fn take(&mut self, d: DnsWork) {
+        let i = (d.shard, d.lease.key);
+        self.leases.insert(i, d.lease);
+        self.later.remove(&i);
+        self.push(i);
+    }
+
     fn push(&mut self, i: Intent) {
         if self.queued.insert(i) {
             self.queue.push_back(i);
-        }
-    }
-
-    fn scan(&mut self) {
-        for (shard, core) in self.cores.iter().enumerate() {
-            let c = core.lock().unwrap();
-            for l in c.engine.leases().iter() {
-                if l.dns.as_ref().is_some_and(|d| d.dns_flags & (F::PENDING_ADD | F::PENDING_REMOVE) != 0)
-                    && self.queued.insert((shard, l.key))
-                {
-                    self.queue.push_back((shard, l.key));
-                }
-            }
         }
     }
 
@@ -159,7 +163,7 @@ impl Worker {
 
     fn process(&mut self, i: Intent) {
         let (shard, key) = i;
-        let Some(lease) = self.cores[shard].lock().unwrap().engine.leases().get(&key).cloned() else {
+        let Some(lease) = self.leases.get(&i).cloned() else {
             self.later.remove(&i);
             return;
         };
@@ -199,20 +203,8 @@ impl Worker {
                 Err(e) => return self.retry(i, &e),
             }
         } else if flags & F::PENDING_REMOVE != 0 && !lease.is_active() {
-            // RFC 8156 §9.4: no deletes while the partner cannot be told.
-            if let Some(p) = self.policy.get()
-                && !matches!(p.state, ServerState::Normal | ServerState::PartnerDown)
-            {
-                self.later.insert(i, (Instant::now() + Duration::from_secs(5), BACKOFF_MIN));
-                return;
-            }
-            // In NORMAL both partners expire the same lease; the server whose
-            // half the address is in (the one that granted it, §4.2.1) deletes,
-            // the other only forgets (§9.4: the acking partner does not delete).
-            let partners = self.policy.get().filter(|p| p.state == ServerState::Normal && crate::failover::address_owner(addr) != p.role);
             let job = Job { name: name.clone(), addr, duid: lease.binding.duid.clone(), add: false };
-            let result = if partners.is_some() { Ok(true) } else { self.run(&job) };
-            match result {
+            match self.run(&job) {
                 Ok(_) => {
                     new.dns_flags = flags & !(F::PENDING_REMOVE | F::FWD_UPTODATE | F::REV_UPTODATE);
                     tracing::info!(lease = %key, name = %name, "DNS records removed");
@@ -220,25 +212,17 @@ impl Worker {
                 Err(e) => return self.retry(i, &e),
             }
         } else {
+            self.leases.remove(&i);
             return;
         }
         self.later.remove(&i);
+        self.leases.remove(&i);
         self.shared.ddns_done.fetch_add(1, Ordering::Relaxed);
-        // Record the outcome, unless the lease changed meanwhile (then its
-        // new intent is handled when the shard reports it).
-        let mut c = self.cores[shard].lock().unwrap();
-        let Some(cur) = c.engine.leases().get(&key) else { return };
-        if cur.binding != lease.binding || cur.status != lease.status || cur.dns.as_ref().map(|d| d.dns_flags) != Some(flags) {
-            drop(c);
-            self.push(i);
-            return;
+        // The shard records the outcome, unless the lease changed meanwhile
+        // (then its new intent comes with its commit).
+        if let Some(tx) = self.done.get(shard) {
+            let _ = tx.send(DnsOutcome { key, was: lease, dns: new });
         }
-        let mut l: Lease = cur.clone();
-        l.dns = Some(new);
-        l.update_partner = true;
-        c.engine.load(l.clone());
-        c.pending.push(LeaseChange::Upsert(l));
-        c.changed.push(key);
     }
 
     /// Run a job's steps. Ok(true): done; Ok(false): the name is taken.

@@ -1,6 +1,7 @@
 //! The IO edge: LMDB store, sockets, glommio shards, the clock. Everything
 //! here drives the sans-IO cores in `server`, `pool` and `failover`.
 
+pub mod bus;
 pub mod store;
 pub mod udp;
 pub mod sys;

@@ -27,6 +27,13 @@ pub struct Snapshot {
     pub latency_buckets: Vec<u64>,
     pub latency_sum: f64,
     pub latency_count: u64,
+    /// How late the shard's 10 ms timer fired (its executor was busy).
+    pub lag_buckets: Vec<u64>,
+    pub lag_sum: f64,
+    pub lag_count: u64,
+    /// Durable commits and the lease writes in them.
+    pub commits: u64,
+    pub changes_committed: u64,
 }
 
 impl Default for Snapshot {
@@ -39,6 +46,11 @@ impl Default for Snapshot {
             latency_buckets: vec![0; LATENCY_BUCKETS.len()],
             latency_sum: 0.0,
             latency_count: 0,
+            lag_buckets: vec![0; LATENCY_BUCKETS.len()],
+            lag_sum: 0.0,
+            lag_count: 0,
+            commits: 0,
+            changes_committed: 0,
         }
     }
 }
@@ -52,6 +64,16 @@ impl Snapshot {
         }
         self.latency_sum += secs;
         self.latency_count += 1;
+    }
+
+    pub fn observe_lag(&mut self, secs: f64) {
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.lag_buckets[i] += 1;
+            }
+        }
+        self.lag_sum += secs;
+        self.lag_count += 1;
     }
 }
 
@@ -69,6 +91,8 @@ pub struct FailoverStatus {
     pub connected: bool,
     /// Connections refused (unknown address, over the cap, failed handshake).
     pub refused: u64,
+    /// Connections established with the partner.
+    pub connections: u64,
 }
 
 /// Everything the observers read.
@@ -77,7 +101,7 @@ pub struct Shared {
     pub server_duid: String,
     pub stop: Arc<AtomicBool>,
     pub failover: Mutex<Option<FailoverStatus>>,
-    pub commands: Mutex<Option<std::sync::mpsc::Sender<super::failover::Command>>>,
+    pub commands: Mutex<Option<crossbeam_channel::Sender<super::bus::Command>>>,
     /// DNS updates waiting (queued or waiting for a retry), failed tries, completed jobs.
     pub ddns_queue: std::sync::atomic::AtomicU64,
     pub ddns_failures: std::sync::atomic::AtomicU64,
@@ -99,7 +123,7 @@ impl Shared {
     }
 
     fn failover_json(&self) -> serde_json::Value {
-        match &*self.failover.lock().unwrap() {
+        match &*lock(&self.failover) {
             None => serde_json::Value::Null,
             Some(f) => serde_json::json!({
                 "role": f.role,
@@ -110,6 +134,7 @@ impl Shared {
                 "pending-updates": f.backlog,
                 "mclt": f.mclt,
                 "connected": f.connected,
+                "connections": f.connections,
                 "connections-refused": f.refused,
             }),
         }
@@ -117,11 +142,11 @@ impl Shared {
 
     /// `ctl partner-down`: ask the failover core, wait for its answer.
     fn partner_down(&self) -> String {
-        let Some(tx) = self.commands.lock().unwrap().clone() else {
+        let Some(tx) = lock(&self.commands).clone() else {
             return r#"{"ok":false,"error":"this server has no failover partner"}"#.to_string();
         };
-        let (rtx, rrx) = std::sync::mpsc::channel();
-        if tx.send(super::failover::Command::PartnerDown(rtx)).is_err() {
+        let (rtx, rrx) = crossbeam_channel::bounded(1);
+        if tx.send(super::bus::Command::PartnerDown(rtx)).is_err() {
             return r#"{"ok":false,"error":"the failover endpoint is not running"}"#.to_string();
         }
         rrx.recv_timeout(std::time::Duration::from_secs(10))
@@ -133,7 +158,7 @@ impl Shared {
     fn total(&self) -> Snapshot {
         let mut t = Snapshot::default();
         for s in &self.shards {
-            let s = s.lock().unwrap();
+            let s = lock(s);
             for i in 0..256 {
                 t.received[i] += s.received[i];
                 t.replies[i] += s.replies[i];
@@ -149,6 +174,8 @@ impl Shared {
             }
             t.latency_sum += s.latency_sum;
             t.latency_count += s.latency_count;
+            t.commits += s.commits;
+            t.changes_committed += s.changes_committed;
         }
         t
     }
@@ -177,9 +204,10 @@ impl Shared {
             o.push_str(&format!("tandem_leases{{type=\"{ty}\",state=\"{st}\"}} {v}\n"));
         }
         o.push_str("# HELP tandem_failover_state RFC 8156 server state code (0: standalone).\n");
-        let fo = self.failover.lock().unwrap().clone();
-        let (state, unacked, backlog, refused, comms) =
-            fo.map(|f| (f.state as u8, f.unacked, f.backlog, f.refused, f.communications_ok as u8)).unwrap_or((0, 0, 0, 0, 0));
+        let fo = lock(&self.failover).clone();
+        let (state, unacked, backlog, refused, comms, conns) = fo
+            .map(|f| (f.state as u8, f.unacked, f.backlog, f.refused, f.communications_ok as u8, f.connections))
+            .unwrap_or((0, 0, 0, 0, 0, 0));
         o.push_str(&format!("# TYPE tandem_failover_state gauge\ntandem_failover_state {state}\n"));
         o.push_str("# HELP tandem_failover_unacked_bndupd Binding updates not yet acknowledged by the partner.\n");
         o.push_str(&format!("# TYPE tandem_failover_unacked_bndupd gauge\ntandem_failover_unacked_bndupd {unacked}\n"));
@@ -189,6 +217,21 @@ impl Shared {
         o.push_str(&format!("# TYPE tandem_failover_communications_ok gauge\ntandem_failover_communications_ok {comms}\n"));
         o.push_str("# HELP tandem_failover_connections_refused_total Partner connections refused (address, cap, handshake).\n");
         o.push_str(&format!("# TYPE tandem_failover_connections_refused_total counter\ntandem_failover_connections_refused_total {refused}\n"));
+        o.push_str("# HELP tandem_failover_connections_total Connections established with the partner.\n");
+        o.push_str(&format!("# TYPE tandem_failover_connections_total counter\ntandem_failover_connections_total {conns}\n"));
+        o.push_str("# HELP tandem_store_commits_total Durable lease-store commits (group commits), all shards.\n");
+        o.push_str(&format!("# TYPE tandem_store_commits_total counter\ntandem_store_commits_total {}\n", t.commits));
+        o.push_str("# HELP tandem_shard_loop_lag_seconds How late each shard's 10 ms timer fired (its executor was busy).\n");
+        o.push_str("# TYPE tandem_shard_loop_lag_seconds histogram\n");
+        for (i, s) in self.shards.iter().enumerate() {
+            let s = lock(s);
+            for (j, b) in LATENCY_BUCKETS.iter().enumerate() {
+                o.push_str(&format!("tandem_shard_loop_lag_seconds_bucket{{shard=\"{i}\",le=\"{b}\"}} {}\n", s.lag_buckets[j]));
+            }
+            o.push_str(&format!("tandem_shard_loop_lag_seconds_bucket{{shard=\"{i}\",le=\"+Inf\"}} {}\n", s.lag_count));
+            o.push_str(&format!("tandem_shard_loop_lag_seconds_sum{{shard=\"{i}\"}} {}\n", s.lag_sum));
+            o.push_str(&format!("tandem_shard_loop_lag_seconds_count{{shard=\"{i}\"}} {}\n", s.lag_count));
+        }
         o.push_str("# HELP tandem_ddns_queue_depth DNS updates waiting.\n");
         o.push_str(&format!("# TYPE tandem_ddns_queue_depth gauge\ntandem_ddns_queue_depth {}\n", self.ddns_queue.load(Ordering::Relaxed)));
         o.push_str("# HELP tandem_ddns_failures_total DNS update attempts that failed (retried later).\n");
@@ -220,11 +263,13 @@ impl Shared {
             .shards
             .iter()
             .map(|s| {
-                let s = s.lock().unwrap();
+                let s = lock(s);
                 serde_json::json!({
                     "received": s.received.iter().sum::<u64>(),
                     "replies": s.replies.iter().sum::<u64>(),
                     "leases": s.leases.values().sum::<u64>(),
+                    "commits": s.commits,
+                    "loop-lag-max-bucket": LATENCY_BUCKETS.iter().zip(&s.lag_buckets).find(|(_, n)| **n == s.lag_count).map(|(b, _)| *b),
                 })
             })
             .collect();
@@ -249,6 +294,12 @@ impl Shared {
         });
         v.to_string()
     }
+}
+
+/// Lock a snapshot; a poisoned lock (a panicked writer) still holds the
+/// last snapshot, which is what an observer wants.
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Serve `GET /metrics` on a plain thread.

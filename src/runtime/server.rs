@@ -9,22 +9,25 @@ use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
+use super::bus::ReplyTo;
 use super::ddns::{self, DdnsInit};
 use super::failover::{self, FailoverInit};
 use super::observe::{self, Shared};
-use super::shard::{self, Core, FailoverLink, PolicyCell, ShardInit, SharedCore};
+use super::shard::{self, ShardInit};
 use super::store::{DEFAULT_MAP_SIZE, StoreSet};
 use super::sys;
 use super::tls;
 use super::udp;
 use crate::config::{Config, Tls};
-use crate::failover::{EndpointPolicy, FailoverConfig, Persistent};
+use crate::failover::router::{ShardRouter, home_of};
+use crate::failover::{Driver, Persistent};
 use crate::lease::store::{LeaseStore, meta};
 use crate::pool::Slice;
 use crate::pool::hash::hash_bytes;
 use crate::server::fqdn::Naming;
-use crate::server::{Engine, EngineConfig, SliceMap};
-use crate::wire::{Duid, ServerState};
+use crate::server::{EngineConfig, SliceMap};
+use crate::shard::ShardsConfig;
+use crate::wire::Duid;
 
 /// Everything `serve` needs: the config with command-line overrides applied.
 #[derive(Debug, Clone)]
@@ -78,7 +81,10 @@ pub fn serve(s: Settings) -> Result<(), String> {
     let data_dir = s.config.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("data-dir {}: {e}", data_dir.display()))?;
     let _lock = sys::DataDirLock::acquire(&data_dir)?;
-    let (mut stores, leases) = StoreSet::open(&data_dir, s.shards, s.map_size).map_err(|e| e.to_string())?;
+    let n = s.shards;
+    let slices = SliceMap::new(&s.config.subnets, n);
+    let (mut stores, leases) =
+        StoreSet::open(&data_dir, n, s.map_size, |l| home_of(&slices, n, l)).map_err(|e| e.to_string())?;
 
     let server_duid = match (&s.config.server_duid, stores.meta.get_meta(meta::SERVER_DUID).map_err(|e| e.to_string())?) {
         (Some(d), _) => d.clone(),
@@ -101,7 +107,7 @@ pub fn serve(s: Settings) -> Result<(), String> {
         _ => format!("cannot bind UDP port {}: {e}", s.port),
     })?;
     let mut sockets = Vec::new();
-    for _ in 0..s.shards {
+    for _ in 0..n {
         sockets.push(udp::bind_shared(s.port).map_err(|e| format!("bind [::]:{}: {e}", s.port))?);
     }
     // Multicast intake on exactly one socket per interface (shard 0).
@@ -109,15 +115,43 @@ pub fn serve(s: Settings) -> Result<(), String> {
         udp::join_dhcp_multicast(&sockets[0], *i).map_err(|e| format!("join ff02::1:2 on {name}: {e}"))?;
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let shared = Arc::new(Shared::new(s.shards, server_duid.to_hex(), stop.clone()));
+    let shard_stop = Arc::new(AtomicBool::new(false));
+    let shared = Arc::new(Shared::new(n, server_duid.to_hex(), shard_stop.clone()));
     if let Some(addr) = s.metrics_listen {
         observe::spawn_metrics(addr, shared.clone())?;
     }
     let control = observe::spawn_control(&s.control_socket, shared.clone())?;
 
+    // The shards and what they hold (records held away from their slice
+    // owner block the key there, see failover::router).
+    let fo_cfg = s.config.failover.as_ref().map(|f| f.settings());
+    let persisted = match &fo_cfg {
+        Some(_) => stores.meta.get_meta(meta::FAILOVER_STATE).map_err(|e| e.to_string())?.and_then(|b| Persistent::decode(&b)),
+        None => None,
+    };
+    let mclt = fo_cfg.as_ref().map(|f| persisted.as_ref().map(|p| p.mclt).unwrap_or(f.mclt).max(f.mclt));
+    let cfg = ShardsConfig {
+        engine: EngineConfig {
+            server_duid: server_duid.clone(),
+            subnets: s.config.subnets.clone(),
+            slice: Slice::WHOLE,
+            hash_key: hash_bytes(0, server_duid.as_bytes()),
+            naming: s.config.ddns.as_ref().map(|d| Naming {
+                policy: d.fqdn_policy,
+                qualifying_suffix: d.qualifying_suffix.clone(),
+                synthesize_pattern: d.synthesize_pattern.clone(),
+                forward_zone: d.forward_zone.clone(),
+            }),
+        },
+        shards: n,
+        failover: fo_cfg.as_ref().zip(mclt).map(|(f, m)| (f.role, m)),
+    };
+    let built = crate::shard::build::<ReplyTo>(&cfg, leases);
+    if !built.away.is_empty() {
+        tracing::info!(records = built.away.len(), "records held away from their slice owner (partners with other shard counts, or a --shards change)");
+    }
+
     // An SPSC channel for every ordered pair of shards.
-    let n = s.shards;
     let mut to: Vec<Vec<Option<_>>> = (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
     let mut from: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
     for (i, row) in to.iter_mut().enumerate() {
@@ -129,107 +163,66 @@ pub fn serve(s: Settings) -> Result<(), String> {
             }
         }
     }
-
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let (exited_tx, exited_rx) = mpsc::channel::<usize>();
-    let hash_key = hash_bytes(0, server_duid.as_bytes());
-
-    // Engines and their tables, built here so that records living outside
-    // their key's slice (re-sharding, partner grants) can block that key in
-    // the slice owner before any shard allocates.
-    let fo_cfg = s.config.failover.as_ref().map(FailoverConfig::from_config);
-    let persisted = match &fo_cfg {
-        Some(_) => stores.meta.get_meta(meta::FAILOVER_STATE).map_err(|e| e.to_string())?.and_then(|b| Persistent::decode(&b)),
-        None => None,
-    };
-    let slices = SliceMap::new(&s.config.subnets, n);
-    let mut engines: Vec<Engine> = Vec::new();
-    let mut strays = std::collections::HashMap::new();
-    for (id, ls) in leases.into_iter().enumerate() {
-        let mut e = Engine::new(EngineConfig {
-            server_duid: server_duid.clone(),
-            subnets: s.config.subnets.clone(),
-            slice: Slice { shards: n as u32, shard: id as u32 },
-            hash_key,
-            naming: s.config.ddns.as_ref().map(|d| Naming {
-                policy: d.fqdn_policy,
-                qualifying_suffix: d.qualifying_suffix.clone(),
-                synthesize_pattern: d.synthesize_pattern.clone(),
-                forward_zone: d.forward_zone.clone(),
-            }),
-        });
-        if let Some(f) = &fo_cfg {
-            e.set_failover_mclt(persisted.as_ref().map(|p| p.mclt).unwrap_or(f.mclt).max(f.mclt));
-        }
-        e.reserve(ls.len() + ls.len() / 4);
-        for l in ls {
-            if slices.owner(&l.key) != Some(id) {
-                strays.insert(l.key, id);
-            }
-            e.load(l);
-        }
-        engines.push(e);
-    }
-    for (key, home) in &strays {
-        if let Some(o) = slices.owner(key) {
-            tracing::debug!(lease = %key, shard = home, slice_owner = o, "record outside its slice: blocked in the owner");
-            engines[o].block(*key);
-        }
-    }
-    let cores: Vec<SharedCore> = engines.into_iter().map(Core::new).collect();
-    let policy = Arc::new(PolicyCell::default());
-    if let Some(f) = &fo_cfg {
-        // Unresponsive until the endpoint says otherwise (STARTUP, §8.3).
-        policy.set(EndpointPolicy { role: f.role, state: ServerState::Startup, mclt: f.mclt });
-    }
-    // The DNS update queue (with `[ddns]` and a policy that updates).
-    let mut dns_tx = None;
-    let mut ddns_handle = None;
-    if let Some(d) = s.config.ddns.as_ref().filter(|d| d.fqdn_policy != crate::config::FqdnPolicy::None) {
-        let (tx, rx) = mpsc::channel();
-        dns_tx = Some(tx);
-        ddns_handle = Some(ddns::spawn(DdnsInit {
-            cfg: d.clone(),
-            cores: cores.clone(),
-            policy: policy.clone(),
-            shared: shared.clone(),
-            stop: stop.clone(),
-            intents: rx,
-        })?);
-    }
-    let mut fo_links = Vec::new();
-    let (mut note_rx, mut kick_tx) = (Vec::new(), Vec::new());
+    // Failover core ↔ shards.
+    let mut fo_links: Vec<Option<shard::FailoverLink>> = Vec::new();
+    let (mut fo_to_shards, mut fo_from_shards) = (Vec::new(), Vec::new());
     for _ in 0..n {
         if fo_cfg.is_some() {
-            let (ntx, nrx) = glommio::channels::shared_channel::new_bounded(1024);
-            let (ktx, krx) = glommio::channels::shared_channel::new_bounded(16);
-            note_rx.push(nrx);
-            kick_tx.push(ktx);
-            fo_links.push(Some(FailoverLink { notes: ntx, kicks: krx }));
+            let (to_fo, from_shard) = glommio::channels::shared_channel::new_bounded(8192);
+            let (to_shard, from_fo) = glommio::channels::shared_channel::new_bounded(8192);
+            fo_from_shards.push(from_shard);
+            fo_to_shards.push(to_shard);
+            fo_links.push(Some(shard::FailoverLink { to: to_fo, from: from_fo }));
         } else {
             fo_links.push(None);
         }
     }
+    // The DNS update queue (with `[ddns]` and a policy that updates).
+    let mut dns_links: Vec<Option<shard::DnsLink>> = (0..n).map(|_| None).collect();
+    let mut ddns_handle = None;
+    if let Some(d) = s.config.ddns.as_ref().filter(|d| d.fqdn_policy != crate::config::FqdnPolicy::None) {
+        let (work_tx, work_rx) = crossbeam_channel::unbounded();
+        let mut done = Vec::new();
+        for link in dns_links.iter_mut() {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            done.push(tx);
+            *link = Some(shard::DnsLink { to: work_tx.clone(), from: rx });
+        }
+        ddns_handle = Some(ddns::spawn(DdnsInit {
+            cfg: d.clone(),
+            shared: shared.clone(),
+            stop: shard_stop.clone(),
+            work: work_rx,
+            done,
+            cpu: s.config.runtime.failover_cpu,
+        })?);
+    }
+
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (exited_tx, exited_rx) = mpsc::channel::<Exited>();
     let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut handles = Vec::new();
-    let mut fo_handle = None;
     let StoreSet { meta: meta_store, shards: shard_stores } = stores;
     let mut shard_stores = shard_stores.into_iter();
-    let mut fo_links = fo_links.into_iter();
+    let crate::shard::Built { cores, away, loaded, dns: dns_pending } = built;
+    let mut per_shard = cores.into_iter().zip(loaded).zip(dns_pending).zip(fo_links).zip(dns_links);
     for (id, ((socket, to), from)) in sockets.into_iter().zip(to).zip(from).enumerate() {
+        let Some(((((core, loaded), dns_pending), failover), dns)) = per_shard.next() else { break };
+        let Some(store) = shard_stores.next() else { break };
         let init = ShardInit {
             id,
             shards: n,
             socket,
-            store: shard_stores.next().expect("one store per shard"),
-            core: cores[id].clone(),
-            policy: policy.clone(),
-            failover: fo_links.next().flatten(),
-            dns: dns_tx.clone(),
+            store,
+            core,
+            loaded,
+            dns_pending,
+            failover,
+            dns,
             to,
             from,
             ifnames: ifnames.clone(),
-            stop: stop.clone(),
+            stop: shard_stop.clone(),
             ready: ready_tx.clone(),
             shared: shared.clone(),
         };
@@ -253,7 +246,7 @@ pub fn serve(s: Settings) -> Result<(), String> {
                 let exited = exited_tx.clone();
                 move || async move {
                     // Tell the main thread when this shard ends, even by a panic.
-                    let _guard = ExitGuard(id, exited);
+                    let _guard = ExitGuard(Exited::Shard(id), exited);
                     shard::run(init).await
                 }
             })
@@ -261,24 +254,25 @@ pub fn serve(s: Settings) -> Result<(), String> {
         handles.push(h);
     }
     let mut expected = n;
+    let fo_stop = Arc::new(AtomicBool::new(false));
+    let mut fo_handle = None;
     if let (Some(cfg), Some(f)) = (fo_cfg, &s.config.failover) {
-        let (cmd_tx, cmd_rx) = mpsc::channel();
-        *shared.commands.lock().unwrap() = Some(cmd_tx);
+        let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
+        *observe::lock(&shared.commands) = Some(cmd_tx);
+        let router = ShardRouter::new(slices.clone(), n, away);
+        let role = cfg.role;
+        let driver = Driver::new(cfg, persisted, router, sys::unix_now());
         let init = FailoverInit {
-            cfg,
+            driver,
+            role,
             listen: f.listen,
             peer: f.peer,
             tls,
             meta: meta_store,
-            persisted,
-            cores: cores.clone(),
-            slices,
-            strays,
-            notes: note_rx,
-            kicks: kick_tx,
-            policy: policy.clone(),
+            to_shards: fo_to_shards,
+            from_shards: fo_from_shards,
             shared: shared.clone(),
-            stop: stop.clone(),
+            stop: fo_stop.clone(),
             ready: ready_tx.clone(),
             commands: cmd_rx,
         };
@@ -292,7 +286,7 @@ pub fn serve(s: Settings) -> Result<(), String> {
             .spawn({
                 let exited = exited_tx.clone();
                 move || async move {
-                    let _guard = ExitGuard(usize::MAX, exited);
+                    let _guard = ExitGuard(Exited::Failover, exited);
                     failover::run(init).await
                 }
             })
@@ -320,7 +314,7 @@ pub fn serve(s: Settings) -> Result<(), String> {
     }
     let mut last_summary = std::time::Instant::now();
     let mut last_replies = 0;
-    while !stop.load(Ordering::SeqCst) {
+    while !shard_stop.load(Ordering::SeqCst) {
         if last_summary.elapsed() >= Duration::from_secs(60) {
             last_summary = std::time::Instant::now();
             let (replies, dropped, active) = shared.summary();
@@ -331,26 +325,27 @@ pub fn serve(s: Settings) -> Result<(), String> {
         }
         if let Some(sig) = sys::wait_signal(&mask, 200) {
             tracing::info!(signal = sig, "stopping: finishing in-flight commits");
-            stop.store(true, Ordering::SeqCst);
+            shard_stop.store(true, Ordering::SeqCst);
         }
-        if let Ok(id) = exited_rx.try_recv() {
-            if id == usize::MAX {
-                tracing::error!("the failover core stopped unexpectedly; shutting down");
-            } else {
-                tracing::error!(shard = id, "a shard stopped unexpectedly; shutting down");
+        if let Ok(who) = exited_rx.try_recv() {
+            match who {
+                Exited::Failover => tracing::error!("the failover core stopped unexpectedly; shutting down"),
+                Exited::Shard(id) => tracing::error!(shard = id, "a shard stopped unexpectedly; shutting down"),
             }
             break;
         }
     }
-    stop.store(true, Ordering::SeqCst);
-    // Shards first (their in-flight commits), then the failover core sends
-    // DISCONNECT to the partner.
+    shard_stop.store(true, Ordering::SeqCst);
+    // The shards finish their in-flight commits (and send what those
+    // release to the failover core) first; then the failover core sends
+    // DISCONNECT to the partner and persists its state.
     let mut failed = false;
     for h in handles {
         if h.join().is_err() {
             failed = true;
         }
     }
+    fo_stop.store(true, Ordering::SeqCst);
     if let Some(h) = fo_handle
         && h.join().is_err()
     {
@@ -370,11 +365,21 @@ pub fn serve(s: Settings) -> Result<(), String> {
     Ok(())
 }
 
-/// Reports a shard's end to the main thread when dropped.
-struct ExitGuard(usize, mpsc::Sender<usize>);
+/// Which executor ended.
+enum Exited {
+    Shard(usize),
+    Failover,
+}
+
+/// Reports an executor's end to the main thread when dropped.
+struct ExitGuard(Exited, mpsc::Sender<Exited>);
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {
-        let _ = self.1.send(self.0);
+        let who = match self.0 {
+            Exited::Shard(i) => Exited::Shard(i),
+            Exited::Failover => Exited::Failover,
+        };
+        let _ = self.1.send(who);
     }
 }

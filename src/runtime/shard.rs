@@ -1,101 +1,52 @@
-//! One packet shard: a glommio executor pinned to a core, owning its
-//! engine, its slice of the lease store and a UDP socket.
+//! One packet shard: a glommio executor pinned to a core. It owns its
+//! `ShardCore` (engine, lease table, changes waiting for a commit) and its
+//! LMDB environment outright; nothing else reads or writes either. Other
+//! threads send it messages (`bus`).
 //!
 //! Flow: receive → decode → hand to the shard that owns the client (DUID
-//! hash) → engine → if the reply needs lease changes, queue it for the next
-//! group commit; replies leave only after their batch is durable. One commit
-//! is in flight at a time; whatever arrives meanwhile forms the next batch,
-//! so batches grow with load and an fsync is shared by many replies.
+//! hash) → engine → if the reply needs lease changes, it waits for the next
+//! group commit; replies, verdicts for the failover partner and lease
+//! snapshots leave only after their batch is durable. One commit is in
+//! flight at a time; whatever arrives meanwhile forms the next batch, so
+//! batches grow with load and an fsync is shared by many replies.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use glommio::channels::local_channel;
 use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
 use glommio::net::UdpSocket;
 
+use super::bus::{DnsDone, DnsWork, Forwarded, ReplyTo, ToFailover, ToShard};
 use super::observe::{Shared, Snapshot};
 use super::store::LmdbStore;
 use super::sys::unix_now;
 use super::udp;
-use crate::failover::EndpointPolicy;
 use crate::lease::store::{LeaseStore, StoreError};
-use crate::lease::{LeaseChange, LeaseKey};
 use crate::pool::hash::shard_of;
-use crate::server::{Arrival, Engine, Outcome, Policy, Standalone};
+use crate::server::{Arrival, Reply};
+use crate::shard::{Handled, ShardCore};
 use crate::wire::Message;
 
-/// A shard's lease table and its uncommitted changes. The shard's own
-/// thread locks it per packet; the failover core locks it to read and
-/// write leases (partner updates), so every change to a shard's table
-/// goes through one lock and reaches LMDB in the order it was made.
-pub struct Core {
-    pub engine: Engine,
-    /// Changes made to the table and not yet committed, in order.
-    pub pending: Vec<LeaseChange>,
-    /// Keys the engine itself changed in `pending` (grants, releases,
-    /// expiries): the failover partner must hear of them after the commit.
-    pub changed: Vec<LeaseKey>,
-    /// The failover core's latest write batch in `pending`.
-    pub fo_seq: u64,
-}
-
-pub type SharedCore = Arc<Mutex<Core>>;
-
-impl Core {
-    pub fn new(engine: Engine) -> SharedCore {
-        Arc::new(Mutex::new(Core { engine, pending: Vec::new(), changed: Vec::new(), fo_seq: 0 }))
-    }
-}
-
-/// The failover state as the shards see it (role, state, MCLT), published
-/// by the failover core; `None` for a standalone server.
-#[derive(Default)]
-pub struct PolicyCell(std::sync::atomic::AtomicU64);
-
-impl PolicyCell {
-    pub fn set(&self, p: EndpointPolicy) {
-        let role = (p.role == crate::config::Role::Secondary) as u64;
-        let v = 1u64 << 63 | role << 62 | (p.state as u64) << 32 | p.mclt as u64;
-        self.0.store(v, Ordering::SeqCst);
-    }
-
-    pub fn get(&self) -> Option<EndpointPolicy> {
-        let v = self.0.load(Ordering::SeqCst);
-        if v >> 63 == 0 {
-            return None;
-        }
-        let role = if (v >> 62) & 1 == 1 { crate::config::Role::Secondary } else { crate::config::Role::Primary };
-        let state = crate::wire::ServerState::from_code(((v >> 32) & 0xff) as u8)?;
-        Some(EndpointPolicy { role, state, mclt: v as u32 })
-    }
-}
-
-/// A shard's report to the failover core after each durable commit.
-pub struct ShardNote {
-    pub shard: usize,
-    /// The failover write batches up to this one are durable.
-    pub durable: u64,
-    /// Leases the engine changed in this commit.
-    pub changed: Vec<LeaseKey>,
-}
+/// Records read per chunk when the failover core streams a store.
+const SCAN_MAX: usize = 4096;
 
 /// The shard's end of the failover core's channels.
 pub struct FailoverLink {
-    pub notes: SharedSender<ShardNote>,
-    pub kicks: SharedReceiver<()>,
+    pub to: SharedSender<ToFailover>,
+    pub from: SharedReceiver<ToShard>,
 }
 
-/// A decoded message handed from the receiving shard to its owner.
-pub struct Forwarded {
-    pub msg: Message,
-    pub rcv: udp::Received,
-    pub at: Instant,
+/// The shard's end of the DNS queue's channels.
+pub struct DnsLink {
+    pub to: crossbeam_channel::Sender<DnsWork>,
+    pub from: crossbeam_channel::Receiver<DnsDone>,
 }
 
 /// What a shard starts with (all Send, moved into the executor).
@@ -104,11 +55,13 @@ pub struct ShardInit {
     pub shards: usize,
     pub socket: socket2::Socket,
     pub store: LmdbStore,
-    pub core: SharedCore,
-    pub policy: Arc<PolicyCell>,
+    pub core: ShardCore<ReplyTo>,
+    /// Start-up reports for the failover core (flagged records).
+    pub loaded: Vec<ToFailover>,
+    /// Leases with DNS work left by a previous run.
+    pub dns_pending: Vec<crate::lease::Lease>,
     pub failover: Option<FailoverLink>,
-    /// The DNS update queue, told of every committed lease with a DNS intent.
-    pub dns: Option<mpsc::Sender<super::ddns::Intent>>,
+    pub dns: Option<DnsLink>,
     /// Sender to every other shard (None at our own index).
     pub to: Vec<Option<SharedSender<Forwarded>>>,
     /// Receivers from every other shard.
@@ -120,30 +73,23 @@ pub struct ShardInit {
     pub shared: Arc<Shared>,
 }
 
-
-struct Outgoing {
-    bytes: Vec<u8>,
-    to: SocketAddrV6,
-    source: Ipv6Addr,
-    ifindex: u32,
-    at: Instant,
-    reply_type: u8,
-}
-
 struct State {
     id: usize,
     shards: usize,
     fd: RawFd,
     sock: UdpSocket,
-    core: SharedCore,
-    policy: Arc<PolicyCell>,
-    /// Replies waiting for the commit of the changes queued before them.
-    replies: RefCell<Vec<Outgoing>>,
-    notes: RefCell<Option<Rc<ConnectedSender<ShardNote>>>>,
-    dns: Option<mpsc::Sender<super::ddns::Intent>>,
-    committing: Cell<bool>,
+    core: RefCell<ShardCore<ReplyTo>>,
+    /// The writer: moved to a blocking thread for each commit.
     store: RefCell<Option<LmdbStore>>,
+    /// A read-only handle for streaming the store (UPDREQALL answers).
+    reader: LmdbStore,
+    committing: Cell<bool>,
     kick: local_channel::LocalSender<()>,
+    /// Messages for the failover core, sent in order by one task.
+    outbox: RefCell<VecDeque<ToFailover>>,
+    outbox_kick: local_channel::LocalSender<()>,
+    has_failover: bool,
+    dns: Option<crossbeam_channel::Sender<DnsWork>>,
     ifnames: Vec<(u32, String)>,
     to: RefCell<Vec<Option<ConnectedSender<Forwarded>>>>,
     snap: RefCell<Snapshot>,
@@ -151,25 +97,32 @@ struct State {
 }
 
 pub async fn run(init: ShardInit) {
-    let ShardInit { id, shards, socket, store, core, policy, failover, dns, to, from, ifnames, stop, ready, shared } = init;
-    let n = core.lock().unwrap().engine.leases().len();
+    let ShardInit { id, shards, socket, store, core, loaded, dns_pending, failover, dns, to, from, ifnames, stop, ready, shared } =
+        init;
+    let n = core.engine().leases().len();
     let fd = socket.into_raw_fd();
     // SAFETY: we own the fd; glommio takes it over.
     let sock = unsafe { UdpSocket::from_raw_fd(fd) };
     let (kick, kicked) = local_channel::new_bounded(1);
+    let (outbox_kick, outbox_kicked) = local_channel::new_bounded(1);
+    let (dns_to, dns_from) = match dns {
+        Some(d) => (Some(d.to), Some(d.from)),
+        None => (None, None),
+    };
     let st = Rc::new(State {
         id,
         shards,
         fd,
         sock,
-        core,
-        policy,
-        replies: RefCell::new(Vec::new()),
-        notes: RefCell::new(None),
-        dns,
-        committing: Cell::new(false),
+        core: RefCell::new(core),
+        reader: store.reader(),
         store: RefCell::new(Some(store)),
+        committing: Cell::new(false),
         kick,
+        outbox: RefCell::new(loaded.into()),
+        outbox_kick,
+        has_failover: failover.is_some(),
+        dns: dns_to,
         ifnames,
         to: RefCell::new(Vec::new()),
         snap: RefCell::new(Snapshot::default()),
@@ -188,16 +141,16 @@ pub async fn run(init: ShardInit) {
     }
     let connecting = keep_awake();
     if let Some(link) = failover {
-        // Kicks from the failover core: it queued lease writes for us.
         let st2 = st.clone();
         glommio::spawn_local(async move {
-            let rx = link.kicks.connect().await;
-            while rx.recv().await.is_some() {
-                let _ = st2.kick.try_send(());
+            let rx = link.from.connect().await;
+            while let Some(m) = rx.recv().await {
+                st2.from_failover(m);
             }
         })
         .detach();
-        *st.notes.borrow_mut() = Some(Rc::new(link.notes.connect().await));
+        let tx = link.to.connect().await;
+        glommio::spawn_local(outbox(st.clone(), tx, outbox_kicked)).detach();
     }
     let mut connected = Vec::new();
     for tx in to {
@@ -208,10 +161,16 @@ pub async fn run(init: ShardInit) {
     }
     *st.to.borrow_mut() = connected;
     connecting.set(false);
+    if let Some(d) = &st.dns {
+        for lease in dns_pending {
+            let _ = d.send(DnsWork { shard: id, lease });
+        }
+    }
     glommio::spawn_local(committer(st.clone(), kicked)).detach();
-    glommio::spawn_local(expiry(st.clone())).detach();
-    glommio::spawn_local(publisher(st.clone())).detach();
+    glommio::spawn_local(ticker(st.clone(), dns_from)).detach();
+    glommio::spawn_local(loop_lag(st.clone())).detach();
     glommio::spawn_local(receiver(st.clone())).detach();
+    let _ = st.outbox_kick.try_send(());
     tracing::info!(shard = id, leases = n, "shard started");
     let _ = ready.send(Ok(id));
     while !stop.load(Ordering::Relaxed) {
@@ -220,7 +179,7 @@ pub async fn run(init: ShardInit) {
     // Stop: flush what is queued (bounded: a full disk must not hang shutdown).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let idle = !st.committing.get() && st.core.lock().unwrap().pending.is_empty() && st.replies.borrow().is_empty();
+        let idle = !st.committing.get() && st.core.borrow().idle();
         if idle {
             break;
         }
@@ -268,7 +227,7 @@ async fn receiver(st: Rc<State>) {
                         st.count_drop("oversized");
                         continue;
                     }
-                    st.dispatch(&buf[..r.len], r, at).await;
+                    st.dispatch(&buf[..r.len], r, at);
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -281,8 +240,21 @@ async fn receiver(st: Rc<State>) {
     }
 }
 
+/// Sends the shard's messages to the failover core, in order.
+async fn outbox(st: Rc<State>, tx: ConnectedSender<ToFailover>, kicked: local_channel::LocalReceiver<()>) {
+    while kicked.recv().await.is_some() {
+        loop {
+            let m = st.outbox.borrow_mut().pop_front();
+            let Some(m) = m else { break };
+            if tx.send(m).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 impl State {
-    async fn dispatch(&self, data: &[u8], rcv: udp::Received, at: Instant) {
+    fn dispatch(&self, data: &[u8], rcv: udp::Received, at: Instant) {
         let msg = match Message::decode(data) {
             Ok(m) => m,
             Err(e) => {
@@ -311,21 +283,61 @@ impl State {
         let now = unix_now();
         let ifname = self.ifnames.iter().find(|(i, _)| *i == rcv.ifindex).map(|(_, n)| n.as_str());
         let arrival = Arrival { interface: ifname, source: *rcv.source.ip(), destination: rcv.destination };
-        let mut core = self.core.lock().unwrap();
-        let fo = self.policy.get();
-        let policy: &dyn Policy = match &fo {
-            Some(p) => p,
-            None => &Standalone,
+        let reply_to = ReplyTo {
+            to: rcv.source,
+            source: if rcv.destination.is_multicast() { Ipv6Addr::UNSPECIFIED } else { rcv.destination },
+            ifindex: rcv.ifindex,
+            at,
         };
-        let out = core.engine.handle(now, &msg, &arrival, policy);
-        drop(core);
-        let r = match out {
-            Outcome::Reply(r) => r,
-            Outcome::Drop(d) => {
-                tracing::debug!(shard = self.id, from = %rcv.source, "dropped {}: {}", msg.msg_type(), d.label());
-                return;
+        let out = self.core.borrow_mut().handle(now, &msg, &arrival, reply_to);
+        match out {
+            Handled::Reply(to, r) => self.send(&to, &r),
+            Handled::Deferred => {
+                let _ = self.kick.try_send(());
             }
-        };
+            Handled::Dropped(d) => {
+                tracing::debug!(shard = self.id, from = %rcv.source, "dropped {}: {}", msg.msg_type(), d.label());
+            }
+        }
+    }
+
+    /// A message from the failover core.
+    fn from_failover(self: &Rc<Self>, m: ToShard) {
+        if let ToShard::Scan { from, max } = m {
+            // Read from the store on a blocking thread (it may be large).
+            let st = self.clone();
+            let reader = self.reader.reader();
+            glommio::spawn_local(async move {
+                let max = max.min(SCAN_MAX);
+                let res = glommio::executor().spawn_blocking(move || reader.scan(from.as_ref(), max)).await;
+                let leases = match res {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(shard = st.id, "reading the store for the partner: {e}");
+                        Vec::new()
+                    }
+                };
+                let next = if leases.len() < max { None } else { leases.last().map(|l| l.key) };
+                st.to_failover(ToFailover::ScanChunk { shard: st.id, leases, next });
+            })
+            .detach();
+            return;
+        }
+        let answers = self.core.borrow_mut().bus(unix_now(), m);
+        for a in answers {
+            self.to_failover(a);
+        }
+        let _ = self.kick.try_send(());
+    }
+
+    fn to_failover(&self, m: ToFailover) {
+        if self.has_failover {
+            self.outbox.borrow_mut().push_back(m);
+            let _ = self.outbox_kick.try_send(());
+        }
+    }
+
+    fn send(&self, o: &ReplyTo, r: &Reply) {
         let bytes = match r.message.encode() {
             Ok(b) => b,
             Err(e) => {
@@ -334,42 +346,17 @@ impl State {
                 return;
             }
         };
-        let scope = if r.to.is_unicast_link_local() { rcv.ifindex } else { 0 };
-        let out = Outgoing {
-            bytes,
-            to: SocketAddrV6::new(r.to, r.port, 0, scope),
-            source: if rcv.destination.is_multicast() { Ipv6Addr::UNSPECIFIED } else { rcv.destination },
-            ifindex: scope,
-            at,
-            reply_type: r.reply_type.code(),
-        };
-        for c in &r.changes {
-            let l = c.lease();
-            tracing::debug!(shard = self.id, lease = %l.key, duid = %l.binding.duid, iaid = l.binding.iaid,
-                state = l.status.name(), valid_end = l.valid_end, "lease");
-        }
-        if r.changes.is_empty() {
-            self.send(out);
-        } else {
-            let mut core = self.core.lock().unwrap();
-            core.changed.extend(r.changes.iter().map(|c| c.lease().key));
-            core.pending.extend(r.changes);
-            drop(core);
-            self.replies.borrow_mut().push(out);
-            let _ = self.kick.try_send(());
-        }
-    }
-
-    fn send(&self, o: Outgoing) {
-        match udp::send(self.fd, &o.bytes, o.to, o.source, o.ifindex) {
+        let scope = if r.to.is_unicast_link_local() { o.ifindex } else { 0 };
+        let to = SocketAddrV6::new(r.to, r.port, 0, scope);
+        match udp::send(self.fd, &bytes, to, o.source, scope) {
             Ok(true) => {
                 let mut s = self.snap.borrow_mut();
-                s.replies[o.reply_type as usize] += 1;
+                s.replies[r.reply_type.code() as usize] += 1;
                 s.observe_latency(o.at.elapsed().as_secs_f64());
             }
             Ok(false) => self.count_drop("send_buffer_full"),
             Err(e) => {
-                tracing::debug!(to = %o.to, "send: {e}");
+                tracing::debug!(to = %to, "send: {e}");
                 self.count_drop("send_failed");
             }
         }
@@ -381,8 +368,8 @@ impl State {
 
     /// Copy the engine's counters into the shared snapshot.
     fn publish(&self) {
-        let core = self.core.lock().unwrap();
-        let e = &core.engine;
+        let core = self.core.borrow();
+        let e = core.engine();
         let mut s = self.snap.borrow_mut();
         s.received.copy_from_slice(&e.stats.received);
         for r in crate::server::DropReason::ALL {
@@ -395,75 +382,59 @@ impl State {
         for ((ty, st), n) in e.leases().counts() {
             s.leases.insert((ty.label(), st.name()), *n);
         }
-        *self.shared.shards[self.id].lock().unwrap() = s.clone();
+        if let Ok(mut shared) = self.shared.shards[self.id].lock() {
+            *shared = s.clone();
+        }
     }
 }
 
 /// Group commit: one durable LMDB transaction at a time on a blocking
-/// thread; the replies of a batch go out only after it committed.
+/// thread; what a batch releases goes out only after it committed.
 async fn committer(st: Rc<State>, kicked: local_channel::LocalReceiver<()>) {
     let mut backoff = Duration::from_millis(10);
     while kicked.recv().await.is_some() {
         loop {
-            let (changes, changed, fo_seq, replies) = {
-                let mut core = st.core.lock().unwrap();
-                let mut replies = st.replies.borrow_mut();
-                if core.pending.is_empty() && replies.is_empty() {
-                    break;
-                }
-                let c = std::mem::take(&mut core.pending);
-                let k = std::mem::take(&mut core.changed);
-                (c, k, core.fo_seq, std::mem::take(&mut *replies))
-            };
+            let batch = st.core.borrow_mut().take_batch(unix_now());
+            let Some(changes) = batch else { break };
             st.committing.set(true);
-            let mut store = st.store.borrow_mut().take().expect("store present between commits");
+            let Some(mut store) = st.store.borrow_mut().take() else { break };
             let (store, res, changes) = glommio::executor()
                 .spawn_blocking(move || {
                     let r = store.commit(&changes);
-                    (store, r.map(|_| changes.len()), changes)
+                    (store, r, changes)
                 })
                 .await;
             *st.store.borrow_mut() = Some(store);
             st.committing.set(false);
+            let n = changes.len();
+            let done = st.core.borrow_mut().batch_done(res.is_ok(), changes);
             match res {
-                Ok(_) => {
+                Ok(()) => {
                     backoff = Duration::from_millis(10);
-                    for r in replies {
-                        st.send(r);
+                    {
+                        let mut s = st.snap.borrow_mut();
+                        s.commits += 1;
+                        s.changes_committed += n as u64;
                     }
-                    if let Some(dns) = &st.dns {
-                        use crate::lease::dns_flags as F;
-                        for c in &changes {
-                            let l = c.lease();
-                            if l.dns.as_ref().is_some_and(|d| d.dns_flags & (F::PENDING_ADD | F::PENDING_REMOVE) != 0) {
-                                let _ = dns.send((st.id, l.key));
-                            }
+                    for (to, r) in &done.replies {
+                        st.send(to, r);
+                    }
+                    for m in done.to_failover {
+                        st.to_failover(m);
+                    }
+                    if let Some(d) = &st.dns {
+                        for lease in done.dns {
+                            let _ = d.send(DnsWork { shard: st.id, lease });
                         }
-                    }
-                    let tx = st.notes.borrow().clone();
-                    if let Some(tx) = tx {
-                        // The partner hears of these leases only now that
-                        // they are durable (lazy update, RFC 8156 §7.4).
-                        let _ = tx.send(ShardNote { shard: st.id, durable: fo_seq, changed }).await;
                     }
                 }
                 Err(e) => {
                     // Never a reply without a durable lease: these clients
                     // retransmit, and their leases are committed then.
-                    let level_full = matches!(e, StoreError::Full(_));
-                    tracing::error!(shard = st.id, dropped = replies.len(), full = level_full,
-                        "lease commit failed, replies withheld: {e}");
-                    for _ in &replies {
-                        st.count_drop(if level_full { "store_full" } else { "store_error" });
-                    }
-                    // The leases stay in the table; queue them again so the
-                    // store catches up once it can (the failover core waits).
-                    {
-                        let mut core = st.core.lock().unwrap();
-                        let newer = std::mem::replace(&mut core.pending, changes);
-                        core.pending.extend(newer);
-                        let newer = std::mem::replace(&mut core.changed, changed);
-                        core.changed.extend(newer);
+                    let full = matches!(e, StoreError::Full(_));
+                    tracing::error!(shard = st.id, withheld = done.replies.len(), full, "lease commit failed, replies withheld: {e}");
+                    for _ in &done.replies {
+                        st.count_drop(if full { "store_full" } else { "store_error" });
                     }
                     glommio::timer::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -473,32 +444,36 @@ async fn committer(st: Rc<State>, kicked: local_channel::LocalReceiver<()>) {
     }
 }
 
-/// Move leases past their valid lifetime to EXPIRED, in bounded steps.
-async fn expiry(st: Rc<State>) {
+/// Timers: expiry and PARTNER-DOWN reclamation once a second, DNS outcomes
+/// and the lazy flush more often, the shared snapshot once a second.
+async fn ticker(st: Rc<State>, dns: Option<crossbeam_channel::Receiver<DnsDone>>) {
+    let mut last_second = 0;
     loop {
-        glommio::timer::sleep(Duration::from_secs(1)).await;
-        let (expired, waiting) = {
-            let mut core = st.core.lock().unwrap();
-            let changes = core.engine.expire(unix_now(), 4096);
-            let n = changes.len();
-            core.changed.extend(changes.iter().map(|c| c.lease().key));
-            core.pending.extend(changes);
-            // Writes from other threads (the DNS queue's outcomes) ride the next commit.
-            (n, !core.pending.is_empty())
-        };
-        if waiting && expired == 0 {
-            let _ = st.kick.try_send(());
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+        let now = unix_now();
+        if let Some(rx) = &dns {
+            let mut core = st.core.borrow_mut();
+            while let Ok(o) = rx.try_recv() {
+                core.dns_outcome(now, o);
+            }
         }
-        if expired > 0 {
-            tracing::debug!(shard = st.id, n = expired, "leases expired");
-            let _ = st.kick.try_send(());
+        if now != last_second {
+            last_second = now;
+            st.core.borrow_mut().tick(now);
+            st.publish();
         }
+        let _ = st.kick.try_send(());
     }
 }
 
-async fn publisher(st: Rc<State>) {
+/// `tandem_shard_loop_lag_seconds`: how late a 10 ms timer fires, i.e. how
+/// long the shard's executor was busy with something else.
+async fn loop_lag(st: Rc<State>) {
+    let period = Duration::from_millis(10);
     loop {
-        st.publish();
-        glommio::timer::sleep(Duration::from_secs(1)).await;
+        let start = Instant::now();
+        glommio::timer::sleep(period).await;
+        let lag = start.elapsed().saturating_sub(period);
+        st.snap.borrow_mut().observe_lag(lag.as_secs_f64());
     }
 }

@@ -11,7 +11,6 @@
 //! Every commit uses LMDB's default durable sync: when `commit` returns Ok
 //! the batch is on disk.
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -21,7 +20,6 @@ use heed::{Database, Env, EnvFlags, EnvOpenOptions, MdbError, WithoutTls};
 use crate::lease::codec::{binding_prefix, decode_lease, encode_binding_key, encode_key, encode_lease};
 use crate::lease::store::{LeaseStore, SCHEMA_VERSION, StoreError, meta};
 use crate::lease::{Binding, Lease, LeaseChange, LeaseKey};
-use crate::pool::hash::shard_of;
 
 /// Default map size per environment (virtual; the file grows as used).
 pub const DEFAULT_MAP_SIZE: usize = 1 << 30;
@@ -82,8 +80,10 @@ impl LmdbStore {
         Ok(LmdbStore { env, leases, bindings, meta })
     }
 
-    pub fn path(&self) -> &Path {
-        self.env.path()
+    /// A second handle on the same environment, for reading while the
+    /// writer commits (LMDB readers never block the writer).
+    pub fn reader(&self) -> LmdbStore {
+        LmdbStore { env: self.env.clone(), leases: self.leases, bindings: self.bindings, meta: self.meta }
     }
 }
 
@@ -91,16 +91,27 @@ impl LeaseStore for LmdbStore {
     fn commit(&mut self, changes: &[LeaseChange]) -> Result<(), StoreError> {
         let mut w = self.env.write_txn().map_err(err)?;
         for c in changes {
-            let l = c.lease();
-            let k = encode_key(&l.key);
-            if let Some(old) = self.leases.get(&w, &k).map_err(err)?
-                && let Ok(old) = decode_lease(old)
-                && old.binding != l.binding
-            {
-                self.bindings.delete(&mut w, &encode_binding_key(&old.binding, &l.key)).map_err(err)?;
+            let key = c.key();
+            let k = encode_key(&key);
+            let old = match self.leases.get(&w, &k).map_err(err)? {
+                Some(v) => decode_lease(v).ok().map(|o| o.binding),
+                None => None,
+            };
+            match c {
+                LeaseChange::Upsert(l) => {
+                    if let Some(b) = old.filter(|b| *b != l.binding) {
+                        self.bindings.delete(&mut w, &encode_binding_key(&b, &key)).map_err(err)?;
+                    }
+                    self.leases.put(&mut w, &k, &encode_lease(l)).map_err(err)?;
+                    self.bindings.put(&mut w, &encode_binding_key(&l.binding, &key), &[]).map_err(err)?;
+                }
+                LeaseChange::Delete(_) => {
+                    if let Some(b) = old {
+                        self.bindings.delete(&mut w, &encode_binding_key(&b, &key)).map_err(err)?;
+                    }
+                    self.leases.delete(&mut w, &k).map_err(err)?;
+                }
             }
-            self.leases.put(&mut w, &k, &encode_lease(l)).map_err(err)?;
-            self.bindings.put(&mut w, &encode_binding_key(&l.binding, &l.key), &[]).map_err(err)?;
         }
         w.commit().map_err(err)
     }
@@ -111,6 +122,26 @@ impl LeaseStore for LmdbStore {
             Some(v) => decode_lease(v).map(Some).map_err(StoreError::Corrupt),
             None => Ok(None),
         }
+    }
+
+    fn scan(&self, from: std::ops::Bound<&LeaseKey>, max: usize) -> Result<Vec<Lease>, StoreError> {
+        use std::ops::Bound;
+        let r = self.env.read_txn().map_err(err)?;
+        let k = match from {
+            Bound::Included(k) | Bound::Excluded(k) => encode_key(k),
+            Bound::Unbounded => [0u8; 18],
+        };
+        let range: (Bound<&[u8]>, Bound<&[u8]>) = match from {
+            Bound::Included(_) => (Bound::Included(&k[..]), Bound::Unbounded),
+            Bound::Excluded(_) => (Bound::Excluded(&k[..]), Bound::Unbounded),
+            Bound::Unbounded => (Bound::Unbounded, Bound::Unbounded),
+        };
+        let mut out = Vec::with_capacity(max.min(4096));
+        for item in self.leases.range(&r, &range).map_err(err)?.take(max) {
+            let (_, v) = item.map_err(err)?;
+            out.push(decode_lease(v).map_err(StoreError::Corrupt)?);
+        }
+        Ok(out)
     }
 
     fn by_binding(&self, b: &Binding) -> Result<Vec<Lease>, StoreError> {
@@ -173,22 +204,18 @@ fn existing_shards(data_dir: &Path) -> Vec<usize> {
     v
 }
 
-/// Merge leases read from several environments: when a key appears twice
-/// (an interrupted re-sharding), the most recent record wins.
-fn merge(into: &mut HashMap<LeaseKey, Lease>, l: Lease) {
-    match into.get(&l.key) {
-        Some(o) if (o.cltt, o.start_time_of_state) >= (l.cltt, l.start_time_of_state) => {}
-        _ => {
-            into.insert(l.key, l);
-        }
-    }
-}
 
 impl StoreSet {
     /// Open the store for `shards` shards, checking the schema and moving
-    /// leases between shard environments if the shard count changed.
+    /// leases between shard environments if the shard count changed (each
+    /// to the shard `place` names: see `failover::router::home_of`).
     /// Returns the store and each shard's leases.
-    pub fn open(data_dir: &Path, shards: usize, map_size: usize) -> Result<(StoreSet, Vec<Vec<Lease>>), StoreError> {
+    pub fn open(
+        data_dir: &Path,
+        shards: usize,
+        map_size: usize,
+        place: impl Fn(&Lease) -> usize,
+    ) -> Result<(StoreSet, Vec<Vec<Lease>>), StoreError> {
         let mut meta_store = LmdbStore::open(&data_dir.join("meta"), map_size)?;
         match meta_store.get_meta(meta::SCHEMA)? {
             None => meta_store.put_meta(meta::SCHEMA, &SCHEMA_VERSION.to_be_bytes())?,
@@ -216,23 +243,22 @@ impl StoreSet {
         } else {
             // Re-shard: read everything, write each lease to its new shard,
             // then drop the environments no longer used.
-            let mut all = HashMap::new();
+            let mut read = Vec::new();
             for s in &stores {
-                s.all()?.into_iter().for_each(|l| merge(&mut all, l));
+                read.push(s.all()?);
             }
             for i in &extra {
-                let old = LmdbStore::open(&shard_dir(data_dir, *i), map_size)?;
-                old.all()?.into_iter().for_each(|l| merge(&mut all, l));
+                read.push(LmdbStore::open(&shard_dir(data_dir, *i), map_size)?.all()?);
             }
             let mut buckets: Vec<Vec<LeaseChange>> = vec![Vec::new(); shards];
-            for l in all.into_values() {
-                let s = shard_of(l.binding.duid.as_bytes(), shards as u32) as usize;
+            for l in crate::shard::merge_stores(read) {
+                let s = place(&l).min(shards - 1);
                 buckets[s].push(LeaseChange::Upsert(l));
             }
-            for (i, b) in buckets.iter().enumerate() {
+            for (i, b) in buckets.into_iter().enumerate() {
                 stores[i].clear_leases()?;
-                stores[i].commit(b)?;
-                per_shard[i] = b.iter().map(|c| c.lease().clone()).collect();
+                stores[i].commit(&b)?;
+                per_shard[i] = b.into_iter().filter_map(|c| c.upserted().cloned()).collect();
             }
             meta_store.put_meta(meta::SHARDS, &(shards as u32).to_be_bytes())?;
             for i in extra {
@@ -247,14 +273,11 @@ impl StoreSet {
         if !data_dir.join("meta").exists() {
             return Err(StoreError::Other(format!("{}: no tandem store here", data_dir.display())));
         }
-        let mut all = HashMap::new();
+        let mut read = Vec::new();
         for i in existing_shards(data_dir) {
-            let s = LmdbStore::open_read_only(&shard_dir(data_dir, i))?;
-            s.all()?.into_iter().for_each(|l| merge(&mut all, l));
+            read.push(LmdbStore::open_read_only(&shard_dir(data_dir, i))?.all()?);
         }
-        let mut v: Vec<Lease> = all.into_values().collect();
-        v.sort_by_key(|a| a.key);
-        Ok(v)
+        Ok(crate::shard::merge_stores(read))
     }
 }
 
@@ -271,6 +294,11 @@ impl LmdbStore {
 mod tests {
     use super::*;
     use crate::lease::store::conformance;
+    use crate::pool::hash::shard_of;
+
+    fn by_client(n: usize) -> impl Fn(&Lease) -> usize {
+        move |l: &Lease| shard_of(l.binding.duid.as_bytes(), n as u32) as usize
+    }
 
     fn tmp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("tandem-store-{name}-{}", std::process::id()));
@@ -288,7 +316,7 @@ mod tests {
     #[test]
     fn data_survives_reopen_and_resharding() {
         let d = tmp("reshard");
-        let (mut set, loaded) = StoreSet::open(&d, 3, 1 << 24).unwrap();
+        let (mut set, loaded) = StoreSet::open(&d, 3, 1 << 24, by_client(3)).unwrap();
         assert!(loaded.iter().all(Vec::is_empty));
         let leases: Vec<Lease> = (0..50).map(crate::lease::codec::tests_support::sample).collect();
         for l in &leases {
@@ -297,7 +325,7 @@ mod tests {
         }
         set.meta.put_meta(meta::SERVER_DUID, b"duid").unwrap();
         drop(set);
-        let (set, loaded) = StoreSet::open(&d, 2, 1 << 24).unwrap();
+        let (set, loaded) = StoreSet::open(&d, 2, 1 << 24, by_client(2)).unwrap();
         assert_eq!(loaded.iter().map(Vec::len).sum::<usize>(), 50);
         for (i, ls) in loaded.iter().enumerate() {
             assert!(ls.iter().all(|l| shard_of(l.binding.duid.as_bytes(), 2) as usize == i));
@@ -316,7 +344,7 @@ mod tests {
         let mut m = LmdbStore::open(&d.join("meta"), 1 << 20).unwrap();
         m.put_meta(meta::SCHEMA, &99u32.to_be_bytes()).unwrap();
         drop(m);
-        let e = StoreSet::open(&d, 1, 1 << 20).err().unwrap();
+        let e = StoreSet::open(&d, 1, 1 << 20, by_client(1)).err().unwrap();
         assert!(e.to_string().contains("schema version"), "{e}");
         fs::remove_dir_all(&d).unwrap();
     }

@@ -138,3 +138,17 @@ pub fn wait_signal(set: &libc::sigset_t, ms: u64) -> Option<i32> {
     let s = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
     (s > 0).then_some(s)
 }
+
+/// Run the calling thread on `cpu` only (best effort: logged on failure).
+pub fn pin_current_thread(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and
+    // sched_setaffinity get a pointer to it and its size.
+    let r = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if r != 0 {
+        tracing::warn!(cpu, "cannot pin the thread to CPU {cpu}: {}", std::io::Error::last_os_error());
+    }
+}

@@ -3,9 +3,19 @@
 
 use std::net::Ipv6Addr;
 
-use crate::config::FqdnPolicy;
 use crate::lease::{DnsInfo, dns_flags};
 use crate::wire::{ClientFqdn, DomainName, FQDN_FLAG_N, FQDN_FLAG_O, FQDN_FLAG_S};
+
+/// `[ddns] fqdn-policy`: who chooses the name and who updates the DNS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FqdnPolicy {
+    /// The client's name and its N/S flags are honoured (RFC 4704).
+    Client,
+    /// The server always synthesizes the name and updates the AAAA.
+    Server,
+    /// Names are answered (N = 1) but nothing is updated.
+    None,
+}
 
 /// The server's naming configuration (from `[ddns]`).
 #[derive(Debug, Clone)]

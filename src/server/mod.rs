@@ -8,6 +8,7 @@
 
 pub mod fqdn;
 mod policy;
+pub mod settings;
 mod subnet;
 mod table;
 
@@ -17,8 +18,8 @@ pub use policy::{Policy, Responsiveness, Standalone};
 pub use subnet::SliceMap;
 pub use table::LeaseTable;
 
-use crate::config::Subnet;
-use crate::lease::{Binding, IaType, Lease, LeaseChange, LeaseKey, Time};
+use settings::Subnet;
+use crate::lease::{Binding, IaType, Lease, LeaseKey, Time};
 use crate::pool::{Prefix, Slice, hash};
 use crate::wire::{
     BindingStatus, ClientMessage, DhcpOption, Duid, IaAddr, IaNa, IaPd, IaPrefix, Message, MessageType,
@@ -57,7 +58,8 @@ pub struct Reply {
     pub reply_type: MessageType,
     pub to: Ipv6Addr,
     pub port: u16,
-    pub changes: Vec<LeaseChange>,
+    /// The leases this reply changed, as they must be stored.
+    pub changes: Vec<Lease>,
 }
 
 /// Why a message got no reply.
@@ -171,10 +173,10 @@ pub struct Engine {
     subnets: Vec<SubnetState>,
     leases: LeaseTable,
     hash_key: u64,
-    /// Keys in our slice whose record lives in another shard (re-sharding,
-    /// or a lease the failover partner granted to a client hashed elsewhere):
-    /// never allocated here.
-    foreign: std::collections::HashSet<LeaseKey>,
+    /// Keys in our slice whose record lives in another shard (a lease the
+    /// failover partner granted to a client hashed elsewhere, or one placed
+    /// there by a re-sharding; see `failover::router`): never allocated here.
+    blocked: std::collections::HashSet<LeaseKey>,
     naming: Option<fqdn::Naming>,
     pub stats: Stats,
 }
@@ -187,7 +189,7 @@ struct Ctx<'p> {
     policy: &'p dyn Policy,
     /// Commit bindings (Request, Renew, Rapid-Commit Solicit …) or only offer (Advertise).
     commit: bool,
-    changes: Vec<LeaseChange>,
+    changes: Vec<Lease>,
     /// Shortest preferred lifetime among leases being given, for T1/T2.
     min_preferred: Option<u32>,
     capped: bool,
@@ -203,7 +205,7 @@ impl Engine {
             subnets: cfg.subnets.into_iter().map(|s| SubnetState::new(s, cfg.slice)).collect(),
             leases: LeaseTable::new(),
             hash_key: cfg.hash_key,
-            foreign: Default::default(),
+            blocked: Default::default(),
             naming: cfg.naming,
             stats: Stats::default(),
         }
@@ -231,12 +233,24 @@ impl Engine {
 
     /// Another shard holds the record of `key`: never allocate it here.
     pub fn block(&mut self, key: LeaseKey) {
-        self.foreign.insert(key);
+        self.blocked.insert(key);
     }
 
-    /// Put a stored lease back at start-up (or one received from the failover
-    /// partner). Non-active leases return to their allocator's free list.
+    /// Is `key` in this engine's slice of a pool?
+    pub fn in_slice(&self, key: &LeaseKey) -> bool {
+        self.subnets.iter().any(|s| s.in_slice(key))
+    }
+
+    /// Put a stored lease back at start-up. Non-active leases return to
+    /// their allocator's free list.
     pub fn load(&mut self, lease: Lease) {
+        self.apply_external(lease);
+    }
+
+    /// A write that did not come from a client message (the failover
+    /// partner's update, an acknowledgement, a DNS outcome): the table takes
+    /// it as it is. Non-active leases return to their allocator's free list.
+    pub fn apply_external(&mut self, lease: Lease) {
         if !lease.is_active() {
             let key = lease.key;
             for s in &mut self.subnets {
@@ -246,36 +260,125 @@ impl Engine {
         self.leases.upsert(lease);
     }
 
+    /// The record moved to another shard: forget it here, and if the key is
+    /// ours to allocate, block it while it lives elsewhere.
+    pub fn evict(&mut self, key: &LeaseKey) -> Option<Lease> {
+        let l = self.leases.remove(key)?;
+        if self.in_slice(key) {
+            self.blocked.insert(*key);
+        }
+        Some(l)
+    }
+
+    /// The record's home is this shard now.
+    pub fn adopt(&mut self, lease: Lease) {
+        self.blocked.remove(&lease.key);
+        self.apply_external(lease);
+    }
+
     /// Move active leases past their valid lifetime to EXPIRED (at most
     /// `max` per call, earliest first). The changes must be persisted.
-    pub fn expire(&mut self, now: Time, max: usize) -> Vec<LeaseChange> {
+    pub fn expire(&mut self, now: Time, max: usize, policy: &dyn Policy) -> Vec<Lease> {
         let mut out = Vec::new();
         for key in self.leases.due(now.saturating_sub(EXPIRY_GRACE), max) {
             let Some(l) = self.leases.get(&key) else { continue };
             let mut l = l.clone();
             l.set_status(BindingStatus::Expired, now);
             l.update_partner = true;
-            mark_dns_removal(&mut l);
+            mark_dns_removal(&mut l, policy);
             for s in &mut self.subnets {
                 s.release(&key);
             }
             self.leases.upsert(l.clone());
-            out.push(LeaseChange::Upsert(l));
+            out.push(l);
         }
         out
     }
 
-    /// Decode and handle one UDP payload. Decode failures are returned as
-    /// errors for the caller to count.
-    pub fn handle_packet(
-        &mut self,
-        now: Time,
-        packet: &[u8],
-        arrival: &Arrival<'_>,
-        policy: &dyn Policy,
-    ) -> Result<Outcome, crate::wire::DecodeError> {
-        let m = Message::decode(packet)?;
-        Ok(self.handle(now, &m, arrival, policy))
+    /// RFC 8156 §8.4.1, §4.2.2.1: in PARTNER-DOWN, EXPIRED, RELEASED and
+    /// RESET leases become free once the MCLT has passed since every time
+    /// the partner could rely on and since entering PARTNER-DOWN. Earliest
+    /// first from an index, at most `max` per call: never a table walk.
+    pub fn reclaim(&mut self, now: Time, mclt: u32, partner_down_since: Time, max: usize) -> Vec<Lease> {
+        let mclt = mclt as Time;
+        if partner_down_since == 0 || now < partner_down_since + mclt {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for key in self.leases.reclaimable(now.saturating_sub(mclt), max) {
+            let Some(l) = self.leases.get(&key) else { continue };
+            let mut l = l.clone();
+            l.set_status(crate::failover::free_status(&key), now);
+            l.update_partner = true;
+            // §9.4: in PARTNER-DOWN the records go when the lease is FREE.
+            release_dns(&mut l);
+            for s in &mut self.subnets {
+                s.release(&key);
+            }
+            self.leases.upsert(l.clone());
+            out.push(l);
+        }
+        out
+    }
+
+    /// RFC 8156 §4.2.2, the primary: up to `n` delegable prefixes of our
+    /// slice that are ours to give (never used, or FREE) become FREE-BACKUP,
+    /// for the secondary. Found by the allocators, never by walking a pool.
+    pub fn give_backup(&mut self, now: Time, n: u64) -> Vec<Lease> {
+        let mut out = Vec::new();
+        let mut seed = now ^ self.hash_key ^ 0x4642;
+        for si in 0..self.subnets.len() {
+            for pi in 0..self.subnets[si].pd_pools.len() {
+                while (out.len() as u64) < n {
+                    seed = hash::mix(seed, out.len() as u64);
+                    let mut alloc = std::mem::take(&mut self.subnets[si].pd_pools[pi].alloc);
+                    let found = {
+                        let pool = &self.subnets[si].pd_pools[pi];
+                        alloc.allocate(seed, None, true, |j| {
+                            let k = LeaseKey::Prefix(pool.prefix(j));
+                            !self.blocked.contains(&k)
+                                && !self.subnets[si].reserved_for_other(&k, &Duid::ll(0, &[0]))
+                                && self.leases.get(&k).is_none_or(|l| l.status == BindingStatus::Free)
+                        })
+                    };
+                    self.subnets[si].pd_pools[pi].alloc = alloc;
+                    let Some(j) = found else { break };
+                    let k = LeaseKey::Prefix(self.subnets[si].pd_pools[pi].prefix(j));
+                    let mut l = self.leases.get(&k).cloned().unwrap_or_else(|| Lease::pool_record(k, now));
+                    // §4.2.2: once the BNDUPD is sent the primary MUST NOT allocate it.
+                    l.set_status(BindingStatus::FreeBackup, now);
+                    l.update_partner = true;
+                    self.leases.upsert(l.clone());
+                    out.push(l);
+                }
+            }
+        }
+        out
+    }
+
+    /// The FREE-BACKUP prefixes held here, in order (to take back, §4.2.2).
+    pub fn free_backup_prefixes(&self) -> impl Iterator<Item = &Lease> {
+        self.leases.free_backup_keys().filter_map(|k| self.leases.get(k))
+    }
+
+    /// Delegable-prefix counts of this engine's slice (RFC 8156 §4.2.2).
+    pub fn pd_counts(&self) -> crate::failover::bus::PdCounts {
+        use crate::lease::IaType;
+        let mut c = crate::failover::bus::PdCounts {
+            delegable: self.subnets.iter().map(|s| s.delegable_in_slice()).fold(0u64, u64::saturating_add),
+            ..Default::default()
+        };
+        for ((t, st), n) in self.leases.counts() {
+            if *t != IaType::Pd {
+                continue;
+            }
+            match st {
+                BindingStatus::FreeBackup => c.free_backup += n,
+                BindingStatus::Free => {}
+                _ => c.used += n,
+            }
+        }
+        c
     }
 
     pub fn handle(&mut self, now: Time, msg: &Message, arrival: &Arrival<'_>, policy: &dyn Policy) -> Outcome {
@@ -502,7 +605,7 @@ impl Engine {
         chain: &[&RelayMessage],
         arrival: &Arrival<'_>,
         options: Options,
-        changes: Vec<LeaseChange>,
+        changes: Vec<Lease>,
     ) -> Outcome {
         let reply_type = if client.msg_type == MessageType::Solicit && !options.has(opt::RAPID_COMMIT) {
             MessageType::Advertise
@@ -605,8 +708,7 @@ impl Engine {
             (*ia_t1, *ia_t2) = if leases { (t1, t2) } else { (0, 0) };
         }
         if ctx.commit {
-            for c in &mut ctx.changes {
-                let LeaseChange::Upsert(l) = c;
+            for l in &mut ctx.changes {
                 (l.t1, l.t2) = (t1, t2);
                 self.leases.set_t1_t2(&l.key, t1, t2);
             }
@@ -639,7 +741,7 @@ impl Engine {
     /// reserved for another, and grantable under the policy?
     fn available_for(&self, ctx: &Ctx<'_>, key: &LeaseKey, binding: &Binding) -> bool {
         let s = &self.subnets[ctx.subnet];
-        if s.reserved_for_other(key, &binding.duid) || self.foreign.contains(key) {
+        if s.reserved_for_other(key, &binding.duid) || self.blocked.contains(key) {
             return false;
         }
         match self.leases.get(key) {
@@ -680,7 +782,7 @@ impl Engine {
         }
         if ctx.commit {
             self.leases.upsert(lease.clone());
-            ctx.changes.push(LeaseChange::Upsert(lease.clone()));
+            ctx.changes.push(lease.clone());
         }
         lease
     }
@@ -767,7 +869,10 @@ impl Engine {
             }
         }
         if given == 0 {
-            match self.pick_address(ctx, &binding, &requested) {
+            // The state may forbid new leases (RFC 8156 §8): answer without
+            // consulting the allocators, whose free lists would lose entries.
+            let picked = if ctx.policy.allocates() { self.pick_address(ctx, &binding, &requested) } else { None };
+            match picked {
                 Some(a) => {
                     let l = self.grant(ctx, LeaseKey::Addr(a), &binding);
                     out.push(iaaddr(&l));
@@ -802,7 +907,7 @@ impl Engine {
             let first = u128::from(pool.range.first);
             // Take the allocator out so the availability check can borrow self.
             let mut alloc = std::mem::take(&mut pool.alloc);
-            let found = alloc.allocate(seed, h, |j| {
+            let found = alloc.allocate(seed, h, ctx.policy.fresh_slots(IaType::Na), |j| {
                 self.available_for(ctx, &LeaseKey::Addr(Ipv6Addr::from(first + j)), binding)
             });
             self.subnets[ctx.subnet].addr_pools[i].alloc = alloc;
@@ -855,7 +960,8 @@ impl Engine {
             }
         }
         if given == 0 {
-            match self.pick_prefix(ctx, &binding, &requested) {
+            let picked = if ctx.policy.allocates() { self.pick_prefix(ctx, &binding, &requested) } else { None };
+            match picked {
                 Some(p) => {
                     let l = self.grant(ctx, LeaseKey::Prefix(p), &binding);
                     out.push(iaprefix(&l));
@@ -895,7 +1001,9 @@ impl Engine {
             let mut alloc = std::mem::take(&mut pool.alloc);
             let found = {
                 let pool = &self.subnets[ctx.subnet].pd_pools[i];
-                alloc.allocate(seed, h, |j| self.available_for(ctx, &LeaseKey::Prefix(pool.prefix(j)), binding))
+                alloc.allocate(seed, h, ctx.policy.fresh_slots(IaType::Pd), |j| {
+                    self.available_for(ctx, &LeaseKey::Prefix(pool.prefix(j)), binding)
+                })
             };
             self.subnets[ctx.subnet].pd_pools[i].alloc = alloc;
             if let Some(j) = found {
@@ -933,12 +1041,12 @@ impl Engine {
                 l.set_status(status, ctx.now);
                 l.cltt = ctx.now;
                 l.update_partner = true;
-                mark_dns_removal(&mut l);
+                mark_dns_removal(&mut l, ctx.policy);
                 if !decline {
                     self.subnets[ctx.subnet].release(&k);
                 }
                 self.leases.upsert(l.clone());
-                ctx.changes.push(LeaseChange::Upsert(l));
+                ctx.changes.push(l);
             }
             let bound = self.leases.keys_of(&binding).iter().any(|k| {
                 self.leases.get(k).is_some_and(|l| l.is_active() || l.status == status && l.cltt == ctx.now)
@@ -955,8 +1063,11 @@ impl Engine {
 }
 
 /// RFC 4704 §6.1 item 5, RFC 8156 §9.4: the server that ends a lease
-/// removes its records (recorded before anything is sent).
-fn mark_dns_removal(l: &mut Lease) {
+/// removes its records (the intent recorded before anything is sent).
+/// With a partner the removal waits for the partner's acknowledgement of
+/// the end (or, in PARTNER-DOWN, for the lease to become FREE): until then
+/// the partner may still extend the client.
+fn mark_dns_removal(l: &mut Lease, policy: &dyn Policy) {
     use crate::lease::dns_flags as F;
     if let Some(d) = l.dns.as_mut() {
         // Also when the records' state is unknown (a partner's add whose
@@ -964,9 +1075,20 @@ fn mark_dns_removal(l: &mut Lease) {
         // so it never touches another client's records (RFC 4703 §5.5).
         let updated = d.flags & crate::wire::FQDN_FLAG_N == 0 && d.name.is_some();
         if updated && d.dns_flags & F::CONFLICT == 0 {
-            d.dns_flags |= F::PENDING_REMOVE;
+            d.dns_flags |= if policy.defer_dns_removal() { F::REMOVE_AFTER_ACK } else { F::PENDING_REMOVE };
         }
         d.dns_flags &= !F::PENDING_ADD;
+    }
+}
+
+/// The deferred removal is due now (the partner acknowledged the end, or
+/// the lease is FREE in PARTNER-DOWN).
+pub fn release_dns(l: &mut Lease) {
+    use crate::lease::dns_flags as F;
+    if let Some(d) = l.dns.as_mut()
+        && d.dns_flags & F::REMOVE_AFTER_ACK != 0
+    {
+        d.dns_flags = (d.dns_flags & !F::REMOVE_AFTER_ACK) | F::PENDING_REMOVE;
     }
 }
 

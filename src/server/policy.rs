@@ -21,6 +21,24 @@ pub trait Policy {
         Responsiveness::Responsive
     }
 
+    /// May this server make new allocations at all in its current state?
+    fn allocates(&self) -> bool {
+        true
+    }
+
+    /// May never-used slots of this kind be allocated (or only slots handed
+    /// back)? The failover secondary owns only the prefixes it was given
+    /// (RFC 8156 §4.2.2), never a fresh one.
+    fn fresh_slots(&self, _kind: crate::lease::IaType) -> bool {
+        true
+    }
+
+    /// Does a lease's DNS removal wait for the failover partner's
+    /// acknowledgement of its end (RFC 8156 §9.4)?
+    fn defer_dns_removal(&self) -> bool {
+        false
+    }
+
     /// May this server newly grant `key` to `client` now? `existing` is the
     /// stored lease for it, if any (never an ACTIVE lease of another client:
     /// the engine filters those out first).

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
 
-use crate::config::{PdPool, Subnet};
+use super::settings::{PdPool, Subnet};
 use crate::lease::LeaseKey;
 use crate::pool::{AddrRange, Prefix, Slice, SlotAllocator};
 use crate::wire::Duid;
@@ -99,6 +99,19 @@ impl SubnetState {
     /// Is this lease key reserved for a client other than `duid`?
     pub fn reserved_for_other(&self, key: &LeaseKey, duid: &Duid) -> bool {
         self.reserved_keys.get(key).is_some_and(|d| d != duid)
+    }
+
+    /// Is `key` in one of this subnet's pools, in our shard's slice?
+    pub fn in_slice(&self, key: &LeaseKey) -> bool {
+        match key {
+            LeaseKey::Addr(a) => self.addr_pools.iter().any(|p| p.slot(*a).is_some_and(|j| p.alloc.in_slice(j))),
+            LeaseKey::Prefix(pfx) => self.pd_pools.iter().any(|p| p.slot(pfx).is_some_and(|j| p.alloc.in_slice(j))),
+        }
+    }
+
+    /// Delegable prefixes of this subnet's pools in our slice (saturating).
+    pub fn delegable_in_slice(&self) -> u64 {
+        self.pd_pools.iter().map(|p| p.alloc.slice_len()).fold(0u64, |a, b| a.saturating_add(u64::try_from(b).unwrap_or(u64::MAX)))
     }
 
     /// Hand a key back to its allocator's free list.

@@ -14,12 +14,29 @@ fn expires(l: &Lease, slack: Time) -> Time {
     if l.expiration_time == 0 { l.valid_end } else { l.valid_end.max(l.expiration_time + slack) }
 }
 
+/// From when an ended lease (EXPIRED, RELEASED, RESET) may be reused in
+/// PARTNER-DOWN, less the MCLT (RFC 8156 §4.2.2.1, §8.4.1): the latest of
+/// every time the partner could rely on.
+fn ended_base(l: &Lease) -> Option<Time> {
+    use crate::wire::BindingStatus as S;
+    matches!(l.status, S::Expired | S::Released | S::Reset).then(|| {
+        [l.valid_end, l.partner_lifetime, l.acked_partner_lifetime, l.expiration_time, l.start_time_of_state]
+            .into_iter()
+            .max()
+            .unwrap_or(0)
+    })
+}
+
 #[derive(Debug, Default)]
 pub struct LeaseTable {
     leases: HashMap<LeaseKey, Lease>,
     by_binding: HashMap<Binding, Vec<LeaseKey>>,
     /// Active leases ordered by when they may expire.
     expiry: BTreeSet<(Time, LeaseKey)>,
+    /// Ended leases ordered by `ended_base` (PARTNER-DOWN reclamation).
+    ended: BTreeSet<(Time, LeaseKey)>,
+    /// FREE-BACKUP prefixes (the secondary's, §4.2.2).
+    free_backup: BTreeSet<LeaseKey>,
     slack: Time,
     /// Leases by (IA type, binding status), kept as leases change so that
     /// metrics never walk the table.
@@ -70,25 +87,34 @@ impl LeaseTable {
         self.leases.values()
     }
 
+    /// Take a record's index entries out (before replacing or removing it).
+    fn unindex(&mut self, old: &Lease, keep_binding: Option<&Binding>) {
+        let key = old.key;
+        if let Some(n) = self.counts.get_mut(&(key.ia_type(), old.status)) {
+            *n -= 1;
+        }
+        if old.status == crate::wire::BindingStatus::Active {
+            self.expiry.remove(&(expires(old, self.slack), key));
+        }
+        if let Some(b) = ended_base(old) {
+            self.ended.remove(&(b, key));
+        }
+        self.free_backup.remove(&key);
+        if keep_binding != Some(&old.binding)
+            && let Some(v) = self.by_binding.get_mut(&old.binding)
+        {
+            v.retain(|k| *k != key);
+            if v.is_empty() {
+                self.by_binding.remove(&old.binding);
+            }
+        }
+    }
+
     /// Insert or replace a lease, keeping the indexes right.
     pub fn upsert(&mut self, lease: Lease) {
         let key = lease.key;
-        if let Some(old) = self.leases.get(&key) {
-            if let Some(n) = self.counts.get_mut(&(old.key.ia_type(), old.status)) {
-                *n -= 1;
-            }
-            if old.status == crate::wire::BindingStatus::Active {
-                self.expiry.remove(&(expires(old, self.slack), key));
-            }
-            if old.binding != lease.binding {
-                let b = old.binding.clone();
-                if let Some(v) = self.by_binding.get_mut(&b) {
-                    v.retain(|k| *k != key);
-                    if v.is_empty() {
-                        self.by_binding.remove(&b);
-                    }
-                }
-            }
+        if let Some(old) = self.leases.remove(&key) {
+            self.unindex(&old, Some(&lease.binding));
         }
         let keys = self.by_binding.entry(lease.binding.clone()).or_default();
         if !keys.contains(&key) {
@@ -97,8 +123,32 @@ impl LeaseTable {
         if lease.status == crate::wire::BindingStatus::Active {
             self.expiry.insert((expires(&lease, self.slack), key));
         }
+        if let Some(b) = ended_base(&lease) {
+            self.ended.insert((b, key));
+        }
+        if lease.status == crate::wire::BindingStatus::FreeBackup && matches!(key, LeaseKey::Prefix(_)) {
+            self.free_backup.insert(key);
+        }
         *self.counts.entry((key.ia_type(), lease.status)).or_default() += 1;
         self.leases.insert(key, lease);
+    }
+
+    /// Remove a record (it moved to another shard).
+    pub fn remove(&mut self, key: &LeaseKey) -> Option<Lease> {
+        let old = self.leases.remove(key)?;
+        self.unindex(&old, None);
+        Some(old)
+    }
+
+    /// Keys of ended leases whose reuse base is at or before `base`,
+    /// earliest first, at most `max`.
+    pub fn reclaimable(&self, base: Time, max: usize) -> Vec<LeaseKey> {
+        self.ended.iter().take_while(|(t, _)| *t <= base).take(max).map(|(_, k)| *k).collect()
+    }
+
+    /// FREE-BACKUP prefixes, in order.
+    pub fn free_backup_keys(&self) -> impl Iterator<Item = &LeaseKey> {
+        self.free_backup.iter()
     }
 
     /// Record the T1/T2 sent with a lease (no index changes).
@@ -112,11 +162,6 @@ impl LeaseTable {
     /// earliest first, at most `max`.
     pub fn due(&self, now: Time, max: usize) -> Vec<LeaseKey> {
         self.expiry.iter().take_while(|(t, _)| *t <= now).take(max).map(|(_, k)| *k).collect()
-    }
-
-    /// When the next active lease ends, if any.
-    pub fn next_expiry(&self) -> Option<Time> {
-        self.expiry.iter().next().map(|(t, _)| *t)
     }
 }
 
@@ -144,7 +189,6 @@ mod tests {
         t.upsert(lease("2001:db8::1", 1, 100, 50));
         t.upsert(lease("2001:db8::2", 1, 100, 10));
         assert_eq!(t.due(120, 10).len(), 1);
-        assert_eq!(t.next_expiry(), Some(110));
         // Rebinding ::1 to another client moves it between bindings.
         t.upsert(lease("2001:db8::1", 2, 100, 50));
         let b1 = Binding { duid: Duid::ll(1, &[1]), ia_type: IaType::Na, iaid: 1 };
@@ -158,5 +202,12 @@ mod tests {
         let counts: Vec<_> = t.counts().map(|(k, n)| (*k, *n)).collect();
         assert_eq!(counts.iter().map(|(_, n)| n).sum::<u64>(), 2);
         assert!(counts.contains(&((IaType::Na, BindingStatus::Expired), 1)));
+        // Ended leases are found by their reuse base; removal clears every index.
+        assert_eq!(t.reclaimable(109, 10), vec![]);
+        assert_eq!(t.reclaimable(110, 10).len(), 1);
+        let k2 = LeaseKey::Addr("2001:db8::2".parse().unwrap());
+        assert!(t.remove(&k2).is_some());
+        assert_eq!((t.len(), t.reclaimable(u64::MAX, 10).len()), (1, 0));
+        assert_eq!(t.counts().map(|(_, n)| *n).sum::<u64>(), 1);
     }
 }

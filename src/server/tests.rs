@@ -327,7 +327,7 @@ fn request_assigns_and_commits_before_reply() {
     assert_eq!(client_msg(&r).msg_type, MessageType::Reply);
     assert_eq!(r.changes.len(), 2);
     for c in &r.changes {
-        let l = c.lease();
+        let l = c;
         assert_eq!(l.status, BindingStatus::Active);
         assert_eq!((l.cltt, l.valid_end, l.t1, l.t2), (NOW, NOW + 4000, 1000, 2000));
         assert_eq!(l.binding.duid, client_duid(1));
@@ -394,7 +394,7 @@ fn renew_extends_the_binding() {
     let later = NOW + 1000;
     let r = reply(e.handle(later, &msg(MessageType::Renew, vec![cid(1), sid(), ia_na(1, &[&x.to_string()])]), &direct(), &Standalone));
     assert_eq!(first_addr(&r), (x, 3000, 4000));
-    assert_eq!(r.changes[0].lease().valid_end, later + 4000);
+    assert_eq!(r.changes[0].valid_end, later + 4000);
 }
 
 #[test]
@@ -484,7 +484,7 @@ fn release_frees_the_lease_and_answers_success() {
     let x = lease_for(&mut e, 1);
     let r = reply(send(&mut e, msg(MessageType::Release, vec![cid(1), sid(), ia_na(1, &[&x.to_string()])])));
     assert_eq!(client_msg(&r).options.status().unwrap().code, StatusCode::SUCCESS);
-    assert_eq!(r.changes[0].lease().status, BindingStatus::Released);
+    assert_eq!(r.changes[0].status, BindingStatus::Released);
     assert_eq!(e.leases().get(&LeaseKey::Addr(x)).unwrap().status, BindingStatus::Released);
 }
 
@@ -657,9 +657,9 @@ fn prefix_renew_and_release() {
     let p = client_msg(&r).options.ia_pds().next().unwrap().options.ia_prefixes().next().unwrap().clone();
     let held = DhcpOption::IaPd(IaPd { iaid: 4, t1: 0, t2: 0, options: vec![DhcpOption::IaPrefix(p.clone())].into() });
     let r = reply(e.handle(NOW + 100, &msg(MessageType::Renew, vec![cid(1), sid(), held.clone()]), &direct(), &Standalone));
-    assert_eq!(r.changes[0].lease().valid_end, NOW + 4100);
+    assert_eq!(r.changes[0].valid_end, NOW + 4100);
     let r = reply(send(&mut e, msg(MessageType::Release, vec![cid(1), sid(), held])));
-    assert_eq!(r.changes[0].lease().status, BindingStatus::Released);
+    assert_eq!(r.changes[0].status, BindingStatus::Released);
     let _ = IaPrefix { ..p };
 }
 
@@ -682,10 +682,10 @@ fn leases_expire_when_their_valid_lifetime_ends_and_become_reusable() {
         "pools = [\"2001:db8:1::1000-2001:db8:1::1000\"]",
     ));
     let x = lease_for(&mut e, 1);
-    assert!(e.expire(NOW + 4000 + EXPIRY_GRACE - 1, 100).is_empty());
-    let ch = e.expire(NOW + 4000 + EXPIRY_GRACE, 100);
+    assert!(e.expire(NOW + 4000 + EXPIRY_GRACE - 1, 100, &Standalone).is_empty());
+    let ch = e.expire(NOW + 4000 + EXPIRY_GRACE, 100, &Standalone);
     assert_eq!(ch.len(), 1);
-    assert_eq!(ch[0].lease().status, BindingStatus::Expired);
+    assert_eq!(ch[0].status, BindingStatus::Expired);
     let r = reply(e.handle(NOW + 4000 + EXPIRY_GRACE, &msg(MessageType::Request, vec![cid(2), sid(), ia_na(1, &[])]), &direct(), &Standalone));
     assert_eq!(first_addr(&r).0, x);
 }
@@ -731,7 +731,7 @@ fn lifetime_cap_shortens_lifetimes_and_t1_t2_follow() {
     let x = ia.options.ia_addrs().next().unwrap().clone();
     assert_eq!((x.preferred, x.valid), (600, 600));
     assert_eq!((ia.t1, ia.t2), (300, 480));
-    assert_eq!(r.changes[0].lease().valid_end, NOW + 600);
+    assert_eq!(r.changes[0].valid_end, NOW + 600);
 }
 
 #[test]
@@ -786,7 +786,7 @@ fn engine_with_naming() -> Engine {
 /// `r`; the lease's address.
 fn dns_add_done(e: &mut Engine, r: &Reply) -> String {
     use crate::lease::dns_flags as F;
-    let mut l = r.changes[0].lease().clone();
+    let mut l = r.changes[0].clone();
     let d = l.dns.as_mut().unwrap();
     d.dns_flags = (d.dns_flags | F::FWD_UPTODATE | F::REV_UPTODATE) & !F::PENDING_ADD;
     e.load(l.clone());
@@ -810,7 +810,7 @@ fn fqdn_option_is_answered_only_when_requested_in_the_oro() {
     let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(2), sid(), ia_na(1, &[]), fqdn_opt("h2")])));
     assert!(client_msg(&r).options.client_fqdn().is_none(), "not asked for in the ORO");
     // The name is kept with the lease either way (RFC 8156 §9.5), with the add to do.
-    let l = r.changes[0].lease();
+    let l = &r.changes[0];
     let d = l.dns.as_ref().unwrap();
     assert_eq!(d.name.as_ref().unwrap().to_string(), "h2.example.net.");
     assert_ne!(d.dns_flags & crate::lease::dns_flags::PENDING_ADD, 0);
@@ -827,12 +827,12 @@ fn no_dns_update_for_an_advertise_and_none_for_a_plain_renewal() {
     let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(1), sid(), ia_na(1, &[]), fqdn_opt("h1")])));
     let addr = dns_add_done(&mut e, &r);
     let r = reply(send(&mut e, msg(MessageType::Renew, vec![cid(1), sid(), ia_na(1, &[&addr]), fqdn_opt("h1")])));
-    let d = r.changes[0].lease().dns.clone().unwrap();
+    let d = r.changes[0].dns.clone().unwrap();
     assert_eq!(d.dns_flags & F::PENDING_ADD, 0, "a renewal with the same name adds nothing");
     assert_ne!(d.dns_flags & F::FWD_UPTODATE, 0, "what is in the DNS stays known");
     // Release: the server that ends the lease removes the records (RFC 4704 §6.1 item 5).
     let r = reply(send(&mut e, msg(MessageType::Release, vec![cid(1), sid(), ia_na(1, &[&addr])])));
-    let d = r.changes[0].lease().dns.clone().unwrap();
+    let d = r.changes[0].dns.clone().unwrap();
     assert_ne!(d.dns_flags & F::PENDING_REMOVE, 0);
 }
 
@@ -846,7 +846,7 @@ fn a_lease_keeps_the_name_its_records_carry() {
     let addr = dns_add_done(&mut e, &r);
     let r = reply(send(&mut e, msg(MessageType::Renew, vec![cid(1), sid(), ia_na(1, &[&addr]), fqdn_opt("second"), DhcpOption::Oro(vec![opt::CLIENT_FQDN])])));
     assert_eq!(client_msg(&r).options.client_fqdn().unwrap().name.to_string(), "first.example.net.");
-    let d = r.changes[0].lease().dns.clone().unwrap();
+    let d = r.changes[0].dns.clone().unwrap();
     assert_eq!(d.name.unwrap().to_string(), "first.example.net.");
     assert_eq!(d.dns_flags & F::PENDING_ADD, 0);
     assert_ne!(d.dns_flags & F::FWD_UPTODATE, 0);

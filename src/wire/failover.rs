@@ -121,6 +121,15 @@ impl FrameDecoder {
     }
 
     /// The buffered octet at `offset` (a frame's message type is at 2).
+    /// Everything buffered and not yet returned as a frame (handing a
+    /// stream over to another decoder, e.g. after a preamble).
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        let rest = self.buf[self.start..].to_vec();
+        self.buf.clear();
+        self.start = 0;
+        rest
+    }
+
     pub fn peek(&self, offset: usize) -> Option<u8> {
         self.buf.get(self.start + offset).copied()
     }

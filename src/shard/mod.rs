@@ -1,0 +1,630 @@
+//! One shard, sans-IO: it owns its engine (lease table and allocators), the
+//! changes waiting for its next group commit, and its side of the failover
+//! bus. Production (`runtime::shard`) and the simulator drive the same code:
+//! they deliver packets, bus messages and ticks, commit the batches it hands
+//! out, and carry out what each finished commit releases.
+//!
+//! Nothing that depends on a change leaves before the change is durable:
+//! client replies, the verdicts on the partner's updates (so a BNDREPLY
+//! follows its commit, RFC 8156 §7.5.2), the snapshots the partner must
+//! hear of (lazy update, §7.4) and the DNS work a lease records.
+
+use std::collections::HashMap;
+
+use crate::failover::bus::{Ack, PdCounts, ToFailover, ToShard};
+use crate::failover::router::home_of;
+use crate::failover::{EndpointPolicy, Role, bndupd, free_status};
+use crate::lease::{DnsInfo, Lease, LeaseChange, LeaseKey, Time};
+use crate::pool::Slice;
+use crate::server::{Arrival, DropReason, Engine, EngineConfig, Outcome, Reply, SliceMap, Standalone, release_dns};
+use crate::wire::{BindingStatus, Message, ServerState};
+
+/// Leases moved to EXPIRED (or reclaimed) per tick.
+pub const EXPIRE_PER_TICK: usize = 4096;
+/// Changes that only need to be durable eventually (acknowledgement
+/// bookkeeping) wait at most this long for a commit to join.
+pub const LAZY_FLUSH: Time = 1;
+/// Flagged records reported per `Loaded` message at start-up.
+pub const LOADED_CHUNK: usize = 4096;
+
+/// What became of a client message.
+#[derive(Debug)]
+pub enum Handled<C> {
+    /// Send this now (nothing changed).
+    Reply(C, Reply),
+    /// The reply waits for the next commit.
+    Deferred,
+    Dropped(DropReason),
+}
+
+/// What a finished commit releases.
+#[derive(Debug)]
+pub struct Done<C> {
+    pub replies: Vec<(C, Reply)>,
+    pub to_failover: Vec<ToFailover>,
+    /// Committed leases with DNS work to do (PENDING_ADD / PENDING_REMOVE).
+    pub dns: Vec<Lease>,
+}
+
+impl<C> Default for Done<C> {
+    fn default() -> Self {
+        Done { replies: Vec::new(), to_failover: Vec::new(), dns: Vec::new() }
+    }
+}
+
+/// What a batch waits to release.
+struct Waiting<C> {
+    replies: Vec<(C, Reply)>,
+    judged: Vec<(u64, usize, Result<(), crate::wire::StatusCode>)>,
+    adopted: Vec<LeaseKey>,
+}
+
+impl<C> Waiting<C> {
+    fn new() -> Self {
+        Waiting { replies: Vec::new(), judged: Vec::new(), adopted: Vec::new() }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.replies.is_empty() && self.judged.is_empty() && self.adopted.is_empty()
+    }
+}
+
+/// A DNS update finished: the lease's new DNS state, if the lease is still
+/// what the update was for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsOutcome {
+    pub key: LeaseKey,
+    /// The lease as the DNS worker saw it.
+    pub was: Lease,
+    pub dns: DnsInfo,
+}
+
+/// How every shard of a server is built.
+#[derive(Debug, Clone)]
+pub struct ShardsConfig {
+    pub engine: EngineConfig,
+    pub shards: usize,
+    /// With a failover partner: our role and the MCLT (the expiry slack).
+    pub failover: Option<(Role, u32)>,
+}
+
+pub struct ShardCore<C> {
+    id: usize,
+    shards: usize,
+    slices: SliceMap,
+    engine: Engine,
+    /// With a partner: the state we serve under (STARTUP until told).
+    policy: Option<EndpointPolicy>,
+    /// Changes not yet handed out in a batch, in order.
+    pending: Vec<LeaseChange>,
+    waiting: Waiting<C>,
+    /// Some pending change must be committed soon (not only lazy ones).
+    urgent: bool,
+    /// When the oldest lazy change was made.
+    lazy_since: Option<Time>,
+    /// The batch being committed and what it releases.
+    in_flight: Option<Waiting<C>>,
+    ignore_policy: bool,
+    /// FREE-BACKUP prefixes offered back to the secondary (§4.2.2): a
+    /// FREE-BACKUP record changes to FREE on the secondary's acceptance only
+    /// if it is still this offer (any write to it withdraws the offer).
+    offered: std::collections::HashSet<LeaseKey>,
+}
+
+/// The shards of one server, built from their stored records.
+pub struct Built<C> {
+    pub cores: Vec<ShardCore<C>>,
+    /// Records held by a shard other than their key's slice owner.
+    pub away: Vec<(LeaseKey, usize)>,
+    /// Per shard, start-up reports for the failover driver (flagged records).
+    pub loaded: Vec<Vec<ToFailover>>,
+    /// Per shard, leases with DNS work left by a previous run.
+    pub dns: Vec<Vec<Lease>>,
+}
+
+/// The more recent of two copies of one record (an interrupted move or
+/// re-sharding left both).
+fn newer(a: &Lease, b: &Lease) -> bool {
+    (a.cltt, a.start_time_of_state) > (b.cltt, b.start_time_of_state)
+}
+
+/// Every record of several stores, one copy per key (the most recent).
+pub fn merge_stores(stores: Vec<Vec<Lease>>) -> Vec<Lease> {
+    let mut all: HashMap<LeaseKey, Lease> = HashMap::new();
+    for l in stores.into_iter().flatten() {
+        match all.get(&l.key) {
+            Some(o) if !newer(&l, o) => {}
+            _ => {
+                all.insert(l.key, l);
+            }
+        }
+    }
+    let mut v: Vec<Lease> = all.into_values().collect();
+    v.sort_by_key(|l| l.key);
+    v
+}
+
+/// A record can be in two shards' stores only if a move was interrupted by
+/// a crash, and then at least one copy is away from its key's slice owner:
+/// so only those keys are looked for. Keeps the most recent copy and
+/// returns the (shard, key) copies to delete.
+fn dedupe(stored: &mut [Vec<Lease>], slices: &SliceMap) -> Vec<(usize, LeaseKey)> {
+    let away: std::collections::HashSet<LeaseKey> = stored
+        .iter()
+        .enumerate()
+        .flat_map(|(s, v)| v.iter().filter(move |l| slices.owner(&l.key).is_some_and(|o| o != s)).map(|l| l.key))
+        .collect();
+    if away.is_empty() {
+        return Vec::new();
+    }
+    let mut copies: HashMap<LeaseKey, Vec<(usize, usize)>> = HashMap::new();
+    for (s, v) in stored.iter().enumerate() {
+        for (i, l) in v.iter().enumerate() {
+            if away.contains(&l.key) {
+                copies.entry(l.key).or_default().push((s, i));
+            }
+        }
+    }
+    let mut drop: Vec<(usize, usize)> = Vec::new();
+    for (_, c) in copies.into_iter().filter(|(_, c)| c.len() > 1) {
+        let best = c.iter().copied().reduce(|a, b| if newer(&stored[b.0][b.1], &stored[a.0][a.1]) { b } else { a });
+        drop.extend(c.into_iter().filter(|x| Some(*x) != best));
+    }
+    drop.sort_by(|a, b| b.cmp(a));
+    let mut deletes = Vec::new();
+    for (s, i) in drop {
+        let l = stored[s].swap_remove(i);
+        deletes.push((s, l.key));
+    }
+    deletes
+}
+
+/// Build every shard from the records each shard's store holds. A record
+/// held away from its key's slice owner blocks the key there.
+pub fn build<C>(cfg: &ShardsConfig, mut stored: Vec<Vec<Lease>>) -> Built<C> {
+    let n = cfg.shards.max(1);
+    let slices = SliceMap::new(&cfg.engine.subnets, n);
+    stored.resize_with(n, Vec::new);
+    let deletes = dedupe(&mut stored, &slices);
+    let mut cores = Vec::with_capacity(n);
+    let mut away = Vec::new();
+    let mut loaded = Vec::with_capacity(n);
+    let mut dns = Vec::with_capacity(n);
+    for (id, records) in stored.into_iter().enumerate().take(n) {
+        let mut e = Engine::new(EngineConfig { slice: Slice { shards: n as u32, shard: id as u32 }, ..cfg.engine.clone() });
+        if let Some((_, mclt)) = cfg.failover {
+            e.set_failover_mclt(mclt);
+        }
+        e.reserve(records.len() + records.len() / 4);
+        let mut flagged = Vec::new();
+        let mut todo = Vec::new();
+        for l in records {
+            if slices.owner(&l.key).is_some_and(|o| o != id) {
+                away.push((l.key, id));
+            }
+            if l.update_partner && cfg.failover.is_some() {
+                flagged.push(l.clone());
+            }
+            if has_dns_work(&l) {
+                todo.push(l.clone());
+            }
+            e.load(l);
+        }
+        let mut reports = Vec::new();
+        if cfg.failover.is_some() {
+            let chunks: Vec<Vec<Lease>> = flagged.chunks(LOADED_CHUNK).map(<[Lease]>::to_vec).collect();
+            let last = chunks.len().saturating_sub(1);
+            for (i, c) in chunks.into_iter().enumerate() {
+                reports.push(ToFailover::Loaded { shard: id, leases: c, done: i == last });
+            }
+            if reports.is_empty() {
+                reports.push(ToFailover::Loaded { shard: id, leases: Vec::new(), done: true });
+            }
+        }
+        loaded.push(reports);
+        dns.push(todo);
+        cores.push(ShardCore {
+            id,
+            shards: n,
+            slices: slices.clone(),
+            engine: e,
+            policy: cfg.failover.map(|(role, mclt)| EndpointPolicy {
+                role,
+                state: ServerState::Startup,
+                mclt,
+                partner_down_since: 0,
+            }),
+            pending: Vec::new(),
+            waiting: Waiting::new(),
+            urgent: false,
+            lazy_since: None,
+            in_flight: None,
+            ignore_policy: false,
+            offered: Default::default(),
+        });
+    }
+    for (key, _) in &away {
+        if let Some(o) = slices.owner(key) {
+            cores[o].engine.block(*key);
+        }
+    }
+    for (s, key) in deletes {
+        cores[s].pending.push(LeaseChange::Delete(key));
+        cores[s].urgent = true;
+    }
+    Built { cores, away, loaded, dns }
+}
+
+fn has_dns_work(l: &Lease) -> bool {
+    use crate::lease::dns_flags as F;
+    l.dns.as_ref().is_some_and(|d| d.dns_flags & (F::PENDING_ADD | F::PENDING_REMOVE) != 0)
+}
+
+/// The fields a BNDUPD carries: equal means the partner has seen this version.
+fn same_for_partner(a: &Lease, b: &Lease) -> bool {
+    use crate::lease::dns_flags as F;
+    let dns = |l: &Lease| l.dns.as_ref().map(|d| (d.flags, d.name.clone(), d.dns_flags & F::SHARED));
+    a.binding == b.binding
+        && a.status == b.status
+        && a.start_time_of_state == b.start_time_of_state
+        && a.cltt == b.cltt
+        && a.valid_end == b.valid_end
+        && a.state_expiration_time == b.state_expiration_time
+        && a.preferred_lifetime == b.preferred_lifetime
+        && a.valid_lifetime == b.valid_lifetime
+        && a.partner_lifetime == b.partner_lifetime
+        && a.expiration_time == b.expiration_time
+        && a.partner_raw_clt_time == b.partner_raw_clt_time
+        && dns(a) == dns(b)
+}
+
+impl<C> ShardCore<C> {
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn policy(&self) -> Option<EndpointPolicy> {
+        self.policy
+    }
+
+    /// Changes not yet handed out in a batch.
+    pub fn uncommitted(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The leases written by changes made since `uncommitted()` was `from`
+    /// (what the last message changed, for the simulator's checks).
+    pub fn pending_since(&self, from: usize) -> Vec<&Lease> {
+        self.pending.get(from..).unwrap_or(&[]).iter().filter_map(LeaseChange::upserted).collect()
+    }
+
+    /// Simulator sabotage: serve as if there were no failover partner.
+    pub fn set_ignore_policy(&mut self, on: bool) {
+        self.ignore_policy = on;
+    }
+
+    pub fn committing(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// Nothing waits for a commit.
+    pub fn idle(&self) -> bool {
+        self.pending.is_empty() && self.waiting.is_empty() && self.in_flight.is_none()
+    }
+
+    fn push(&mut self, l: Lease, urgent: bool, now: Time) {
+        self.offered.remove(&l.key);
+        self.pending.push(LeaseChange::Upsert(l));
+        if urgent {
+            self.urgent = true;
+        } else if self.lazy_since.is_none() {
+            self.lazy_since = Some(now);
+        }
+    }
+
+    /// A client message for this shard.
+    pub fn handle(&mut self, now: Time, msg: &Message, arrival: &Arrival<'_>, ctx: C) -> Handled<C> {
+        let out = match &self.policy {
+            Some(p) if !self.ignore_policy => self.engine.handle(now, msg, arrival, p),
+            _ => self.engine.handle(now, msg, arrival, &Standalone),
+        };
+        match out {
+            Outcome::Drop(d) => Handled::Dropped(d),
+            Outcome::Reply(mut r) if !r.changes.is_empty() => {
+                for l in std::mem::take(&mut r.changes) {
+                    if !self.offered.is_empty() {
+                        self.offered.remove(&l.key);
+                    }
+                    self.pending.push(LeaseChange::Upsert(l));
+                }
+                self.urgent = true;
+                self.waiting.replies.push((ctx, r));
+                Handled::Deferred
+            }
+            Outcome::Reply(r) => Handled::Reply(ctx, r),
+        }
+    }
+
+    /// Timers: expiry, PARTNER-DOWN reclamation, the lazy flush.
+    pub fn tick(&mut self, now: Time) {
+        let expired = match &self.policy {
+            Some(p) => self.engine.expire(now, EXPIRE_PER_TICK, p),
+            None => self.engine.expire(now, EXPIRE_PER_TICK, &Standalone),
+        };
+        for l in expired {
+            self.push(l, true, now);
+        }
+        if let Some(p) = self.policy
+            && p.state == ServerState::PartnerDown
+        {
+            for l in self.engine.reclaim(now, p.mclt, p.partner_down_since, EXPIRE_PER_TICK) {
+                self.push(l, true, now);
+            }
+        }
+        if self.lazy_since.is_some_and(|t| now >= t + LAZY_FLUSH) {
+            self.urgent = true;
+        }
+    }
+
+    /// A message from the failover driver; answers that need nothing durable
+    /// come back at once, the rest after the next commit.
+    pub fn bus(&mut self, now: Time, m: ToShard) -> Vec<ToFailover> {
+        match m {
+            ToShard::Judge { items } => {
+                for (req, idx, r) in items {
+                    let v = self.judge(now, &r);
+                    self.waiting.judged.push((req, idx, v));
+                }
+                self.urgent = true;
+                Vec::new()
+            }
+            ToShard::Acks(acks) => {
+                for a in acks {
+                    self.ack(now, a);
+                }
+                Vec::new()
+            }
+            ToShard::State { epoch, policy } => {
+                if self.policy.is_some_and(|p| p.state != policy.state) {
+                    // Offers made in another state (over another connection)
+                    // are over; the secondary's echo settles those it took.
+                    self.offered.clear();
+                }
+                self.policy = Some(policy);
+                vec![ToFailover::StateApplied { shard: self.id, epoch, counts: self.engine.pd_counts() }]
+            }
+            ToShard::GiveBackup { n } => {
+                for l in self.engine.give_backup(now, n) {
+                    self.push(l, true, now);
+                }
+                Vec::new()
+            }
+            ToShard::TakeBack { n } => {
+                let mut leases = Vec::new();
+                for l in self.engine.free_backup_prefixes() {
+                    if leases.len() as u64 >= n {
+                        break;
+                    }
+                    if !self.offered.contains(&l.key) {
+                        leases.push(l.clone());
+                    }
+                }
+                self.offered.extend(leases.iter().map(|l| l.key));
+                vec![ToFailover::Offered { shard: self.id, leases }]
+            }
+            // Served by whoever drives the store (it reads durable records).
+            ToShard::Scan { .. } => Vec::new(),
+            ToShard::Adopt { lease } => {
+                let key = lease.key;
+                let newer = self.engine.leases().get(&key).is_some_and(|l| l.start_time_of_state > lease.start_time_of_state);
+                if !newer {
+                    self.engine.adopt(lease.clone());
+                    self.push(lease, true, now);
+                }
+                self.waiting.adopted.push(key);
+                self.urgent = true;
+                Vec::new()
+            }
+            ToShard::Drop { key } => {
+                if self.engine.leases().get(&key).is_none() {
+                    self.pending.push(LeaseChange::Delete(key));
+                    if self.lazy_since.is_none() {
+                        self.lazy_since = Some(now);
+                    }
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// §7.5.4–§7.5.5 for one received binding.
+    fn judge(&mut self, now: Time, r: &bndupd::Received) -> Result<(), crate::wire::StatusCode> {
+        let Some(p) = self.policy else { return Err(crate::wire::StatusCode::CONFIGURATION_CONFLICT) };
+        let local = self.engine.leases().get(&r.key).cloned();
+        let v = bndupd::judge(local.as_ref(), r, bndupd::Judge { role: p.role, now, mclt: p.mclt });
+        match v {
+            Ok(()) => {
+                let take_back = p.role == Role::Secondary
+                    && r.binding.is_none()
+                    && r.status == BindingStatus::Free
+                    && local.as_ref().is_some_and(|l| l.status == BindingStatus::FreeBackup);
+                let mut l = bndupd::merge(local, r, now);
+                if take_back {
+                    // §4.2.2: the primary took a prefix back. Say so in a
+                    // BNDUPD of our own as well: if the BNDREPLY is lost, the
+                    // primary would otherwise keep it as ours, and nobody
+                    // would ever use it again.
+                    l.start_time_of_state = now;
+                    l.update_partner = true;
+                }
+                self.engine.apply_external(l.clone());
+                self.push(l, true, now);
+            }
+            Err(code) if code == crate::wire::StatusCode::OUTDATED_BINDING_INFORMATION => {
+                // §7.5.4: our record is newer; the partner gets it (after the
+                // BNDREPLY). Sent at once only if it was not flagged already.
+                if let Some(mut l) = local
+                    && !l.update_partner
+                {
+                    l.update_partner = true;
+                    self.engine.apply_external(l.clone());
+                    self.push(l, true, now);
+                }
+            }
+            Err(_) => {}
+        }
+        v
+    }
+
+    /// §7.7: the partner's verdict on an update built from `a.sent`.
+    fn ack(&mut self, now: Time, a: Ack) {
+        let Some(cur) = self.engine.leases().get(&a.sent.key) else { return };
+        if !a.accepted {
+            // Remembered only: the record stays flagged and is sent again.
+            return;
+        }
+        let mut l = cur.clone();
+        let same_binding = cur.binding == a.sent.binding;
+        if a.take_back {
+            // §4.2.2: the secondary gave the prefix back (our record stays
+            // FREE-BACKUP until it accepts, and only this offer counts).
+            if self.offered.remove(&a.sent.key) && cur.status == BindingStatus::FreeBackup {
+                l.set_status(BindingStatus::Free, now);
+                l.update_partner = false;
+            }
+        } else if same_for_partner(cur, &a.sent) {
+            // §7.7: acked-partner-lifetime ← F_PARTNER_LIFETIME_SENT.
+            if let Some(pls) = a.partner_lifetime_sent {
+                l.acked_partner_lifetime = l.acked_partner_lifetime.max(pls);
+            }
+            l.update_partner = false;
+            match a.sent.status {
+                // Figure 2 event (4): EXPIRED/RELEASED/RESET → PENDING-FREE
+                // once the partner acks, then at once FREE or FREE-BACKUP (5)/(6).
+                BindingStatus::Expired | BindingStatus::Released | BindingStatus::Reset => {
+                    l.set_status(free_status(&l.key), now);
+                    // Both sides must agree: the partner hears of the FREE too.
+                    l.update_partner = true;
+                    // §9.4: the partner knows the lease ended: remove its records.
+                    release_dns(&mut l);
+                }
+                BindingStatus::Abandoned => release_dns(&mut l),
+                _ => {}
+            }
+        } else if same_binding
+            && let Some(pls) = a.partner_lifetime_sent
+        {
+            // Changed since it was sent (the newer version is on its way),
+            // but the partner did accept this lifetime for this client.
+            l.acked_partner_lifetime = l.acked_partner_lifetime.max(pls);
+        }
+        if l != *cur {
+            let urgent = l.status != cur.status || has_dns_work(&l);
+            self.engine.apply_external(l.clone());
+            self.push(l, urgent, now);
+        }
+    }
+
+    /// The DNS worker finished a lease's update.
+    pub fn dns_outcome(&mut self, now: Time, o: DnsOutcome) {
+        let Some(cur) = self.engine.leases().get(&o.key) else { return };
+        let flags = |l: &Lease| l.dns.as_ref().map(|d| d.dns_flags);
+        if cur.binding != o.was.binding || cur.status != o.was.status || flags(cur) != flags(&o.was) {
+            // The lease changed meanwhile; its new intent comes with its commit.
+            return;
+        }
+        let mut l = cur.clone();
+        l.dns = Some(o.dns);
+        // §9.2: the partner hears of the DNS state (a second BNDUPD).
+        l.update_partner |= self.policy.is_some();
+        self.engine.apply_external(l.clone());
+        self.push(l, true, now);
+    }
+
+    /// The next batch to commit, if one is due and none is in flight.
+    pub fn take_batch(&mut self, now: Time) -> Option<Vec<LeaseChange>> {
+        if self.in_flight.is_some() {
+            return None;
+        }
+        if self.lazy_since.is_some_and(|t| now >= t + LAZY_FLUSH) {
+            self.urgent = true;
+        }
+        if !self.urgent || (self.pending.is_empty() && self.waiting.is_empty()) {
+            return None;
+        }
+        self.urgent = false;
+        self.lazy_since = None;
+        self.in_flight = Some(std::mem::replace(&mut self.waiting, Waiting::new()));
+        Some(std::mem::take(&mut self.pending))
+    }
+
+    /// The batch from `take_batch` is durable (Ok) or was not written (Err:
+    /// its changes go back in front of what came since; its client replies
+    /// are withheld — the clients retransmit — and returned for counting).
+    pub fn batch_done(&mut self, ok: bool, changes: Vec<LeaseChange>) -> Done<C> {
+        let mut done = Done::default();
+        let Some(w) = self.in_flight.take() else { return done };
+        if !ok {
+            let newer = std::mem::replace(&mut self.pending, changes);
+            self.pending.extend(newer);
+            self.waiting.judged.splice(0..0, w.judged);
+            self.waiting.adopted.splice(0..0, w.adopted);
+            self.urgent = true;
+            done.replies = w.replies;
+            return done;
+        }
+        done.replies = w.replies;
+        // The BNDREPLYs first: a newer record of ours follows its BNDREPLY (§7.5.4).
+        if !w.judged.is_empty() {
+            done.to_failover.push(ToFailover::Judged { items: w.judged });
+        }
+        // The latest version of each changed lease, in order.
+        let mut last: HashMap<LeaseKey, usize> = HashMap::new();
+        for (i, c) in changes.iter().enumerate() {
+            last.insert(c.key(), i);
+        }
+        let mut report = Vec::new();
+        let mut handoffs = Vec::new();
+        for (i, c) in changes.into_iter().enumerate() {
+            let LeaseChange::Upsert(l) = c else { continue };
+            if last.get(&l.key) != Some(&i) {
+                continue;
+            }
+            if has_dns_work(&l) {
+                done.dns.push(l.clone());
+            }
+            if self.policy.is_none() {
+                continue;
+            }
+            let current = self.engine.leases().get(&l.key) == Some(&l);
+            let home = home_of(&self.slices, self.shards, &l);
+            if l.update_partner {
+                report.push(l.clone());
+            }
+            if current && home != self.id {
+                // Its client changed: the record belongs with another shard
+                // now (see `failover::router`). Out of our table at once;
+                // durable here until the new home has it.
+                self.engine.evict(&l.key);
+                handoffs.push(ToFailover::Handoff { shard: self.id, lease: l });
+            }
+        }
+        if self.policy.is_some() {
+            done.to_failover.push(ToFailover::Committed { shard: self.id, leases: report, counts: self.engine.pd_counts() });
+        }
+        for key in w.adopted {
+            done.to_failover.push(ToFailover::Adopted { shard: self.id, key });
+        }
+        done.to_failover.extend(handoffs);
+        done
+    }
+
+    /// Delegable-prefix counts of this shard's slice.
+    pub fn pd_counts(&self) -> PdCounts {
+        self.engine.pd_counts()
+    }
+}
