@@ -57,7 +57,7 @@ fn bench(c: &mut Criterion) {
             for item in parsed.items {
                 let r = item.unwrap();
                 let local = db.0.get(&r.key).cloned();
-                let ctx = bndupd::Judge { role: Role::Secondary, now: NOW + 31, mclt: 3600 };
+                let ctx = bndupd::Judge { role: Role::Secondary, now: NOW + 31, mclt: 3600, partner_lost_store_at: 0 };
                 let v = bndupd::judge(local.as_ref(), &r, ctx);
                 assert!(v.is_ok());
                 black_box(bndupd::merge(local, &r, NOW + 31));

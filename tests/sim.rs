@@ -97,3 +97,33 @@ regression!(seed_10034_an_update_without_clt_does_not_override_a_newer_end, 1003
 regression!(seed_26214_a_new_binding_does_not_inherit_the_previous_acked_lifetime, 26214);
 regression!(seed_51961_a_crash_kills_a_connection_still_opening, 51961);
 regression!(seed_25641_the_partners_report_of_its_own_grant_is_not_ours, 25641);
+
+#[test]
+fn a_client_that_vanishes_costs_three_binding_updates_per_lease() {
+    // RFC 8156 §7.5.4 (audit F3): the granting server's EXPIRED is accepted
+    // once the lease's state has expired (time(1)); the partner's stale
+    // ACTIVE does not undo it. Per lease: ACTIVE, EXPIRED, FREE — not one
+    // update a second for a lease time.
+    for seed in 0..6 {
+        let sc = Scenario { clients: 2, faults: false, vanish: true, count_updates: true, chaos: 1200, ..Scenario::v1(seed) };
+        let r = Sim::new(sc).run();
+        assert_clean(&r);
+        assert!(!r.bndupds.is_empty(), "seed {seed}: no lease was granted");
+        for (k, n) in &r.bndupds {
+            assert!(*n <= 3, "seed {seed}: {n} BNDUPDs about {k} (ACTIVE, EXPIRED, FREE expected)");
+        }
+    }
+}
+
+#[test]
+fn lifetimes_changed_across_restarts_keep_the_mclt_guarantee() {
+    // RFC 8156 §4.4, §7.3 (audit F6): valid-lifetime lowered and raised
+    // across a restart and a failover; what one side counts as acked must
+    // match what the other protects.
+    for seed in 0..40 {
+        for v in [150, 600] {
+            let sc = Scenario { restart_valid: Some(v), ..Scenario::v1(seed) };
+            assert_clean(&Sim::new(sc).run());
+        }
+    }
+}

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use tandem::sim::{run_seed, run_seed_verbose};
+use tandem::sim::{run_seed, run_seed_v1, run_seed_verbose};
 
 #[derive(Parser)]
 #[command(name = "tandem-sim", about = "Deterministic simulation of a tandem failover pair")]
@@ -29,13 +29,17 @@ struct Args {
     /// Worker threads (seeds are independent).
     #[arg(long, default_value_t = 1)]
     threads: u64,
+    /// Use the version-1 scenario generator (one shard, instant commits,
+    /// small pools: how the named regression seeds were found).
+    #[arg(long)]
+    v1: bool,
 }
 
 fn main() -> ExitCode {
     let a = Args::parse();
     let single = a.seed.or_else(|| std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()));
     if let Some(s) = single {
-        let r = if a.trace { run_seed_verbose(s) } else { run_seed(s) };
+        let r = if a.v1 { run_seed_v1(s, a.trace) } else if a.trace { run_seed_verbose(s) } else { run_seed(s) };
         for l in &r.trace {
             println!("{l}");
         }
@@ -49,13 +53,13 @@ fn main() -> ExitCode {
     let threads = a.threads.max(1);
     let handles: Vec<_> = (0..threads)
         .map(|w| {
-            let (start, seeds, trace) = (a.start, a.seeds, a.trace);
+            let (start, seeds, trace, v1) = (a.start, a.seeds, a.trace, a.v1);
             std::thread::spawn(move || {
                 let mut bad = Vec::new();
                 let mut events = 0;
                 let mut s = start + w;
                 while s < start + seeds {
-                    let r = run_seed(s);
+                    let r = if v1 { run_seed_v1(s, false) } else { run_seed(s) };
                     events += r.events;
                     if !r.violations.is_empty() {
                         println!("seed {s}: {}", r.violations[0]);

@@ -86,6 +86,11 @@ pub enum Command {
         /// LMDB map size per shard in MiB (the most the store may grow to).
         #[arg(long, value_name = "MIB", default_value_t = 1024)]
         store_map_size: usize,
+        /// With a failover partner: start as a server that lost its store (a
+        /// restored backup): get every lease from the partner (UPDREQALL) and
+        /// serve nothing until that is done and the MCLT has passed.
+        #[arg(long)]
+        resync_all: bool,
     },
     /// Validate a configuration file: exit 0, or print one line per problem
     /// (file: key: what is wrong) and exit 1.
@@ -166,6 +171,7 @@ pub fn run(cli: Cli) -> ExitCode {
             control_socket,
             ready_file,
             store_map_size,
+            resync_all,
         } => {
             init_logging(&log_level, log_format);
             let mut c = match Config::load(&config) {
@@ -204,6 +210,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             s.ready_file = ready_file;
             s.map_size = store_map_size.max(1) << 20;
+            s.resync_all = resync_all;
             match crate::runtime::server::serve(s) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

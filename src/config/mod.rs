@@ -130,6 +130,9 @@ struct RawFailover {
     pd_secondary_share: Option<f64>,
     pd_secondary_max: Option<u64>,
     startup_time: Option<u32>,
+    startup_partner_down: Option<bool>,
+    updreq_timeout: Option<u32>,
+    connect_retry: Option<u32>,
     tls: Option<RawTls>,
 }
 
@@ -196,6 +199,12 @@ pub struct Failover {
     pub pd_secondary_max: u64,
     /// Seconds STARTUP waits to hear from the partner (RFC 8156 §8.3.2).
     pub startup_time: u32,
+    /// RFC 8156 §8.3.2 step 1: PARTNER-DOWN when STARTUP ends without contact.
+    pub startup_partner_down: bool,
+    /// Seconds without UPDDONE and without BNDUPD before an UPDREQ(ALL) is given up.
+    pub updreq_timeout: u32,
+    /// Seconds between the primary's connection attempts.
+    pub connect_retry: u32,
     pub tls: Tls,
 }
 
@@ -212,9 +221,12 @@ impl Failover {
             startup_time: self.startup_time,
             pd_secondary_share: self.pd_secondary_share,
             pd_secondary_max: self.pd_secondary_max,
-            connect_retry: 5,
-            connect_retry_rejected: 30,
-            updreq_timeout: 120,
+            connect_retry: self.connect_retry,
+            connect_retry_rejected: self.connect_retry.max(30),
+            updreq_timeout: self.updreq_timeout,
+            startup_partner_down: self.startup_partner_down,
+            resync_all: false,
+            min_mclt: if short_times_allowed() { 1 } else { crate::failover::MIN_LEASE_TIME },
         }
     }
 }
@@ -250,6 +262,17 @@ pub const DEFAULT_VALID: u32 = 4000;
 pub const DEFAULT_MCLT: u32 = 3600;
 pub const DEFAULT_MAX_UNACKED: u32 = 64;
 pub const DEFAULT_KEEPALIVE: u32 = 60;
+pub const DEFAULT_UPDREQ_TIMEOUT: u32 = 120;
+pub const DEFAULT_CONNECT_RETRY: u32 = 5;
+
+/// Test-only: `TANDEM_TEST_SHORT_TIMES=1` lets `mclt` and a failover
+/// subnet's `valid-lifetime` go below the 30 s RFC 8156 §1 requires (and
+/// the partner's CONNECT too), so that tests and the demo run in seconds.
+pub const SHORT_TIMES_ENV: &str = "TANDEM_TEST_SHORT_TIMES";
+
+pub fn short_times_allowed() -> bool {
+    std::env::var(SHORT_TIMES_ENV).is_ok_and(|v| v == "1")
+}
 /// Delegable prefixes the secondary gets at most (each is a record on both
 /// servers): enough to serve a long outage, never half of a /32 of /64s.
 pub const DEFAULT_PD_SECONDARY_MAX: u64 = 16384;
@@ -353,6 +376,16 @@ impl Validator {
             raw.subnet.into_iter().enumerate().filter_map(|(i, s)| self.subnet(i, s, &raw.interfaces)).collect();
         self.check_overlaps(&subnets);
         let failover = raw.failover.and_then(|f| self.failover(f));
+        if failover.is_some() && !short_times_allowed() {
+            for (i, sn) in subnets.iter().enumerate() {
+                if sn.valid_lifetime < crate::failover::MIN_LEASE_TIME {
+                    self.bad(
+                        format!("subnet[{i}].valid-lifetime"),
+                        format!("{} is below 30 s: failover is not for leases shorter than 30 s (RFC 8156 section 1)", sn.valid_lifetime),
+                    );
+                }
+            }
+        }
         let ddns = raw.ddns.and_then(|d| self.ddns(d));
         Config {
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
@@ -533,8 +566,20 @@ impl Validator {
             self.bad("failover.listen", "the secondary listens for the primary: set listen");
         }
         let mclt = f.mclt.unwrap_or(DEFAULT_MCLT);
-        if mclt == 0 {
-            self.bad("failover.mclt", "must be greater than 0");
+        let min = if short_times_allowed() { 1 } else { crate::failover::MIN_LEASE_TIME };
+        if mclt < min {
+            self.bad(
+                "failover.mclt",
+                format!("{mclt} is below {min} s: failover is not for leases shorter than 30 s (RFC 8156 section 1)"),
+            );
+        }
+        let updreq_timeout = f.updreq_timeout.unwrap_or(DEFAULT_UPDREQ_TIMEOUT);
+        if updreq_timeout == 0 {
+            self.bad("failover.updreq-timeout", "must be at least 1 second");
+        }
+        let connect_retry = f.connect_retry.unwrap_or(DEFAULT_CONNECT_RETRY);
+        if connect_retry == 0 {
+            self.bad("failover.connect-retry", "must be at least 1 second");
         }
         let max_unacked = f.max_unacked_bndupd.unwrap_or(DEFAULT_MAX_UNACKED);
         if max_unacked == 0 {
@@ -587,6 +632,9 @@ impl Validator {
             pd_secondary_share: share,
             pd_secondary_max: f.pd_secondary_max.unwrap_or(DEFAULT_PD_SECONDARY_MAX),
             startup_time: f.startup_time.unwrap_or(10),
+            startup_partner_down: f.startup_partner_down.unwrap_or(false),
+            updreq_timeout,
+            connect_retry,
             tls: tls?,
         })
     }

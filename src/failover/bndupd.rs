@@ -179,6 +179,11 @@ fn status_of(o: &Options) -> Option<BindingStatus> {
     })
 }
 
+/// A binding-status value this version does not know (kept raw by the codec).
+fn unknown_status(o: &Options) -> bool {
+    o.iter().any(|x| matches!(x, DhcpOption::Unknown { code, .. } if *code == opt::F_BINDING_STATUS))
+}
+
 fn dns_flags_of(o: &Options) -> Option<u16> {
     o.iter().find_map(|x| match x {
         DhcpOption::DnsRemovalInfo(r) => r.iter().find_map(|y| match y {
@@ -201,6 +206,7 @@ pub fn parse(m: &FailoverMessage, owns: impl Fn(&LeaseKey) -> bool) -> Parsed {
             let start = p.options.u32_of(opt::F_START_TIME_OF_STATE).map(from_abs);
             items.push(match (key, status_of(&p.options), start, base_of(&p.options)) {
                 _ if foreign_vpn(&p.options) => Err(StatusCode::CONFIGURATION_CONFLICT),
+                _ if unknown_status(&p.options) => Err(StatusCode::UNSPEC_FAIL),
                 (Some(k), Some(s), Some(start), Some(_)) if owns(&k) => {
                     if matches!(s, BindingStatus::Free | BindingStatus::FreeBackup) {
                         Ok(Received {
@@ -252,6 +258,9 @@ pub fn parse(m: &FailoverMessage, owns: impl Fn(&LeaseKey) -> bool) -> Parsed {
                     let clt = lopts.u32_of(opt::CLT_TIME).map(|c| base.saturating_sub(c as u64));
                     items.push(match (key, status_of(lopts), start) {
                         _ if vpn_conflict => Err(StatusCode::CONFIGURATION_CONFLICT),
+                        // A status this version does not know: this binding
+                        // is refused, the others are processed.
+                        _ if unknown_status(lopts) => Err(StatusCode::UNSPEC_FAIL),
                         (Some(k), _, _) if !owns(&k) => Err(StatusCode::CONFIGURATION_CONFLICT),
                         (Some(k), Some(s), Some(start)) => Ok(Received {
                             key: k,
@@ -357,12 +366,14 @@ pub fn reply(m: &FailoverMessage, verdicts: &[Result<(), StatusCode>], now: Time
     reply
 }
 
-/// Who judges: the receiving server's role, its clock and the MCLT.
+/// Who judges: the receiving server's role, its clock, the MCLT, and when
+/// the partner last lost its store (0: never, as far as we know).
 #[derive(Debug, Clone, Copy)]
 pub struct Judge {
     pub role: Role,
     pub now: Time,
     pub mclt: u32,
+    pub partner_lost_store_at: Time,
 }
 
 /// §7.5.4 Figure 4: accept `r` over the local record, or say why not.
@@ -377,10 +388,11 @@ pub fn judge(local: Option<&Lease>, r: &Received, ctx: Judge) -> Result<(), Stat
             if l.is_active() {
                 Err(StatusCode::ADDRESS_IN_USE)
             } else {
-                decide(l, r.status, r.start, None, false, ctx.role, ctx.now, ctx.mclt)
+                decide(l, r.status, r.start, None, false, &ctx)
             }
         }
-        Some(b) => decide(l, r.status, r.update_time(), r.clt, l.binding.duid == b.duid, ctx.role, ctx.now, ctx.mclt),
+        // §5.6: AddressInUse is about another client: another DUID or another IA.
+        Some(b) => decide(l, r.status, r.update_time(), r.clt, l.binding == *b, &ctx),
     }
 }
 
@@ -404,8 +416,9 @@ pub fn merge(local: Option<Lease>, r: &Received, now: Time) -> Lease {
 
 /// §7.5.4 Figure 4, with the digest §18 item 7 decision for ties.
 #[allow(clippy::too_many_arguments)]
-fn decide(local: &Lease, recv: BindingStatus, upd_time: Time, clt: Option<Time>, duid_same: bool, role: Role, now: Time, mclt: u32) -> Result<(), StatusCode> {
+fn decide(local: &Lease, recv: BindingStatus, upd_time: Time, clt: Option<Time>, same_client: bool, ctx: &Judge) -> Result<(), StatusCode> {
     use BindingStatus as B;
+    let (role, now) = (ctx.role, ctx.now);
     let outdated = Err(StatusCode::OUTDATED_BINDING_INFORMATION);
     // §7.5.4 says "the client-last-transaction-time if one appears, or the
     // start-time-of-state": taken literally, a lease freed after its last
@@ -420,14 +433,21 @@ fn decide(local: &Lease, recv: BindingStatus, upd_time: Time, clt: Option<Time>,
     };
     // "accept": the update must be later; times within ±5 s are the same
     // time (§7.1). On such a tie we keep whichever side says ACTIVE (the
-    // safe outcome: no lease is freed while a client may hold it) and accept
-    // an identical status (a retransmission), so both sides converge.
+    // safe outcome: no lease is freed while a client may hold it) — if the
+    // ACTIVE comes from a client contact (a CLT_TIME): a partner's copy sent
+    // back without one is not a grant and does not undo the granting
+    // server's end of the lease (audit F3) — and accept an identical status
+    // (a retransmission), so both sides converge.
     let by_time = || -> Result<(), StatusCode> {
         if upd_time > local_time + SKEW_TOLERANCE {
             Ok(())
         } else if upd_time + SKEW_TOLERANCE < local_time {
             outdated
-        } else if recv == local.status || (recv == B::Active && local.status != B::Active) {
+        } else if recv == local.status || (recv == B::Active && clt.is_some() && local.status != B::Active) {
+            Ok(())
+        } else if matches!(local.status, B::Expired | B::Released | B::Reset | B::PendingFree) && matches!(recv, B::Free | B::FreeBackup) {
+            // The lease's own next step (Figure 2 events 4–6): an ended
+            // lease becomes free once acknowledged, usually within a second.
             Ok(())
         } else if matches!(recv, B::Free | B::FreeBackup) && matches!(local.status, B::Free | B::FreeBackup) {
             // Who owns a free prefix is the primary's call (§4.2.2).
@@ -436,19 +456,26 @@ fn decide(local: &Lease, recv: BindingStatus, upd_time: Time, clt: Option<Time>,
             outdated
         }
     };
-    // time(1): accept if the local state has expired. For an ACTIVE lease
-    // that is not before the lifetime we acked to the partner plus the MCLT
-    // either (§4.4, §7.3): the partner may have extended the client that
-    // far, and may since have lost its own record of doing so.
-    let acked_horizon = if local.expiration_time == 0 { 0 } else { local.expiration_time + mclt as Time };
-    let expires = local.state_expiration_time.max(acked_horizon);
-    let time1 = || if expires != 0 && now >= expires { Ok(()) } else { outdated };
+    // time(1): accept once the local state has expired (§7.5.4: "if the
+    // current time is later than the receiving server's
+    // state-expiration-time"). The lease's end on this side is the latest
+    // grant either server made that this side knows of; a granting server
+    // that knows of a later grant of its own does not send EXPIRED (audit
+    // F3: waiting longer only bounced updates back and forth). Except when
+    // the partner lost its store since the client was last seen: it may
+    // have extended the client up to what we acked plus the MCLT (§4.4)
+    // and forgotten it, so its EXPIRED counts only after that.
+    let last_seen = local.cltt.max(local.partner_raw_clt_time).max(local.start_time_of_state);
+    let forgotten = ctx.partner_lost_store_at != 0 && last_seen < ctx.partner_lost_store_at && local.expiration_time != 0;
+    let horizon = if forgotten { local.expiration_time + ctx.mclt as Time } else { 0 };
+    let expires = local.state_expiration_time.max(horizon);
+    let time1 = || if expires != 0 && now > expires { Ok(()) } else { outdated };
     // time(2): accept if the received CLT is later than the local start of state.
     let time2 = || clt.is_some_and(|c| c > local.start_time_of_state);
     match (local.status, recv) {
         (B::Active, B::Active) => {
             // accept(3)
-            if duid_same || time2() || role == Role::Secondary {
+            if same_client || time2() || role == Role::Secondary {
                 Ok(())
             } else {
                 Err(StatusCode::ADDRESS_IN_USE)
@@ -499,6 +526,14 @@ fn store_received(local: Option<Lease>, key: LeaseKey, binding: Binding, r: &Rec
         l.valid_end = 0;
         l
     });
+    if l.binding != binding || (status == BindingStatus::Active && !l.is_active()) {
+        // A new lease — another client, or the same one again after the
+        // lease ended (§4.4.1, §7.3): what either side acked was about the
+        // previous one (the granting server starts from 0 as well).
+        l.acked_partner_lifetime = 0;
+        l.expiration_time = 0;
+        l.partner_lifetime = 0;
+    }
     l.binding = binding;
     l.status = status;
     l.start_time_of_state = r.start;
@@ -507,7 +542,10 @@ fn store_received(local: Option<Lease>, key: LeaseKey, binding: Binding, r: &Rec
     (l.t1, l.t2) = (r.t1, r.t2);
     l.state_expiration_time = r.state_expiration.unwrap_or(0);
     if let Some(pl) = r.partner_lifetime {
-        l.expiration_time = pl; // F_PARTNER_LIFETIME → expiration-time
+        // F_PARTNER_LIFETIME → expiration-time: "the greatest lifetime this
+        // server has ever acked" (§7.3), so a smaller one (a lifetime
+        // lowered since) never shortens what we protect.
+        l.expiration_time = l.expiration_time.max(pl);
     }
     if let Some(c) = clt {
         l.partner_raw_clt_time = c; // CLT_TIME → partner-raw-clt-time

@@ -139,6 +139,12 @@ impl Driver {
         self.judging.len()
     }
 
+    /// Nothing in progress between the driver and the shards: no verdict
+    /// awaited, no record moving, no store being streamed, nothing to do.
+    pub fn settled(&self) -> bool {
+        self.judging.is_empty() && self.moving.is_empty() && self.stream.is_none() && self.actions.is_empty() && self.tx.is_empty()
+    }
+
     // ---- inputs ---------------------------------------------------------
 
     /// The connection to the partner is up (TCP, and TLS unless insecure).

@@ -86,8 +86,22 @@ pub struct Endpoint {
     our_request: Option<OurRequest>,
     /// When the last BNDUPD arrived (the UPDREQ watchdog, §8.5.2).
     last_bndupd: Time,
-    /// We lost our store: ask for everything (§8.5.2).
+    /// We lost our store: ask for everything (§8.5.2), and serve nothing
+    /// until we have it.
     need_all: bool,
+    /// The state, start of state and PARTNER-DOWN time persisted by the
+    /// previous run: re-entering that state after STARTUP keeps its times
+    /// (§6.3: the STATE tells when the state began, not when we restarted).
+    resumed: Option<(ServerState, Time, Time)>,
+    /// Stable storage says we ran failover before (the C flag we persisted).
+    communicated_before: bool,
+    /// The partner said it never communicated with a partner (its C flag was
+    /// clear): this pair never ran failover (§8.6.2).
+    partner_never_communicated: bool,
+    /// A message from the partner arrived during STARTUP.
+    contacted: bool,
+    /// The persisted record asked for a full resync already (not a first start).
+    known_lost: bool,
     /// Every shard has reported its flagged records (start-up).
     loaded: bool,
     pd: PdCounts,
@@ -102,7 +116,10 @@ impl Endpoint {
     pub fn new(cfg: FailoverConfig, persisted: Option<Persistent>, now: Time) -> (Endpoint, Vec<Output>) {
         // A lost store needs a full UPDREQALL, and keeps needing it across
         // restarts until one completes.
-        let persisted_need_all = persisted.as_ref().is_none_or(|p| p.need_all);
+        let persisted_need_all = persisted.as_ref().is_none_or(|p| p.need_all) || cfg.resync_all;
+        let known_lost = persisted.as_ref().is_some_and(|p| p.need_all) || cfg.resync_all;
+        let resumed = persisted.as_ref().map(|p| (p.state, p.start_time, p.partner_down_time));
+        let communicated_before = persisted.as_ref().is_some_and(|p| p.communicated);
         // §8.3.2 step 1: no record → PREVIOUS-STATE = RECOVER, TIME-OF-FAILURE = 0.
         // (§8.2 would start a fresh primary in PARTNER-DOWN; a primary that lost
         // its store would then reuse addresses clients still hold: digest §18
@@ -120,6 +137,8 @@ impl Endpoint {
                     last_contact: 0,
                     last_operating: now,
                     partner_down_time: 0,
+                    partner_pd_time: 0,
+                    partner_lost_store_at: 0,
                     communicated: false,
                     mclt: cfg.mclt,
                     need_all: true,
@@ -156,6 +175,11 @@ impl Endpoint {
             our_request: None,
             last_bndupd: now,
             need_all: persisted_need_all,
+            resumed,
+            communicated_before,
+            partner_never_communicated: false,
+            contacted: false,
+            known_lost,
             loaded: false,
             pd: PdCounts::default(),
             next_retry: now,
@@ -167,7 +191,12 @@ impl Endpoint {
         let mut out = Vec::new();
         e.p.state = ServerState::Startup;
         e.p.start_time = now;
-        e.p.last_operating = now;
+        e.p.need_all = e.need_all;
+        if persisted_need_all {
+            // Not operating: TIME-OF-FAILURE must not move past the last time
+            // this server really served (§8.3.2 step 1).
+            e.p.last_operating = tof;
+        }
         out.push(Output::Persist(e.p.clone()));
         (e, out)
     }
@@ -241,6 +270,7 @@ impl Endpoint {
             state: self.p.state,
             mclt: self.p.mclt,
             partner_down_since: if self.p.state == ServerState::PartnerDown { self.p.partner_down_time } else { 0 },
+            partner_lost_store_at: self.p.partner_lost_store_at,
         }
     }
 
@@ -405,11 +435,16 @@ impl Endpoint {
         }
     }
 
-    /// Operator command: the partner is down (§8.8.2, §8.9.2, §8.11.2).
+    /// Operator command: the partner is down (§8.8.2, §8.9.2, §8.11.2;
+    /// Figure 6 also from RECOVER, for a server that still has its store: a
+    /// server that lost it must first get everything back, §8.5.2).
     pub fn partner_down(&mut self, now: Time) -> Result<Vec<Output>, String> {
         use ServerState as S;
         match self.p.state {
-            S::Normal | S::CommunicationsInterrupted | S::ResolutionInterrupted => {
+            S::Recover if self.need_all => Err(
+                "partner-down is not allowed while this server recovers a lost store: it must first get every lease from its partner (RFC 8156 §8.5.2)".into(),
+            ),
+            S::Normal | S::CommunicationsInterrupted | S::ResolutionInterrupted | S::Recover => {
                 let mut out = Vec::new();
                 self.enter(S::PartnerDown, now, &mut out);
                 self.evaluate(now, &mut out);
@@ -428,9 +463,19 @@ impl Endpoint {
             self.send(now, disconnect(xid, Self::abs(now), StatusCode::SERVER_SHUTTING_DOWN, "server shutting down"), &mut out);
             self.go_down(&mut out, "shutting down".into(), true);
         }
-        self.p.last_operating = now;
+        if self.operating() {
+            self.p.last_operating = now;
+        }
         out.push(Output::Persist(self.p.clone()));
         out
+    }
+
+    /// Serving clients in the current state (TIME-OF-FAILURE follows only this).
+    fn operating(&self) -> bool {
+        !matches!(
+            self.p.state,
+            ServerState::Startup | ServerState::Recover | ServerState::RecoverWait | ServerState::PotentialConflict
+        ) && !self.need_all
     }
 
     pub fn on_message(&mut self, now: Time, m: &FailoverMessage) -> Vec<Output> {
@@ -440,6 +485,9 @@ impl Endpoint {
         }
         self.last_recv = now;
         self.p.last_contact = now;
+        if self.p.state == ServerState::Startup {
+            self.contacted = true;
+        }
         // §7.1, §7.5.1: time skew beyond 5 s → drop the connection.
         let sent = bndupd::from_abs(m.sent_time);
         if sent.abs_diff(now) > SKEW_TOLERANCE {
@@ -490,6 +538,13 @@ impl Endpoint {
                 // §5.3.5/§5.3.6: send what the partner has not acked (or
                 // everything), then UPDDONE once all are acked.
                 if m.msg_type == MessageType::UpdReqAll {
+                    // §8.5.2: the partner lost its store (it MUST ask for
+                    // everything only then): what it granted before may be
+                    // forgotten on its side (see bndupd::judge, time(1)).
+                    if self.p.partner_lost_store_at == 0 || self.updates.resume.is_none() {
+                        self.p.partner_lost_store_at = now;
+                        out.push(Output::Persist(self.p.clone()));
+                    }
                     // §8.5.2: an answer cut by a lost connection resumes where
                     // it stopped if the partner has run on since (the same
                     // start of state); otherwise from the first record.
@@ -554,6 +609,22 @@ impl Endpoint {
             self.go_down(out, format!("unknown relationship {:?}", cp.relationship_name), true);
             return;
         }
+        if cp.connect_flags & CONNECT_FLAG_FIXED_PD_LENGTH == 0 {
+            // §6.1.2: we delegate one prefix length per delegable prefix and
+            // cannot process variable lengths.
+            let r = reject(StatusCode::CONFIGURATION_CONFLICT, "variable delegated prefix lengths are not supported (CONNECT_FLAGS F = 0)");
+            self.send(now, r, out);
+            self.go_down(out, "partner delegates variable prefix lengths (CONNECT_FLAGS F = 0)".into(), true);
+            return;
+        }
+        if cp.mclt < self.cfg.min_mclt {
+            // RFC 8156 §1: failover is not for leases shorter than 30 s, and a
+            // new lease gets at most the MCLT.
+            let r = reject(StatusCode::CONFIGURATION_CONFLICT, "MCLT below 30 s (RFC 8156 section 1)");
+            self.send(now, r, out);
+            self.go_down(out, format!("partner's MCLT {} s is below {} s (RFC 8156 §1)", cp.mclt, self.cfg.min_mclt), true);
+            return;
+        }
         // §6.1.2: take the primary's MCLT; remember its keepalive and limit.
         self.p.mclt = cp.mclt;
         self.partner_keepalive = cp.keepalive_time.max(1);
@@ -592,11 +663,19 @@ impl Endpoint {
                 return;
             }
         };
-        // §6.1.3: version and MCLT must match, else DISCONNECT.
-        if cp.protocol_version.0 != PROTOCOL_VERSION.0 || cp.mclt != self.cfg.mclt {
+        // §6.1.3: version and MCLT must match, and we must be able to
+        // process what the flags announce, else DISCONNECT.
+        let problem = if cp.protocol_version.0 != PROTOCOL_VERSION.0 || cp.mclt != self.cfg.mclt {
+            Some("version or MCLT mismatch")
+        } else if cp.connect_flags & CONNECT_FLAG_FIXED_PD_LENGTH == 0 {
+            Some("variable delegated prefix lengths are not supported (CONNECT_FLAGS F = 0)")
+        } else {
+            None
+        };
+        if let Some(why) = problem {
             let xid = self.next_xid();
-            self.send(now, disconnect(xid, Self::abs(now), StatusCode::CONFIGURATION_CONFLICT, "version or MCLT mismatch"), out);
-            self.go_down(out, "CONNECTREPLY version or MCLT mismatch".into(), true);
+            self.send(now, disconnect(xid, Self::abs(now), StatusCode::CONFIGURATION_CONFLICT, why), out);
+            self.go_down(out, format!("CONNECTREPLY: {why}"), true);
             self.next_connect = now + self.cfg.connect_retry_rejected as u64;
             return;
         }
@@ -609,22 +688,36 @@ impl Endpoint {
     }
 
     fn got_state(&mut self, _now: Time, m: &FailoverMessage, out: &mut Vec<Output>) {
-        let Ok(sp) = StateParams::from_message(m) else {
-            self.go_down(out, "malformed STATE".into(), true);
-            return;
+        let sp = match StateParams::from_message(m) {
+            Ok(sp) => sp,
+            Err(_) if m.options.iter().any(|o| matches!(o, DhcpOption::Unknown { code, .. } if *code == crate::wire::opt::F_SERVER_STATE)) => {
+                // A state this version does not know (a newer partner): the
+                // STATE tells us nothing we can act on; keep the connection.
+                return;
+            }
+            Err(_) => {
+                self.go_down(out, "malformed STATE".into(), true);
+                return;
+            }
         };
+        if !self.partner_state_known && sp.flags & SERVER_FLAG_COMMUNICATED == 0 {
+            // §8.6.2: the partner has never communicated with a partner.
+            self.partner_never_communicated = true;
+        }
         self.partner_state_known = true;
         self.partner_startup = sp.flags & SERVER_FLAG_STARTUP != 0;
         self.partner_said = Some(sp.state);
         self.p.communicated = true;
         if !self.partner_startup {
-            // §6.4: record the partner's state; forget its partner-down time
-            // unless it is in PARTNER-DOWN.
+            // §6.4: record the partner's state and when it began; forget its
+            // partner-down time unless it is in PARTNER-DOWN.
             self.p.partner_state = Some(sp.state);
             self.p.partner_start_time = bndupd::from_abs(sp.start_time_of_state);
-            if sp.state == ServerState::PartnerDown {
-                self.p.partner_down_time = sp.partner_down_time.map(bndupd::from_abs).unwrap_or(self.p.partner_start_time);
-            }
+            self.p.partner_pd_time = if sp.state == ServerState::PartnerDown {
+                sp.partner_down_time.map(bndupd::from_abs).unwrap_or(self.p.partner_start_time)
+            } else {
+                0
+            };
         }
         out.push(Output::Persist(self.p.clone()));
     }
@@ -749,7 +842,10 @@ impl Endpoint {
         }
         if now >= self.next_persist {
             self.next_persist = now + 10;
-            self.p.last_operating = now;
+            // TIME-OF-FAILURE (§8.3.2): the last time this server served.
+            if self.operating() {
+                self.p.last_operating = now;
+            }
             out.push(Output::Persist(self.p.clone()));
         }
         // Transitions first: what may be sent depends on the new state.
@@ -836,15 +932,30 @@ impl Endpoint {
         self.p.state = to;
         self.p.start_time = now;
         out.push(Output::Transition { from, to });
+        // Back in the state the previous run recorded: it began then, not now
+        // (§6.3, §8.3.2 step 5 compares these times).
+        let resumed = self.resumed.take().filter(|(s, _, _)| from == S::Startup && *s == to);
+        if let Some((_, start, _)) = resumed {
+            self.p.start_time = start;
+        }
         match to {
             S::PartnerDown => {
-                self.p.partner_down_time = now;
+                self.p.partner_down_time = match resumed {
+                    Some((_, _, pd)) if pd != 0 => pd,
+                    _ => now,
+                };
             }
             S::CommunicationsInterrupted => self.ci_since = now,
             S::RecoverWait => {
-                // §8.6: wait until (TIME-OF-FAILURE or start) + MCLT.
+                // §8.6.2: wait until (TIME-OF-FAILURE or start) + MCLT —
+                // unless the pair never ran failover, as the partner's
+                // information tells (its C flag clear) and ours agrees.
                 let base = if self.time_of_failure != 0 { self.time_of_failure } else { self.started_at };
-                self.recover_wait_until = base + self.p.mclt as u64;
+                self.recover_wait_until = if self.partner_never_communicated && !self.communicated_before {
+                    now
+                } else {
+                    base + self.p.mclt as u64
+                };
             }
             _ => {}
         }
@@ -868,20 +979,50 @@ impl Endpoint {
             let ok = self.communications_ok();
             let ps = if ok { self.p.partner_state } else { None };
             let next = match self.p.state {
+                // A server that lost its store (or never finished getting it
+                // back) serves nothing until an UPDREQALL completes and the
+                // MCLT has passed (§8.5.2, §8.6): on every path, not only
+                // RECOVER's (audit F1).
+                S::Normal
+                | S::CommunicationsInterrupted
+                | S::PotentialConflict
+                | S::ResolutionInterrupted
+                | S::ConflictDone
+                | S::RecoverDone
+                    if self.need_all =>
+                {
+                    Some(S::Recover)
+                }
                 S::Startup => {
-                    if self.conn == Conn::Established && self.partner_state_known {
-                        // §8.3.2 step 5: CURRENT := PREVIOUS, unless the partner is in
-                        // PARTNER-DOWN: RECOVER if it went there after we stopped
-                        // operating, POTENTIAL-CONFLICT otherwise.
-                        let current = if self.partner_said == Some(S::PartnerDown) {
+                    if ok {
+                        // §8.3.2 step 5, once communications are OK (the
+                        // partner's STATE without the STARTUP flag, so its
+                        // start of state is that of its real state):
+                        // CURRENT := PREVIOUS, unless the partner is in
+                        // PARTNER-DOWN: RECOVER if it went there after we
+                        // stopped operating, POTENTIAL-CONFLICT otherwise. A
+                        // lost store recovers whatever the partner says.
+                        let current = if self.need_all {
+                            S::Recover
+                        } else if self.p.partner_state == Some(S::PartnerDown) {
                             if self.p.partner_start_time > self.time_of_failure { S::Recover } else { S::PotentialConflict }
                         } else {
                             self.previous_state
                         };
                         Some(current)
                     } else if now >= self.startup_until {
-                        // §8.3.2 step 6.
-                        Some(self.previous_state)
+                        // §8.3.2 step 1 (configurable): a server that could not
+                        // reach its partner during STARTUP takes over; step 6
+                        // otherwise. A store known to be lost never does.
+                        if self.cfg.startup_partner_down && !self.contacted && !self.known_lost {
+                            self.need_all = false;
+                            self.p.need_all = false;
+                            Some(S::PartnerDown)
+                        } else if self.need_all {
+                            Some(S::Recover)
+                        } else {
+                            Some(self.previous_state)
+                        }
                     } else {
                         None
                     }

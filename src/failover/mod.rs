@@ -63,9 +63,22 @@ pub struct FailoverConfig {
     /// Seconds between connection attempts (primary), and after a rejection.
     pub connect_retry: u32,
     pub connect_retry_rejected: u32,
-    /// Give up on an UPDREQ whose UPDDONE does not come (§8.5.2).
+    /// Give up on an UPDREQ whose UPDDONE does not come while no BNDUPD
+    /// arrives either (§8.5.2).
     pub updreq_timeout: u32,
+    /// §8.3.2 step 1: go to PARTNER-DOWN when STARTUP ends without any
+    /// contact with the partner (a newly commissioned pair; one server only).
+    pub startup_partner_down: bool,
+    /// Start as a server that lost its store (a restored backup): ask for
+    /// everything and serve nothing until it has it (§8.5.2).
+    pub resync_all: bool,
+    /// The shortest MCLT accepted from the primary (RFC 8156 §1: failover
+    /// is not for leases shorter than 30 s).
+    pub min_mclt: u32,
 }
+
+/// RFC 8156 §1: failover is not for leases shorter than this (seconds).
+pub const MIN_LEASE_TIME: u32 = 30;
 
 /// Whether the address half or prefix belongs to this role when free
 /// (§4.2.1.1: primary odd, secondary even addresses; §4.2.2 prefixes: FREE

@@ -16,6 +16,8 @@ pub struct EndpointPolicy {
     /// When this server entered PARTNER-DOWN (0 in other states): ended
     /// leases become free the MCLT after it at the earliest (§8.4.1).
     pub partner_down_since: Time,
+    /// When the partner last asked for everything after losing its store.
+    pub partner_lost_store_at: Time,
 }
 
 impl EndpointPolicy {
@@ -150,7 +152,7 @@ mod tests {
     #[test]
     fn mclt_rule_caps_lifetimes_except_in_partner_down() {
         // §4.4, §8.4.1
-        let p = EndpointPolicy { role: Role::Primary, state: ServerState::Normal, mclt: 3600, partner_down_since: 0 };
+        let p = EndpointPolicy { role: Role::Primary, state: ServerState::Normal, mclt: 3600, partner_down_since: 0, partner_lost_store_at: 0 };
         assert_eq!(p.lifetime_cap(&lease("2001:db8::1", 0), 1000), Some(3600));
         assert_eq!(p.lifetime_cap(&lease("2001:db8::1", 1000 + 86400), 1000), Some(86400 + 3600));
         let pd = EndpointPolicy { state: ServerState::PartnerDown, ..p };
@@ -162,10 +164,10 @@ mod tests {
         // §4.2.1.1 and §8 responsiveness
         let b = Binding { duid: Duid::ll(1, &[1]), ia_type: IaType::Na, iaid: 1 };
         let k = |a: &str| LeaseKey::Addr(a.parse().unwrap());
-        let prim = EndpointPolicy { role: Role::Primary, state: ServerState::Normal, mclt: 60, partner_down_since: 0 };
+        let prim = EndpointPolicy { role: Role::Primary, state: ServerState::Normal, mclt: 60, partner_down_since: 0, partner_lost_store_at: 0 };
         assert!(prim.may_allocate(&k("2001:db8::1"), None, &b, 0));
         assert!(!prim.may_allocate(&k("2001:db8::2"), None, &b, 0));
-        let sec = EndpointPolicy { role: Role::Secondary, state: ServerState::Normal, mclt: 60, partner_down_since: 0 };
+        let sec = EndpointPolicy { role: Role::Secondary, state: ServerState::Normal, mclt: 60, partner_down_since: 0, partner_lost_store_at: 0 };
         assert_eq!(sec.responsiveness(), Responsiveness::RenewResponsive);
         assert!(!sec.may_allocate(&k("2001:db8::2"), None, &b, 0), "secondary allocates nothing in NORMAL");
         let sec_ci = EndpointPolicy { state: ServerState::CommunicationsInterrupted, ..sec };

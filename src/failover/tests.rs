@@ -6,7 +6,9 @@ use std::net::Ipv6Addr;
 use super::*;
 use crate::lease::{Binding, IaType, Lease, LeaseKey, Time};
 use crate::wire::failover::{ConnectParams, StateParams};
-use crate::wire::{BindingStatus, DhcpOption, Duid, FailoverMessage, MessageType, ServerState, StatusCode};
+use crate::wire::{
+    BindingStatus, DhcpOption, Duid, FailoverMessage, MessageType, SERVER_FLAG_COMMUNICATED, SERVER_FLAG_STARTUP, ServerState, StatusCode,
+};
 
 /// A lease database for endpoint tests: BNDUPDs judged and stored the way
 /// a shard does it (`bndupd::parse`, `judge`, `merge`, `reply`).
@@ -25,7 +27,7 @@ fn process(m: &FailoverMessage, now: Time, role: Role, mclt: u32, db: &Mem) -> P
     for item in parsed.items {
         let v = item.and_then(|r| {
             let local = db.0.get(&r.key).cloned();
-            let v = bndupd::judge(local.as_ref(), &r, bndupd::Judge { role, now, mclt });
+            let v = bndupd::judge(local.as_ref(), &r, bndupd::Judge { role, now, mclt, partner_lost_store_at: 0 });
             match v {
                 Ok(()) => accepted.push(bndupd::merge(local, &r, now)),
                 Err(StatusCode::OUTDATED_BINDING_INFORMATION) => outdated.push(r.key),
@@ -60,6 +62,9 @@ fn cfg(role: Role) -> FailoverConfig {
         connect_retry: 3,
         connect_retry_rejected: 10,
         updreq_timeout: 60,
+        startup_partner_down: false,
+        resync_all: false,
+        min_mclt: 30,
     }
 }
 
@@ -81,6 +86,8 @@ fn persisted(state: ServerState) -> Persistent {
         last_contact: NOW - 10,
         last_operating: NOW - 10,
         partner_down_time: 0,
+        partner_pd_time: 0,
+        partner_lost_store_at: 0,
         communicated: true,
         mclt: 60,
         need_all: false,
@@ -95,14 +102,22 @@ fn pair() -> (Endpoint, Endpoint) {
     s.set_loaded();
     let mut to_s: Vec<FailoverMessage> = sent(&p.on_connected(NOW)).into_iter().cloned().collect();
     let mut to_p: Vec<FailoverMessage> = sent(&s.on_connected(NOW)).into_iter().cloned().collect();
-    for _ in 0..10 {
+    // Both restarted together: each sees the other in STARTUP, so both wait
+    // out their STARTUP time (§8.3.2 step 6) before talking for real.
+    for step in 0..10 {
+        if step == 3 {
+            let end = NOW + 5;
+            to_s.extend(sent(&p.on_tick(end)).into_iter().cloned());
+            to_p.extend(sent(&s.on_tick(end)).into_iter().cloned());
+        }
+        let now = if step < 3 { NOW } else { NOW + 5 };
         let a: Vec<_> = std::mem::take(&mut to_s);
         for m in a {
-            to_p.extend(sent(&s.on_message(NOW, &m)).into_iter().cloned());
+            to_p.extend(sent(&s.on_message(now, &m)).into_iter().cloned());
         }
         let b: Vec<_> = std::mem::take(&mut to_p);
         for m in b {
-            to_s.extend(sent(&p.on_message(NOW, &m)).into_iter().cloned());
+            to_s.extend(sent(&p.on_message(now, &m)).into_iter().cloned());
         }
     }
     (p, s)
@@ -163,20 +178,21 @@ fn unknown_relationship_and_wrong_mclt_are_refused() {
 fn losing_the_partner_goes_to_communications_interrupted_then_auto_partner_down() {
     // §8.8.2 and §8.9.2 (auto-partner-down after 30 s here).
     let (mut p, _) = pair();
-    p.on_disconnected(NOW + 1);
+    let t = NOW + 5;
+    p.on_disconnected(t + 1);
     assert_eq!(p.state(), ServerState::CommunicationsInterrupted);
-    p.on_tick(NOW + 20);
+    p.on_tick(t + 20);
     assert_eq!(p.state(), ServerState::CommunicationsInterrupted);
-    p.on_tick(NOW + 31);
+    p.on_tick(t + 31);
     assert_eq!(p.state(), ServerState::PartnerDown);
-    assert_eq!(p.persistent().partner_down_time, NOW + 31);
+    assert_eq!(p.persistent().partner_down_time, t + 31);
 }
 
 #[test]
 fn keepalive_silence_drops_the_connection() {
     // §6.6: nothing received for FO_KEEPALIVE_TIME → communications down.
     let (mut p, _) = pair();
-    let out = p.on_tick(NOW + 21);
+    let out = p.on_tick(NOW + 5 + 21);
     assert!(out.iter().any(|o| matches!(o, Output::Close(_))));
     assert_eq!(p.state(), ServerState::CommunicationsInterrupted);
 }
@@ -185,7 +201,7 @@ fn keepalive_silence_drops_the_connection() {
 fn contact_is_sent_when_nothing_else_was() {
     // §6.6: FO_SEND_TIME = partner keepalive / 4 = 5 s.
     let (mut p, _) = pair();
-    let out = p.on_tick(NOW + 5);
+    let out = p.on_tick(NOW + 5 + 5);
     assert!(sent(&out).iter().any(|m| m.msg_type == MessageType::Contact));
 }
 
@@ -303,4 +319,222 @@ fn bndupd_carries_the_name_and_dns_state_and_the_receiver_never_inherits_an_add(
     let got = r.accepted[0].dns.clone().expect("the name arrived");
     assert_eq!(got.name.unwrap().to_string(), "h.example.net.");
     assert_eq!(got.dns_flags, F::FWD_UPTODATE | F::REV_UPTODATE | F::USING_REQUESTED, "shared bits only");
+}
+
+// ---- audit findings (shared/reviews/rfc8156-audit.md) ----------------------
+
+fn connect_msg(mclt: u32, flags: u16) -> FailoverMessage {
+    let cp = ConnectParams {
+        protocol_version: (1, 0),
+        mclt,
+        keepalive_time: 20,
+        max_unacked_bndupd: 4,
+        relationship_name: Some("t".into()),
+        connect_flags: flags,
+    };
+    cp.to_message(MessageType::Connect, 1, bndupd::to_abs(NOW))
+}
+
+fn state_msg(state: ServerState, flags: u8, start: Time, at: Time) -> FailoverMessage {
+    let pd = (state == ServerState::PartnerDown).then(|| bndupd::to_abs(start));
+    let st = StateParams { state, flags, start_time_of_state: bndupd::to_abs(start), partner_down_time: pd };
+    st.to_message(2, bndupd::to_abs(at))
+}
+
+/// A secondary that accepted the primary's CONNECT at NOW.
+fn secondary(persisted: Option<Persistent>) -> (Endpoint, Vec<Output>) {
+    let (mut s, _) = Endpoint::new(cfg(Role::Secondary), persisted, NOW);
+    s.set_loaded();
+    s.on_connected(NOW);
+    let out = s.on_message(NOW, &connect_msg(60, 1));
+    (s, out)
+}
+
+fn serves(e: &Endpoint) -> bool {
+    use crate::server::{Policy, Responsiveness};
+    e.policy().responsiveness() != Responsiveness::Unresponsive
+}
+
+#[test]
+fn a_lost_store_restarted_during_recovery_asks_for_everything_again_and_never_serves() {
+    // Audit F1 (a), §8.3.2 step 5, §8.5.2: restarted in RECOVER before its
+    // UPDREQALL finished, with a partner in PARTNER-DOWN since before our
+    // last persisted time: not POTENTIAL-CONFLICT (and from there
+    // RESOLUTION-INTERRUPTED) but RECOVER with UPDREQALL, on every path.
+    let p = Persistent { state: ServerState::Recover, need_all: true, last_operating: NOW - 5, ..persisted(ServerState::Recover) };
+    let (mut s, _) = secondary(Some(p));
+    let out = s.on_message(NOW, &state_msg(ServerState::PartnerDown, SERVER_FLAG_COMMUNICATED, NOW - 100, NOW));
+    assert_eq!(s.state(), ServerState::Recover);
+    assert!(sent(&out).iter().any(|m| m.msg_type == MessageType::UpdReqAll));
+    // The link drops: still RECOVER, still unresponsive.
+    s.on_disconnected(NOW + 1);
+    s.on_tick(NOW + 100);
+    assert_eq!(s.state(), ServerState::Recover);
+    assert!(!serves(&s));
+    assert_eq!(s.partner_down(NOW + 101).unwrap_err().contains("lost store"), true, "partner-down refused while the store is lost");
+}
+
+#[test]
+fn a_partner_still_in_startup_does_not_move_us_out_of_startup() {
+    // Audit F1 (b), §8.3.2 step 5 waits for "communications OK": a STATE with
+    // the STARTUP flag (and its start time of STARTUP) decides nothing.
+    let (mut s, _) = secondary(None);
+    s.on_message(NOW, &state_msg(ServerState::PartnerDown, SERVER_FLAG_STARTUP, NOW, NOW));
+    assert_eq!(s.state(), ServerState::Startup);
+    assert!(!serves(&s));
+    s.on_tick(NOW + 6);
+    // The startup timer ran out: a store never received is recovered first.
+    assert_eq!(s.state(), ServerState::Recover);
+    assert!(!serves(&s));
+}
+
+#[test]
+fn startup_partner_down_takes_over_only_without_contact_and_only_when_enabled() {
+    // §8.3.2 step 1 (audit F7): configurable, default off.
+    let on = FailoverConfig { startup_partner_down: true, ..cfg(Role::Primary) };
+    let (mut p, _) = Endpoint::new(on.clone(), None, NOW);
+    p.on_tick(NOW + 6);
+    assert_eq!(p.state(), ServerState::PartnerDown);
+    assert!(serves(&p));
+    let (mut q, _) = Endpoint::new(cfg(Role::Primary), None, NOW);
+    q.on_tick(NOW + 6);
+    assert_eq!(q.state(), ServerState::Recover, "off by default");
+    // A store known to be lost (a previous run asked for everything) never takes over.
+    let lost = Persistent { need_all: true, ..persisted(ServerState::Recover) };
+    let (mut r, _) = Endpoint::new(on, Some(lost), NOW);
+    r.on_tick(NOW + 6);
+    assert_eq!(r.state(), ServerState::Recover);
+}
+
+#[test]
+fn operator_partner_down_from_recover_needs_the_store() {
+    // Figure 6 (audit F7): accepted in RECOVER for a server with its store.
+    let (mut s, _) = Endpoint::new(cfg(Role::Secondary), Some(persisted(ServerState::Recover)), NOW);
+    s.on_tick(NOW + 6);
+    assert_eq!(s.state(), ServerState::Recover);
+    assert!(s.partner_down(NOW + 7).is_ok());
+    assert_eq!(s.state(), ServerState::PartnerDown);
+    // Elsewhere it is refused, naming the state.
+    let (mut w, _) = Endpoint::new(cfg(Role::Secondary), Some(persisted(ServerState::RecoverWait)), NOW);
+    w.on_tick(NOW + 6);
+    let e = w.partner_down(NOW + 7).unwrap_err();
+    assert!(e.contains("RECOVER-WAIT"), "{e}");
+}
+
+#[test]
+fn a_brand_new_pair_skips_the_mclt_wait_but_a_lost_store_does_not() {
+    // §8.6.2 (audit F7): a server that never ran failover need not wait the
+    // MCLT — judged by the partner's information (its C flag).
+    for (partner_flags, waits) in [(0u8, false), (SERVER_FLAG_COMMUNICATED, true)] {
+        let (mut s, _) = secondary(None);
+        let out = s.on_message(NOW, &state_msg(ServerState::Recover, partner_flags, NOW, NOW));
+        let req = sent(&out).into_iter().find(|m| m.msg_type == MessageType::UpdReqAll).expect("UPDREQALL").clone();
+        s.on_message(NOW + 1, &FailoverMessage::new(MessageType::UpdDone, req.transaction_id, bndupd::to_abs(NOW + 1)));
+        s.on_tick(NOW + 2);
+        // Without the wait it is through RECOVER-DONE already (and, with the
+        // partner still in RECOVER, on to COMMUNICATIONS-INTERRUPTED, §8.7.2).
+        assert_eq!(s.state() == ServerState::RecoverWait, waits, "partner flags {partner_flags}: {:?}", s.state());
+    }
+}
+
+#[test]
+fn the_partner_down_time_survives_a_restart() {
+    // Audit F8, §6.3, §8.4: back in PARTNER-DOWN after a restart, the state
+    // began when it began, and the partner's own PARTNER-DOWN time is kept apart.
+    let before = Persistent { start_time: NOW - 900, partner_down_time: NOW - 900, ..persisted(ServerState::PartnerDown) };
+    let (mut p, _) = Endpoint::new(cfg(Role::Primary), Some(before), NOW);
+    p.on_tick(NOW + 6);
+    assert_eq!(p.state(), ServerState::PartnerDown);
+    assert_eq!((p.persistent().start_time, p.persistent().partner_down_time), (NOW - 900, NOW - 900));
+    assert_eq!(p.policy().partner_down_since, NOW - 900);
+    // Its STATE tells the partner so.
+    let out = p.on_connected(NOW + 7);
+    let reply = ConnectParams { protocol_version: (1, 0), mclt: 60, keepalive_time: 20, max_unacked_bndupd: 4, relationship_name: None, connect_flags: 1 };
+    let out2 = p.on_message(NOW + 7, &reply.to_message(MessageType::ConnectReply, 1, bndupd::to_abs(NOW + 7)));
+    let st = sent(&out).into_iter().chain(sent(&out2)).find(|m| m.msg_type == MessageType::State).expect("STATE").clone();
+    let sp = StateParams::from_message(&st).unwrap();
+    assert_eq!(sp.start_time_of_state, bndupd::to_abs(NOW - 900));
+    // The partner's PARTNER-DOWN time does not overwrite ours.
+    let (mut s, _) = secondary(Some(persisted(ServerState::CommunicationsInterrupted)));
+    s.on_message(NOW, &state_msg(ServerState::PartnerDown, SERVER_FLAG_COMMUNICATED, NOW - 50, NOW));
+    assert_eq!((s.persistent().partner_pd_time, s.persistent().partner_down_time), (NOW - 50, 0));
+}
+
+#[test]
+fn connect_flags_and_a_short_mclt_are_refused() {
+    // §6.1.2 (CONNECT_FLAGS F: we cannot process variable prefix lengths),
+    // RFC 8156 §1 (no failover for leases under 30 s; a new lease gets at most the MCLT).
+    for (mclt, flags, why) in [(60, 0u16, "variable"), (20, 1, "MCLT")] {
+        let (mut s, _) = Endpoint::new(cfg(Role::Secondary), None, NOW);
+        s.on_connected(NOW);
+        let out = s.on_message(NOW, &connect_msg(mclt, flags));
+        let r = sent(&out)[0];
+        assert_eq!(r.msg_type, MessageType::ConnectReply);
+        assert_eq!(r.status().unwrap().code, StatusCode::CONFIGURATION_CONFLICT, "{why}");
+        assert!(out.iter().any(|o| matches!(o, Output::Close(_))), "{why}");
+    }
+}
+
+#[test]
+fn a_state_with_an_unknown_server_state_keeps_the_connection() {
+    // Audit R042: a value this version does not know is not a reason to drop the link.
+    let (mut s, _) = secondary(None);
+    let mut m = FailoverMessage::new(MessageType::State, 9, bndupd::to_abs(NOW))
+        .with(DhcpOption::Unknown { code: crate::wire::opt::F_SERVER_STATE, data: vec![42] })
+        .with(DhcpOption::ServerFlags(0))
+        .with(DhcpOption::StartTimeOfState(bndupd::to_abs(NOW)));
+    let frame = m.encode_frame().unwrap();
+    m = FailoverMessage::decode(&frame[2..]).unwrap();
+    let out = s.on_message(NOW, &m);
+    assert!(!out.iter().any(|o| matches!(o, Output::Close(_))));
+    assert!(s.connected());
+}
+
+#[test]
+fn address_in_use_compares_the_client_and_its_ia() {
+    // §5.6, §7.5.4 accept(3): another IAID of the same DUID is another client.
+    let mut b = Mem::default();
+    b.store(active("2001:db8::1", 1, NOW - 100, NOW + 200));
+    let mut other_ia = active("2001:db8::1", 1, NOW - 200, NOW + 100);
+    other_ia.binding.iaid = 2;
+    let r = process(&bndupd::build(&other_ia, NOW, 7), NOW, Role::Primary, 60, &b);
+    assert_eq!(verdict(&r.reply), Some(StatusCode::ADDRESS_IN_USE));
+}
+
+#[test]
+fn an_unknown_vpn_is_a_configuration_conflict_and_vss_is_echoed() {
+    // §7.5.4 and §7.6 (audit F5): we configure no VPN but the global one (RFC 6607 type 255).
+    let l = active("2001:db8::5", 5, NOW, NOW + 300);
+    for (vss_type, refused) in [(0u8, true), (255, false)] {
+        let mut m = bndupd::build(&l, NOW, 11);
+        let DhcpOption::ClientData(cd) = &mut m.options.0[0] else { panic!() };
+        cd.push(DhcpOption::Vss { vss_type, info: b"vpn1".to_vec() });
+        let r = process(&m, NOW, Role::Secondary, 60, &Mem::default());
+        let expect = refused.then_some(StatusCode::CONFIGURATION_CONFLICT);
+        assert_eq!(verdict(&r.reply), expect, "VSS type {vss_type}");
+        let DhcpOption::ClientData(rcd) = &r.reply.options.0[0] else { panic!() };
+        assert!(rcd.iter().any(|o| matches!(o, DhcpOption::Vss { .. })), "OPTION_VSS echoed (§7.6)");
+    }
+}
+
+#[test]
+fn an_expired_from_a_partner_that_lost_its_store_waits_for_what_we_acked_plus_the_mclt() {
+    // §7.5.4 time(1) as the RFC says (audit F3) — unless the partner lost
+    // its store after the client was last seen: it may have extended the
+    // client up to our ack plus the MCLT and forgotten (§4.4).
+    let mut local = active("2001:db8::7", 7, NOW - 300, NOW - 10);
+    local.expiration_time = NOW + 100; // what we acked to the partner
+    let mut b = Mem::default();
+    b.store(local.clone());
+    let mut exp = local.clone();
+    exp.set_status(BindingStatus::Expired, NOW);
+    let upd = bndupd::build(&exp, NOW, 5);
+    let judge = |lost: Time, now: Time| {
+        let r = bndupd::parse(&upd, |_| true).items.remove(0).unwrap();
+        bndupd::judge(Some(&local), &r, bndupd::Judge { role: Role::Secondary, now, mclt: 60, partner_lost_store_at: lost })
+    };
+    assert_eq!(judge(0, NOW), Ok(()), "past the state expiration: accepted");
+    assert_eq!(judge(NOW - 100, NOW), Err(StatusCode::OUTDATED_BINDING_INFORMATION), "store lost since: not yet");
+    assert_eq!(judge(NOW - 100, NOW + 161), Ok(()), "after the ack plus the MCLT");
+    assert_eq!(judge(NOW - 400, NOW), Ok(()), "lost before the client was last seen: its records are whole");
 }

@@ -201,7 +201,9 @@ impl Updates {
 
     /// Rejected updates go back in the queue (the periodic retry, §7.7).
     pub fn retry_rejected(&mut self) {
-        for (_, l) in std::mem::take(&mut self.rejected) {
+        let mut r: Vec<Lease> = std::mem::take(&mut self.rejected).into_values().collect();
+        r.sort_by_key(|l| l.key);
+        for l in r {
             self.push(l);
         }
     }
@@ -210,7 +212,11 @@ impl Updates {
     /// the next one; an UPDREQALL answer in progress remembers where it
     /// stopped (`partner_start`: the partner's start of state now).
     pub fn connection_lost(&mut self, partner_start: crate::lease::Time) {
-        let out: Vec<Sent> = self.outstanding.drain().map(|(_, s)| s).collect();
+        // In xid order (the order they were sent): deterministic, and the
+        // same order again on the next connection.
+        let mut out: Vec<(u32, Sent)> = self.outstanding.drain().collect();
+        out.sort_by_key(|(x, _)| *x);
+        let out: Vec<Sent> = out.into_iter().map(|(_, s)| s).collect();
         self.in_flight.clear();
         let mut first: Option<(usize, LeaseKey)> = None;
         if let Some(a) = self.answering.as_ref().filter(|a| a.all)

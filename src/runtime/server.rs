@@ -40,6 +40,8 @@ pub struct Settings {
     pub control_socket: PathBuf,
     pub map_size: usize,
     pub port: u16,
+    /// `--resync-all`: behave as a server that lost its store.
+    pub resync_all: bool,
 }
 
 impl Settings {
@@ -55,6 +57,7 @@ impl Settings {
             control_socket,
             map_size: DEFAULT_MAP_SIZE,
             port: crate::server::SERVER_PORT,
+            resync_all: false,
         }
     }
 }
@@ -124,7 +127,7 @@ pub fn serve(s: Settings) -> Result<(), String> {
 
     // The shards and what they hold (records held away from their slice
     // owner block the key there, see failover::router).
-    let fo_cfg = s.config.failover.as_ref().map(|f| f.settings());
+    let fo_cfg = s.config.failover.as_ref().map(|f| crate::failover::FailoverConfig { resync_all: s.resync_all, ..f.settings() });
     let persisted = match &fo_cfg {
         Some(_) => stores.meta.get_meta(meta::FAILOVER_STATE).map_err(|e| e.to_string())?.and_then(|b| Persistent::decode(&b)),
         None => None,

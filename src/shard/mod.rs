@@ -233,6 +233,7 @@ pub fn build<C>(cfg: &ShardsConfig, mut stored: Vec<Vec<Lease>>) -> Built<C> {
                 state: ServerState::Startup,
                 mclt,
                 partner_down_since: 0,
+                partner_lost_store_at: 0,
             }),
             pending: Vec::new(),
             waiting: Waiting::new(),
@@ -445,7 +446,8 @@ impl<C> ShardCore<C> {
     fn judge(&mut self, now: Time, r: &bndupd::Received) -> Result<(), crate::wire::StatusCode> {
         let Some(p) = self.policy else { return Err(crate::wire::StatusCode::CONFIGURATION_CONFLICT) };
         let local = self.engine.leases().get(&r.key).cloned();
-        let v = bndupd::judge(local.as_ref(), r, bndupd::Judge { role: p.role, now, mclt: p.mclt });
+        let ctx = bndupd::Judge { role: p.role, now, mclt: p.mclt, partner_lost_store_at: p.partner_lost_store_at };
+        let v = bndupd::judge(local.as_ref(), r, ctx);
         match v {
             Ok(()) => {
                 let take_back = p.role == Role::Secondary

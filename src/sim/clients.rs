@@ -214,7 +214,11 @@ impl Sim {
                         t1t2 = t1t2.or(Some((ia.t1, ia.t2)));
                     }
                 }
-                if got {
+                if got && self.sc.vanish {
+                    // Gone without a word: the lease runs out on its own.
+                    self.clients[c].active = false;
+                    self.log(format!("client {c} vanishes"));
+                } else if got {
                     let (t1, t2) = t1t2.unwrap_or((100, 160));
                     let (t1, t2) = (t1.max(5) as Time, t2.max(6) as Time);
                     self.clients[c].t1 = now + t1;

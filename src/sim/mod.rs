@@ -103,6 +103,8 @@ pub struct Report {
     pub events: u64,
     pub replies: u64,
     pub final_states: [ServerState; 2],
+    /// With `Scenario::count_updates`: BNDUPDs sent about each lease.
+    pub bndupds: BTreeMap<LeaseKey, u32>,
 }
 
 /// The failover connection as one server sees it.
@@ -152,6 +154,8 @@ pub struct Sim {
     /// Latest scheduled delivery per direction, to keep TCP order.
     last_delivery: [Time; 2],
     in_flight: u64,
+    /// Messages and commits inside the servers not yet delivered (version 2).
+    internal: u64,
     trace: Vec<String>,
     violations: Vec<String>,
     events_run: u64,
@@ -163,6 +167,9 @@ pub struct Sim {
     /// Server i has been in PARTNER-DOWN since the pair last communicated.
     pd_since_contact: [bool; 2],
     last_pair_check: Time,
+    /// A store changed since the stores last agreed.
+    pair_dirty: bool,
+    bndupds: BTreeMap<LeaseKey, u32>,
 }
 
 const T0: Time = 1_800_000_000;
@@ -208,6 +215,7 @@ impl Sim {
             partitioned: false,
             last_delivery: [0; 2],
             in_flight: 0,
+            internal: 0,
             trace: Vec::new(),
             violations: Vec::new(),
             events_run: 0,
@@ -215,11 +223,15 @@ impl Sim {
             misconfigured: false,
             pd_since_contact: [false; 2],
             last_pair_check: 0,
+            pair_dirty: true,
+            bndupds: BTreeMap::new(),
             sc,
         };
-        s.schedule_faults();
-        if s.sc.version >= 2 {
-            s.schedule_faults_v2();
+        if s.sc.faults {
+            s.schedule_faults();
+            if s.sc.version >= 2 {
+                s.schedule_faults_v2();
+            }
         }
         if s.sc.preload > 0 {
             s.preload();
@@ -348,6 +360,8 @@ impl Sim {
             last_contact: T0 - 5,
             last_operating: T0 - 5,
             partner_down_time: 0,
+            partner_pd_time: 0,
+            partner_lost_store_at: 0,
             communicated: true,
             mclt: self.sc.mclt,
             need_all: false,
@@ -418,6 +432,9 @@ impl Sim {
             connect_retry: 3,
             connect_retry_rejected: 10,
             updreq_timeout: 60,
+            startup_partner_down: false,
+            resync_all: false,
+            min_mclt: crate::failover::MIN_LEASE_TIME,
         };
         let router = ShardRouter::new(SliceMap::new(&s.subnets, s.shards), s.shards, built.away.iter().copied());
         let driver = Driver::new(fc, persisted, router, now);
@@ -490,6 +507,7 @@ impl Sim {
     fn to_driver(&mut self, i: usize, q: &mut VecDeque<Work>, m: ToFailover) {
         if self.sc.async_commits {
             let inc = self.servers[i].inc;
+            self.internal += 1;
             self.at(0, Ev::ToDriver(i, inc, m));
         } else {
             q.push_back(Work::Driver(m));
@@ -517,9 +535,11 @@ impl Sim {
             srv.batches[s] = Some(batch);
             let inc = srv.inc;
             let d = self.rng2.below(2);
+            self.internal += 1;
             self.at(d, Ev::CommitDone(i, inc, s));
         } else {
             srv.stores[s].commit(&batch).expect("memory store");
+            self.pair_dirty = true;
             let done = srv.cores[s].batch_done(true, batch);
             self.released(i, s, done, q);
         }
@@ -552,6 +572,7 @@ impl Sim {
                 Action::ToShard(s, m) => {
                     if self.sc.async_commits {
                         let inc = self.servers[i].inc;
+                        self.internal += 1;
                         self.at(0, Ev::ToShard(i, inc, s, m));
                     } else {
                         q.push_back(Work::Shard(s, m));
@@ -607,6 +628,14 @@ impl Sim {
             frames.push(framed);
         }
         for f in frames {
+            if self.sc.count_updates
+                && let Ok(m) = FailoverMessage::decode(&f[2..])
+                && m.msg_type == MessageType::BndUpd
+            {
+                for item in crate::failover::bndupd::parse(&m, |_| true).items.into_iter().flatten() {
+                    *self.bndupds.entry(item.key).or_default() += 1;
+                }
+            }
             self.send_bytes(from, c, f);
         }
     }
@@ -669,6 +698,7 @@ impl Sim {
             events: self.events_run,
             replies: self.replies,
             final_states: states,
+            bndupds: self.bndupds,
         }
     }
 
@@ -852,21 +882,25 @@ impl Sim {
                 }
             }
             Ev::ToShard(i, inc, s, m) => {
+                self.internal -= 1;
                 if self.servers[i].up && self.servers[i].inc == inc {
                     self.work(i, VecDeque::from([Work::Shard(s, m)]));
                 }
             }
             Ev::ToDriver(i, inc, m) => {
+                self.internal -= 1;
                 if self.servers[i].up && self.servers[i].inc == inc {
                     self.work(i, VecDeque::from([Work::Driver(m)]));
                 }
             }
             Ev::CommitDone(i, inc, s) => {
+                self.internal -= 1;
                 if !self.servers[i].up || self.servers[i].inc != inc {
                     return;
                 }
                 let Some(batch) = self.servers[i].batches[s].take() else { return };
                 self.servers[i].stores[s].commit(&batch).expect("memory store");
+                self.pair_dirty = true;
                 let done = self.servers[i].cores[s].batch_done(true, batch);
                 let mut q = VecDeque::new();
                 self.released(i, s, done, &mut q);
@@ -996,6 +1030,23 @@ impl Sim {
                     policy.mclt
                 ));
             }
+            // The guarantee is the partner's: it protects the lease until
+            // the greatest lifetime it acked for this client plus the MCLT
+            // (§4.4, §7.3 expiration-time). Our own bookkeeping of what was
+            // acked must never promise the client more.
+            let partner = 1 - s;
+            if self.servers[partner].up && !self.misconfigured {
+                let theirs = self.servers[partner].cores.iter().find_map(|c| c.engine().leases().get(&l.key).cloned());
+                if let Some(p) = theirs.filter(|p| p.binding == l.binding) {
+                    let protected = p.expiration_time.max(now) + policy.mclt as Time + crate::failover::SKEW_TOLERANCE;
+                    if l.valid_end > protected && l.acked_partner_lifetime > p.expiration_time {
+                        self.violate(format!(
+                            "MCLT: server {s} gave {} until {} on an acked lifetime of {}, but its partner protects it only until {} + MCLT",
+                            l.key, l.valid_end, l.acked_partner_lifetime, p.expiration_time
+                        ));
+                    }
+                }
+            }
         }
         // 3: only what this server owns in this state (§4.2); renewals of
         // any client's lease are allowed in the responsive states.
@@ -1048,54 +1099,61 @@ impl Sim {
         self.violations.push(v);
     }
 
-    /// Every lease record of server `i`, whichever shard holds it (the most
-    /// recent copy when a move left two).
-    fn records(&self, i: usize) -> BTreeMap<LeaseKey, &Lease> {
-        let mut m: BTreeMap<LeaseKey, &Lease> = BTreeMap::new();
+    /// Every lease record of server `i` the stores must agree on, whichever
+    /// shard holds it (the most recent copy when a move left two), as
+    /// (status, client, end): free addresses and the primary's free
+    /// prefixes are the same as no record.
+    fn records(&self, i: usize) -> HashMap<LeaseKey, (BindingStatus, Duid, Time)> {
+        let mut m: HashMap<LeaseKey, (Time, (BindingStatus, Duid, Time))> = HashMap::new();
         for c in &self.servers[i].cores {
             for l in c.engine().leases().iter() {
+                let free_addr = matches!(l.status, BindingStatus::Free | BindingStatus::FreeBackup) && matches!(l.key, LeaseKey::Addr(_));
+                let free_prefix = l.key.ia_type() == IaType::Pd && l.status == BindingStatus::Free;
+                if free_addr || free_prefix {
+                    continue;
+                }
+                let v = (l.status, if l.is_active() { l.binding.duid.clone() } else { Duid::ll(0, &[0]) }, if l.is_active() { l.valid_end } else { 0 });
                 match m.get(&l.key) {
-                    Some(o) if o.start_time_of_state >= l.start_time_of_state => {}
+                    Some((start, _)) if *start >= l.start_time_of_state => {}
                     _ => {
-                        m.insert(l.key, l);
+                        m.insert(l.key, (l.start_time_of_state, v));
                     }
                 }
             }
         }
-        m
+        m.into_iter().map(|(k, (_, v))| (k, v)).collect()
     }
 
     /// Invariant 4: both NORMAL, nothing queued or in flight → the stores agree.
     fn check_pair(&mut self) {
-        if self.now == self.last_pair_check {
+        if self.now == self.last_pair_check || !self.pair_dirty {
             return;
         }
         for i in 0..2 {
             let s = &self.servers[i];
             let Some(d) = s.driver.as_ref() else { return };
             let e = d.endpoint();
-            if e.state() != ServerState::Normal || e.backlog() > 0 || !e.communications_ok() || d.judging() > 0 {
+            if e.state() != ServerState::Normal || e.backlog() > 0 || !e.communications_ok() || !d.settled() {
                 return;
             }
-            if s.cores.iter().any(|c| !c.idle() || c.engine().leases().iter().any(|l| l.update_partner)) {
+            if s.cores.iter().any(|c| !c.idle()) {
                 return;
             }
         }
-        if self.in_flight > 0 {
+        if self.in_flight > 0 || self.internal > 0 {
+            return;
+        }
+        if self.servers.iter().any(|s| s.cores.iter().any(|c| c.engine().leases().iter().any(|l| l.update_partner))) {
             return;
         }
         self.last_pair_check = self.now;
+        self.pair_dirty = false;
         let now = self.now;
-        type Norm = BTreeMap<LeaseKey, (BindingStatus, Duid, Time)>;
-        let norm = |m: BTreeMap<LeaseKey, &Lease>| -> Norm {
-            m.into_values()
-                .filter(|l| !(matches!(l.status, BindingStatus::Free | BindingStatus::FreeBackup) && matches!(l.key, LeaseKey::Addr(_))))
-                .filter(|l| !(l.key.ia_type() == IaType::Pd && l.status == BindingStatus::Free))
-                .map(|l| (l.key, (l.status, if l.is_active() { l.binding.duid.clone() } else { Duid::ll(0, &[0]) }, if l.is_active() { l.valid_end } else { 0 })))
-                .collect()
-        };
-        let (ma, mb) = (norm(self.records(0)), norm(self.records(1)));
-        for k in ma.keys().chain(mb.keys()) {
+        let (ma, mb) = (self.records(0), self.records(1));
+        let mut keys: Vec<&LeaseKey> = ma.keys().chain(mb.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        for k in keys {
             let (x, y) = (ma.get(k), mb.get(k));
             // Lease ends within the ±5 s that RFC 8156 §7.1 counts as the
             // same time are the same end (crossing renewals of one client).
@@ -1110,9 +1168,10 @@ impl Sim {
             // the expiry timer, are in motion.
             let near = |v: Option<&(BindingStatus, Duid, Time)>| v.is_some_and(|v| v.2 != 0 && v.2 < now + 40);
             if near(x) || near(y) {
+                self.pair_dirty = true;
                 continue;
             }
-            let (x, y) = (x.cloned(), y.cloned());
+            let (k, x, y) = (*k, x.cloned(), y.cloned());
             self.violate(format!("stores disagree on {k}: primary {x:?}, secondary {y:?}"));
             return;
         }

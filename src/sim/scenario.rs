@@ -65,6 +65,12 @@ pub struct Scenario {
     /// meets the other in STARTUP.
     pub crash_in_recovery: bool,
     pub startup_meet: bool,
+    /// Draw faults from the seed (off: a quiet run, for focused tests).
+    pub faults: bool,
+    /// Clients stop talking once they hold a lease (and never release it).
+    pub vanish: bool,
+    /// Count the BNDUPDs sent about each lease (`Report::bndupds`).
+    pub count_updates: bool,
 }
 
 impl Scenario {
@@ -91,6 +97,9 @@ impl Scenario {
             max_unacked: 8,
             crash_in_recovery: false,
             startup_meet: false,
+            faults: true,
+            vanish: false,
+            count_updates: false,
         }
     }
 

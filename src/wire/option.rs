@@ -430,11 +430,12 @@ impl DhcpOption {
             opt::LQ_BASE_TIME => O::LqBaseTime(u32_exact(&mut r, len)?),
             opt::F_BINDING_STATUS => {
                 exact(1, "1")?;
-                let c = r.u8()?;
-                O::BindingStatus(
-                    BindingStatus::from_code(c)
-                        .ok_or(DecodeError::invalid("binding status outside 1..=8"))?,
-                )
+                // A value this version does not know is kept raw: the
+                // binding it describes is refused, not the whole message.
+                match BindingStatus::from_code(r.u8()?) {
+                    Some(s) => O::BindingStatus(s),
+                    None => O::Unknown { code, data: body.to_vec() },
+                }
             }
             opt::F_CONNECT_FLAGS => {
                 exact(2, "2")?;
@@ -474,11 +475,12 @@ impl DhcpOption {
             }
             opt::F_SERVER_STATE => {
                 exact(1, "1")?;
-                let c = r.u8()?;
-                O::ServerState(
-                    ServerState::from_code(c)
-                        .ok_or(DecodeError::invalid("server state outside 1..=10"))?,
-                )
+                // Unknown values kept raw (the STATE is ignored, the
+                // connection is not dropped).
+                match ServerState::from_code(r.u8()?) {
+                    Some(s) => O::ServerState(s),
+                    None => O::Unknown { code, data: body.to_vec() },
+                }
             }
             opt::F_START_TIME_OF_STATE => O::StartTimeOfState(u32_exact(&mut r, len)?),
             opt::F_STATE_EXPIRATION_TIME => O::StateExpirationTime(u32_exact(&mut r, len)?),

@@ -303,8 +303,15 @@ fn errors_name_message_and_option() {
     let e = Message::decode(&hex("01 000001 0003 0010 00000001 00000000 00000000 0072 0000")).unwrap_err();
     assert_eq!(e.option, Some(opt::F_BINDING_STATUS));
     // Invalid values.
-    assert!(Options::decode(&hex("0072 0001 09")).is_err(), "binding status 9");
-    assert!(Options::decode(&hex("0084 0001 00")).is_err(), "server state 0");
+    // Binding status and server state values this version does not know are
+    // kept raw (the binding, or the STATE, is refused, not the message).
+    for raw in ["0072 0001 09", "0084 0001 00"] {
+        let o = Options::decode(&hex(raw)).unwrap();
+        assert!(matches!(o.0[0], DhcpOption::Unknown { .. }), "{raw}");
+        let mut back = Vec::new();
+        o.encode(&mut back).unwrap();
+        assert_eq!(back, hex(raw), "kept byte for byte");
+    }
     assert!(Options::decode(&hex("001a 0019 00000000 00000000 81 00000000000000000000000000000000")).is_err(), "prefix length 129");
     assert!(Options::decode(&hex("000d 0003 00 00 ff")).is_err(), "status message not UTF-8");
     assert!(Options::decode(&hex("0006 0003 000100")).is_err(), "odd ORO");

@@ -150,6 +150,8 @@ pools = ["2001:db8:2::1000-2001:db8:2::1fff"]
             .arg("--ready-file")
             .arg(&ready)
             .args(args)
+            // Test-only: short lifetimes and MCLTs (documented in the README).
+            .env("TANDEM_TEST_SHORT_TIMES", "1")
             .stdout(Stdio::null())
             .stderr(log);
         let child = cmd.spawn().expect("spawn tandem");

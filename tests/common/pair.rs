@@ -167,6 +167,8 @@ startup-time = 2
             .arg(&cfg)
             .arg("--ready-file")
             .arg(&ready)
+            // Test-only: an MCLT of seconds (documented in the README).
+            .env("TANDEM_TEST_SHORT_TIMES", "1")
             .stdout(Stdio::null())
             .stderr(log);
         for (k, v) in env {
