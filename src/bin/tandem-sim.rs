@@ -57,10 +57,14 @@ fn main() -> ExitCode {
             std::thread::spawn(move || {
                 let mut bad = Vec::new();
                 let mut events = 0;
+                let mut grants: std::collections::BTreeMap<(tandem::wire::ServerState, tandem::lease::IaType), u64> = Default::default();
                 let mut s = start + w;
                 while s < start + seeds {
                     let r = if v1 { run_seed_v1(s, false) } else { run_seed(s) };
                     events += r.events;
+                    for (k, n) in &r.grants {
+                        *grants.entry(*k).or_default() += n;
+                    }
                     if !r.violations.is_empty() {
                         println!("seed {s}: {}", r.violations[0]);
                         if trace {
@@ -72,17 +76,26 @@ fn main() -> ExitCode {
                     }
                     s += threads;
                 }
-                (bad, events)
+                (bad, events, grants)
             })
         })
         .collect();
     let mut bad = Vec::new();
     let mut events = 0;
+    let mut grants: std::collections::BTreeMap<(tandem::wire::ServerState, tandem::lease::IaType), u64> = Default::default();
     for h in handles {
-        let (b, e) = h.join().unwrap();
+        let Ok((b, e, g)) = h.join() else {
+            eprintln!("a worker thread failed");
+            return ExitCode::from(2);
+        };
         bad.extend(b);
         events += e;
+        for (k, n) in g {
+            *grants.entry(k).or_default() += n;
+        }
     }
+    let cover: Vec<String> = grants.iter().map(|((st, t), n)| format!("{} {}: {n}", st.name(), t.label())).collect();
+    println!("leases granted or extended, by state: {}", cover.join(", "));
     let secs = t.elapsed().as_secs_f64();
     println!(
         "{} seeds from {}: {} with violations; {:.1} s, {:.0} seeds/s, {:.1} M events/s",

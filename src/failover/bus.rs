@@ -86,6 +86,9 @@ pub enum ToFailover {
     /// stays durable here until `Drop`.
     Handoff { shard: usize, lease: Lease },
     Adopted { shard: usize, key: LeaseKey },
+    /// This shard handed these records on (they are on their way to shard
+    /// `to`): pass the message there.
+    Forward { to: usize, msg: ToShard },
     /// FREE-BACKUP prefixes offered for take-back (still the secondary's here).
     Offered { shard: usize, leases: Vec<Lease> },
 }

@@ -286,10 +286,14 @@ impl Driver {
             ToFailover::Handoff { shard, lease } => {
                 let to = self.router.home(&lease);
                 if to != shard {
+                    // From now on the key's messages go to its new home,
+                    // behind the Adopt on the same channel.
+                    self.router.held_at(lease.key, to);
                     self.moving.insert(lease.key, shard);
                     self.actions.push_back(Action::ToShard(to, ToShard::Adopt { lease }));
                 }
             }
+            ToFailover::Forward { to, msg } => self.actions.push_back(Action::ToShard(to, msg)),
             ToFailover::Adopted { shard, key } => {
                 self.router.held_at(key, shard);
                 if let Some(from) = self.moving.remove(&key)

@@ -121,8 +121,17 @@ impl SlotAllocator {
     /// handed back (the free list) are candidates besides the hint and the
     /// hashed probes: never-used slots are someone else's (the secondary's
     /// prefixes, RFC 8156 §4.2.2), so the sweep would find nothing and walk
-    /// the whole space looking.
-    pub fn allocate(&mut self, seed: u64, hint: Option<u128>, fresh: bool, mut available: impl FnMut(u128) -> bool) -> Option<u128> {
+    /// the whole space looking. Without `take` (an Advertise, which only
+    /// offers) the allocator is left as it was: the slot found, and any
+    /// passed on the way, stay where they were for the next one to ask.
+    pub fn allocate(
+        &mut self,
+        seed: u64,
+        hint: Option<u128>,
+        fresh: bool,
+        take: bool,
+        mut available: impl FnMut(u128) -> bool,
+    ) -> Option<u128> {
         if let Some(h) = hint
             && self.in_slice(h)
             && available(h)
@@ -144,22 +153,35 @@ impl SlotAllocator {
                 return Some(c);
             }
         }
+        let (cursor, swept) = (self.cursor, self.swept);
+        let mut popped = Vec::new();
+        let mut found = None;
         while let Some(j) = self.free.pop_front() {
+            if !take {
+                popped.push(j);
+            }
             if self.in_slice(j) && available(j) {
-                return Some(j);
+                found = Some(j);
+                break;
             }
         }
-        while fresh && !self.swept {
+        while found.is_none() && fresh && !self.swept {
             let j = self.cursor;
             match self.snap(j + 1) {
                 Some(n) => self.cursor = n,
                 None => self.swept = true,
             }
             if available(j) {
-                return Some(j);
+                found = Some(j);
             }
         }
-        None
+        if !take {
+            (self.cursor, self.swept) = (cursor, swept);
+            for j in popped.into_iter().rev() {
+                self.free.push_front(j);
+            }
+        }
+        found
     }
 
     /// A slot became available again (released, expired, freed by the partner).
@@ -195,7 +217,7 @@ mod tests {
         let mut a = SlotAllocator::new(50, 1, 1, Slice { shards: 3, shard: 1 });
         let mut used = HashSet::new();
         let mut n = 0;
-        while let Some(j) = a.allocate(n, None, true, |j| !used.contains(&j)) {
+        while let Some(j) = a.allocate(n, None, true, true, |j| !used.contains(&j)) {
             assert!(a.in_slice(j));
             assert!(used.insert(j));
             n += 1;
@@ -205,23 +227,23 @@ mod tests {
         let some = *used.iter().next().unwrap();
         used.remove(&some);
         a.release(some);
-        assert_eq!(a.allocate(999, None, true, |j| !used.contains(&j)), Some(some));
+        assert_eq!(a.allocate(999, None, true, true, |j| !used.contains(&j)), Some(some));
     }
 
     #[test]
     fn same_seed_same_slot_in_a_huge_space() {
         let mut a = SlotAllocator::new(1u128 << 64, 0, 1, Slice::WHOLE);
-        let x = a.allocate(42, None, true, |_| true).unwrap();
-        let y = a.allocate(42, None, true, |_| true).unwrap();
+        let x = a.allocate(42, None, true, true, |_| true).unwrap();
+        let y = a.allocate(42, None, true, true, |_| true).unwrap();
         assert_eq!(x, y);
-        assert_ne!(a.allocate(43, None, true, |_| true).unwrap(), x);
+        assert_ne!(a.allocate(43, None, true, true, |_| true).unwrap(), x);
     }
 
     #[test]
     fn hint_is_used_when_available_and_ours() {
         let mut a = SlotAllocator::new(1000, 0, 0, Slice { shards: 2, shard: 0 });
-        assert_eq!(a.allocate(1, Some(10), true, |_| true), Some(10));
-        assert_ne!(a.allocate(1, Some(11), true, |_| true), Some(11), "slot 11 is shard 1's");
+        assert_eq!(a.allocate(1, Some(10), true, true, |_| true), Some(10));
+        assert_ne!(a.allocate(1, Some(11), true, true, |_| true), Some(11), "slot 11 is shard 1's");
     }
 
     #[test]
@@ -245,15 +267,28 @@ mod tests {
     fn without_fresh_slots_only_the_free_list_is_used() {
         // A 2^64-slot space: a sweep would never end.
         let mut a = SlotAllocator::new(1u128 << 64, 0, 0, Slice::WHOLE);
-        assert_eq!(a.allocate(5, None, false, |j| j == 12345), None);
+        assert_eq!(a.allocate(5, None, false, true, |j| j == 12345), None);
         a.release(12345);
-        assert_eq!(a.allocate(5, None, false, |j| j == 12345), Some(12345));
+        assert_eq!(a.allocate(5, None, false, true, |j| j == 12345), Some(12345));
+    }
+
+    #[test]
+    fn an_offer_leaves_the_allocator_as_it_was() {
+        let mut a = SlotAllocator::new(10, 0, 0, Slice::WHOLE);
+        a.release(7);
+        // Offered twice (no take): the same free slot both times.
+        assert_eq!(a.allocate(1, None, true, false, |j| j == 7), Some(7));
+        assert_eq!(a.allocate(2, None, true, false, |j| j == 7), Some(7));
+        // And a never-used slot found by the sweep is not skipped by the next sweep.
+        let mut b = SlotAllocator::new(1 << 20, 0, 0, Slice::WHOLE);
+        assert_eq!(b.allocate(3, None, true, false, |j| j == 5), Some(5));
+        assert_eq!(b.allocate(4, None, true, true, |j| j == 5), Some(5));
     }
 
     #[test]
     fn whole_ipv6_space_does_not_overflow() {
         let mut a = SlotAllocator::new(u128::MAX, 0, 1, Slice { shards: 3, shard: 2 });
-        let j = a.allocate(7, None, true, |_| true).unwrap();
+        let j = a.allocate(7, None, true, true, |_| true).unwrap();
         assert!(a.in_slice(j));
     }
 }

@@ -149,7 +149,19 @@ pub fn serve(s: Settings) -> Result<(), String> {
         shards: n,
         failover: fo_cfg.as_ref().zip(mclt).map(|(f, m)| (f.role, m)),
     };
-    let built = crate::shard::build::<ReplyTo>(&cfg, leases);
+    // Every record at its home (an interrupted move may have left one away,
+    // or two copies): the copies are written before the removals.
+    let placed = crate::shard::place(leases, &slices, n);
+    if placed.moved() > 0 {
+        tracing::info!(records = placed.moved(), "records moved to the shard that serves them");
+        for (st, w) in stores.shards.iter_mut().zip(&placed.upserts) {
+            st.commit(w).map_err(|e| e.to_string())?;
+        }
+        for (st, w) in stores.shards.iter_mut().zip(&placed.deletes) {
+            st.commit(w).map_err(|e| e.to_string())?;
+        }
+    }
+    let built = crate::shard::build::<ReplyTo>(&cfg, placed.lists);
     if !built.away.is_empty() {
         tracing::info!(records = built.away.len(), "records held away from their slice owner (partners with other shard counts, or a --shards change)");
     }

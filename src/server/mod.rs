@@ -236,6 +236,11 @@ impl Engine {
         self.blocked.insert(key);
     }
 
+    /// Is `key` blocked here (its record lives in another shard)?
+    pub fn is_blocked(&self, key: &LeaseKey) -> bool {
+        self.blocked.contains(key)
+    }
+
     /// Is `key` in this engine's slice of a pool?
     pub fn in_slice(&self, key: &LeaseKey) -> bool {
         self.subnets.iter().any(|s| s.in_slice(key))
@@ -334,7 +339,7 @@ impl Engine {
                     let mut alloc = std::mem::take(&mut self.subnets[si].pd_pools[pi].alloc);
                     let found = {
                         let pool = &self.subnets[si].pd_pools[pi];
-                        alloc.allocate(seed, None, true, |j| {
+                        alloc.allocate(seed, None, true, true, |j| {
                             let k = LeaseKey::Prefix(pool.prefix(j));
                             !self.blocked.contains(&k)
                                 && !self.subnets[si].reserved_for_other(&k, &Duid::ll(0, &[0]))
@@ -907,7 +912,7 @@ impl Engine {
             let first = u128::from(pool.range.first);
             // Take the allocator out so the availability check can borrow self.
             let mut alloc = std::mem::take(&mut pool.alloc);
-            let found = alloc.allocate(seed, h, ctx.policy.fresh_slots(IaType::Na), |j| {
+            let found = alloc.allocate(seed, h, ctx.policy.fresh_slots(IaType::Na), ctx.commit, |j| {
                 self.available_for(ctx, &LeaseKey::Addr(Ipv6Addr::from(first + j)), binding)
             });
             self.subnets[ctx.subnet].addr_pools[i].alloc = alloc;
@@ -1001,7 +1006,7 @@ impl Engine {
             let mut alloc = std::mem::take(&mut pool.alloc);
             let found = {
                 let pool = &self.subnets[ctx.subnet].pd_pools[i];
-                alloc.allocate(seed, h, ctx.policy.fresh_slots(IaType::Pd), |j| {
+                alloc.allocate(seed, h, ctx.policy.fresh_slots(IaType::Pd), ctx.commit, |j| {
                     self.available_for(ctx, &LeaseKey::Prefix(pool.prefix(j)), binding)
                 })
             };

@@ -105,6 +105,9 @@ pub struct ShardCore<C> {
     /// The batch being committed and what it releases.
     in_flight: Option<Waiting<C>>,
     ignore_policy: bool,
+    /// Records handed on to another shard and not yet dropped here: what
+    /// arrives for them is forwarded to their new home.
+    moved: HashMap<LeaseKey, usize>,
     /// FREE-BACKUP prefixes offered back to the secondary (§4.2.2): a
     /// FREE-BACKUP record changes to FREE on the secondary's acceptance only
     /// if it is still this offer (any write to it withdraws the offer).
@@ -144,48 +147,96 @@ pub fn merge_stores(stores: Vec<Vec<Lease>>) -> Vec<Lease> {
     v
 }
 
-/// A record can be in two shards' stores only if a move was interrupted by
-/// a crash, and then at least one copy is away from its key's slice owner:
-/// so only those keys are looked for. Keeps the most recent copy and
-/// returns the (shard, key) copies to delete.
-fn dedupe(stored: &mut [Vec<Lease>], slices: &SliceMap) -> Vec<(usize, LeaseKey)> {
-    let away: std::collections::HashSet<LeaseKey> = stored
-        .iter()
-        .enumerate()
-        .flat_map(|(s, v)| v.iter().filter(move |l| slices.owner(&l.key).is_some_and(|o| o != s)).map(|l| l.key))
-        .collect();
-    if away.is_empty() {
-        return Vec::new();
+/// Where each stored record must live before the shards start, and the
+/// store writes that put it there: one copy per key (an interrupted move can
+/// leave two; the more recent wins), each at its home (`failover::router`:
+/// an ACTIVE record with its client's shard, any other with its key's slice
+/// owner). Apply every `upserts` before any `deletes`: a crash in between
+/// leaves a second copy, never none.
+pub struct Placed {
+    pub lists: Vec<Vec<Lease>>,
+    pub upserts: Vec<Vec<LeaseChange>>,
+    pub deletes: Vec<Vec<LeaseChange>>,
+}
+
+impl Placed {
+    /// Records that changed shard (or a copy removed).
+    pub fn moved(&self) -> usize {
+        self.deletes.iter().map(Vec::len).sum()
     }
-    let mut copies: HashMap<LeaseKey, Vec<(usize, usize)>> = HashMap::new();
-    for (s, v) in stored.iter().enumerate() {
-        for (i, l) in v.iter().enumerate() {
-            if away.contains(&l.key) {
-                copies.entry(l.key).or_default().push((s, i));
+}
+
+pub fn place(stored: Vec<Vec<Lease>>, slices: &SliceMap, shards: usize) -> Placed {
+    let n = shards.max(1);
+    let mut lists: Vec<Vec<Lease>> = vec![Vec::new(); n];
+    let mut upserts: Vec<Vec<LeaseChange>> = vec![Vec::new(); n];
+    let mut deletes: Vec<Vec<LeaseChange>> = vec![Vec::new(); n];
+    // Misplaced records (rare): held here, looked at once all are known.
+    let mut misplaced: Vec<(usize, Lease)> = Vec::new();
+    for (s, records) in stored.into_iter().enumerate() {
+        for l in records {
+            let home = home_of(slices, n, &l);
+            if home == s && s < n {
+                lists[s].push(l);
+            } else {
+                misplaced.push((s, l));
             }
         }
     }
-    let mut drop: Vec<(usize, usize)> = Vec::new();
-    for (_, c) in copies.into_iter().filter(|(_, c)| c.len() > 1) {
-        let best = c.iter().copied().reduce(|a, b| if newer(&stored[b.0][b.1], &stored[a.0][a.1]) { b } else { a });
-        drop.extend(c.into_iter().filter(|x| Some(*x) != best));
+    if misplaced.is_empty() {
+        return Placed { lists, upserts, deletes };
     }
-    drop.sort_by(|a, b| b.cmp(a));
-    let mut deletes = Vec::new();
-    for (s, i) in drop {
-        let l = stored[s].swap_remove(i);
-        deletes.push((s, l.key));
+    // A misplaced record may have a copy at its home (a move that finished
+    // its first half): keep the more recent one.
+    let keys: std::collections::HashSet<LeaseKey> = misplaced.iter().map(|(_, l)| l.key).collect();
+    let mut at_home: HashMap<LeaseKey, (usize, usize)> = HashMap::new();
+    for (s, list) in lists.iter().enumerate() {
+        for (i, l) in list.iter().enumerate() {
+            if keys.contains(&l.key) {
+                at_home.insert(l.key, (s, i));
+            }
+        }
     }
-    deletes
+    let mut best: HashMap<LeaseKey, Lease> = HashMap::new();
+    for (s, l) in misplaced {
+        if s < n {
+            deletes[s].push(LeaseChange::Delete(l.key));
+        }
+        match best.get(&l.key) {
+            Some(o) if !newer(&l, o) => {}
+            _ => {
+                best.insert(l.key, l);
+            }
+        }
+    }
+    let mut drop_at_home: Vec<(usize, usize)> = Vec::new();
+    let mut placed: Vec<Lease> = best.into_values().collect();
+    placed.sort_by_key(|l| l.key);
+    for l in placed {
+        if let Some(&(s, i)) = at_home.get(&l.key) {
+            if !newer(&l, &lists[s][i]) {
+                continue; // the copy at home is the one
+            }
+            drop_at_home.push((s, i));
+        }
+        let home = home_of(slices, n, &l);
+        upserts[home].push(LeaseChange::Upsert(l.clone()));
+        lists[home].push(l);
+    }
+    drop_at_home.sort_by(|a, b| b.cmp(a));
+    for (s, i) in drop_at_home {
+        lists[s].remove(i);
+    }
+    Placed { lists, upserts, deletes }
 }
 
 /// Build every shard from the records each shard's store holds. A record
 /// held away from its key's slice owner blocks the key there.
+/// Expects the records where `place` puts them.
 pub fn build<C>(cfg: &ShardsConfig, mut stored: Vec<Vec<Lease>>) -> Built<C> {
     let n = cfg.shards.max(1);
     let slices = SliceMap::new(&cfg.engine.subnets, n);
     stored.resize_with(n, Vec::new);
-    let deletes = dedupe(&mut stored, &slices);
     let mut cores = Vec::with_capacity(n);
     let mut away = Vec::new();
     let mut loaded = Vec::with_capacity(n);
@@ -241,6 +292,7 @@ pub fn build<C>(cfg: &ShardsConfig, mut stored: Vec<Vec<Lease>>) -> Built<C> {
             lazy_since: None,
             in_flight: None,
             ignore_policy: false,
+            moved: HashMap::new(),
             offered: Default::default(),
         });
     }
@@ -248,10 +300,6 @@ pub fn build<C>(cfg: &ShardsConfig, mut stored: Vec<Vec<Lease>>) -> Built<C> {
         if let Some(o) = slices.owner(key) {
             cores[o].engine.block(*key);
         }
-    }
-    for (s, key) in deletes {
-        cores[s].pending.push(LeaseChange::Delete(key));
-        cores[s].urgent = true;
     }
     Built { cores, away, loaded, dns }
 }
@@ -376,18 +424,33 @@ impl<C> ShardCore<C> {
     pub fn bus(&mut self, now: Time, m: ToShard) -> Vec<ToFailover> {
         match m {
             ToShard::Judge { items } => {
+                let mut forward: HashMap<usize, Vec<(u64, usize, bndupd::Received)>> = HashMap::new();
                 for (req, idx, r) in items {
+                    if let Some(to) = self.moved.get(&r.key) {
+                        forward.entry(*to).or_default().push((req, idx, r));
+                        continue;
+                    }
                     let v = self.judge(now, &r);
                     self.waiting.judged.push((req, idx, v));
                 }
                 self.urgent = true;
-                Vec::new()
+                let mut out: Vec<ToFailover> =
+                    forward.into_iter().map(|(to, items)| ToFailover::Forward { to, msg: ToShard::Judge { items } }).collect();
+                out.sort_by_key(|m| if let ToFailover::Forward { to, .. } = m { *to } else { 0 });
+                out
             }
             ToShard::Acks(acks) => {
+                let mut forward: HashMap<usize, Vec<Ack>> = HashMap::new();
                 for a in acks {
+                    if let Some(to) = self.moved.get(&a.sent.key) {
+                        forward.entry(*to).or_default().push(a);
+                        continue;
+                    }
                     self.ack(now, a);
                 }
-                Vec::new()
+                let mut out: Vec<ToFailover> = forward.into_iter().map(|(to, acks)| ToFailover::Forward { to, msg: ToShard::Acks(acks) }).collect();
+                out.sort_by_key(|m| if let ToFailover::Forward { to, .. } = m { *to } else { 0 });
+                out
             }
             ToShard::State { epoch, policy } => {
                 if self.policy.is_some_and(|p| p.state != policy.state) {
@@ -410,7 +473,9 @@ impl<C> ShardCore<C> {
                     if leases.len() as u64 >= n {
                         break;
                     }
-                    if !self.offered.contains(&l.key) {
+                    // Only prefixes the secondary has acknowledged as its own:
+                    // an offer must not overtake the update that gave it.
+                    if !l.update_partner && !self.offered.contains(&l.key) {
                         leases.push(l.clone());
                     }
                 }
@@ -421,6 +486,7 @@ impl<C> ShardCore<C> {
             ToShard::Scan { .. } => Vec::new(),
             ToShard::Adopt { lease } => {
                 let key = lease.key;
+                self.moved.remove(&key);
                 let newer = self.engine.leases().get(&key).is_some_and(|l| l.start_time_of_state > lease.start_time_of_state);
                 if !newer {
                     self.engine.adopt(lease.clone());
@@ -431,6 +497,7 @@ impl<C> ShardCore<C> {
                 Vec::new()
             }
             ToShard::Drop { key } => {
+                self.moved.remove(&key);
                 if self.engine.leases().get(&key).is_none() {
                     self.pending.push(LeaseChange::Delete(key));
                     if self.lazy_since.is_none() {
@@ -612,6 +679,7 @@ impl<C> ShardCore<C> {
                 // now (see `failover::router`). Out of our table at once;
                 // durable here until the new home has it.
                 self.engine.evict(&l.key);
+                self.moved.insert(l.key, home);
                 handoffs.push(ToFailover::Handoff { shard: self.id, lease: l });
             }
         }
@@ -630,3 +698,6 @@ impl<C> ShardCore<C> {
         self.engine.pd_counts()
     }
 }
+
+#[cfg(test)]
+mod tests;

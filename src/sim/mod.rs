@@ -105,6 +105,8 @@ pub struct Report {
     pub final_states: [ServerState; 2],
     /// With `Scenario::count_updates`: BNDUPDs sent about each lease.
     pub bndupds: BTreeMap<LeaseKey, u32>,
+    /// Leases granted or extended, by the state (as the shard saw it) and IA type.
+    pub grants: BTreeMap<(ServerState, IaType), u64>,
 }
 
 /// The failover connection as one server sees it.
@@ -132,6 +134,8 @@ struct Server {
     batches: Vec<Option<Vec<LeaseChange>>>,
     link: Option<Link>,
     restarts: u32,
+    /// A commit happened since the record placement was last checked.
+    home_dirty: bool,
 }
 
 pub struct Sim {
@@ -169,7 +173,9 @@ pub struct Sim {
     last_pair_check: Time,
     /// A store changed since the stores last agreed.
     pair_dirty: bool,
+    last_home_check: Time,
     bndupds: BTreeMap<LeaseKey, u32>,
+    grants: BTreeMap<(ServerState, IaType), u64>,
 }
 
 const T0: Time = 1_800_000_000;
@@ -195,6 +201,7 @@ impl Sim {
                 batches: Vec::new(),
                 link: None,
                 restarts: 0,
+                home_dirty: true,
             })
             .collect();
         let clients = (0..sc.clients)
@@ -224,7 +231,9 @@ impl Sim {
             pd_since_contact: [false; 2],
             last_pair_check: 0,
             pair_dirty: true,
+            last_home_check: 0,
             bndupds: BTreeMap::new(),
+            grants: BTreeMap::new(),
             sc,
         };
         if s.sc.faults {
@@ -414,7 +423,16 @@ impl Sim {
             failover: Some((s.role, sc.mclt)),
         };
         let stored: Vec<Vec<Lease>> = s.stores.iter().map(|st| st.all().expect("memory store")).collect();
-        let built = crate::shard::build::<usize>(&cfg, stored);
+        // As production does at start-up: every record at its home, the
+        // copies written before the removals.
+        let placed = crate::shard::place(stored, &SliceMap::new(&s.subnets, s.shards), s.shards);
+        for (st, w) in s.stores.iter_mut().zip(&placed.upserts) {
+            st.commit(w).expect("memory store");
+        }
+        for (st, w) in s.stores.iter_mut().zip(&placed.deletes) {
+            st.commit(w).expect("memory store");
+        }
+        let built = crate::shard::build::<usize>(&cfg, placed.lists);
         let persisted = s.meta.get_meta(meta::FAILOVER_STATE).ok().flatten().and_then(|b| Persistent::decode(&b));
         let fc = FailoverConfig {
             role: s.role,
@@ -539,6 +557,7 @@ impl Sim {
             self.at(d, Ev::CommitDone(i, inc, s));
         } else {
             srv.stores[s].commit(&batch).expect("memory store");
+            srv.home_dirty = true;
             self.pair_dirty = true;
             let done = srv.cores[s].batch_done(true, batch);
             self.released(i, s, done, q);
@@ -677,6 +696,7 @@ impl Sim {
             self.step(ev);
             self.check_premise();
             self.check_pair();
+            self.check_homes();
             if self.violations.len() > 5 {
                 break;
             }
@@ -699,6 +719,7 @@ impl Sim {
             replies: self.replies,
             final_states: states,
             bndupds: self.bndupds,
+            grants: self.grants,
         }
     }
 
@@ -900,6 +921,7 @@ impl Sim {
                 }
                 let Some(batch) = self.servers[i].batches[s].take() else { return };
                 self.servers[i].stores[s].commit(&batch).expect("memory store");
+                self.servers[i].home_dirty = true;
                 self.pair_dirty = true;
                 let done = self.servers[i].cores[s].batch_done(true, batch);
                 let mut q = VecDeque::new();
@@ -991,13 +1013,25 @@ impl Sim {
         let out = core.handle(now, &msg, &arrival, c);
         let granted: Vec<Lease> = core.pending_since(before).into_iter().cloned().collect();
         let state = policy.map(|p| p.state).unwrap_or(ServerState::Startup);
+        let lost = self.servers[s].driver.as_ref().is_some_and(|d| d.endpoint().persistent().need_all);
         for l in &granted {
             if self.sc.verbose {
                 self.log(format!("server {s} ({}) grants {} {} cltt {} end {} flag {}", state.name(), l.key, l.status.name(), l.cltt, l.valid_end, l.update_partner));
             }
+            if l.is_active() {
+                *self.grants.entry((state, l.key.ia_type())).or_default() += 1;
+                // §8.5.2, §8.6 (audit F1): a server that lost its store serves
+                // nothing until it has everything back.
+                if lost && !self.sc.ignore_failover_policy {
+                    self.violate(format!("server {s} granted {} in {} before its resync completed", l.key, state.name()));
+                }
+            }
             if let Some(p) = policy {
                 self.check_grant(s, &p, l, now, held.contains(&l.key));
             }
+        }
+        if let Handled::Reply(_, r) = &out {
+            self.check_prefix_service(s, shard, state, r);
         }
         match out {
             Handled::Reply(c, r) => {
@@ -1008,6 +1042,57 @@ impl Sim {
             }
             Handled::Deferred => self.work(s, VecDeque::from([Work::Commit(shard)])),
             Handled::Dropped(_) => {}
+        }
+    }
+
+    /// Prefixes are served wherever they may be (audit item 1): a secondary
+    /// that answers NoPrefixAvail while this shard holds a FREE-BACKUP
+    /// prefix it may delegate has lost track of its own pool.
+    fn check_prefix_service(&mut self, s: usize, shard: usize, state: ServerState, r: &crate::server::Reply) {
+        if self.servers[s].role != Role::Secondary
+            || !matches!(state, ServerState::CommunicationsInterrupted | ServerState::PartnerDown | ServerState::ResolutionInterrupted)
+            || self.sc.ignore_failover_policy
+        {
+            return;
+        }
+        let Some(m) = r.message.unwrap_relays().1 else { return };
+        let refused = m.options.ia_pds().any(|ia| ia.options.status().is_some_and(|st| st.code == crate::wire::StatusCode::NO_PREFIX_AVAIL));
+        if !refused {
+            return;
+        }
+        let e = self.servers[s].cores[shard].engine();
+        let held = e.free_backup_prefixes().find(|l| !e.is_blocked(&l.key)).map(|l| l.key);
+        if let Some(k) = held {
+            self.violate(format!("server {s} ({}) answered NoPrefixAvail holding FREE-BACKUP {k}", state.name()));
+        }
+    }
+
+    /// The router's rule (see `failover::router`) holds whenever nothing is
+    /// in motion: an ACTIVE record lives with its client's shard, so that
+    /// the client's renewals find it (audit item 10, review H5).
+    fn check_homes(&mut self) {
+        if self.now == self.last_home_check {
+            return;
+        }
+        self.last_home_check = self.now;
+        for i in 0..2 {
+            let srv = &self.servers[i];
+            let Some(d) = srv.driver.as_ref() else { continue };
+            if !srv.home_dirty || !d.settled() || srv.cores.iter().any(|c| !c.idle()) || self.internal > 0 {
+                continue;
+            }
+            let slices = SliceMap::new(&srv.subnets, srv.shards);
+            let mut misplaced = None;
+            for (at, c) in srv.cores.iter().enumerate() {
+                if let Some(l) = c.engine().leases().iter().find(|l| home_of(&slices, srv.shards, l) != at && l.is_active()) {
+                    misplaced = Some((at, l.key, home_of(&slices, srv.shards, l)));
+                    break;
+                }
+            }
+            self.servers[i].home_dirty = false;
+            if let Some((at, k, home)) = misplaced {
+                self.violate(format!("server {i}: the ACTIVE record of {k} is at shard {at}, its client's shard is {home}"));
+            }
         }
     }
 
@@ -1036,7 +1121,13 @@ impl Sim {
             // acked must never promise the client more.
             let partner = 1 - s;
             if self.servers[partner].up && !self.misconfigured {
-                let theirs = self.servers[partner].cores.iter().find_map(|c| c.engine().leases().get(&l.key).cloned());
+                // The partner's current record (the most recent copy, if a move left two).
+                let theirs = self.servers[partner]
+                    .cores
+                    .iter()
+                    .filter_map(|c| c.engine().leases().get(&l.key))
+                    .max_by_key(|x| x.start_time_of_state)
+                    .cloned();
                 if let Some(p) = theirs.filter(|p| p.binding == l.binding) {
                     let protected = p.expiration_time.max(now) + policy.mclt as Time + crate::failover::SKEW_TOLERANCE;
                     if l.valid_end > protected && l.acked_partner_lifetime > p.expiration_time {

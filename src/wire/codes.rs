@@ -377,7 +377,7 @@ impl BindingStatus {
 }
 
 /// Failover endpoint state (RFC 8156 §5.5.16, option 132).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ServerState {
     Startup = 1,
     Normal = 2,

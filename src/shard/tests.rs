@@ -1,0 +1,259 @@
+//! The shard's side of failover: judging and storing the partner's updates
+//! in the shard's own group commit, acknowledgements, DNS removal after the
+//! partner knows, records moving to the shard that serves their client.
+
+use super::*;
+use crate::failover::bndupd;
+use crate::lease::store::{LeaseStore, MemoryStore};
+use crate::lease::{Binding, DnsInfo, IaType, dns_flags as F};
+use crate::pool::hash::shard_of;
+use crate::server::settings::{PdPool, Subnet};
+use crate::wire::{ClientMessage, DhcpOption, Duid, IaNa, Options};
+
+const NOW: Time = 1_800_000_000;
+
+fn subnet() -> Subnet {
+    Subnet {
+        pools: vec!["2001:db8:1::1000-2001:db8:1::1fff".parse().unwrap()],
+        pd_pools: vec![PdPool { prefix: "2001:db8:100::/48".parse().unwrap(), delegated_length: 56 }],
+        interface: Some("eth1".into()),
+        preferred_lifetime: 300,
+        valid_lifetime: 600,
+        renew_time: 150,
+        rebind_time: 240,
+        rapid_commit: true,
+        ..Subnet::test_default()
+    }
+}
+
+fn config(shards: usize, role: Role) -> ShardsConfig {
+    ShardsConfig {
+        engine: EngineConfig {
+            server_duid: Duid::llt(1, 1, &[0xaa; 6]),
+            subnets: vec![subnet()],
+            slice: crate::pool::Slice::WHOLE,
+            hash_key: 7,
+            naming: None,
+        },
+        shards,
+        failover: Some((role, 60)),
+    }
+}
+
+fn policy(role: Role, state: ServerState) -> EndpointPolicy {
+    EndpointPolicy { role, state, mclt: 60, partner_down_since: 0, partner_lost_store_at: 0 }
+}
+
+/// `shards` cores in `state`, with no records.
+fn cores(shards: usize, role: Role, state: ServerState) -> Vec<ShardCore<u32>> {
+    let mut b = build::<u32>(&config(shards, role), vec![Vec::new(); shards]);
+    for (i, c) in b.cores.iter_mut().enumerate() {
+        c.bus(NOW, ToShard::State { epoch: 1, policy: policy(role, state) });
+        let _ = i;
+    }
+    b.cores
+}
+
+/// Commit whatever is due into `store`; what the commit released.
+fn commit(c: &mut ShardCore<u32>, store: &mut MemoryStore, now: Time) -> Done<u32> {
+    match c.take_batch(now) {
+        Some(b) => {
+            store.commit(&b).unwrap();
+            c.batch_done(true, b)
+        }
+        None => Done::default(),
+    }
+}
+
+fn duid(n: u8) -> Duid {
+    Duid::ll(1, &[2, 0, 0, 0, 0, n])
+}
+
+fn solicit(n: u8) -> Message {
+    let ia = DhcpOption::IaNa(IaNa { iaid: 1, t1: 0, t2: 0, options: Options::new() });
+    Message::Client(ClientMessage {
+        msg_type: crate::wire::MessageType::Solicit,
+        transaction_id: 1,
+        options: vec![DhcpOption::ClientId(duid(n)), DhcpOption::RapidCommit, ia].into(),
+    })
+}
+
+fn arrival() -> Arrival<'static> {
+    Arrival { interface: Some("eth1"), source: "fe80::1".parse().unwrap(), destination: "ff02::1:2".parse().unwrap() }
+}
+
+fn received(l: &Lease, now: Time) -> bndupd::Received {
+    let m = bndupd::build(l, now, 9);
+    bndupd::parse(&m, |_| true).items.remove(0).unwrap()
+}
+
+fn stored(store: &MemoryStore, key: &LeaseKey) -> Option<Lease> {
+    store.get(key).unwrap()
+}
+
+#[test]
+fn a_partner_update_and_a_client_packet_on_one_key_in_one_batch_store_the_newest() {
+    // The table and the store hold the same, newest record: one owner
+    // writes both, in order (review H1: before, a partner write could land
+    // between the table's update and the queueing of its older change).
+    let mut c = cores(1, Role::Secondary, ServerState::CommunicationsInterrupted);
+    let mut store = MemoryStore::new();
+    let out = c[0].handle(NOW, &solicit(4), &arrival(), 1);
+    assert!(matches!(out, Handled::Deferred), "a rapid-commit grant waits for its commit");
+    let key = c[0].pending_since(0)[0].key;
+    // The partner, in the same batch, reports a later grant to the same client.
+    let mut theirs = c[0].engine().leases().get(&key).unwrap().clone();
+    theirs.cltt = NOW + 10;
+    theirs.valid_end = NOW + 610;
+    theirs.state_expiration_time = NOW + 610;
+    c[0].bus(NOW + 10, ToShard::Judge { items: vec![(1, 0, received(&theirs, NOW + 10))] });
+    let done = commit(&mut c[0], &mut store, NOW + 10);
+    assert_eq!(done.replies.len(), 1);
+    assert!(matches!(&done.to_failover[0], ToFailover::Judged { items } if items[0].2.is_ok()), "verdict after the commit");
+    let table = c[0].engine().leases().get(&key).unwrap();
+    assert_eq!(stored(&store, &key).as_ref(), Some(table));
+    assert_eq!(table.valid_end, NOW + 610, "the newest record");
+}
+
+#[test]
+fn an_ack_clears_only_the_version_it_acknowledges() {
+    // Seed 933409353: a renewal within the same second (the clock stepped
+    // back) changed the lease's end but not its CLTT or start; the ack of
+    // the earlier version must leave the newer one flagged for the partner.
+    let mut c = cores(1, Role::Primary, ServerState::Normal);
+    let mut store = MemoryStore::new();
+    c[0].handle(NOW, &solicit(5), &arrival(), 1);
+    let done = commit(&mut c[0], &mut store, NOW);
+    let ToFailover::Committed { leases, .. } = &done.to_failover[0] else { panic!("{:?}", done.to_failover) };
+    let sent = leases[0].clone();
+    assert!(sent.update_partner);
+    // Same second, a longer end (say the acked lifetime grew).
+    let mut newer = sent.clone();
+    newer.valid_end += 300;
+    newer.state_expiration_time = newer.valid_end;
+    c[0].engine.apply_external(newer.clone());
+    c[0].bus(NOW, ToShard::Acks(vec![Ack { sent: sent.clone(), accepted: true, partner_lifetime_sent: Some(NOW + 900), take_back: false }]));
+    let cur = c[0].engine().leases().get(&sent.key).unwrap();
+    assert!(cur.update_partner, "the newer version still goes to the partner");
+    assert_eq!(cur.acked_partner_lifetime, NOW + 900, "but the partner did accept that lifetime for this client");
+    c[0].bus(NOW, ToShard::Acks(vec![Ack { sent: newer, accepted: true, partner_lifetime_sent: None, take_back: false }]));
+    assert!(!c[0].engine().leases().get(&sent.key).unwrap().update_partner);
+}
+
+fn ended(addr: &str, status: BindingStatus) -> Lease {
+    let mut l = Lease::active(
+        LeaseKey::Addr(addr.parse().unwrap()),
+        Binding { duid: duid(9), ia_type: IaType::Na, iaid: 1 },
+        NOW - 100,
+        300,
+        600,
+        150,
+        240,
+    );
+    l.set_status(status, NOW - 10);
+    l.update_partner = true;
+    l.dns = Some(DnsInfo {
+        flags: crate::wire::FQDN_FLAG_S,
+        name: Some(crate::wire::DomainName::from_dotted("h.example.net.").unwrap()),
+        dns_flags: F::FWD_UPTODATE | F::REV_UPTODATE | F::REMOVE_AFTER_ACK,
+    });
+    l
+}
+
+#[test]
+fn an_acked_end_frees_the_address_to_its_halfs_owner_and_then_removes_its_records() {
+    // Figure 2 events (4)–(6) (digest §18 item 1) and RFC 8156 §9.4 (audit
+    // F4): the server that ended the lease removes the DNS records once the
+    // partner acknowledged the end — whichever half the address is in.
+    let mut c = cores(1, Role::Secondary, ServerState::Normal);
+    let mut store = MemoryStore::new();
+    for addr in ["2001:db8:1::1002", "2001:db8:1::1003"] {
+        let l = ended(addr, BindingStatus::Released);
+        c[0].engine.apply_external(l.clone());
+        let done = commit(&mut c[0], &mut store, NOW);
+        assert!(done.dns.is_empty(), "no removal before the partner knows");
+        c[0].bus(NOW, ToShard::Acks(vec![Ack { sent: l.clone(), accepted: true, partner_lifetime_sent: None, take_back: false }]));
+        let now = c[0].engine().leases().get(&l.key).unwrap().clone();
+        // ::1002 is even: the secondary's half → FREE-BACKUP; ::1003 odd → FREE.
+        let expect = if addr.ends_with('2') { BindingStatus::FreeBackup } else { BindingStatus::Free };
+        assert_eq!(now.status, expect);
+        assert!(now.update_partner, "the partner hears of the FREE too");
+        let done = commit(&mut c[0], &mut store, NOW + 1);
+        assert_eq!(done.dns.len(), 1, "{addr}: the removal is due now");
+        assert_ne!(done.dns[0].dns.as_ref().unwrap().dns_flags & F::PENDING_REMOVE, 0);
+    }
+}
+
+#[test]
+fn in_partner_down_the_records_go_when_the_lease_is_free() {
+    // RFC 8156 §9.4, §8.4.1: no acknowledgement is coming; the lease is
+    // reclaimed the MCLT after PARTNER-DOWN began and after every time the
+    // partner could rely on, and its records are removed then.
+    let mut c = cores(1, Role::Primary, ServerState::PartnerDown);
+    c[0].bus(NOW, ToShard::State { epoch: 2, policy: EndpointPolicy { partner_down_since: NOW, ..policy(Role::Primary, ServerState::PartnerDown) } });
+    let mut store = MemoryStore::new();
+    let mut l = ended("2001:db8:1::1003", BindingStatus::Expired);
+    l.valid_end = NOW - 10;
+    c[0].engine.apply_external(l.clone());
+    c[0].tick(NOW + 59);
+    assert_eq!(c[0].engine().leases().get(&l.key).unwrap().status, BindingStatus::Expired, "not before the MCLT");
+    c[0].tick(NOW + 61);
+    assert_eq!(c[0].engine().leases().get(&l.key).unwrap().status, BindingStatus::Free);
+    let done = commit(&mut c[0], &mut store, NOW + 61);
+    assert_eq!(done.dns.len(), 1);
+}
+
+#[test]
+fn a_partner_grant_to_a_client_of_another_shard_moves_to_that_shard() {
+    // Review H5 (audit item 10): the partner runs another shard count and
+    // grants a key of shard A's slice to a client of shard B: the record
+    // is handed to B (its renewals go there), A keeps the key blocked.
+    let mut c = cores(2, Role::Secondary, ServerState::Normal);
+    let mut stores = vec![MemoryStore::new(), MemoryStore::new()];
+    let slices = SliceMap::new(&[subnet()], 2);
+    let key = LeaseKey::Addr("2001:db8:1::1100".parse().unwrap());
+    let owner = slices.owner(&key).unwrap();
+    let n = (0u8..=255).find(|n| shard_of(duid(*n).as_bytes(), 2) as usize != owner).unwrap();
+    let client_shard = 1 - owner;
+    let mut l = Lease::active(key, Binding { duid: duid(n), ia_type: IaType::Na, iaid: 1 }, NOW, 300, 600, 150, 240);
+    l.update_partner = true;
+    c[owner].bus(NOW, ToShard::Judge { items: vec![(1, 0, received(&l, NOW))] });
+    let done = commit(&mut c[owner], &mut stores[owner], NOW);
+    let handoff = done.to_failover.iter().find_map(|m| if let ToFailover::Handoff { lease, .. } = m { Some(lease.clone()) } else { None });
+    let lease = handoff.expect("handed to the client's shard");
+    assert!(c[owner].engine().leases().get(&key).is_none());
+    assert!(c[owner].engine().is_blocked(&key), "the slice owner never gives it out meanwhile");
+    // Anything for the key still reaching the old holder is passed on.
+    let fwd = c[owner].bus(NOW, ToShard::Acks(vec![Ack { sent: lease.clone(), accepted: true, partner_lifetime_sent: None, take_back: false }]));
+    assert!(matches!(&fwd[..], [ToFailover::Forward { to, .. }] if *to == client_shard));
+    c[client_shard].bus(NOW, ToShard::Adopt { lease });
+    let done = commit(&mut c[client_shard], &mut stores[client_shard], NOW);
+    assert!(done.to_failover.iter().any(|m| matches!(m, ToFailover::Adopted { key: k, .. } if *k == key)));
+    c[owner].bus(NOW, ToShard::Drop { key });
+    commit(&mut c[owner], &mut stores[owner], NOW + LAZY_FLUSH);
+    assert!(stored(&stores[owner], &key).is_none(), "removed from the old shard's store once durable at the new one");
+    assert!(stored(&stores[client_shard], &key).is_some());
+}
+
+#[test]
+fn start_up_places_every_record_at_its_home() {
+    // An interrupted move left a record at the wrong shard and a stale copy:
+    // `place` keeps the newest, writes it home before removing the others.
+    let slices = SliceMap::new(&[subnet()], 2);
+    let key = LeaseKey::Addr("2001:db8:1::1100".parse().unwrap());
+    let owner = slices.owner(&key).unwrap();
+    let n = (0u8..=255).find(|n| shard_of(duid(*n).as_bytes(), 2) as usize != owner).unwrap();
+    let mut l = Lease::active(key, Binding { duid: duid(n), ia_type: IaType::Na, iaid: 1 }, NOW, 300, 600, 150, 240);
+    let mut old = l.clone();
+    old.set_status(BindingStatus::Expired, NOW - 1000);
+    old.cltt = NOW - 2000;
+    l.cltt = NOW;
+    let mut stored = vec![Vec::new(), Vec::new()];
+    stored[owner].push(l.clone()); // ACTIVE at the slice owner: its home is the client's shard
+    stored[1 - owner].push(old);
+    let p = place(stored, &slices, 2);
+    assert_eq!(p.lists[1 - owner], vec![l.clone()]);
+    assert!(p.lists[owner].is_empty());
+    assert_eq!(p.upserts[1 - owner].len(), 1);
+    assert_eq!(p.deletes[owner].len(), 1);
+}
