@@ -245,6 +245,11 @@ impl Endpoint {
     }
 
     /// What the answer to the partner's UPDREQ(ALL) is waiting for (diagnostics).
+    /// Our UPDREQ (false) or UPDREQALL (true) waiting for its UPDDONE.
+    pub fn requesting(&self) -> Option<bool> {
+        self.our_request.as_ref().map(|r| r.all)
+    }
+
     pub fn answering(&self) -> Option<String> {
         self.updates.answering.as_ref().map(|a| {
             format!(
@@ -517,7 +522,11 @@ impl Endpoint {
             MessageType::Disconnect => {
                 // §8.8.2: DISCONNECT → communications down.
                 self.go_down(&mut out, "partner sent DISCONNECT".into(), true);
-                self.next_connect = now + self.cfg.connect_retry_rejected as u64;
+                // A partner shutting down (a restart, usually) is back soon:
+                // retry at the usual pace; a refusal, less often.
+                let shutting_down = m.status().is_some_and(|s| s.code == StatusCode::SERVER_SHUTTING_DOWN);
+                let wait = if shutting_down { self.cfg.connect_retry } else { self.cfg.connect_retry_rejected };
+                self.next_connect = now + wait as u64;
             }
             MessageType::BndUpd => {
                 self.last_bndupd = now;

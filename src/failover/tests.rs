@@ -538,3 +538,21 @@ fn an_expired_from_a_partner_that_lost_its_store_waits_for_what_we_acked_plus_th
     assert_eq!(judge(NOW - 100, NOW + 161), Ok(()), "after the ack plus the MCLT");
     assert_eq!(judge(NOW - 400, NOW), Ok(()), "lost before the client was last seen: its records are whole");
 }
+
+#[test]
+fn a_partner_shutting_down_is_called_again_at_the_usual_pace_a_refusal_later() {
+    // §5.3.10: DISCONNECT with ServerShuttingDown is a restart, usually:
+    // connect-retry (3 s here). Any other DISCONNECT: connect-retry-rejected (10 s).
+    let connects = |p: &mut Endpoint, from: Time, to: Time| -> Option<Time> {
+        (from..=to).find(|t| p.on_tick(*t).iter().any(|o| matches!(o, Output::Connect)))
+    };
+    for (code, wait) in [(StatusCode::SERVER_SHUTTING_DOWN, 3), (StatusCode::CONFIGURATION_CONFLICT, 10)] {
+        let (mut p, _) = pair();
+        let at = NOW + 10;
+        let m = crate::wire::failover::disconnect(7, bndupd::to_abs(at), code, "bye");
+        p.on_message(at, &m);
+        p.on_disconnected(at);
+        assert!(!p.communications_ok());
+        assert_eq!(connects(&mut p, at, at + 30), Some(at + wait), "{}", code.name());
+    }
+}

@@ -95,6 +95,9 @@ struct Core {
     peer: SocketAddr,
     refused: Rc<Cell<u64>>,
     connections: u64,
+    /// Our UPDREQ/UPDREQALL in progress (for the log), and since when.
+    resync: Option<bool>,
+    resync_since: Option<std::time::Instant>,
 }
 
 pub async fn run(init: FailoverInit) {
@@ -136,6 +139,8 @@ pub async fn run(init: FailoverInit) {
         peer,
         refused: refused.clone(),
         connections: 0,
+        resync: None,
+        resync_since: None,
     };
     if role == Role::Secondary {
         let addr = listen.unwrap_or(SocketAddr::new(IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED), crate::wire::FAILOVER_PORT));
@@ -258,6 +263,7 @@ impl Core {
 
     /// Carry out the driver's actions, in order.
     async fn act(&mut self) {
+        self.log_resync();
         while let Some(a) = self.driver.poll() {
             match a {
                 Action::Transmit(bytes) => self.transmit(&bytes).await,
@@ -301,6 +307,25 @@ impl Core {
                 Action::Connect => self.connect(),
             }
         }
+    }
+
+    /// Tell the operator when a resync with the partner starts and ends.
+    fn log_resync(&mut self) {
+        let now = self.driver.endpoint().requesting();
+        match (self.resync, now) {
+            (None, Some(all)) => {
+                let what = if all { "every lease (UPDREQALL)" } else { "the updates it holds for us (UPDREQ)" };
+                tracing::info!("failover: asked the partner for {what}");
+                self.resync_since = Some(std::time::Instant::now());
+            }
+            (Some(all), None) => {
+                let took = self.resync_since.take().map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+                let what = if all { "UPDREQALL" } else { "UPDREQ" };
+                tracing::info!(seconds = took, "failover: the partner's answer to our {what} ended");
+            }
+            _ => {}
+        }
+        self.resync = now;
     }
 
     async fn transmit(&mut self, bytes: &[u8]) {

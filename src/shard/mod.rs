@@ -112,6 +112,17 @@ pub struct ShardCore<C> {
     /// FREE-BACKUP record changes to FREE on the secondary's acceptance only
     /// if it is still this offer (any write to it withdraws the offer).
     offered: std::collections::HashSet<LeaseKey>,
+    /// The DNS intent last handed to the DNS queue, per lease with work
+    /// left: a later commit of the same intent (an ack, a second BNDUPD)
+    /// is not sent again, so each update runs once.
+    dns_sent: HashMap<LeaseKey, DnsIntent>,
+}
+
+/// What a DNS update depends on: whose lease, its state, its DNS record.
+type DnsIntent = (crate::lease::Binding, BindingStatus, Option<crate::lease::DnsInfo>);
+
+fn dns_intent(l: &Lease) -> DnsIntent {
+    (l.binding.clone(), l.status, l.dns.clone())
 }
 
 /// The shards of one server, built from their stored records.
@@ -273,6 +284,7 @@ pub fn build<C>(cfg: &ShardsConfig, mut stored: Vec<Vec<Lease>>) -> Built<C> {
             }
         }
         loaded.push(reports);
+        let dns_sent = todo.iter().map(|l| (l.key, dns_intent(l))).collect();
         dns.push(todo);
         cores.push(ShardCore {
             id,
@@ -294,6 +306,7 @@ pub fn build<C>(cfg: &ShardsConfig, mut stored: Vec<Vec<Lease>>) -> Built<C> {
             ignore_policy: false,
             moved: HashMap::new(),
             offered: Default::default(),
+            dns_sent,
         });
     }
     for (key, _) in &away {
@@ -600,6 +613,9 @@ impl<C> ShardCore<C> {
 
     /// The DNS worker finished a lease's update.
     pub fn dns_outcome(&mut self, now: Time, o: DnsOutcome) {
+        if self.dns_sent.get(&o.key) == Some(&dns_intent(&o.was)) {
+            self.dns_sent.remove(&o.key);
+        }
         let Some(cur) = self.engine.leases().get(&o.key) else { return };
         let flags = |l: &Lease| l.dns.as_ref().map(|d| d.dns_flags);
         if cur.binding != o.was.binding || cur.status != o.was.status || flags(cur) != flags(&o.was) {
@@ -663,7 +679,10 @@ impl<C> ShardCore<C> {
             if last.get(&l.key) != Some(&i) {
                 continue;
             }
-            if has_dns_work(&l) {
+            if !has_dns_work(&l) {
+                self.dns_sent.remove(&l.key);
+            } else if self.dns_sent.get(&l.key) != Some(&dns_intent(&l)) {
+                self.dns_sent.insert(l.key, dns_intent(&l));
                 done.dns.push(l.clone());
             }
             if self.policy.is_none() {

@@ -181,6 +181,22 @@ fn an_acked_end_frees_the_address_to_its_halfs_owner_and_then_removes_its_record
         let done = commit(&mut c[0], &mut store, NOW + 1);
         assert_eq!(done.dns.len(), 1, "{addr}: the removal is due now");
         assert_ne!(done.dns[0].dns.as_ref().unwrap().dns_flags & F::PENDING_REMOVE, 0);
+        // The partner acks the FREE: the record is written again with the
+        // same DNS intent, which is not handed to the DNS queue twice.
+        let free = c[0].engine().leases().get(&l.key).unwrap().clone();
+        c[0].bus(NOW + 1, ToShard::Acks(vec![Ack { sent: free, accepted: true, partner_lifetime_sent: None, take_back: false }]));
+        let mut again = c[0].engine().leases().get(&l.key).unwrap().clone();
+        again.cltt += 1;
+        c[0].engine.apply_external(again.clone());
+        c[0].push(again, true, NOW + 1);
+        let done2 = commit(&mut c[0], &mut store, NOW + 2);
+        assert!(done2.dns.is_empty(), "{addr}: one removal, not two");
+        // Once the queue reports the removal, later intents go out again.
+        let was = done.dns[0].clone();
+        let mut dns = was.dns.clone().unwrap();
+        dns.dns_flags &= !F::PENDING_REMOVE;
+        c[0].dns_outcome(NOW + 2, DnsOutcome { key: was.key, was, dns });
+        assert!(c[0].dns_sent.is_empty());
     }
 }
 

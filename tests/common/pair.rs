@@ -155,15 +155,21 @@ startup-time = 2
         format!("--- primary ---\n{}\n--- secondary ---\n{}", self.log(PRIMARY), self.log(SECONDARY))
     }
 
-    /// Start `tandem serve` for `who` and wait for its ready file.
+    /// Start `tandem serve` for `who` (2 shards, debug log) and wait for its ready file.
     pub fn start(&mut self, who: usize, config: &str, env: &[(&str, &str)]) {
+        self.start_with(who, config, 2, "debug", env)
+    }
+
+    /// Start `tandem serve --shards SHARDS --log-level LEVEL` for `who`.
+    pub fn start_with(&mut self, who: usize, config: &str, shards: usize, level: &str, env: &[(&str, &str)]) {
         let cfg = self.path(&format!("tandem-{who}.toml"));
         std::fs::write(&cfg, config).unwrap();
         let ready = self.path(&format!("ready-{who}"));
         let _ = std::fs::remove_file(&ready);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(who)).unwrap();
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.ns[who], BIN, "serve", "--shards", "2", "--log-level", "debug", "--config"])
+        let shards = shards.to_string();
+        cmd.args(["netns", "exec", &self.ns[who], BIN, "serve", "--shards", &shards, "--log-level", level, "--config"])
             .arg(&cfg)
             .arg("--ready-file")
             .arg(&ready)
@@ -205,6 +211,12 @@ startup-time = 2
             .unwrap();
         serde_json::from_slice(&o.stdout)
             .unwrap_or_else(|_| panic!("ctl {cmd}: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+    }
+
+    /// Records in `who`'s store, summed over its shards (`ctl status`).
+    pub fn records(&self, who: usize) -> u64 {
+        let v = self.ctl(who, "status");
+        v["per-shard"].as_array().map(|a| a.iter().map(|s| s["leases"].as_u64().unwrap_or(0)).sum()).unwrap_or(0)
     }
 
     pub fn state(&self, who: usize) -> String {
@@ -276,6 +288,18 @@ impl Drop for Pair {
 pub struct Answer {
     pub server: Duid,
     pub addrs: Vec<(Ipv6Addr, u32)>,
+    /// Delegated prefixes (prefix, length, valid lifetime).
+    pub prefixes: Vec<(Ipv6Addr, u8, u32)>,
+}
+
+impl Answer {
+    /// The address and prefix this answer grants (valid lifetime > 0).
+    pub fn held(&self) -> (Option<Ipv6Addr>, Option<(Ipv6Addr, u8)>) {
+        (
+            self.addrs.iter().find(|(_, v)| *v > 0).map(|(a, _)| *a),
+            self.prefixes.iter().find(|(_, _, v)| *v > 0).map(|(p, l, _)| (*p, *l)),
+        )
+    }
 }
 
 /// Send `m` to All_DHCP_Relay_Agents_and_Servers and collect every Reply
@@ -305,7 +329,12 @@ pub fn exchange(sock: &UdpSocket, ifindex: u32, m: &Message, wait: Duration) -> 
         }
         let Some(server) = c.options.server_id().cloned() else { continue };
         let addrs = c.options.ia_nas().flat_map(|ia| ia.options.ia_addrs().map(|a| (a.addr, a.valid)).collect::<Vec<_>>()).collect();
-        out.push(Answer { server, addrs });
+        let prefixes = c
+            .options
+            .ia_pds()
+            .flat_map(|ia| ia.options.ia_prefixes().map(|p| (p.prefix, p.prefix_len, p.valid)).collect::<Vec<_>>())
+            .collect();
+        out.push(Answer { server, addrs, prefixes });
     }
     out
 }
@@ -323,4 +352,22 @@ pub fn rebind(n: u64, xid: u32, addr: Ipv6Addr) -> Message {
         transaction_id: xid & 0xff_ffff,
         options: vec![DhcpOption::ClientId(super::duid(n)), DhcpOption::ElapsedTime(0), DhcpOption::IaNa(ia)].into(),
     })
+}
+
+/// A client message of `kind` for client `n` with an IA_NA and an IA_PD,
+/// naming the address and prefix it holds (if any) and the server it talks
+/// to (Renew, Release) or none (Rebind, Solicit).
+pub fn ask(kind: MessageType, n: u64, xid: u32, server: Option<&Duid>, addr: Option<Ipv6Addr>, prefix: Option<(Ipv6Addr, u8)>) -> Message {
+    let na = addr.map(|addr| DhcpOption::IaAddr(IaAddr { addr, preferred: 0, valid: 0, options: Options::new() }));
+    let pd = prefix.map(|(prefix, prefix_len)| DhcpOption::IaPrefix(IaPrefix { preferred: 0, valid: 0, prefix_len, prefix, options: Options::new() }));
+    let mut o = vec![DhcpOption::ClientId(super::duid(n)), DhcpOption::ElapsedTime(0)];
+    if let Some(s) = server {
+        o.push(DhcpOption::ServerId(s.clone()));
+    }
+    o.push(DhcpOption::IaNa(IaNa { iaid: 1, t1: 0, t2: 0, options: na.into_iter().collect::<Vec<_>>().into() }));
+    o.push(DhcpOption::IaPd(IaPd { iaid: 1, t1: 0, t2: 0, options: pd.into_iter().collect::<Vec<_>>().into() }));
+    if kind == MessageType::Solicit {
+        o.push(DhcpOption::RapidCommit);
+    }
+    Message::Client(ClientMessage { msg_type: kind, transaction_id: xid & 0xff_ffff, options: o.into() })
 }
