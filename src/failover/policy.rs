@@ -99,11 +99,10 @@ impl Policy for EndpointPolicy {
                 // the secondary. The partner's pool is not used in
                 // PARTNER-DOWN (its use is optional after the MCLT).
                 let status = existing.map(|l| l.status);
-                match (self.role, status) {
-                    (Role::Primary, None | Some(BindingStatus::Free)) => true,
-                    (Role::Secondary, Some(BindingStatus::FreeBackup)) => true,
-                    _ => false,
-                }
+                matches!(
+                    (self.role, status),
+                    (Role::Primary, None | Some(BindingStatus::Free)) | (Role::Secondary, Some(BindingStatus::FreeBackup))
+                )
             }
         }
     }

@@ -371,7 +371,7 @@ fn a_lost_store_restarted_during_recovery_asks_for_everything_again_and_never_se
     s.on_tick(NOW + 100);
     assert_eq!(s.state(), ServerState::Recover);
     assert!(!serves(&s));
-    assert_eq!(s.partner_down(NOW + 101).unwrap_err().contains("lost store"), true, "partner-down refused while the store is lost");
+    assert!(s.partner_down(NOW + 101).unwrap_err().contains("lost store"), "partner-down refused while the store is lost");
 }
 
 #[test]

@@ -381,6 +381,7 @@ pub fn serve(s: Settings) -> Result<(), String> {
 }
 
 /// Which executor ended.
+#[derive(Clone, Copy)]
 enum Exited {
     Shard(usize),
     Failover,
@@ -391,10 +392,6 @@ struct ExitGuard(Exited, mpsc::Sender<Exited>);
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {
-        let who = match self.0 {
-            Exited::Shard(i) => Exited::Shard(i),
-            Exited::Failover => Exited::Failover,
-        };
-        let _ = self.1.send(who);
+        let _ = self.1.send(self.0);
     }
 }

@@ -271,10 +271,10 @@ impl State {
             self.process(msg, rcv, at);
             return;
         }
-        let tx = self.to.borrow()[owner].as_ref().map(|t| t.try_send(Forwarded { msg, rcv, at }));
+        let tx = self.to.borrow()[owner].as_ref().map(|t| t.try_send(Forwarded { msg, rcv, at }).is_ok());
         match tx {
-            Some(Ok(())) => {}
-            Some(Err(_)) => self.count_drop("forward_queue_full"),
+            Some(true) => {}
+            Some(false) => self.count_drop("forward_queue_full"),
             None => self.count_drop("no_route_to_shard"),
         }
     }

@@ -225,7 +225,7 @@ fn a_partner_grant_to_a_client_of_another_shard_moves_to_that_shard() {
     // grants a key of shard A's slice to a client of shard B: the record
     // is handed to B (its renewals go there), A keeps the key blocked.
     let mut c = cores(2, Role::Secondary, ServerState::Normal);
-    let mut stores = vec![MemoryStore::new(), MemoryStore::new()];
+    let mut stores = [MemoryStore::new(), MemoryStore::new()];
     let slices = SliceMap::new(&[subnet()], 2);
     let key = LeaseKey::Addr("2001:db8:1::1100".parse().unwrap());
     let owner = slices.owner(&key).unwrap();

@@ -508,12 +508,12 @@ impl Sim {
                 Work::Shard(s, ToShard::Scan { from, max }) => {
                     let leases = self.servers[i].stores[s].scan(from.as_ref(), max).expect("memory store");
                     let next = if leases.len() < max { None } else { leases.last().map(|l| l.key) };
-                    self.to_driver(i, &mut q, ToFailover::ScanChunk { shard: s, leases, next });
+                    self.send_to_driver(i, &mut q, ToFailover::ScanChunk { shard: s, leases, next });
                 }
                 Work::Shard(s, m) => {
                     let answers = self.servers[i].cores[s].bus(now, m);
                     for a in answers {
-                        self.to_driver(i, &mut q, a);
+                        self.send_to_driver(i, &mut q, a);
                     }
                     q.push_back(Work::Commit(s));
                 }
@@ -522,7 +522,7 @@ impl Sim {
         }
     }
 
-    fn to_driver(&mut self, i: usize, q: &mut VecDeque<Work>, m: ToFailover) {
+    fn send_to_driver(&mut self, i: usize, q: &mut VecDeque<Work>, m: ToFailover) {
         if self.sc.async_commits {
             let inc = self.servers[i].inc;
             self.internal += 1;
@@ -573,7 +573,7 @@ impl Sim {
             self.at(d, Ev::ToClient(c, bytes));
         }
         for m in done.to_failover {
-            self.to_driver(i, q, m);
+            self.send_to_driver(i, q, m);
         }
         q.push_back(Work::Commit(s));
     }
