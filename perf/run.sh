@@ -19,9 +19,14 @@
 # when it is missing (e.g. on a machine without apt for shard scaling:
 # `perf/run.sh --scaling 1,2,4,8,12` runs only tandem with more shards).
 #
-# Usage: perf/run.sh [--duration S] [--window N] [--scaling LIST] [--scale N] [--no-build]
-#   --scale N: also load N leases into one server and report its RSS, then time
-#   a fresh secondary's full resync of them (UPDREQALL, RFC 8156 §5.3.6).
+# Usage: perf/run.sh [--duration S] [--window N] [--scaling LIST] [--scale N] [--no-kea] [--no-build]
+#   --scale N: the failover pipeline at scale (issue 14): fill a pair with N
+#   leases (rapid commit, window 512) and time until the primary's BNDUPD
+#   backlog is 0; the primary's RSS; a fresh secondary's full resync of them
+#   (UPDREQALL, RFC 8156 §5.3.6) with the primary on CPU 0 and the secondary
+#   on CPU 1, and both sides' CPU seconds; then the primary alone in
+#   PARTNER-DOWN with the N leases: its shard loop lag (p99) under light load.
+#   --no-kea: skip the Kea rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -31,6 +36,7 @@ WINDOW=256
 SCALING=""
 SCALE=0
 BUILD=1
+NO_KEA=0
 GEN_CPU=${GEN_CPU:-0}            # one generator per CPU listed (comma-separated)
 SRV_CPU=${SRV_CPU:-1}
 while [ $# -gt 0 ]; do
@@ -40,7 +46,8 @@ while [ $# -gt 0 ]; do
         --scaling) SCALING=$2; shift 2 ;;
         --scale) SCALE=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
-        -h|--help) sed -n 2,24p "$0"; exit 0 ;;
+        --no-kea) NO_KEA=1; shift ;;
+        -h|--help) sed -n 2,31p "$0"; exit 0 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -119,7 +126,7 @@ name = "perf"
 role = "$role"
 listen = "[2001:db8:1::$me]:647"
 peer = "[2001:db8:1::$peer]:647"
-mclt = 5
+mclt = 3600
 startup-time = 1
 max-unacked-bndupd = ${MAX_UNACKED:-64}
 [failover.tls]
@@ -130,15 +137,16 @@ EOF
     fi
 }
 
-start_tandem() { # ns role shards name
+start_tandem() { # ns role shards name [extra serve flags...]
     local ns=$1 role=$2 shards=$3 name=$4
+    shift 4
     local d=$WORK/$name
     mkdir -p "$d"
     tandem_config "$role" "$d/data" > "$d/tandem.toml"
     local cpus=$SRV_CPU
     if [ "$shards" -gt 1 ]; then cpus="$SRV_CPU-$((SRV_CPU + shards - 1))"; fi
     ip netns exec $ns taskset -c "$cpus" "$TANDEM" serve --config "$d/tandem.toml" --shards "$shards" --cpus "$cpus" \
-        --failover-cpu "$SRV_CPU" --log-level warn --ready-file "$d/ready" 2> "$d/server.log" &
+        --failover-cpu "$SRV_CPU" --log-level warn --ready-file "$d/ready" "$@" 2> "$d/server.log" &
     echo $! > "$d/pid"
     for _ in $(seq 300); do [ -f "$d/ready" ] && return 0; sleep 0.1; done
     echo "tandem $name did not start:"; cat "$d/server.log"; exit 1
@@ -156,8 +164,8 @@ run_load() {
     while [ "$1" != -- ]; do pids+=("$1"); shift; done
     shift
     sleep 1
-    local c0=0 c1=0 p k=0 gpids=()
-    for p in "${pids[@]}"; do c0=$(echo "$c0 + $(cpu_of "$p")" | bc); done
+    local c0=0 c1=0 p k=0 gpids=() before=() each=""
+    for p in "${pids[@]}"; do c0=$(echo "$c0 + $(cpu_of "$p")" | bc); before+=("$(cpu_of "$p")"); done
     for cpu in ${GEN_CPU//,/ }; do
         ip netns exec $NS_C taskset -c "$cpu" "$LOAD" --interface eth0 --duration "$DURATION" "$@" \
             --first-client $(( NEXT + k * 1000000 )) > "$WORK/gen-$k.out" &
@@ -166,11 +174,16 @@ run_load() {
     done
     NEXT=$((NEXT + 100000000))
     for p in "${gpids[@]}"; do wait "$p"; done
-    for p in "${pids[@]}"; do c1=$(echo "$c1 + $(cpu_of "$p")" | bc); done
+    k=0
+    for p in "${pids[@]}"; do
+        c1=$(echo "$c1 + $(cpu_of "$p")" | bc)
+        each="$each${each:+,}$(echo "$(cpu_of "$p") - ${before[$k]}" | bc)"
+        k=$((k + 1))
+    done
     local srv_pct
     srv_pct=$(echo "scale=0; 100 * ($c1 - $c0) / $DURATION" | bc)
-    for i in $(seq 0 $((k - 1))); do
-        echo "$label|$(cat "$WORK/gen-$i.out") server_cpu_pct=$srv_pct" | tee -a "$RESULTS" >&2
+    for i in $(seq 0 $(( $(echo "${GEN_CPU//,/ }" | wc -w) - 1 ))); do
+        echo "$label|$(cat "$WORK/gen-$i.out") server_cpu_pct=$srv_pct server_cpu_s=$each" | tee -a "$RESULTS" >&2
     done
 }
 
@@ -190,6 +203,13 @@ if [ -n "$SCALING" ]; then
     exit 0
 fi
 
+# Window 64 (the CPU-per-lease comparison with the pair, issue 14).
+GEN64=(--mode 4msg --na true --pd false --window 64)
+start_tandem $NS_P standalone 1 tandem-w64
+pid=$(cat "$WORK/tandem-w64/pid")
+run_load "tandem 1 shard, window 64" "$pid" -- "${GEN64[@]}"
+stop_pid "$pid"
+
 # ---- tandem at half its saturation: latency ----------------------------------
 sat=$(grep '^tandem 1 shard' "$RESULTS" | sed 's/.*leases_per_s=\([0-9]*\).*/\1/' | head -1)
 NGEN=$(echo "${GEN_CPU//,/ }" | wc -w)
@@ -203,7 +223,7 @@ stop_pid "$pid"
 "$TANDEM" gen-tls --out "$WORK/tls" --name primary.perf --name secondary.perf > /dev/null
 start_tandem $NS_S secondary 1 pair-s
 start_tandem $NS_P primary 1 pair-p
-# A new pair recovers first (RECOVER-WAIT lasts one MCLT, 5 s here).
+# A new pair takes the §8.6.2 shortcut through recovery (it never ran failover).
 for _ in $(seq 600); do
     [ "$(tandem_state pair-p 2>/dev/null)" = NORMAL ] && [ "$(tandem_state pair-s 2>/dev/null)" = NORMAL ] && break
     sleep 0.2
@@ -214,43 +234,83 @@ run_load "tandem pair (failover, TLS)" "$pp" "$ps_" -- "${GEN_ARGS[@]}"
 # Let the BNDUPD backlog drain, then report how much was still queued.
 sleep 2
 "$TANDEM" ctl --socket "$WORK/pair-p/data/control.sock" status > "$WORK/pair-p/status.json"
+run_load "tandem pair (failover, TLS), window 64" "$pp" "$ps_" -- "${GEN64[@]}"
 stop_pid "$pp"; stop_pid "$ps_"
 
-# ---- scale: RSS with N leases, and a fresh secondary's resync of them ----------
+# ---- scale: the failover pipeline with N leases (issue 14) ---------------------
+status_of() { "$TANDEM" ctl --socket "$WORK/$1/data/control.sock" status 2>/dev/null; }
+records_of() { status_of "$1" | python3 -c 'import json,sys; print(sum(s["leases"] for s in json.load(sys.stdin)["per-shard"]))' 2>/dev/null || echo 0; }
+backlog_of() { status_of "$1" | python3 -c 'import json,sys; f=json.load(sys.stdin)["failover"]; print(f["unacked-bndupd"] + f["pending-updates"])' 2>/dev/null || echo -1; }
+# Loop-lag histogram of every shard, summed: "le=count ..." (cumulative buckets).
+lag_of() { ip netns exec "$1" python3 -c '
+import sys, urllib.request
+text = urllib.request.urlopen("http://" + sys.argv[1] + "/metrics", timeout=5).read().decode()
+b = {}
+for line in text.splitlines():
+    if line.startswith("tandem_shard_loop_lag_seconds_bucket"):
+        le = line.split("le=\"")[1].split("\"")[0]
+        b[le] = b.get(le, 0) + int(float(line.rsplit(" ", 1)[1]))
+print(" ".join(k + "=" + str(v) for k, v in b.items()))
+' "$2"; }
 if [ "$SCALE" -gt 0 ]; then
     start_tandem $NS_S secondary 1 scale-s
-    start_tandem $NS_P primary 1 scale-p
+    start_tandem $NS_P primary 1 scale-p --metrics-listen "[::1]:9464"
     sp=$(cat "$WORK/scale-p/pid")
     for _ in $(seq 600); do
         [ "$(tandem_state scale-p 2>/dev/null)" = NORMAL ] && [ "$(tandem_state scale-s 2>/dev/null)" = NORMAL ] && break
         sleep 0.2
     done
+    # Fill (rapid commit, window 512); then how long until nothing is left
+    # to send or to be acked (failover.unacked-bndupd + pending-updates).
     ip netns exec $NS_C taskset -c "${GEN_CPU%%,*}" "$LOAD" --interface eth0 --mode rapid --window 512 --duration 3600 \
         --count "$SCALE" --first-client 900000000 > "$WORK/scale-load.out"
-    sleep 2
+    t0=$(date +%s.%N)
+    at_stop=$(backlog_of scale-p)
+    drained=never
+    for _ in $(seq 1200); do
+        [ "$(backlog_of scale-p)" = 0 ] && { drained=$(echo "$(date +%s.%N) - $t0" | bc); break; }
+        sleep 0.05
+    done
+    echo "backlog|at_stop=$at_stop drained_s=$drained $(cat "$WORK/scale-load.out")" | tee -a "$RESULTS" >&2
     rss=$(awk '/VmRSS/{print $2}' /proc/$sp/status)
     echo "scale|leases=$SCALE rss_kib=$rss $(cat "$WORK/scale-load.out")" | tee -a "$RESULTS" >&2
-    # The secondary loses its store: on restart it asks for everything (UPDREQALL).
-    # Wait for as many records as the primary holds (expired addresses are reused,
-    # so that can be fewer than the leases granted).
-    total=$("$TANDEM" ctl --socket "$WORK/scale-p/data/control.sock" status | python3 -c 'import json,sys; print(sum(s["leases"] for s in json.load(sys.stdin)["per-shard"]))')
+    # The secondary loses its store: on restart it asks for everything
+    # (UPDREQALL). Primary on CPU 0, secondary on CPU 1, no load. Timed from
+    # the start of its process until it holds as many records as the primary.
+    total=$(records_of scale-p)
     stop_pid "$(cat "$WORK/scale-s/pid")"
     rm -rf "$WORK/scale-s"
+    taskset -a -p -c 0 "$sp" > /dev/null
+    pc0=$(cpu_of "$sp")
     t0=$(date +%s.%N)
-    start_tandem $NS_S secondary 1 scale-s
+    SRV_CPU=1 start_tandem $NS_S secondary 1 scale-s
     n=0
     for _ in $(seq 36000); do
-        n=$("$TANDEM" ctl --socket "$WORK/scale-s/data/control.sock" status 2>/dev/null | python3 -c 'import json,sys; print(sum(s["leases"] for s in json.load(sys.stdin)["per-shard"]))' 2>/dev/null || echo 0)
+        n=$(records_of scale-s)
         [ "$n" -ge "$total" ] && break
-        sleep 0.5
+        sleep 0.05
     done
     t1=$(date +%s.%N)
-    echo "resync|leases=$n seconds=$(echo "$t1 - $t0" | bc)" | tee -a "$RESULTS" >&2
-    stop_pid "$sp"; stop_pid "$(cat "$WORK/scale-s/pid")"
+    ss=$(cat "$WORK/scale-s/pid")
+    echo "resync|leases=$n seconds=$(echo "$t1 - $t0" | bc) primary_cpu_s=$(echo "$(cpu_of "$sp") - $pc0" | bc) secondary_cpu_s=$(cpu_of "$ss")" | tee -a "$RESULTS" >&2
+    # PARTNER-DOWN with the N leases: the secondary goes away, the operator
+    # says so; the primary serves a light load (2,000 exchanges/s) while its
+    # periodic work (expiry, reclamation) runs. Loop lag over 20 s.
+    taskset -a -p -c "$SRV_CPU" "$sp" > /dev/null
+    stop_pid "$ss"
+    for _ in $(seq 100); do [ "$(tandem_state scale-p)" = COMMUNICATIONS-INTERRUPTED ] && break; sleep 0.2; done
+    "$TANDEM" ctl --socket "$WORK/scale-p/data/control.sock" partner-down > /dev/null
+    for _ in $(seq 100); do [ "$(tandem_state scale-p)" = PARTNER-DOWN ] && break; sleep 0.2; done
+    before=$(lag_of $NS_P "[::1]:9464")
+    ip netns exec $NS_C taskset -c "${GEN_CPU%%,*}" "$LOAD" --interface eth0 --mode 4msg --rate 2000 --window 100000 --duration 20 \
+        --first-client 950000000 > "$WORK/pd-load.out"
+    after=$(lag_of $NS_P "[::1]:9464")
+    echo "pdlag|state=$(tandem_state scale-p) before=${before// /,} after=${after// /,} $(cat "$WORK/pd-load.out")" | tee -a "$RESULTS" >&2
+    stop_pid "$sp"
 fi
 
 # ---- Kea ----------------------------------------------------------------------
-if command -v kea-dhcp6 > /dev/null; then
+if [ $NO_KEA = 0 ] && command -v kea-dhcp6 > /dev/null; then
     HOOKS=$(dirname "$(find / -name libdhcp_ha.so -path '*kea*' 2>/dev/null | head -1)")
     kea_config() { # dir mt ha-role
         local d=$1 mt=$2 ha=$3 hooks="" mtcfg
