@@ -12,7 +12,7 @@ for line in open(results):
     if '|' not in line:
         continue
     label, rest = line.split('|', 1)
-    if label in ('scale', 'resync'):
+    if label in ('scale', 'resync', 'backlog', 'pdlag'):
         continue  # reported below, not load rows
     kv = dict(re.findall(r'(\w+)=([^ ]+)', rest))
     if label not in runs:
@@ -72,7 +72,7 @@ def ratio(a, b):
         return None
     return ta['leases'] / tb['leases']
 
-w('## Ratios and targets (issue 8)')
+w('## Ratios and targets')
 w('')
 rows = []
 r = ratio('tandem 1 shard(s)', 'Kea 2.2 single-threaded')
@@ -126,5 +126,69 @@ w('|---|---|')
 for a, b in rows:
     w(f'| {a} | {b} |')
 w('')
+
+# ---- issue 14: the failover pipeline -------------------------------------
+def per_lease_us(label, which=0):
+    rs = runs.get(label)
+    if not rs or 'server_cpu_s' not in rs[0]:
+        return None
+    cpu = float(rs[0]['server_cpu_s'].split(',')[which])
+    done = sum(float(r.get('completed', 0)) for r in rs)
+    return 1e6 * cpu / done if done else None
+
+def kv_of(prefix):
+    for line in open(results):
+        if line.startswith(prefix + '|'):
+            return dict(re.findall(r'(\w+)=([^ ]+)', line)), line
+    return None, None
+
+rows = []
+alone = per_lease_us('tandem 1 shard, window 64')
+pair_p = per_lease_us('tandem pair (failover, TLS), window 64', 0)
+pair_s = per_lease_us('tandem pair (failover, TLS), window 64', 1)
+if alone and pair_p:
+    rows.append(('server CPU per lease, standalone, window 64', f'{alone:.1f} µs'))
+    rows.append(('primary CPU per lease in NORMAL, window 64 (secondary beside it)', f'{pair_p:.1f} µs (secondary {pair_s:.1f} µs)'))
+    rows.append(('primary vs standalone CPU per lease (target ≤ 1.15×)', f'{pair_p / alone:.2f}×'))
+kv, _ = kv_of('backlog')
+if kv:
+    d = kv['drained_s']
+    rows.append((f'BNDUPD backlog when a {kv["completed"]}-lease rapid-commit fill (window 512) stopped',
+                 f'{kv["at_stop"]} (fill ran at {float(kv["leases_per_s"]):.0f} leases/s)'))
+    rows.append(('backlog drained to 0 after (target ≤ 2 s)', f'{float(d):.2f} s' if d != 'never' else 'not within 60 s'))
+kv, _ = kv_of('resync')
+if kv:
+    n, secs = int(kv['leases']), float(kv['seconds'])
+    pc, sc = float(kv.get('primary_cpu_s', 0)), float(kv.get('secondary_cpu_s', 0))
+    rows.append((f'resync of {n} leases to a secondary with an empty store, from its start (target ≤ 10 s for 1 M)',
+                 f'{secs:.1f} s ({n / secs:.0f} leases/s)'))
+    rows.append(('resync CPU: primary / secondary', f'{pc:.2f} s / {sc:.2f} s ({1e6 * pc / n:.1f} / {1e6 * sc / n:.1f} µs per lease)'))
+    if 'secondary_write_bytes' in kv:
+        wb = int(kv['secondary_write_bytes'])
+        rows.append(('resync: bytes the secondary wrote to disk (/proc/PID/io write_bytes)',
+                     f'{wb / 2**30:.1f} GiB ({wb / n / 1024:.1f} KiB per lease, {wb / secs / 2**20:.0f} MiB/s)'))
+kv, line = kv_of('pdlag')
+if kv:
+    def buckets(name):
+        m = re.search(name + r'=([^ ]+)', line)
+        return [(float(le) if le != '+Inf' else float('inf'), int(c))
+                for le, c in (x.split('=') for x in m.group(1).split(',') if '=' in x)] if m and m.group(1) else []
+    b0, b1 = dict(buckets('before')), buckets('after')
+    diff = [(le, c - b0.get(le, 0)) for le, c in b1]
+    total_n = diff[-1][1] if diff else 0
+    p99 = next((le for le, c in diff if total_n and c >= 0.99 * total_n), None)
+    over = total_n - next((c for le, c in diff if le == 0.001), total_n)
+    rows.append((f'shard loop lag in PARTNER-DOWN holding the leases, 20 s at {float(kv["rate"]):.0f} exchanges/s: p99 bucket (target ≤ 1 ms)',
+                 f'≤ {p99 * 1000:g} ms ({total_n} loop turns, {over} above 1 ms); client p99 {float(kv["p99_us"]) / 1000:.1f} ms'))
+if rows:
+    w('## Failover pipeline (issue 14)')
+    w('')
+    w('Primary on CPU 0 and secondary on CPU 1 for the resync; otherwise both on the server CPU.')
+    w('')
+    w('| measure | value |')
+    w('|---|---|')
+    for a, b in rows:
+        w(f'| {a} | {b} |')
+    w('')
 w('A generator whose CPU % is near 100 is the bottleneck of its row: the server may be faster than shown.')
 open(out, 'w').write('\n'.join(lines) + '\n')

@@ -19,7 +19,7 @@
 # when it is missing (e.g. on a machine without apt for shard scaling:
 # `perf/run.sh --scaling 1,2,4,8,12` runs only tandem with more shards).
 #
-# Usage: perf/run.sh [--duration S] [--window N] [--scaling LIST] [--scale N] [--no-kea] [--no-build]
+# Usage: perf/run.sh [--duration S] [--window N] [--scaling LIST] [--scale N] [--no-kea] [--only-scale] [--no-build]
 #   --scale N: the failover pipeline at scale (issue 14): fill a pair with N
 #   leases (rapid commit, window 512) and time until the primary's BNDUPD
 #   backlog is 0; the primary's RSS; a fresh secondary's full resync of them
@@ -27,6 +27,8 @@
 #   on CPU 1, and both sides' CPU seconds; then the primary alone in
 #   PARTNER-DOWN with the N leases: its shard loop lag (p99) under light load.
 #   --no-kea: skip the Kea rows.
+#   --only-scale: only the --scale block (no load rows, no Kea, no RESULTS.md);
+#   MAX_UNACKED=N in the environment sets both servers' max-unacked-bndupd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -35,6 +37,7 @@ DURATION=10
 WINDOW=256
 SCALING=""
 SCALE=0
+ONLY_SCALE=0
 BUILD=1
 NO_KEA=0
 GEN_CPU=${GEN_CPU:-0}            # one generator per CPU listed (comma-separated)
@@ -47,6 +50,7 @@ while [ $# -gt 0 ]; do
         --scale) SCALE=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
         --no-kea) NO_KEA=1; shift ;;
+        --only-scale) ONLY_SCALE=1; NO_KEA=1; shift ;;
         -h|--help) sed -n 2,31p "$0"; exit 0 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
@@ -128,7 +132,7 @@ listen = "[2001:db8:1::$me]:647"
 peer = "[2001:db8:1::$peer]:647"
 mclt = 3600
 startup-time = 1
-max-unacked-bndupd = ${MAX_UNACKED:-64}
+max-unacked-bndupd = ${MAX_UNACKED:-1024}
 [failover.tls]
 cert = "$WORK/tls/$role.perf.pem"
 key = "$WORK/tls/$role.perf.key"
@@ -190,6 +194,7 @@ run_load() {
 GEN_ARGS=(--mode 4msg --na true --pd false --window "$WINDOW")
 NEXT=1
 
+if [ $ONLY_SCALE = 0 ]; then
 # ---- tandem standalone, and shard scaling ----------------------------------
 SHARD_LIST=${SCALING:-1}
 for shards in ${SHARD_LIST//,/ }; do
@@ -237,6 +242,8 @@ sleep 2
 run_load "tandem pair (failover, TLS), window 64" "$pp" "$ps_" -- "${GEN64[@]}"
 stop_pid "$pp"; stop_pid "$ps_"
 
+fi
+
 # ---- scale: the failover pipeline with N leases (issue 14) ---------------------
 status_of() { "$TANDEM" ctl --socket "$WORK/$1/data/control.sock" status 2>/dev/null; }
 records_of() { status_of "$1" | python3 -c 'import json,sys; print(sum(s["leases"] for s in json.load(sys.stdin)["per-shard"]))' 2>/dev/null || echo 0; }
@@ -253,6 +260,7 @@ for line in text.splitlines():
 print(" ".join(k + "=" + str(v) for k, v in b.items()))
 ' "$2"; }
 if [ "$SCALE" -gt 0 ]; then
+    [ -f "$WORK/tls/ca.pem" ] || "$TANDEM" gen-tls --out "$WORK/tls" --name primary.perf --name secondary.perf > /dev/null
     start_tandem $NS_S secondary 1 scale-s
     start_tandem $NS_P primary 1 scale-p --metrics-listen "[::1]:9464"
     sp=$(cat "$WORK/scale-p/pid")
@@ -292,7 +300,7 @@ if [ "$SCALE" -gt 0 ]; then
     done
     t1=$(date +%s.%N)
     ss=$(cat "$WORK/scale-s/pid")
-    echo "resync|leases=$n seconds=$(echo "$t1 - $t0" | bc) primary_cpu_s=$(echo "$(cpu_of "$sp") - $pc0" | bc) secondary_cpu_s=$(cpu_of "$ss")" | tee -a "$RESULTS" >&2
+    echo "resync|leases=$n seconds=$(echo "$t1 - $t0" | bc) primary_cpu_s=$(echo "$(cpu_of "$sp") - $pc0" | bc) secondary_cpu_s=$(cpu_of "$ss") secondary_write_bytes=$(awk '/^write_bytes/{print $2}' /proc/$ss/io)" | tee -a "$RESULTS" >&2
     # PARTNER-DOWN with the N leases: the secondary goes away, the operator
     # says so; the primary serves a light load (2,000 exchanges/s) while its
     # periodic work (expiry, reclamation) runs. Loop lag over 20 s.
@@ -398,5 +406,6 @@ else
     echo "kea-dhcp6 not installed: Kea rows skipped" >&2
 fi
 
+[ $ONLY_SCALE = 1 ] && { echo "only-scale: results in $RESULTS" >&2; exit 0; }
 python3 perf/report.py "$RESULTS" "$ROOT/perf/RESULTS.md" "$DURATION" "$WINDOW" "$GEN_CPU" "$SRV_CPU" "$WORK/pair-p/status.json"
 echo "wrote perf/RESULTS.md" >&2

@@ -131,3 +131,15 @@ fn cpu_lists() {
     assert!(parse_cpu_list("3-1").is_err());
     assert!(parse_cpu_list("x").is_err());
 }
+
+#[test]
+fn the_bndupd_window_defaults_to_1024_and_is_bounded() {
+    let base = "interfaces=[]\n[[subnet]]\nprefix=\"2001:db8::/64\"\npools=[\"2001:db8::/120\"]\n[failover]\nname=\"p\"\nrole=\"secondary\"\nlisten=\"[::1]:647\"\npeer=\"[::1]:648\"\n[failover.tls]\ninsecure = true\n";
+    assert_eq!(Config::parse(base).unwrap().failover.unwrap().max_unacked_bndupd, 1024);
+    for bad in [0, 65_537] {
+        let text = base.replace("[failover.tls]", &format!("max-unacked-bndupd = {bad}\n[failover.tls]"));
+        assert!(problems(&text).iter().any(|p| p.starts_with("failover.max-unacked-bndupd")), "{bad} accepted");
+    }
+    let text = base.replace("[failover.tls]", "max-unacked-bndupd = 65536\n[failover.tls]");
+    assert_eq!(Config::parse(&text).unwrap().failover.unwrap().max_unacked_bndupd, 65_536);
+}

@@ -124,8 +124,12 @@ impl Endpoint {
         // (§8.2 would start a fresh primary in PARTNER-DOWN; a primary that lost
         // its store would then reuse addresses clients still hold: digest §18
         // item 2, we take the safe reading for both roles.)
+        // A restored backup (`--resync-all`) may be older than the last time
+        // this server served: its TIME-OF-FAILURE is unknown (0), so the
+        // §8.6.2 wait counts from this start.
+        let backup = cfg.resync_all;
         let (previous, tof, p) = match persisted {
-            Some(p) => (p.state, p.last_operating, p),
+            Some(p) => (p.state, if backup { 0 } else { p.last_operating }, p),
             None => (
                 ServerState::Recover,
                 0,

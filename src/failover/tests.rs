@@ -239,6 +239,35 @@ fn a_fresh_server_recovers_with_updreqall_and_waits_the_mclt() {
     assert_eq!(s.state(), ServerState::RecoverDone);
 }
 
+#[test]
+fn a_restored_backup_waits_the_mclt_from_its_start_not_from_the_backup() {
+    // --resync-all over a backup taken long ago: what the backup says about
+    // the last time this server served is stale (it may have served until a
+    // moment ago), so TIME-OF-FAILURE is unknown and the §8.6.2 wait counts
+    // from this start.
+    let mut old = persisted(ServerState::Normal);
+    old.last_operating = NOW - 100_000;
+    old.start_time = NOW - 100_000;
+    let mut c = cfg(Role::Secondary);
+    c.resync_all = true;
+    let (mut s, _) = Endpoint::new(c, Some(old), NOW);
+    s.on_connected(NOW);
+    let cp = ConnectParams { protocol_version: (1, 0), mclt: 60, keepalive_time: 20, max_unacked_bndupd: 4, relationship_name: Some("t".into()), connect_flags: 1 };
+    s.on_message(NOW, &cp.to_message(MessageType::Connect, 1, bndupd::to_abs(NOW)));
+    let st = StateParams { state: ServerState::PartnerDown, flags: 1, start_time_of_state: bndupd::to_abs(NOW - 500), partner_down_time: Some(bndupd::to_abs(NOW - 500)) };
+    let out = s.on_message(NOW, &st.to_message(2, bndupd::to_abs(NOW)));
+    assert_eq!(s.state(), ServerState::Recover);
+    let req = sent(&out).into_iter().find(|m| m.msg_type == MessageType::UpdReqAll).expect("UPDREQALL");
+    let done = FailoverMessage::new(MessageType::UpdDone, req.transaction_id, bndupd::to_abs(NOW + 1));
+    s.on_message(NOW + 1, &done);
+    s.on_tick(NOW + 2);
+    assert_eq!(s.state(), ServerState::RecoverWait, "the backup's old TIME-OF-FAILURE must not end the wait");
+    s.on_tick(NOW + 59);
+    assert_eq!(s.state(), ServerState::RecoverWait);
+    s.on_tick(NOW + 61);
+    assert_eq!(s.state(), ServerState::RecoverDone);
+}
+
 fn active(addr: &str, duid: u8, cltt: Time, end: Time) -> Lease {
     let mut l = Lease::active(
         LeaseKey::Addr(addr.parse::<Ipv6Addr>().unwrap()),

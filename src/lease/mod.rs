@@ -116,7 +116,7 @@ pub struct Lease {
     // RFC 8156 §7.3; 0 = not set.
     /// Greatest lifetime this server has acked to its partner.
     pub expiration_time: Time,
-    /// Lifetime to send (or sent) to the partner; 0 once acked.
+    /// Lifetime to send (or last sent) to the partner; kept after the ack.
     pub partner_lifetime: Time,
     /// Greatest lifetime the partner has acked to this server.
     pub acked_partner_lifetime: Time,

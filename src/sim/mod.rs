@@ -1084,7 +1084,7 @@ impl Sim {
             let slices = SliceMap::new(&srv.subnets, srv.shards);
             let mut misplaced = None;
             for (at, c) in srv.cores.iter().enumerate() {
-                if let Some(l) = c.engine().leases().iter().find(|l| home_of(&slices, srv.shards, l) != at && l.is_active()) {
+                if let Some(l) = c.engine().leases().iter().find(|l| l.is_active() && home_of(&slices, srv.shards, l) != at) {
                     misplaced = Some((at, l.key, home_of(&slices, srv.shards, l)));
                     break;
                 }
