@@ -147,3 +147,75 @@ fn the_scanner_catches_what_it_should() {
     assert!(violations("use std::{io, fmt};").is_empty());
     assert!(production_code("use a;\n#[cfg(test)]\nmod tests { use crate::config::Config; }").find("config").is_none());
 }
+
+/// Which sibling modules of `src/runtime/` a file names (`super::x`,
+/// `super::{x, y}`, `crate::runtime::x`).
+fn runtime_imports(code: &str, siblings: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for prefix in ["super::", "crate::runtime::"] {
+        let mut rest = code;
+        while let Some(i) = rest.find(prefix) {
+            rest = &rest[i + prefix.len()..];
+            let names: Vec<&str> = if let Some(group) = rest.strip_prefix('{') {
+                group.split('}').next().unwrap_or("").split(',').map(|n| n.trim().split("::").next().unwrap_or("")).collect()
+            } else {
+                vec![rest.split(|c: char| !(c.is_alphanumeric() || c == '_')).next().unwrap_or("")]
+            };
+            for n in names {
+                if siblings.iter().any(|s| s == n) && !out.iter().any(|o| o == n) {
+                    out.push(n.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The runtime's modules form a tree of owners, not a knot: no module
+/// reaches itself through the imports of others (review H1).
+#[test]
+fn the_runtime_modules_import_each_other_without_a_circle() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/runtime");
+    let mut files = Vec::new();
+    rust_files(&dir, &mut files);
+    let name = |f: &std::path::PathBuf| f.file_stem().unwrap().to_string_lossy().to_string();
+    let siblings: Vec<String> = files.iter().map(name).filter(|n| n != "mod").collect();
+    assert!(siblings.len() >= 5, "runtime modules not found: {siblings:?}");
+    let graph: Vec<(String, Vec<String>)> = files
+        .iter()
+        .filter(|f| name(f) != "mod")
+        .map(|f| (name(f), runtime_imports(&production_code(&std::fs::read_to_string(f).unwrap()), &siblings)))
+        .collect();
+    // Depth-first search for a back edge.
+    fn visit(n: &str, g: &[(String, Vec<String>)], path: &mut Vec<String>, done: &mut Vec<String>) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|p| p == n) {
+            let mut c = path[i..].to_vec();
+            c.push(n.to_string());
+            return Some(c);
+        }
+        if done.iter().any(|d| d == n) {
+            return None;
+        }
+        path.push(n.to_string());
+        for next in g.iter().find(|(m, _)| m == n).map(|(_, e)| e.clone()).unwrap_or_default() {
+            if let Some(c) = visit(&next, g, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.push(n.to_string());
+        None
+    }
+    let mut done = Vec::new();
+    for (m, _) in &graph {
+        if let Some(c) = visit(m, &graph, &mut Vec::new(), &mut done) {
+            panic!("import circle in src/runtime/: {}", c.join(" → "));
+        }
+    }
+    // The scanner sees the edges it must (so the check is not vacuous).
+    let server = &graph.iter().find(|(m, _)| m == "server").expect("runtime/server.rs").1;
+    assert!(server.iter().any(|e| e == "shard") && server.iter().any(|e| e == "failover"), "{server:?}");
+    let s = vec!["a".to_string(), "b".to_string()];
+    assert_eq!(runtime_imports("use super::{a, b::X};", &s), s);
+    assert_eq!(runtime_imports("use crate::runtime::b::Y;", &s), vec!["b".to_string()]);
+}
