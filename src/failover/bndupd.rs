@@ -59,7 +59,10 @@ pub fn build(l: &Lease, now: Time, xid: u32) -> FailoverMessage {
         lease_opts.push(DhcpOption::CltTime(now.saturating_sub(l.cltt) as u32));
     }
     if has_timeout(l.status) {
-        lease_opts.push(DhcpOption::PartnerLifetime(to_abs(l.partner_lifetime)));
+        // Never less than what the partner already acked: an intact partner
+        // keeps the greatest anyway (§7.3), and one that lost its store
+        // relearns here the protection our MCLT cap counts on (§4.4).
+        lease_opts.push(DhcpOption::PartnerLifetime(to_abs(l.partner_lifetime.max(l.acked_partner_lifetime))));
     }
     lease_opts.push(DhcpOption::PartnerRawCltTime(to_abs(l.partner_raw_clt_time)));
     if has_timeout(l.status) {
