@@ -150,7 +150,7 @@ start_tandem() { # ns role shards name [extra serve flags...]
     local cpus=$SRV_CPU
     if [ "$shards" -gt 1 ]; then cpus="$SRV_CPU-$((SRV_CPU + shards - 1))"; fi
     ip netns exec $ns taskset -c "$cpus" "$TANDEM" serve --config "$d/tandem.toml" --shards "$shards" --cpus "$cpus" \
-        --failover-cpu "$SRV_CPU" --log-level warn --ready-file "$d/ready" "$@" 2> "$d/server.log" &
+        --failover-cpu "$SRV_CPU" --log-level warn --ready-file "$d/ready" ${SERVE_FLAGS:-} "$@" 2> "$d/server.log" &
     echo $! > "$d/pid"
     for _ in $(seq 300); do [ -f "$d/ready" ] && return 0; sleep 0.1; done
     echo "tandem $name did not start:"; cat "$d/server.log"; exit 1

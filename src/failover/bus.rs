@@ -73,7 +73,10 @@ pub enum ToShard {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ToFailover {
     /// Durable now: snapshots of leases the partner must hear of (lazy update, §7.4).
-    Committed { shard: usize, leases: Vec<Lease>, counts: PdCounts },
+    /// Durable records: `leases` the partner must hear of; `settled` keys
+    /// whose record now needs nothing sent (acked, or the partner's own
+    /// update): anything older queued about them is history.
+    Committed { shard: usize, leases: Vec<Lease>, settled: Vec<LeaseKey>, counts: PdCounts },
     /// Start-up: every record flagged for the partner, in chunks; `done` on the last.
     Loaded { shard: usize, leases: Vec<Lease>, done: bool },
     /// Verdicts of a `Judge`, given after the accepted records are durable:

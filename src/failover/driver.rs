@@ -221,7 +221,10 @@ impl Driver {
 
     pub fn from_shard(&mut self, now: Time, m: ToFailover) {
         match m {
-            ToFailover::Committed { shard, leases, counts } => {
+            ToFailover::Committed { shard, leases, settled, counts } => {
+                for k in &settled {
+                    self.ep.lease_settled(k);
+                }
                 for l in leases {
                     self.router.held_at(l.key, shard);
                     if l.update_partner {

@@ -735,6 +735,11 @@ impl Endpoint {
         out.push(Output::Persist(self.p.clone()));
     }
 
+    /// The durable record of `k` needs nothing sent (see `Updates::settled`).
+    pub fn lease_settled(&mut self, k: &LeaseKey) {
+        self.updates.settled(k);
+    }
+
     fn got_bndreply(&mut self, m: &FailoverMessage, out: &mut Vec<Output>) {
         let Some(sent) = self.updates.acked(m.transaction_id) else { return };
         let key = sent.lease.key;
@@ -747,7 +752,7 @@ impl Endpoint {
         let ack = bndupd::acks(m).into_iter().find(|a| a.key == key);
         let accepted = ack.as_ref().is_some_and(|a| a.accepted);
         let partner_lifetime_sent = ack.and_then(|a| a.partner_lifetime_sent);
-        if !accepted && sent.answer.is_none() && !sent.take_back {
+        if !accepted && sent.answer.is_none() && !sent.take_back && !sent.superseded {
             // §7.7: a rejection needs nothing but remembering; the lease
             // stays flagged and goes out again at the next retry.
             self.updates.rejected(sent.lease.clone());
@@ -919,19 +924,19 @@ impl Endpoint {
     fn next_to_send(&mut self, only_answers: bool) -> Option<Sent> {
         if let Some(l) = self.updates.next_answer() {
             let take_back = self.updates.take_back_of(&l.key);
-            return Some(Sent { lease: l, answer: None, take_back });
+            return Some(Sent { lease: l, answer: None, take_back, superseded: false });
         }
         if let Some(a) = self.updates.answering.as_mut()
             && let Some((shard, l)) = a.stream.pop_front()
         {
-            return Some(Sent { lease: l, answer: Some(shard), take_back: false });
+            return Some(Sent { lease: l, answer: Some(shard), take_back: false, superseded: false });
         }
         if only_answers {
             return None;
         }
         let l = self.updates.next_pending()?;
         let take_back = self.updates.take_back_of(&l.key);
-        Some(Sent { lease: l, answer: None, take_back })
+        Some(Sent { lease: l, answer: None, take_back, superseded: false })
     }
 
     // ---- the state machine (§8) --------------------------------------------

@@ -48,6 +48,9 @@ pub struct Sent {
     pub lease: Lease,
     pub answer: Option<usize>,
     pub take_back: bool,
+    /// The partner's own update for this key has since been accepted: the
+    /// snapshot is history, never to be sent again.
+    pub superseded: bool,
 }
 
 /// Where an UPDREQALL answer cut by a lost connection stopped: the first
@@ -199,6 +202,27 @@ impl Updates {
         }
     }
 
+    /// The durable record of `k` needs nothing sent: the partner acked it,
+    /// or it is the partner's own update we accepted. Whatever we queued,
+    /// had rejected or have in flight about `k` is older, and history: sent
+    /// again it would ping-pong with the partner every retry, overwrite the
+    /// newer record at a partner that lost its store since (seed 20010281),
+    /// or flip two crossing updates in a conflict (seed 255). Prefix offers
+    /// (take-back) have their own life and are left alone.
+    pub fn settled(&mut self, k: &LeaseKey) {
+        if self.taking_back.contains(k) {
+            return;
+        }
+        self.rejected.remove(k);
+        self.pending.remove(k);
+        if let Some(x) = self.in_flight.get(k)
+            && let Some(s) = self.outstanding.get_mut(x)
+            && !s.take_back
+        {
+            s.superseded = true;
+        }
+    }
+
     /// Rejected updates go back in the queue (the periodic retry, §7.7).
     pub fn retry_rejected(&mut self) {
         let mut r: Vec<Lease> = std::mem::take(&mut self.rejected).into_values().collect();
@@ -232,7 +256,7 @@ impl Updates {
                         first = Some(pos);
                     }
                 }
-                None if !s.take_back && !self.pending.contains_key(&s.lease.key) => self.push(s.lease),
+                None if !s.take_back && !s.superseded && !self.pending.contains_key(&s.lease.key) => self.push(s.lease),
                 None => {}
             }
         }
@@ -245,5 +269,63 @@ impl Updates {
                 None => self.resume,
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::{Binding, IaType};
+    use crate::wire::Duid;
+
+    fn lease() -> Lease {
+        Lease::active(
+            LeaseKey::Addr("2001:db8::5".parse().unwrap()),
+            Binding { duid: Duid::ll(1, &[1]), ia_type: IaType::Na, iaid: 1 },
+            100,
+            30,
+            60,
+            15,
+            24,
+        )
+    }
+
+    fn send(u: &mut Updates, xid: u32) -> Lease {
+        let l = u.next_pending().expect("a pending snapshot");
+        u.sent(xid, Sent { lease: l.clone(), answer: None, take_back: false, superseded: false });
+        l
+    }
+
+    #[test]
+    fn a_snapshot_the_partners_own_update_replaced_is_never_sent_again() {
+        // Seed 20010281: our update was rejected (the partner's record is
+        // newer), then we accepted the partner's. Retrying ours would
+        // ping-pong; after the partner lost its store it would win.
+        let mut u = Updates::default();
+        u.push(lease());
+        let l = send(&mut u, 1);
+        u.acked(1);
+        u.rejected(l.clone());
+        u.settled(&l.key);
+        u.retry_rejected();
+        assert!(u.next_pending().is_none(), "a superseded rejection was retried");
+        // In flight when the partner's update is accepted, then the
+        // connection drops: not sent again on the next one.
+        u.push(lease());
+        let l = send(&mut u, 2);
+        u.settled(&l.key);
+        u.connection_lost(0);
+        assert!(u.next_pending().is_none(), "a superseded snapshot was resent after a reconnect");
+        assert_eq!(u.backlog(), 0);
+        // Queued but not sent yet (PARTNER-DOWN: no connection), then the
+        // partner's update wins in the conflict (seed 255): not sent.
+        u.push(lease());
+        u.settled(&lease().key);
+        assert!(u.next_pending().is_none(), "a settled record's older snapshot was sent");
+        // Without the partner's update the same snapshot is resent.
+        u.push(lease());
+        send(&mut u, 3);
+        u.connection_lost(0);
+        assert!(u.next_pending().is_some());
     }
 }

@@ -39,6 +39,8 @@ pub struct Settings {
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub control_socket: PathBuf,
     pub map_size: usize,
+    /// How long an idle shard spins before parking (`--idle-spin-us`).
+    pub idle_spin: Duration,
     pub port: u16,
     /// `--resync-all`: behave as a server that lost its store.
     pub resync_all: bool,
@@ -56,6 +58,7 @@ impl Settings {
             metrics_listen: None,
             control_socket,
             map_size: DEFAULT_MAP_SIZE,
+            idle_spin: Duration::from_micros(50),
             port: crate::server::SERVER_PORT,
             resync_all: false,
         }
@@ -256,7 +259,7 @@ pub fn serve(s: Settings) -> Result<(), String> {
             // Forwarded packets between shards: spin briefly before parking so
             // that a busy shard does not pay an eventfd wake-up per packet
             // (stack-spike Q3: 10–15k → 75k round trips/s).
-            .spin_before_park(Duration::from_micros(50))
+            .spin_before_park(s.idle_spin)
             .spawn({
                 let exited = exited_tx.clone();
                 move || async move {

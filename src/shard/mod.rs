@@ -673,6 +673,7 @@ impl<C> ShardCore<C> {
             last.insert(c.key(), i);
         }
         let mut report = Vec::new();
+        let mut settled = Vec::new();
         let mut handoffs = Vec::new();
         for (i, c) in changes.into_iter().enumerate() {
             let LeaseChange::Upsert(l) = c else { continue };
@@ -692,6 +693,8 @@ impl<C> ShardCore<C> {
             let home = home_of(&self.slices, self.shards, &l);
             if l.update_partner {
                 report.push(l.clone());
+            } else if current {
+                settled.push(l.key);
             }
             if current && home != self.id {
                 // Its client changed: the record belongs with another shard
@@ -703,7 +706,7 @@ impl<C> ShardCore<C> {
             }
         }
         if self.policy.is_some() {
-            done.to_failover.push(ToFailover::Committed { shard: self.id, leases: report, counts: self.engine.pd_counts() });
+            done.to_failover.push(ToFailover::Committed { shard: self.id, leases: report, settled, counts: self.engine.pd_counts() });
         }
         for key in w.adopted {
             done.to_failover.push(ToFailover::Adopted { shard: self.id, key });
