@@ -222,14 +222,16 @@ impl Driver {
     pub fn from_shard(&mut self, now: Time, m: ToFailover) {
         match m {
             ToFailover::Committed { shard, leases, settled, counts } => {
-                for k in &settled {
-                    self.ep.lease_settled(k);
-                }
                 for l in leases {
                     self.router.held_at(l.key, shard);
                     if l.update_partner {
                         self.ep.lease_committed(l);
                     }
+                }
+                // After the snapshots: a batch may hold an older flagged
+                // version of a key whose final record is settled.
+                for k in &settled {
+                    self.ep.lease_settled(k);
                 }
                 self.set_counts(shard, counts);
             }
