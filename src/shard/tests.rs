@@ -273,3 +273,31 @@ fn start_up_places_every_record_at_its_home() {
     assert_eq!(p.upserts[1 - owner].len(), 1);
     assert_eq!(p.deletes[owner].len(), 1);
 }
+
+#[test]
+fn a_record_that_needs_nothing_sent_is_reported_settled_once_durable() {
+    // The driver drops older snapshots of a key whose durable record needs
+    // nothing sent (seed 20010281): the shard reports such keys as settled,
+    // and only when the committed version is the table's current one.
+    let mut c = cores(1, Role::Secondary, ServerState::CommunicationsInterrupted);
+    let mut store = MemoryStore::new();
+    c[0].handle(NOW, &solicit(6), &arrival(), 1);
+    let done = commit(&mut c[0], &mut store, NOW);
+    let ToFailover::Committed { leases, settled, .. } = &done.to_failover[0] else { panic!("{:?}", done.to_failover) };
+    assert!(leases[0].update_partner && settled.is_empty(), "a grant is for the partner, not settled");
+    let key = leases[0].key;
+    // The partner's later record for the same client is accepted: settled.
+    let mut theirs = c[0].engine().leases().get(&key).unwrap().clone();
+    theirs.cltt = NOW + 20;
+    theirs.valid_end = NOW + 620;
+    theirs.state_expiration_time = NOW + 620;
+    c[0].bus(NOW + 20, ToShard::Judge { items: vec![(1, 0, received(&theirs, NOW + 20))] });
+    let done = commit(&mut c[0], &mut store, NOW + 20);
+    let committed = done.to_failover.iter().find_map(|m| match m {
+        ToFailover::Committed { leases, settled, .. } => Some((leases.clone(), settled.clone())),
+        _ => None,
+    });
+    let (leases, settled) = committed.expect("a Committed report");
+    assert!(leases.iter().all(|l| l.key != key || !l.update_partner), "{leases:?}");
+    assert_eq!(settled, vec![key]);
+}
