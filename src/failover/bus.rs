@@ -72,10 +72,9 @@ pub enum ToShard {
 /// One shard → the failover driver.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ToFailover {
-    /// Durable now: snapshots of leases the partner must hear of (lazy update, §7.4).
-    /// Durable records: `leases` the partner must hear of; `settled` keys
-    /// whose record now needs nothing sent (acked, or the partner's own
-    /// update): anything older queued about them is history.
+    /// Durable now: `leases`, snapshots the partner must hear of (lazy
+    /// update, §7.4); `settled`, keys whose record needs nothing sent (acked,
+    /// or the partner's own update): anything older queued about them is history.
     Committed { shard: usize, leases: Vec<Lease>, settled: Vec<LeaseKey>, counts: PdCounts },
     /// Start-up: every record flagged for the partner, in chunks; `done` on the last.
     Loaded { shard: usize, leases: Vec<Lease>, done: bool },

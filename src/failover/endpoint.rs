@@ -248,12 +248,12 @@ impl Endpoint {
         self.updates.backlog()
     }
 
-    /// What the answer to the partner's UPDREQ(ALL) is waiting for (diagnostics).
     /// Our UPDREQ (false) or UPDREQALL (true) waiting for its UPDDONE.
     pub fn requesting(&self) -> Option<bool> {
         self.our_request.as_ref().map(|r| r.all)
     }
 
+    /// What the answer to the partner's UPDREQ(ALL) is waiting for (diagnostics).
     pub fn answering(&self) -> Option<String> {
         self.updates.answering.as_ref().map(|a| {
             format!(

@@ -218,10 +218,9 @@ fn partner_down_meeting_a_normal_partner_is_a_potential_conflict() {
     assert!(sent(&out).iter().any(|m| m.msg_type == MessageType::UpdReq));
 }
 
-#[test]
-fn a_fresh_server_recovers_with_updreqall_and_waits_the_mclt() {
-    // §8.3.2 step 1 (no record → RECOVER), §8.5.2 (UPDREQALL), §8.6 (MCLT wait).
-    let (mut s, _) = Endpoint::new(cfg(Role::Secondary), None, NOW);
+/// A secondary with a lost (or restored) store meets a partner in
+/// PARTNER-DOWN: RECOVER, UPDREQALL, and the partner's UPDDONE at NOW + 1.
+fn resync_from_a_partner_in_partner_down(s: &mut Endpoint) {
     s.on_connected(NOW);
     let cp = ConnectParams { protocol_version: (1, 0), mclt: 60, keepalive_time: 20, max_unacked_bndupd: 4, relationship_name: Some("t".into()), connect_flags: 1 };
     s.on_message(NOW, &cp.to_message(MessageType::Connect, 1, bndupd::to_abs(NOW)));
@@ -231,6 +230,13 @@ fn a_fresh_server_recovers_with_updreqall_and_waits_the_mclt() {
     let req = sent(&out).into_iter().find(|m| m.msg_type == MessageType::UpdReqAll).expect("UPDREQALL");
     let done = FailoverMessage::new(MessageType::UpdDone, req.transaction_id, bndupd::to_abs(NOW + 1));
     s.on_message(NOW + 1, &done);
+}
+
+#[test]
+fn a_fresh_server_recovers_with_updreqall_and_waits_the_mclt() {
+    // §8.3.2 step 1 (no record → RECOVER), §8.5.2 (UPDREQALL), §8.6 (MCLT wait).
+    let (mut s, _) = Endpoint::new(cfg(Role::Secondary), None, NOW);
+    resync_from_a_partner_in_partner_down(&mut s);
     assert_eq!(s.state(), ServerState::RecoverWait);
     assert!(!s.persistent().need_all, "a completed UPDREQALL clears the need");
     s.on_tick(NOW + 59);
@@ -251,15 +257,7 @@ fn a_restored_backup_waits_the_mclt_from_its_start_not_from_the_backup() {
     let mut c = cfg(Role::Secondary);
     c.resync_all = true;
     let (mut s, _) = Endpoint::new(c, Some(old), NOW);
-    s.on_connected(NOW);
-    let cp = ConnectParams { protocol_version: (1, 0), mclt: 60, keepalive_time: 20, max_unacked_bndupd: 4, relationship_name: Some("t".into()), connect_flags: 1 };
-    s.on_message(NOW, &cp.to_message(MessageType::Connect, 1, bndupd::to_abs(NOW)));
-    let st = StateParams { state: ServerState::PartnerDown, flags: 1, start_time_of_state: bndupd::to_abs(NOW - 500), partner_down_time: Some(bndupd::to_abs(NOW - 500)) };
-    let out = s.on_message(NOW, &st.to_message(2, bndupd::to_abs(NOW)));
-    assert_eq!(s.state(), ServerState::Recover);
-    let req = sent(&out).into_iter().find(|m| m.msg_type == MessageType::UpdReqAll).expect("UPDREQALL");
-    let done = FailoverMessage::new(MessageType::UpdDone, req.transaction_id, bndupd::to_abs(NOW + 1));
-    s.on_message(NOW + 1, &done);
+    resync_from_a_partner_in_partner_down(&mut s);
     s.on_tick(NOW + 2);
     assert_eq!(s.state(), ServerState::RecoverWait, "the backup's old TIME-OF-FAILURE must not end the wait");
     s.on_tick(NOW + 59);

@@ -48,8 +48,8 @@ pub struct Sent {
     pub lease: Lease,
     pub answer: Option<usize>,
     pub take_back: bool,
-    /// The partner's own update for this key has since been accepted: the
-    /// snapshot is history, never to be sent again.
+    /// The key's record has since settled (acked, or the partner's own
+    /// update accepted): the snapshot is history, never to be sent again.
     pub superseded: bool,
 }
 

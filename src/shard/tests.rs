@@ -91,6 +91,15 @@ fn stored(store: &MemoryStore, key: &LeaseKey) -> Option<Lease> {
     store.get(key).unwrap()
 }
 
+/// The partner's grant of `key` to the same client, `dt` seconds later.
+fn later_grant(c: &ShardCore<u32>, key: &LeaseKey, dt: Time) -> Lease {
+    let mut l = c.engine().leases().get(key).unwrap().clone();
+    l.cltt = NOW + dt;
+    l.valid_end = NOW + 600 + dt;
+    l.state_expiration_time = l.valid_end;
+    l
+}
+
 #[test]
 fn a_partner_update_and_a_client_packet_on_one_key_in_one_batch_store_the_newest() {
     // The table and the store hold the same, newest record: one owner
@@ -102,10 +111,7 @@ fn a_partner_update_and_a_client_packet_on_one_key_in_one_batch_store_the_newest
     assert!(matches!(out, Handled::Deferred), "a rapid-commit grant waits for its commit");
     let key = c[0].pending_since(0)[0].key;
     // The partner, in the same batch, reports a later grant to the same client.
-    let mut theirs = c[0].engine().leases().get(&key).unwrap().clone();
-    theirs.cltt = NOW + 10;
-    theirs.valid_end = NOW + 610;
-    theirs.state_expiration_time = NOW + 610;
+    let theirs = later_grant(&c[0], &key, 10);
     c[0].bus(NOW + 10, ToShard::Judge { items: vec![(1, 0, received(&theirs, NOW + 10))] });
     let done = commit(&mut c[0], &mut store, NOW + 10);
     assert_eq!(done.replies.len(), 1);
@@ -287,10 +293,7 @@ fn a_record_that_needs_nothing_sent_is_reported_settled_once_durable() {
     assert!(leases[0].update_partner && settled.is_empty(), "a grant is for the partner, not settled");
     let key = leases[0].key;
     // The partner's later record for the same client is accepted: settled.
-    let mut theirs = c[0].engine().leases().get(&key).unwrap().clone();
-    theirs.cltt = NOW + 20;
-    theirs.valid_end = NOW + 620;
-    theirs.state_expiration_time = NOW + 620;
+    let theirs = later_grant(&c[0], &key, 20);
     c[0].bus(NOW + 20, ToShard::Judge { items: vec![(1, 0, received(&theirs, NOW + 20))] });
     let done = commit(&mut c[0], &mut store, NOW + 20);
     let committed = done.to_failover.iter().find_map(|m| match m {
