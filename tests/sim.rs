@@ -138,6 +138,7 @@ regression_v2!(seed_1045_updates_for_a_record_in_motion_reach_its_new_home, 1045
 regression_v2!(seed_6781_a_prefix_is_taken_back_only_once_the_secondary_has_it, 6781);
 regression_v2!(seed_10005901_a_partner_that_lost_its_store_relearns_the_lifetimes_it_acked, 10005901);
 regression_v2!(seed_20010281_a_rejected_update_the_partners_newer_one_replaced_is_not_retried, 20010281);
+regression_v2!(seed_50059959_an_expiry_acked_by_a_partner_that_lost_its_store_frees_for_others_after_the_mclt, 50059959);
 
 #[test]
 fn a_client_that_vanishes_costs_three_binding_updates_per_lease() {

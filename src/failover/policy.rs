@@ -36,6 +36,22 @@ impl EndpointPolicy {
         }
     }
 
+    /// Was `l` freed on the word of a partner that had lost its store, and
+    /// may a client still hold an extension that partner gave and forgot?
+    /// The partner may have extended the client, before its loss, up to
+    /// max(what we acked, then) + MCLT (§4.4), and its ack of our EXPIRED or
+    /// RELEASED says nothing about that. So a lease last used by a client
+    /// before the loss and freed after it goes to no other client until
+    /// max(expiration-time, loss) + MCLT (README, Conformance row (d)).
+    pub fn held_after_partner_loss(&self, l: &Lease, now: Time) -> bool {
+        let lost = self.partner_lost_store_at;
+        lost != 0
+            && matches!(l.status, BindingStatus::Free | BindingStatus::FreeBackup)
+            && l.start_time_of_state >= lost
+            && (1..lost).contains(&l.cltt.max(l.partner_raw_clt_time))
+            && now < l.expiration_time.max(lost) + self.mclt as Time
+    }
+
     /// Does the lifetime of leases given in this state obey the MCLT rule?
     pub fn mclt_applies(&self) -> bool {
         // §8.4.1: not in PARTNER-DOWN. §8.8.1, §8.9.1, §8.11.1, §8.12; RECOVER-DONE
@@ -74,8 +90,11 @@ impl Policy for EndpointPolicy {
         }
     }
 
-    fn may_allocate(&self, key: &LeaseKey, existing: Option<&Lease>, _client: &Binding, _now: Time) -> bool {
+    fn may_allocate(&self, key: &LeaseKey, existing: Option<&Lease>, client: &Binding, now: Time) -> bool {
         if !self.may_allocate_in_state() {
+            return false;
+        }
+        if existing.is_some_and(|l| l.binding != *client && self.held_after_partner_loss(l, now)) {
             return false;
         }
         match key {
@@ -180,5 +199,44 @@ mod tests {
         assert!(!prim.may_allocate(&k("2001:db8::1"), Some(&released), &b, 0), "wait for the ack (§4.2.2.1)");
         released.status = BindingStatus::Free;
         assert!(prim.may_allocate(&k("2001:db8::1"), Some(&released), &b, 0));
+    }
+
+    #[test]
+    fn a_lease_freed_on_the_word_of_a_partner_that_lost_its_store_waits_the_mclt_for_other_clients() {
+        // README Conformance (d): the partner may have extended the client
+        // (up to what we acked, or its then, plus the MCLT) and forgotten it.
+        let holder = Binding { duid: Duid::ll(1, &[1]), ia_type: IaType::Na, iaid: 1 };
+        let other = Binding { duid: Duid::ll(1, &[2]), ia_type: IaType::Na, iaid: 1 };
+        let k = LeaseKey::Addr("2001:db8::1".parse().unwrap());
+        let lost = 5000;
+        let p = EndpointPolicy {
+            role: Role::Primary,
+            state: ServerState::CommunicationsInterrupted,
+            mclt: 60,
+            partner_down_since: 0,
+            partner_lost_store_at: lost,
+        };
+        let mut l = lease("2001:db8::1", 0); // the client was last seen at 1000
+        l.set_status(BindingStatus::Free, lost + 3); // the partner acked our EXPIRED after asking for everything
+        assert!(!p.may_allocate(&k, Some(&l), &other, lost + 3));
+        assert!(!p.may_allocate(&k, Some(&l), &other, lost + 59));
+        assert!(p.may_allocate(&k, Some(&l), &holder, lost + 3), "the client that held it may have it back");
+        assert!(p.may_allocate(&k, Some(&l), &other, lost + 60));
+        l.expiration_time = lost + 100; // we had acked the partner's grant up to here
+        assert!(!p.may_allocate(&k, Some(&l), &other, lost + 159));
+        assert!(p.may_allocate(&k, Some(&l), &other, lost + 160));
+        // Freed before the loss (acked by a partner that still knew), or
+        // used by a client since: no hold.
+        let mut before = lease("2001:db8::1", 0);
+        before.set_status(BindingStatus::Free, lost - 1);
+        assert!(p.may_allocate(&k, Some(&before), &other, lost + 3));
+        let mut seen_since = lease("2001:db8::1", 0);
+        seen_since.cltt = lost + 1;
+        seen_since.set_status(BindingStatus::Free, lost + 2);
+        assert!(p.may_allocate(&k, Some(&seen_since), &other, lost + 3));
+        // A pool record no client ever used.
+        let mut fresh = Lease::pool_record(k, lost + 1);
+        fresh.set_status(BindingStatus::Free, lost + 1);
+        assert!(p.may_allocate(&k, Some(&fresh), &other, lost + 3));
     }
 }
