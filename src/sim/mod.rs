@@ -1192,10 +1192,11 @@ impl Sim {
 
     /// Every lease record of server `i` the stores must agree on, whichever
     /// shard holds it (the most recent copy when a move left two), as
-    /// (status, client, end): free addresses and the primary's free
-    /// prefixes are the same as no record.
-    fn records(&self, i: usize) -> HashMap<LeaseKey, (BindingStatus, Duid, Time)> {
-        let mut m: HashMap<LeaseKey, (Time, (BindingStatus, Duid, Time))> = HashMap::new();
+    /// (key, status, client, end) sorted by key: free addresses and the
+    /// primary's free prefixes are the same as no record. Sorted vectors,
+    /// not maps: this runs at every settled second of every seed.
+    fn records(&self, i: usize) -> Vec<Record<'_>> {
+        let mut v: Vec<(Time, Record<'_>)> = Vec::new();
         for c in &self.servers[i].cores {
             for l in c.engine().leases().iter() {
                 let free_addr = matches!(l.status, BindingStatus::Free | BindingStatus::FreeBackup) && matches!(l.key, LeaseKey::Addr(_));
@@ -1203,16 +1204,15 @@ impl Sim {
                 if free_addr || free_prefix {
                     continue;
                 }
-                let v = (l.status, if l.is_active() { l.binding.duid.clone() } else { Duid::ll(0, &[0]) }, if l.is_active() { l.valid_end } else { 0 });
-                match m.get(&l.key) {
-                    Some((start, _)) if *start >= l.start_time_of_state => {}
-                    _ => {
-                        m.insert(l.key, (l.start_time_of_state, v));
-                    }
-                }
+                let active = l.is_active();
+                v.push((l.start_time_of_state, (l.key, l.status, active.then_some(&l.binding.duid), if active { l.valid_end } else { 0 })));
             }
         }
-        m.into_iter().map(|(k, (_, v))| (k, v)).collect()
+        // Latest start of state first; among equal starts the first shard's
+        // copy (a stable sort keeps their order).
+        v.sort_by(|a, b| a.1.0.cmp(&b.1.0).then(b.0.cmp(&a.0)));
+        v.dedup_by(|later, first| later.1.0 == first.1.0);
+        v.into_iter().map(|(_, r)| r).collect()
     }
 
     /// Invariant 4: both NORMAL, nothing queued or in flight → the stores agree.
@@ -1238,36 +1238,51 @@ impl Sim {
             return;
         }
         self.last_pair_check = self.now;
-        self.pair_dirty = false;
         let now = self.now;
         let (ma, mb) = (self.records(0), self.records(1));
-        let mut keys: Vec<&LeaseKey> = ma.keys().chain(mb.keys()).collect();
-        keys.sort();
-        keys.dedup();
-        for k in keys {
-            let (x, y) = (ma.get(k), mb.get(k));
-            // Lease ends within the ±5 s that RFC 8156 §7.1 counts as the
-            // same time are the same end (crossing renewals of one client).
-            let same = match (x, y) {
-                (Some(a), Some(b)) => a.0 == b.0 && a.1 == b.1 && a.2.abs_diff(b.2) <= crate::failover::SKEW_TOLERANCE,
-                (a, b) => a == b,
+        // Lease ends within the ±5 s that RFC 8156 §7.1 counts as the same
+        // time are the same end (crossing renewals of one client).
+        let same = |a: &Record<'_>, b: &Record<'_>| a.1 == b.1 && a.2 == b.2 && a.3.abs_diff(b.3) <= crate::failover::SKEW_TOLERANCE;
+        // Leases crossing their end of life, or past it and waiting for the
+        // expiry timer, are in motion.
+        let near = |v: Option<&Record<'_>>| v.is_some_and(|v| v.3 != 0 && v.3 < now + 40);
+        let (mut x, mut y) = (ma.iter().peekable(), mb.iter().peekable());
+        let mut in_motion = false;
+        let mut disagree = None;
+        loop {
+            let (a, b) = match (x.peek(), y.peek()) {
+                (None, None) => break,
+                (Some(a), Some(b)) if a.0 == b.0 => (x.next(), y.next()),
+                (Some(a), Some(b)) if a.0 < b.0 => (x.next(), None),
+                (Some(_), Some(_)) => (None, y.next()),
+                (Some(_), None) => (x.next(), None),
+                (None, Some(_)) => (None, y.next()),
             };
-            if same {
+            if let (Some(a), Some(b)) = (a, b)
+                && same(a, b)
+            {
                 continue;
             }
-            // Leases crossing their end of life, or past it and waiting for
-            // the expiry timer, are in motion.
-            let near = |v: Option<&(BindingStatus, Duid, Time)>| v.is_some_and(|v| v.2 != 0 && v.2 < now + 40);
-            if near(x) || near(y) {
-                self.pair_dirty = true;
+            if near(a) || near(b) {
+                in_motion = true;
                 continue;
             }
-            let (k, x, y) = (*k, x.cloned(), y.cloned());
-            self.violate(format!("stores disagree on {k}: primary {x:?}, secondary {y:?}"));
-            return;
+            let show = |r: Option<&Record<'_>>| format!("{:?}", r.map(|r| (r.1, r.2.cloned().unwrap_or_else(|| Duid::ll(0, &[0])), r.3)));
+            let k = a.or(b).expect("one side").0;
+            disagree = Some(format!("stores disagree on {k}: primary {}, secondary {}", show(a), show(b)));
+            break;
+        }
+        drop((ma, mb));
+        self.pair_dirty = in_motion;
+        if let Some(m) = disagree {
+            self.violate(m);
         }
     }
 }
+
+/// One lease record as both stores must show it: key, status, the client
+/// of an ACTIVE lease, its end (0 when not ACTIVE).
+type Record<'a> = (LeaseKey, BindingStatus, Option<&'a Duid>, Time);
 
 /// Run one seed (scenario version 2); a failing seed's report carries the trace.
 pub fn run_seed(seed: u64) -> Report {
