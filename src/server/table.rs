@@ -113,12 +113,17 @@ impl LeaseTable {
     /// Insert or replace a lease, keeping the indexes right.
     pub fn upsert(&mut self, lease: Lease) {
         let key = lease.key;
-        if let Some(old) = self.leases.remove(&key) {
+        let old = self.leases.remove(&key);
+        // A key is listed under exactly its record's binding, so it is
+        // there already only if the old record had this binding. (No
+        // `contains`: every pool record shares one binding, and a search
+        // there made loading thousands of them quadratic.)
+        let listed = old.as_ref().is_some_and(|o| o.binding == lease.binding);
+        if let Some(old) = old {
             self.unindex(&old, Some(&lease.binding));
         }
-        let keys = self.by_binding.entry(lease.binding.clone()).or_default();
-        if !keys.contains(&key) {
-            keys.push(key);
+        if !listed {
+            self.by_binding.entry(lease.binding.clone()).or_default().push(key);
         }
         if lease.status == crate::wire::BindingStatus::Active {
             self.expiry.insert((expires(&lease, self.slack), key));
@@ -193,6 +198,10 @@ mod tests {
         t.upsert(lease("2001:db8::1", 2, 100, 50));
         let b1 = Binding { duid: Duid::ll(1, &[1]), ia_type: IaType::Na, iaid: 1 };
         assert_eq!(t.keys_of(&b1).len(), 1);
+        // The same key for the same client again is listed once.
+        t.upsert(lease("2001:db8::2", 1, 100, 20));
+        t.upsert(lease("2001:db8::2", 1, 100, 10));
+        assert_eq!(t.keys_of(&b1), &[LeaseKey::Addr("2001:db8::2".parse().unwrap())]);
         // Expiring removes it from the expiry index.
         let mut l = t.get(&LeaseKey::Addr("2001:db8::2".parse().unwrap())).unwrap().clone();
         l.set_status(BindingStatus::Expired, 110);

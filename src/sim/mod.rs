@@ -17,7 +17,7 @@ mod rng;
 mod scenario;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::Ipv6Addr;
 
 pub use rng::Rng;
@@ -134,8 +134,41 @@ struct Server {
     batches: Vec<Option<Vec<LeaseChange>>>,
     link: Option<Link>,
     restarts: u32,
-    /// A commit happened since the record placement was last checked.
-    home_dirty: bool,
+    /// Keys committed since the record placement was last checked; all of
+    /// them after a start (the tables were rebuilt from the stores).
+    home_touched: Touched,
+}
+
+/// Lease keys a check must look at again: those written since it last ran,
+/// or every key (`all`) when the tables were rebuilt. Between two checks a
+/// record no commit touched cannot have changed, so the checks that run at
+/// every settled second of every seed compare only these.
+#[derive(Debug)]
+struct Touched {
+    all: bool,
+    keys: HashSet<LeaseKey>,
+}
+
+impl Touched {
+    fn everything() -> Touched {
+        Touched { all: true, keys: HashSet::new() }
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.all && self.keys.is_empty()
+    }
+
+    fn add(&mut self, batch: &[LeaseChange]) {
+        if self.all {
+            return;
+        }
+        for c in batch {
+            self.keys.insert(match c {
+                LeaseChange::Upsert(l) => l.key,
+                LeaseChange::Delete(k) => *k,
+            });
+        }
+    }
 }
 
 pub struct Sim {
@@ -172,7 +205,8 @@ pub struct Sim {
     pd_since_contact: [bool; 2],
     last_pair_check: Time,
     /// A store changed since the stores last agreed.
-    pair_dirty: bool,
+    /// Keys to compare at the next stores-agree check.
+    pair_touched: Touched,
     last_home_check: Time,
     bndupds: BTreeMap<LeaseKey, u32>,
     grants: BTreeMap<(ServerState, IaType), u64>,
@@ -201,7 +235,7 @@ impl Sim {
                 batches: Vec::new(),
                 link: None,
                 restarts: 0,
-                home_dirty: true,
+                home_touched: Touched::everything(),
             })
             .collect();
         let clients = (0..sc.clients)
@@ -230,7 +264,7 @@ impl Sim {
             misconfigured: false,
             pd_since_contact: [false; 2],
             last_pair_check: 0,
-            pair_dirty: true,
+            pair_touched: Touched::everything(),
             last_home_check: 0,
             bndupds: BTreeMap::new(),
             grants: BTreeMap::new(),
@@ -433,6 +467,8 @@ impl Sim {
             st.commit(w).expect("memory store");
         }
         let built = crate::shard::build::<usize>(&cfg, placed.lists);
+        s.home_touched = Touched::everything();
+        self.pair_touched = Touched::everything();
         let persisted = s.meta.get_meta(meta::FAILOVER_STATE).ok().flatten().and_then(|b| Persistent::decode(&b));
         let fc = FailoverConfig {
             role: s.role,
@@ -557,8 +593,8 @@ impl Sim {
             self.at(d, Ev::CommitDone(i, inc, s));
         } else {
             srv.stores[s].commit(&batch).expect("memory store");
-            srv.home_dirty = true;
-            self.pair_dirty = true;
+            srv.home_touched.add(&batch);
+            self.pair_touched.add(&batch);
             let done = srv.cores[s].batch_done(true, batch);
             self.released(i, s, done, q);
         }
@@ -921,8 +957,8 @@ impl Sim {
                 }
                 let Some(batch) = self.servers[i].batches[s].take() else { return };
                 self.servers[i].stores[s].commit(&batch).expect("memory store");
-                self.servers[i].home_dirty = true;
-                self.pair_dirty = true;
+                self.servers[i].home_touched.add(&batch);
+                self.pair_touched.add(&batch);
                 let done = self.servers[i].cores[s].batch_done(true, batch);
                 let mut q = VecDeque::new();
                 self.released(i, s, done, &mut q);
@@ -1078,18 +1114,24 @@ impl Sim {
         for i in 0..2 {
             let srv = &self.servers[i];
             let Some(d) = srv.driver.as_ref() else { continue };
-            if !srv.home_dirty || !d.settled() || srv.cores.iter().any(|c| !c.idle()) || self.internal > 0 {
+            if srv.home_touched.is_empty() || !d.settled() || srv.cores.iter().any(|c| !c.idle()) || self.internal > 0 {
                 continue;
             }
             let slices = SliceMap::new(&srv.subnets, srv.shards);
+            let misplaced_at = |at: usize, l: &Lease| l.is_active() && home_of(&slices, srv.shards, l) != at;
             let mut misplaced = None;
             for (at, c) in srv.cores.iter().enumerate() {
-                if let Some(l) = c.engine().leases().iter().find(|l| l.is_active() && home_of(&slices, srv.shards, l) != at) {
+                let found = if srv.home_touched.all {
+                    c.engine().leases().iter().find(|l| misplaced_at(at, l))
+                } else {
+                    srv.home_touched.keys.iter().filter_map(|k| c.engine().leases().get(k)).find(|l| misplaced_at(at, l))
+                };
+                if let Some(l) = found {
                     misplaced = Some((at, l.key, home_of(&slices, srv.shards, l)));
                     break;
                 }
             }
-            self.servers[i].home_dirty = false;
+            self.servers[i].home_touched = Touched { all: false, keys: HashSet::new() };
             if let Some((at, k, home)) = misplaced {
                 self.violate(format!("server {i}: the ACTIVE record of {k} is at shard {at}, its client's shard is {home}"));
             }
@@ -1194,11 +1236,15 @@ impl Sim {
     /// shard holds it (the most recent copy when a move left two), as
     /// (key, status, client, end) sorted by key: free addresses and the
     /// primary's free prefixes are the same as no record. Sorted vectors,
-    /// not maps: this runs at every settled second of every seed.
+    /// not maps: this runs at every settled second of every seed. Only the
+    /// keys written since the last check unless the tables were rebuilt.
     fn records(&self, i: usize) -> Vec<Record<'_>> {
         let mut v: Vec<(Time, Record<'_>)> = Vec::new();
+        let t = &self.pair_touched;
         for c in &self.servers[i].cores {
-            for l in c.engine().leases().iter() {
+            let leases: Box<dyn Iterator<Item = &Lease>> =
+                if t.all { Box::new(c.engine().leases().iter()) } else { Box::new(t.keys.iter().filter_map(|k| c.engine().leases().get(k))) };
+            for l in leases {
                 let free_addr = matches!(l.status, BindingStatus::Free | BindingStatus::FreeBackup) && matches!(l.key, LeaseKey::Addr(_));
                 let free_prefix = l.key.ia_type() == IaType::Pd && l.status == BindingStatus::Free;
                 if free_addr || free_prefix {
@@ -1217,7 +1263,7 @@ impl Sim {
 
     /// Invariant 4: both NORMAL, nothing queued or in flight → the stores agree.
     fn check_pair(&mut self) {
-        if self.now == self.last_pair_check || !self.pair_dirty {
+        if self.now == self.last_pair_check || self.pair_touched.is_empty() {
             return;
         }
         for i in 0..2 {
@@ -1247,7 +1293,7 @@ impl Sim {
         // expiry timer, are in motion.
         let near = |v: Option<&Record<'_>>| v.is_some_and(|v| v.3 != 0 && v.3 < now + 40);
         let (mut x, mut y) = (ma.iter().peekable(), mb.iter().peekable());
-        let mut in_motion = false;
+        let mut in_motion = HashSet::new();
         let mut disagree = None;
         loop {
             let (a, b) = match (x.peek(), y.peek()) {
@@ -1264,7 +1310,7 @@ impl Sim {
                 continue;
             }
             if near(a) || near(b) {
-                in_motion = true;
+                in_motion.insert(a.or(b).expect("one side").0);
                 continue;
             }
             let show = |r: Option<&Record<'_>>| format!("{:?}", r.map(|r| (r.1, r.2.cloned().unwrap_or_else(|| Duid::ll(0, &[0])), r.3)));
@@ -1273,7 +1319,7 @@ impl Sim {
             break;
         }
         drop((ma, mb));
-        self.pair_dirty = in_motion;
+        self.pair_touched = Touched { all: false, keys: in_motion };
         if let Some(m) = disagree {
             self.violate(m);
         }
