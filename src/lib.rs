@@ -1,4 +1,4 @@
-//! tandem: a DHCPv6 server (RFC 8415) built around the DHCPv6 failover
+//! tandem: a DHCPv6 server (RFC 9915, which obsoletes RFC 8415) built around the DHCPv6 failover
 //! protocol (RFC 8156).
 //!
 //! Layering: `wire` (codec), `server`, `pool` and `failover` are sans-IO and

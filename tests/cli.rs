@@ -35,6 +35,22 @@ fn check_config_prints_one_line_per_problem_naming_file_and_key() {
 }
 
 #[test]
+fn check_config_warns_about_a_pool_of_reserved_interface_identifiers_and_exits_0() {
+    // RFC 9915 §13.1 / RFC 5453: such a pool is accepted, and never used.
+    let text = "[[subnet]]\nprefix = \"2001:db8::/64\"\npools = [\"2001:db8::fdff:ffff:ffff:ff80-2001:db8::fdff:ffff:ffff:ffff\", \"2001:db8::2-2001:db8::3\", \"2001:db8::-2001:db8::\"]\n";
+    let p = tmp("reserved.toml", text);
+    let o = Command::new(BIN).arg("check-config").arg("--config").arg(&p).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    for l in &lines {
+        assert!(l.starts_with(&format!("{}: subnet[0].pools: warning: ", p.display())), "{l}");
+    }
+    assert!(lines[0].contains("fdff:ffff:ffff:ff80") && lines[1].contains("2001:db8::-2001:db8::"), "{err}");
+}
+
+#[test]
 fn serve_refuses_the_same_errors_and_a_failover_config_it_cannot_run() {
     let p = tmp("serve-bad.toml", "[[subnet]]\nprefix = \"2001:db8::/64\"\n");
     let o = Command::new(BIN).arg("serve").arg("--config").arg(&p).output().unwrap();

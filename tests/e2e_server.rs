@@ -127,26 +127,40 @@ fn relayed_client_gets_an_address_from_its_link_and_a_relay_reply() {
     lab.start_server(&lab.config(""), &["--shards", "2"]);
     must(&format!("ip -n {} addr add 2001:db8:1::99/64 dev {} nodad", lab.cli, lab.cli_if));
     std::thread::sleep(Duration::from_millis(300));
-    let reply = in_netns(&lab.cli, move || {
-        let s = client_socket(547);
-        let inner = solicit(7, 0x42, false, false);
-        let relay = Message::Relay(RelayMessage {
-            msg_type: MessageType::RelayForw,
-            hop_count: 0,
-            link_address: "2001:db8:2::1".parse().unwrap(),
-            peer_address: "fe80::7".parse().unwrap(),
-            options: vec![DhcpOption::InterfaceId(b"ge-0/0/7".to_vec()), DhcpOption::RelayMsg(Box::new(inner))].into(),
-        });
-        let to = SocketAddrV6::new("2001:db8:1::1".parse().unwrap(), 547, 0, 0);
-        let mut buf = [0u8; 1500];
-        for _ in 0..10 {
-            s.send_to(&relay.encode().unwrap(), to).unwrap();
-            if let Ok((n, from)) = s.recv_from(&mut buf) {
-                return Some((Message::decode(&buf[..n]).unwrap(), from));
+    // One exchange from a relay on `port`, with OPTION_RELAY_PORT when asked.
+    let exchange = |port: u16, relay_port: bool| {
+        in_netns(&lab.cli, move || {
+            let s = client_socket(port);
+            let inner = solicit(7, 0x42, false, false);
+            let mut options: Vec<DhcpOption> = vec![DhcpOption::InterfaceId(b"ge-0/0/7".to_vec())];
+            if relay_port {
+                options.push(DhcpOption::RelayPort(0));
             }
-        }
-        None
-    });
+            options.push(DhcpOption::RelayMsg(Box::new(inner)));
+            let relay = Message::Relay(RelayMessage {
+                msg_type: MessageType::RelayForw,
+                hop_count: 0,
+                link_address: "2001:db8:2::1".parse().unwrap(),
+                peer_address: "fe80::7".parse().unwrap(),
+                options: options.into(),
+            });
+            let to = SocketAddrV6::new("2001:db8:1::1".parse().unwrap(), 547, 0, 0);
+            let mut buf = [0u8; 1500];
+            for _ in 0..10 {
+                s.send_to(&relay.encode().unwrap(), to).unwrap();
+                if let Ok((n, from)) = s.recv_from(&mut buf) {
+                    return Some((Message::decode(&buf[..n]).unwrap(), from));
+                }
+            }
+            None
+        })
+    };
+    // RFC 8357: a relay on its own port, with the option, is answered there
+    // (the reply arrives at the socket bound to 5547) with the option copied.
+    let (m, _) = exchange(5547, true).expect("no Relay-reply on the relay's own port");
+    let Message::Relay(r) = &m else { panic!("expected a Relay-reply, got {m:?}") };
+    assert_eq!(r.options.relay_port(), Some(0));
+    let reply = exchange(547, false);
     let (m, from) = reply.expect("no Relay-reply");
     assert_eq!(from.port(), 547);
     let Message::Relay(r) = &m else { panic!("expected a Relay-reply, got {m:?}") };

@@ -63,6 +63,7 @@ fn leaf_option() -> impl Strategy<Value = DhcpOption> {
         (any::<u32>(), prop::collection::vec((any::<u16>(), bytes(6)), 0..4))
             .prop_map(|(enterprise, options)| O::VendorOpts(VendorOpts { enterprise, options })),
         bytes(10).prop_map(O::InterfaceId),
+        any::<u16>().prop_map(O::RelayPort),
         any::<u8>().prop_map(O::ReconfMsg),
         Just(O::ReconfAccept),
         prop::collection::vec(arb_addr(), 0..4).prop_map(O::DnsServers),

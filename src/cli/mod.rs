@@ -16,7 +16,7 @@ use crate::lease::Lease;
 #[command(
     name = "tandem",
     version,
-    about = "DHCPv6 server (RFC 8415) with RFC 8156 failover",
+    about = "DHCPv6 server (RFC 9915) with RFC 8156 failover",
     long_about = "tandem serves DHCPv6 addresses (IA_NA) and delegated prefixes (IA_PD) from \
                   thread-per-core shards, and replies only after each lease is durable in its \
                   LMDB store. Configuration: a TOML file (see README.md and examples/)."
@@ -140,6 +140,9 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(c) => {
+                for w in c.warnings() {
+                    eprintln!("{}: {}: warning: {}", config.display(), w.key, w.reason);
+                }
                 // The TLS material must load too: serve refuses it otherwise.
                 if let Some(crate::config::Tls::Mutual { cert, key, ca, peer_name }) = c.failover.as_ref().map(|f| &f.tls)
                     && let Err(e) = crate::runtime::tls::load(cert, key, ca, peer_name.as_deref())
@@ -187,6 +190,9 @@ pub fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
+            for w in c.warnings() {
+                tracing::warn!(key = %w.key, "{}: {}", config.display(), w.reason);
+            }
             if let Some(d) = data_dir {
                 c.data_dir = d;
             }

@@ -42,6 +42,19 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Is every address from `first` to `last` a reserved interface identifier?
+/// Jumps run by run (a few steps), never address by address.
+fn only_reserved(first: u128, last: u128) -> bool {
+    let mut at = first;
+    loop {
+        match crate::pool::reserved::run_end(at) {
+            Some(end) if end >= last => return true,
+            Some(end) => at = end + 1,
+            None => return false,
+        }
+    }
+}
+
 // ---- raw, as written in the file ---------------------------------------
 
 #[derive(Debug, Deserialize)]
@@ -59,6 +72,16 @@ struct RawConfig {
     subnet: Vec<RawSubnet>,
     failover: Option<RawFailover>,
     ddns: Option<RawDdns>,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+/// `[limits]` (RFC 9915 Security Considerations); 0 turns a limit off.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawLimits {
+    leases_per_client: Option<u32>,
+    declines_per_client_per_hour: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -173,6 +196,7 @@ pub struct Config {
     pub subnets: Vec<Subnet>,
     pub failover: Option<Failover>,
     pub ddns: Option<Ddns>,
+    pub limits: crate::server::limits::Limits,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -290,6 +314,26 @@ impl Config {
         Config::parse(&text).map_err(|problems| ConfigError { file: path.to_owned(), problems })
     }
 
+    /// What is valid but probably not meant (`check-config` prints these as
+    /// `FILE: KEY: warning: …` and exits 0; `serve` logs them).
+    pub fn warnings(&self) -> Vec<Problem> {
+        let mut w = Vec::new();
+        for (i, s) in self.subnets.iter().enumerate() {
+            for r in &s.pools {
+                if only_reserved(u128::from(r.first), u128::from(r.last)) {
+                    w.push(Problem {
+                        key: format!("subnet[{i}].pools"),
+                        reason: format!(
+                            "range {}-{} holds only reserved interface identifiers (RFC 9915 §13.1, RFC 5453): nothing is ever allocated from it",
+                            r.first, r.last
+                        ),
+                    });
+                }
+            }
+        }
+        w
+    }
+
     pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| vec![toml_problem(text, &e)])?;
         let mut v = Validator { problems: Vec::new() };
@@ -391,6 +435,11 @@ impl Validator {
             }
         }
         let ddns = raw.ddns.and_then(|d| self.ddns(d));
+        let d = crate::server::limits::Limits::default();
+        let limits = crate::server::limits::Limits {
+            leases_per_client: raw.limits.leases_per_client.unwrap_or(d.leases_per_client),
+            declines_per_client_per_hour: raw.limits.declines_per_client_per_hour.unwrap_or(d.declines_per_client_per_hour),
+        };
         Config {
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             interfaces: raw.interfaces,
@@ -400,6 +449,7 @@ impl Validator {
             subnets,
             failover,
             ddns,
+            limits,
         }
     }
 
@@ -472,7 +522,7 @@ impl Validator {
             if let Some(v) = v
                 && !(60..=86400).contains(&v)
             {
-                self.bad(k(key), format!("{v} must be between 60 and 86400 (RFC 8415 §21.24)"));
+                self.bad(k(key), format!("{v} must be between 60 and 86400 (RFC 9915 §21.24)"));
             }
         }
         if let Some(v) = s.information_refresh_time

@@ -143,3 +143,13 @@ fn the_bndupd_window_defaults_to_1024_and_is_bounded() {
     let text = base.replace("[failover.tls]", "max-unacked-bndupd = 65536\n[failover.tls]");
     assert_eq!(Config::parse(&text).unwrap().failover.unwrap().max_unacked_bndupd, 65_536);
 }
+
+#[test]
+fn limits_default_to_values_a_normal_client_never_reaches_and_zero_turns_one_off() {
+    let base = "[[subnet]]\nprefix = \"2001:db8::/64\"\npools = [\"2001:db8::10-2001:db8::ff\"]\n";
+    let c = Config::parse(base).unwrap();
+    assert_eq!(c.limits, crate::server::limits::Limits { leases_per_client: 16, declines_per_client_per_hour: 8 });
+    let c = Config::parse(&format!("{base}[limits]\nleases-per-client = 4\ndeclines-per-client-per-hour = 0\n")).unwrap();
+    assert_eq!(c.limits, crate::server::limits::Limits { leases_per_client: 4, declines_per_client_per_hour: 0 });
+    assert!(problems(&format!("{base}[limits]\nleases = 4\n"))[0].contains("leases"));
+}

@@ -7,7 +7,7 @@
 //! responder's first message, or data pipelined behind STARTTLS ends the
 //! connection: never a fall-back to plain text. An insecure responder answers
 //! STARTTLS with TLSConnectionRefused; an insecure pair goes straight to
-//! CONNECT. STARTTLS and REPLY are RFC 8415-format messages (4-octet header)
+//! CONNECT. STARTTLS and REPLY are RFC 9915-format messages (4-octet header)
 //! in the same 2-octet-length framing, encoded by the codec.
 
 use crate::wire::{

@@ -1,5 +1,5 @@
 //! The lease record: one address (IA_NA) or delegated prefix (IA_PD) and
-//! everything RFC 8415 and RFC 8156 §7.2–7.3 need to know about it.
+//! everything RFC 9915 and RFC 8156 §7.2–7.3 need to know about it.
 //! Pure data; the LMDB store that persists it lives in `runtime`.
 
 use std::fmt;

@@ -39,6 +39,10 @@ pub struct SlotAllocator {
     cursor: u128,
     swept: bool,
     free: VecDeque<u128>,
+    /// Values never handed out, as runs: given a value, the last value of
+    /// the run it is in (reserved interface identifiers for addresses). The
+    /// cursor jumps a run in one step.
+    skip: Option<fn(u128) -> Option<u128>>,
 }
 
 impl Default for SlotAllocator {
@@ -52,6 +56,7 @@ impl Default for SlotAllocator {
             cursor: 0,
             swept: true,
             free: VecDeque::new(),
+            skip: None,
         }
     }
 }
@@ -59,12 +64,22 @@ impl Default for SlotAllocator {
 impl SlotAllocator {
     pub fn new(size: u128, offset: u128, group_shift: u32, slice: Slice) -> SlotAllocator {
         assert!(slice.shards >= 1 && slice.shard < slice.shards, "bad slice {slice:?}");
-        let mut a = SlotAllocator { size, offset, group_shift, slice, cursor: 0, swept: false, free: VecDeque::new() };
+        let mut a = SlotAllocator { size, offset, group_shift, slice, cursor: 0, swept: false, free: VecDeque::new(), skip: None };
         match a.snap(0) {
             Some(c) => a.cursor = c,
             None => a.swept = true,
         }
         a
+    }
+
+    /// Never hand out the values in `skip`'s runs (see the field).
+    pub fn skipping(mut self, skip: fn(u128) -> Option<u128>) -> SlotAllocator {
+        self.skip = Some(skip);
+        self
+    }
+
+    fn skipped(&self, j: u128) -> bool {
+        self.skip.is_some_and(|f| f(self.offset.wrapping_add(j)).is_some())
     }
 
     pub fn size(&self) -> u128 {
@@ -134,6 +149,7 @@ impl SlotAllocator {
     ) -> Option<u128> {
         if let Some(h) = hint
             && self.in_slice(h)
+            && !self.skipped(h)
             && available(h)
         {
             return Some(h);
@@ -148,6 +164,7 @@ impl SlotAllocator {
             let j = h % self.size;
             let c = self.snap(j).or_else(|| self.snap(0));
             if let Some(c) = c
+                && !self.skipped(c)
                 && available(c)
             {
                 return Some(c);
@@ -160,18 +177,20 @@ impl SlotAllocator {
             if !take {
                 popped.push(j);
             }
-            if self.in_slice(j) && available(j) {
+            if self.in_slice(j) && !self.skipped(j) && available(j) {
                 found = Some(j);
                 break;
             }
         }
         while found.is_none() && fresh && !self.swept {
             let j = self.cursor;
-            match self.snap(j + 1) {
+            // Past the end of a skipped run in one step: O(1) whatever its length.
+            let run_end = self.skip.and_then(|f| f(self.offset.wrapping_add(j))).map(|v| v.wrapping_sub(self.offset));
+            match self.snap(run_end.unwrap_or(j).saturating_add(1)) {
                 Some(n) => self.cursor = n,
                 None => self.swept = true,
             }
-            if available(j) {
+            if run_end.is_none() && available(j) {
                 found = Some(j);
             }
         }
@@ -290,5 +309,35 @@ mod tests {
         let mut a = SlotAllocator::new(u128::MAX, 0, 1, Slice { shards: 3, shard: 2 });
         let j = a.allocate(7, None, true, true, |_| true).unwrap();
         assert!(a.in_slice(j));
+    }
+
+    #[test]
+    fn a_skipped_run_is_jumped_in_one_step() {
+        // Two slots, the 2^24 reserved interface identifiers, two slots.
+        let first = u128::from("2001:db8::200:5eff:fdff:fffe".parse::<std::net::Ipv6Addr>().unwrap());
+        let size = 2 + (1 << 24) + 2;
+        let mut a = SlotAllocator::new(size, first, 1, Slice::WHOLE).skipping(crate::pool::reserved::run_end);
+        let mut asked = 0;
+        let mut got = Vec::new();
+        // Every probe collides: only the cursor finds slots.
+        let mut taken = HashSet::new();
+        while let Some(j) = a.allocate(1, None, true, true, |j| {
+            asked += 1;
+            !taken.contains(&j) && j != 1 // one slot busy
+        }) {
+            taken.insert(j);
+            got.push(j);
+        }
+        assert!(got.iter().all(|j| !crate::pool::reserved::is_reserved(first + j)));
+        got.sort();
+        assert_eq!(got, vec![0, size - 2, size - 1]);
+        assert!(asked < 100, "{asked} availability checks");
+    }
+
+    #[test]
+    fn a_run_of_2_to_the_60_is_jumped_too() {
+        // Stepping through it would never end.
+        let mut a = SlotAllocator::new((1 << 60) + 2, 0, 1, Slice::WHOLE).skipping(|v| (v < 1 << 60).then_some((1 << 60) - 1));
+        assert_eq!(a.allocate(1, None, true, true, |_| true), Some(1 << 60));
     }
 }

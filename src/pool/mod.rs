@@ -3,6 +3,7 @@
 mod alloc;
 pub mod hash;
 mod prefix;
+pub mod reserved;
 
 pub use alloc::{HASH_PROBES, Slice, SlotAllocator};
 pub use prefix::{AddrRange, Prefix};

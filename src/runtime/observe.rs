@@ -22,6 +22,8 @@ pub struct Snapshot {
     pub received: Vec<u64>,
     pub replies: Vec<u64>,
     pub dropped: BTreeMap<&'static str, u64>,
+    /// New leases refused by a `[limits]` cap, by limit.
+    pub limit_hits: BTreeMap<&'static str, u64>,
     /// (type "na"/"pd", state name) → count.
     pub leases: BTreeMap<(&'static str, &'static str), u64>,
     pub latency_buckets: Vec<u64>,
@@ -42,6 +44,7 @@ impl Default for Snapshot {
             received: vec![0; 256],
             replies: vec![0; 256],
             dropped: BTreeMap::new(),
+            limit_hits: BTreeMap::new(),
             leases: BTreeMap::new(),
             latency_buckets: vec![0; LATENCY_BUCKETS.len()],
             latency_sum: 0.0,
@@ -166,6 +169,9 @@ impl Shared {
             for (k, v) in &s.dropped {
                 *t.dropped.entry(k).or_default() += v;
             }
+            for (k, v) in &s.limit_hits {
+                *t.limit_hits.entry(k).or_default() += v;
+            }
             for (k, v) in &s.leases {
                 *t.leases.entry(*k).or_default() += v;
             }
@@ -192,6 +198,12 @@ impl Shared {
         o.push_str("# TYPE tandem_packets_dropped_total counter\n");
         for (k, v) in &t.dropped {
             o.push_str(&format!("tandem_packets_dropped_total{{reason=\"{k}\"}} {v}\n"));
+        }
+        o.push_str("# HELP tandem_limit_hits_total New leases refused by a per-client limit ([limits]), by limit.\n");
+        o.push_str("# TYPE tandem_limit_hits_total counter\n");
+        for l in crate::server::limits::Limit::ALL {
+            let v = t.limit_hits.get(l.label()).copied().unwrap_or(0);
+            o.push_str(&format!("tandem_limit_hits_total{{limit=\"{}\"}} {v}\n", l.label()));
         }
         o.push_str("# HELP tandem_replies_sent_total Replies sent, by type.\n");
         o.push_str("# TYPE tandem_replies_sent_total counter\n");

@@ -148,6 +148,8 @@ pub fn serve(s: Settings) -> Result<(), String> {
                 synthesize_pattern: d.synthesize_pattern.clone(),
                 forward_zone: d.forward_zone.clone(),
             }),
+            limits: s.config.limits,
+            unicast_listen: s.config.unicast_listen.clone(),
         },
         shards: n,
         failover: fo_cfg.as_ref().zip(mclt).map(|(f, m)| (f.role, m)),

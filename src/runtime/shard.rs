@@ -290,6 +290,9 @@ impl State {
             at,
         };
         let out = self.core.borrow_mut().handle(now, &msg, &arrival, reply_to);
+        for (duid, limit) in self.core.borrow_mut().take_limit_log() {
+            tracing::warn!(shard = self.id, client = %duid, limit = limit.label(), "client refused a new lease: per-client limit reached (RFC 9915 Security Considerations)");
+        }
         match out {
             Handled::Reply(to, r) => self.send(&to, &r),
             Handled::Deferred => {
@@ -347,7 +350,8 @@ impl State {
             }
         };
         let scope = if r.to.is_unicast_link_local() { o.ifindex } else { 0 };
-        let to = SocketAddrV6::new(r.to, r.port, 0, scope);
+        let port = if r.to_source_port { o.to.port() } else { r.port };
+        let to = SocketAddrV6::new(r.to, port, 0, scope);
         match udp::send(self.fd, &bytes, to, o.source, scope) {
             Ok(true) => {
                 let mut s = self.snap.borrow_mut();
@@ -377,6 +381,9 @@ impl State {
             if v > 0 {
                 s.dropped.insert(r.label(), v);
             }
+        }
+        for l in crate::server::limits::Limit::ALL {
+            s.limit_hits.insert(l.label(), e.limits.hits(l));
         }
         s.leases.clear();
         for ((ty, st), n) in e.leases().counts() {

@@ -95,7 +95,7 @@ impl DataDirLock {
 }
 
 /// A new DUID-LLT from the first interface with a real MAC address
-/// (RFC 8415 §11.2), or a DUID-UUID from the kernel's random UUID.
+/// (RFC 9915 §11.2), or a DUID-UUID from the kernel's random UUID.
 pub fn generate_duid(prefer: &[String]) -> Duid {
     let time = (unix_now().saturating_sub(946_684_800)) as u32;
     let mut names: Vec<String> = prefer.to_vec();

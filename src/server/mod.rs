@@ -1,4 +1,4 @@
-//! The DHCPv6 server engine (RFC 8415 §16, §18.3), pure and deterministic.
+//! The DHCPv6 server engine (RFC 9915 §16, §18.3), pure and deterministic.
 //!
 //! Input: the time, a decoded message, where it arrived, and the failover
 //! policy. Output: the reply with where to send it, plus the lease changes
@@ -7,6 +7,7 @@
 //! injected.
 
 pub mod fqdn;
+pub mod limits;
 mod policy;
 pub mod settings;
 mod subnet;
@@ -29,10 +30,10 @@ use subnet::SubnetState;
 
 pub const SERVER_PORT: u16 = 547;
 pub const CLIENT_PORT: u16 = 546;
-/// RFC 8415 §7.6 IRT_DEFAULT / IRT_MINIMUM.
+/// RFC 9915 §7.6 IRT_DEFAULT / IRT_MINIMUM.
 pub const IRT_DEFAULT: u32 = 86400;
 pub const IRT_MINIMUM: u32 = 600;
-/// Infinity for lifetimes and T1/T2 (RFC 8415 §7.7).
+/// Infinity for lifetimes and T1/T2 (RFC 9915 §7.7).
 pub const INFINITY: u32 = u32::MAX;
 /// A lease is moved to EXPIRED this long after its valid lifetime ends: the
 /// client counts its lifetime from when the Reply arrived, and failover
@@ -58,6 +59,9 @@ pub struct Reply {
     pub reply_type: MessageType,
     pub to: Ipv6Addr,
     pub port: u16,
+    /// RFC 8357 §5.2: send to the UDP source port the Relay-forward came
+    /// from instead of `port` (the relay sent OPTION_RELAY_PORT).
+    pub to_source_port: bool,
     /// The leases this reply changed, as they must be stored.
     pub changes: Vec<Lease>,
 }
@@ -73,7 +77,7 @@ pub enum DropReason {
     WrongServerId,
     /// A Server Identifier where none may be.
     UnexpectedServerId,
-    /// Solicit, Confirm or Rebind sent by unicast (RFC 8415 §16).
+    /// Solicit, Confirm or Rebind sent by unicast (RFC 9915 §16).
     UnicastNotAllowed,
     /// IA options in an Information-request.
     IaInInformationRequest,
@@ -83,12 +87,14 @@ pub enum DropReason {
     NotResponsive,
     /// A Relay-forward without OPTION_RELAY_MSG.
     RelayWithoutMessage,
+    /// A Relay-forward sent to a unicast address not in `unicast-listen`.
+    UnicastNotListening,
     /// Confirm with no addresses, or a Rebind we have nothing to say to.
     NothingToSay,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::NotForServer,
         DropReason::MissingClientId,
         DropReason::MissingServerId,
@@ -99,6 +105,7 @@ impl DropReason {
         DropReason::UnknownLink,
         DropReason::NotResponsive,
         DropReason::RelayWithoutMessage,
+        DropReason::UnicastNotListening,
         DropReason::NothingToSay,
     ];
 
@@ -115,6 +122,7 @@ impl DropReason {
             DropReason::UnknownLink => "unknown_link",
             DropReason::NotResponsive => "not_responsive",
             DropReason::RelayWithoutMessage => "relay_without_message",
+            DropReason::UnicastNotListening => "unicast_not_listening",
             DropReason::NothingToSay => "nothing_to_say",
         }
     }
@@ -146,6 +154,11 @@ pub struct EngineConfig {
     pub hash_key: u64,
     /// Client FQDN handling and DNS update intents (`[ddns]`); None: ignore FQDN.
     pub naming: Option<fqdn::Naming>,
+    /// `[limits]`: what one client may take.
+    pub limits: limits::Limits,
+    /// `unicast-listen`: the only unicast addresses Relay-forwards are
+    /// accepted at; empty: any.
+    pub unicast_listen: Vec<Ipv6Addr>,
 }
 
 /// Counters kept by the engine (exported as metrics by the runtime).
@@ -179,6 +192,8 @@ pub struct Engine {
     blocked: std::collections::HashSet<LeaseKey>,
     naming: Option<fqdn::Naming>,
     pub stats: Stats,
+    pub limits: limits::Tracker,
+    unicast_listen: Vec<Ipv6Addr>,
 }
 
 /// Per-message context shared by the IA handlers.
@@ -196,6 +211,9 @@ struct Ctx<'p> {
     /// The client's FQDN option, and ours for the reply (RFC 4704).
     fqdn: Option<crate::wire::ClientFqdn>,
     fqdn_reply: Option<crate::wire::ClientFqdn>,
+    /// New leases offered in this message but not in the table (an
+    /// Advertise commits nothing), per IA type, for the per-client limit.
+    offered: [u32; 2],
 }
 
 impl Engine {
@@ -208,6 +226,8 @@ impl Engine {
             blocked: Default::default(),
             naming: cfg.naming,
             stats: Stats::default(),
+            limits: limits::Tracker::new(cfg.limits),
+            unicast_listen: cfg.unicast_listen,
         }
     }
 
@@ -417,9 +437,12 @@ impl Engine {
             return Outcome::Drop(d);
         }
         let relayed = !chain.is_empty();
+        if relayed && !arrival.destination.is_multicast() && !self.unicast_listen.is_empty() && !self.unicast_listen.contains(&arrival.destination) {
+            return Outcome::Drop(DropReason::UnicastNotListening);
+        }
         let unicast = !relayed && !arrival.destination.is_multicast();
         if unicast && matches!(t, T::Solicit | T::Confirm | T::Rebind) {
-            // RFC 8415 §16: never accepted by unicast.
+            // RFC 9915 §16: never accepted by unicast.
             return Outcome::Drop(DropReason::UnicastNotAllowed);
         }
         let Some(subnet) = self.select_subnet(&chain, arrival) else {
@@ -435,7 +458,10 @@ impl Engine {
             Responsiveness::Unresponsive => return Outcome::Drop(DropReason::NotResponsive),
         }
         if unicast && self.subnets[subnet].cfg.server_unicast != Some(arrival.destination) {
-            // RFC 8415 §18.4: unicast without our OPTION_UNICAST → UseMulticast.
+            // RFC 9915 §16: clients' unicast is not accepted; the legacy RFC 8415
+            // §18.4 answer (UseMulticast, nothing processed) lets an old client
+            // that was told to unicast fall back to multicast at once (README,
+            // Conformance). Accepted only at a legacy `server-unicast` address.
             let mut o = self.reply_header(client);
             o.push(DhcpOption::StatusCode(Status::new(StatusCode::USE_MULTICAST, "send by multicast")));
             return self.finish(client, &chain, arrival, o, Vec::new());
@@ -452,6 +478,7 @@ impl Engine {
             capped: false,
             fqdn: client.options.client_fqdn().cloned(),
             fqdn_reply: None,
+            offered: [0; 2],
         };
         let options = match t {
             T::Solicit => {
@@ -492,16 +519,9 @@ impl Engine {
                 o
             }
             T::Confirm => {
-                let addrs: Vec<Ipv6Addr> = client
-                    .options
-                    .iter()
-                    .filter_map(|o| match o {
-                        DhcpOption::IaNa(ia) => Some(&ia.options),
-                        DhcpOption::IaTa(ia) => Some(&ia.options),
-                        _ => None,
-                    })
-                    .flat_map(|o| o.ia_addrs().map(|a| a.addr))
-                    .collect();
+                // RFC 9915 §21.5: IA_TA is obsolete and ignored; only IA_NA
+                // addresses are confirmed.
+                let addrs: Vec<Ipv6Addr> = client.options.ia_nas().flat_map(|ia| ia.options.ia_addrs().map(|a| a.addr)).collect();
                 if addrs.is_empty() {
                     return Outcome::Drop(DropReason::NothingToSay);
                 }
@@ -535,7 +555,7 @@ impl Engine {
         self.finish(client, &chain, arrival, options, changes)
     }
 
-    /// RFC 8415 §16 identifier rules.
+    /// RFC 9915 §16 identifier rules.
     fn validate(&self, c: &ClientMessage) -> Result<(), DropReason> {
         use MessageType as T;
         let sid = c.options.server_id();
@@ -572,7 +592,7 @@ impl Engine {
         Ok(())
     }
 
-    /// RFC 8415 §13.1: the innermost non-zero relay link-address for relayed
+    /// RFC 9915 §13.1: the innermost non-zero relay link-address for relayed
     /// clients, the arrival interface for direct link-local clients, the
     /// source address for direct global clients.
     fn select_subnet(&self, chain: &[&RelayMessage], arrival: &Arrival<'_>) -> Option<usize> {
@@ -585,13 +605,16 @@ impl Engine {
                     .or_else(|| self.subnets.iter().position(|s| s.cfg.prefix.contains(l)))
             });
         }
-        if !arrival.source.is_unicast_link_local()
-            && let Some(i) = self.subnets.iter().position(|s| s.cfg.prefix.contains(arrival.source))
-        {
-            return Some(i);
-        }
-        let ifname = arrival.interface?;
-        self.subnets.iter().position(|s| s.cfg.interface.as_deref() == Some(ifname))
+        let by_source = || {
+            (!arrival.source.is_unicast_link_local()).then(|| self.subnets.iter().position(|s| s.cfg.prefix.contains(arrival.source))).flatten()
+        };
+        let by_interface =
+            || arrival.interface.and_then(|ifname| self.subnets.iter().position(|s| s.cfg.interface.as_deref() == Some(ifname)));
+        // RFC 9915 §13.1 dropped 8415's "a direct message from a global
+        // source is on that source's link": a multicast arrival (link-scoped)
+        // belongs to its interface's subnet; the source prefix decides for
+        // unicast (legacy `server-unicast`) or an interface without a subnet.
+        if arrival.destination.is_multicast() { by_interface().or_else(by_source) } else { by_source().or_else(by_interface) }
     }
 
     fn reply_header(&self, c: &ClientMessage) -> Options {
@@ -624,6 +647,10 @@ impl Engine {
             if let Some(ifid) = level.options.interface_id() {
                 o.push(DhcpOption::InterfaceId(ifid.to_vec()));
             }
+            // RFC 8357 §5.2: copied into the Relay-reply at its level.
+            if let Some(p) = level.options.relay_port() {
+                o.push(DhcpOption::RelayPort(p));
+            }
             o.push(DhcpOption::RelayMsg(Box::new(m)));
             m = Message::Relay(RelayMessage {
                 msg_type: MessageType::RelayRepl,
@@ -633,11 +660,14 @@ impl Engine {
                 options: o,
             });
         }
+        // RFC 9915 §7.2: Relay-replies to 547, client messages to 546 —
+        // unless the relay that sent to us asked for its own port (RFC 8357).
         let port = if chain.is_empty() { CLIENT_PORT } else { SERVER_PORT };
-        Outcome::Reply(Reply { message: m, reply_type, to: arrival.source, port, changes })
+        let to_source_port = chain.first().is_some_and(|r| r.options.relay_port().is_some());
+        Outcome::Reply(Reply { message: m, reply_type, to: arrival.source, port, to_source_port, changes })
     }
 
-    /// Options from the client's ORO that the subnet supplies (RFC 8415 §18.3).
+    /// Options from the client's ORO that the subnet supplies (RFC 9915 §18.3).
     fn config_options(&self, subnet: usize, oro: &[u16], info_request: bool, out: &mut Options) {
         let s = &self.subnets[subnet].cfg;
         for code in oro {
@@ -686,7 +716,7 @@ impl Engine {
         (preferred, valid)
     }
 
-    /// RFC 8415 §18.3.2/§18.3.4: the same T1/T2 in every IA, derived from the
+    /// RFC 9915 §18.3.2/§18.3.4: the same T1/T2 in every IA, derived from the
     /// shortest preferred lifetime given; T1 ≤ T2 ≤ preferred. IAs that carry
     /// only a status get 0/0.
     fn set_t1_t2(&mut self, ctx: &mut Ctx<'_>, options: &mut Options) {
@@ -752,8 +782,30 @@ impl Engine {
         match self.leases.get(key) {
             Some(l) if l.binding == *binding && l.is_active() => true,
             Some(l) if l.is_active() => false,
+            // RFC 9915 §13.1: a reserved interface identifier is never given
+            // (a lease already active on one, from an older version, renews).
+            _ if matches!(key, LeaseKey::Addr(a) if crate::pool::reserved::is_reserved(u128::from(*a))) => false,
             existing => ctx.policy.may_allocate(key, existing, binding, ctx.now),
         }
+    }
+
+    /// May this client get one more lease of type `t` (RFC 9915 Security
+    /// Considerations)? Counts its ACTIVE leases whoever granted them, plus
+    /// what this message already offered; a refusal is counted and logged.
+    fn may_take_new(&mut self, ctx: &Ctx<'_>, t: IaType) -> bool {
+        use limits::Limit;
+        let held = self.leases.active_of_client(&ctx.duid, t) + ctx.offered[usize::from(t == IaType::Pd)];
+        let hit = if self.limits.lease_cap_reached(held) {
+            Some(Limit::LeasesPerClient)
+        } else if t == IaType::Na && self.limits.decline_blocked(&ctx.duid, ctx.now) {
+            Some(Limit::DeclinesPerClientPerHour)
+        } else {
+            None
+        };
+        if let Some(l) = hit {
+            self.limits.hit(&ctx.duid, l, ctx.now);
+        }
+        hit.is_none()
     }
 
     /// Grant (or offer) `key` to `binding`; returns the lease as given.
@@ -837,7 +889,7 @@ impl Engine {
         let requested: Vec<Ipv6Addr> = ia.options.ia_addrs().map(|a| a.addr).collect();
         let subnet = &self.subnets[ctx.subnet];
         if mode == IaMode::Assign && ctx.commit && requested.iter().any(|a| !subnet.on_link(*a)) {
-            // RFC 8415 §18.3.2: Request with an address not on the link.
+            // RFC 9915 §18.3.2: Request with an address not on the link.
             out.push(DhcpOption::StatusCode(Status::new(StatusCode::NOT_ON_LINK, "address not on link")));
             return out;
         }
@@ -866,7 +918,7 @@ impl Engine {
                 continue;
             }
             let l = self.leases.get(&k).expect("indexed");
-            let extend = l.is_active() || (requested.contains(&a) && self.available_for(ctx, &k, &binding));
+            let extend = l.is_active() || (requested.contains(&a) && self.available_for(ctx, &k, &binding) && self.may_take_new(ctx, IaType::Na));
             if extend {
                 let l = self.grant(ctx, k, &binding);
                 out.push(iaaddr(&l));
@@ -876,12 +928,15 @@ impl Engine {
         if given == 0 {
             // The state may forbid new leases (RFC 8156 §8): answer without
             // consulting the allocators, whose free lists would lose entries.
-            let picked = if ctx.policy.allocates() { self.pick_address(ctx, &binding, &requested) } else { None };
+            let limited = !self.may_take_new(ctx, IaType::Na);
+            let picked = if ctx.policy.allocates() && !limited { self.pick_address(ctx, &binding, &requested) } else { None };
             match picked {
                 Some(a) => {
                     let l = self.grant(ctx, LeaseKey::Addr(a), &binding);
+                    ctx.offered[0] += u32::from(!ctx.commit);
                     out.push(iaaddr(&l));
                 }
+                None if limited => out.push(DhcpOption::StatusCode(Status::new(StatusCode::NO_ADDRS_AVAIL, "per-client limit reached"))),
                 None => out.push(DhcpOption::StatusCode(Status::new(StatusCode::NO_ADDRS_AVAIL, "no addresses available"))),
             }
         }
@@ -958,19 +1013,22 @@ impl Engine {
             }
             let l = self.leases.get(&k).expect("indexed");
             let asked = requested.iter().any(|(r, _)| *r == p);
-            if l.is_active() || (asked && self.available_for(ctx, &k, &binding)) {
+            if l.is_active() || (asked && self.available_for(ctx, &k, &binding) && self.may_take_new(ctx, IaType::Pd)) {
                 let l = self.grant(ctx, k, &binding);
                 out.push(iaprefix(&l));
                 given += 1;
             }
         }
         if given == 0 {
-            let picked = if ctx.policy.allocates() { self.pick_prefix(ctx, &binding, &requested) } else { None };
+            let limited = !self.may_take_new(ctx, IaType::Pd);
+            let picked = if ctx.policy.allocates() && !limited { self.pick_prefix(ctx, &binding, &requested) } else { None };
             match picked {
                 Some(p) => {
                     let l = self.grant(ctx, LeaseKey::Prefix(p), &binding);
+                    ctx.offered[1] += u32::from(!ctx.commit);
                     out.push(iaprefix(&l));
                 }
+                None if limited => out.push(DhcpOption::StatusCode(Status::new(StatusCode::NO_PREFIX_AVAIL, "per-client limit reached"))),
                 None => out.push(DhcpOption::StatusCode(Status::new(StatusCode::NO_PREFIX_AVAIL, "no prefixes available"))),
             }
         }
@@ -1018,7 +1076,7 @@ impl Engine {
         None
     }
 
-    /// Release (RFC 8415 §18.3.7) or Decline (§18.3.8).
+    /// Release (RFC 9915 §18.3.7) or Decline (§18.3.8).
     fn release_ias(&mut self, ctx: &mut Ctx<'_>, c: &ClientMessage, out: &mut Options, decline: bool) {
         let status = if decline { BindingStatus::Abandoned } else { BindingStatus::Released };
         for o in &c.options {
@@ -1047,7 +1105,9 @@ impl Engine {
                 l.cltt = ctx.now;
                 l.update_partner = true;
                 mark_dns_removal(&mut l, ctx.policy);
-                if !decline {
+                if decline {
+                    self.limits.declined(&ctx.duid, 1, ctx.now);
+                } else {
                     self.subnets[ctx.subnet].release(&k);
                 }
                 self.leases.upsert(l.clone());

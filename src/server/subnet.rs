@@ -62,7 +62,11 @@ impl SubnetState {
         let addr_pools = cfg
             .pools
             .iter()
-            .map(|r| AddrPoolState { range: *r, alloc: SlotAllocator::new(r.size(), u128::from(r.first), 1, slice) })
+            .map(|r| AddrPoolState {
+                range: *r,
+                // RFC 9915 §13.1: never the reserved interface identifiers.
+                alloc: SlotAllocator::new(r.size(), u128::from(r.first), 1, slice).skipping(crate::pool::reserved::run_end),
+            })
             .collect();
         let pd_pools = cfg
             .pd_pools

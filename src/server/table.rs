@@ -3,7 +3,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::lease::{Binding, Lease, LeaseKey, Time};
+use crate::lease::{Binding, IaType, Lease, LeaseKey, Time};
+use crate::wire::Duid;
 
 /// When an active lease may be moved to EXPIRED: at the end of its valid
 /// lifetime, but never before the lifetime this server acknowledged to its
@@ -41,6 +42,11 @@ pub struct LeaseTable {
     /// Leases by (IA type, binding status), kept as leases change so that
     /// metrics never walk the table.
     counts: HashMap<(crate::lease::IaType, crate::wire::BindingStatus), u64>,
+    /// ACTIVE leases per client DUID and IA type, under a hash keyed at
+    /// random per process (no one can aim a DUID at another's count), for
+    /// `[limits] leases-per-client`. 12 bytes per client, no DUID copy.
+    active_by_client: HashMap<u64, u32>,
+    client_hasher: std::hash::RandomState,
 }
 
 impl LeaseTable {
@@ -52,6 +58,16 @@ impl LeaseTable {
     pub fn set_slack(&mut self, slack: Time) {
         debug_assert!(self.leases.is_empty());
         self.slack = slack;
+    }
+
+    fn client_slot(&self, duid: &Duid, t: IaType) -> u64 {
+        use std::hash::BuildHasher;
+        self.client_hasher.hash_one((duid.as_bytes(), t == IaType::Pd))
+    }
+
+    /// How many ACTIVE leases of type `t` this client holds, whoever granted them.
+    pub fn active_of_client(&self, duid: &Duid, t: IaType) -> u32 {
+        self.active_by_client.get(&self.client_slot(duid, t)).copied().unwrap_or(0)
     }
 
     pub fn len(&self) -> usize {
@@ -95,6 +111,13 @@ impl LeaseTable {
         }
         if old.status == crate::wire::BindingStatus::Active {
             self.expiry.remove(&(expires(old, self.slack), key));
+            let slot = self.client_slot(&old.binding.duid, key.ia_type());
+            if let Some(n) = self.active_by_client.get_mut(&slot) {
+                *n -= 1;
+                if *n == 0 {
+                    self.active_by_client.remove(&slot);
+                }
+            }
         }
         if let Some(b) = ended_base(old) {
             self.ended.remove(&(b, key));
@@ -127,6 +150,8 @@ impl LeaseTable {
         }
         if lease.status == crate::wire::BindingStatus::Active {
             self.expiry.insert((expires(&lease, self.slack), key));
+            let slot = self.client_slot(&lease.binding.duid, key.ia_type());
+            *self.active_by_client.entry(slot).or_default() += 1;
         }
         if let Some(b) = ended_base(&lease) {
             self.ended.insert((b, key));

@@ -1,5 +1,6 @@
-//! RFC 8415 server rules, one test each, named after the rule; the section
-//! is in the comment. Plus reservations, expiry, shard slices and the
+//! RFC 9915 server rules (it obsoletes RFC 8415; §1–§21 keep their
+//! numbers), one test each, named after the rule; the section is in the
+//! comment. Plus reservations, expiry, shard slices and the
 //! failover policy hooks.
 
 use std::net::Ipv6Addr;
@@ -49,7 +50,7 @@ fn client_duid(n: u8) -> Duid {
 
 fn engine_with(cfg: &str) -> Engine {
     let c = Config::parse(cfg).unwrap();
-    Engine::new(EngineConfig { server_duid: server_duid(), subnets: c.subnets, slice: Slice::WHOLE, hash_key: 7, naming: None })
+    Engine::new(EngineConfig { server_duid: server_duid(), subnets: c.subnets, slice: Slice::WHOLE, hash_key: 7, naming: None, limits: Default::default(), unicast_listen: Vec::new() })
 }
 
 fn engine() -> Engine {
@@ -129,7 +130,7 @@ fn lease_for(e: &mut Engine, n: u8) -> Ipv6Addr {
 
 #[test]
 fn solicit_without_client_id_is_discarded() {
-    // RFC 8415 §16
+    // RFC 9915 §16
     let mut e = engine();
     assert_eq!(send(&mut e, msg(MessageType::Solicit, vec![ia_na(1, &[])])), Outcome::Drop(DropReason::MissingClientId));
     assert_eq!(e.stats.dropped(DropReason::MissingClientId), 1);
@@ -137,14 +138,14 @@ fn solicit_without_client_id_is_discarded() {
 
 #[test]
 fn solicit_with_server_id_is_discarded() {
-    // RFC 8415 §16
+    // RFC 9915 §16
     let mut e = engine();
     assert_eq!(send(&mut e, msg(MessageType::Solicit, vec![cid(1), sid()])), Outcome::Drop(DropReason::UnexpectedServerId));
 }
 
 #[test]
 fn confirm_and_rebind_with_server_id_are_discarded() {
-    // RFC 8415 §16
+    // RFC 9915 §16
     let mut e = engine();
     for t in [MessageType::Confirm, MessageType::Rebind] {
         assert_eq!(send(&mut e, msg(t, vec![cid(1), sid(), ia_na(1, &["2001:db8:1::1"])])), Outcome::Drop(DropReason::UnexpectedServerId));
@@ -153,7 +154,7 @@ fn confirm_and_rebind_with_server_id_are_discarded() {
 
 #[test]
 fn request_renew_release_decline_need_our_server_id() {
-    // RFC 8415 §16
+    // RFC 9915 §16
     let mut e = engine();
     for t in [MessageType::Request, MessageType::Renew, MessageType::Release, MessageType::Decline] {
         assert_eq!(send(&mut e, msg(t, vec![cid(1), ia_na(1, &[])])), Outcome::Drop(DropReason::MissingServerId));
@@ -165,7 +166,7 @@ fn request_renew_release_decline_need_our_server_id() {
 
 #[test]
 fn information_request_with_ia_or_foreign_server_id_is_discarded() {
-    // RFC 8415 §16
+    // RFC 9915 §16
     let mut e = engine();
     assert_eq!(send(&mut e, msg(MessageType::InformationRequest, vec![ia_na(1, &[])])), Outcome::Drop(DropReason::IaInInformationRequest));
     let other = DhcpOption::ServerId(Duid::ll(1, &[9]));
@@ -174,7 +175,7 @@ fn information_request_with_ia_or_foreign_server_id_is_discarded() {
 
 #[test]
 fn server_messages_and_unknown_types_are_discarded() {
-    // RFC 8415 §16: Advertise, Reply, Reconfigure, Relay-reply, unknown types.
+    // RFC 9915 §16: Advertise, Reply, Reconfigure, Relay-reply, unknown types.
     let mut e = engine();
     for t in [MessageType::Advertise, MessageType::Reply, MessageType::Reconfigure, MessageType::Other(99), MessageType::BndUpd] {
         assert_eq!(send(&mut e, msg(t, vec![cid(1)])), Outcome::Drop(DropReason::NotForServer));
@@ -191,7 +192,7 @@ fn server_messages_and_unknown_types_are_discarded() {
 
 #[test]
 fn solicit_confirm_rebind_by_unicast_are_discarded() {
-    // RFC 8415 §16: these MUST NOT be accepted by unicast.
+    // RFC 9915 §16: these MUST NOT be accepted by unicast.
     let mut e = engine();
     let uni = Arrival { interface: Some("eth1"), source: a("2001:db8:1::77"), destination: a("2001:db8:1::1") };
     for t in [MessageType::Solicit, MessageType::Confirm, MessageType::Rebind] {
@@ -202,7 +203,7 @@ fn solicit_confirm_rebind_by_unicast_are_discarded() {
 
 #[test]
 fn unicast_request_without_server_unicast_gets_use_multicast() {
-    // RFC 8415 §18.4
+    // RFC 9915 §16 (legacy RFC 9915 §18.4 answer)
     let mut e = engine();
     let uni = Arrival { interface: Some("eth1"), source: a("2001:db8:1::77"), destination: a("2001:db8:1::1") };
     let r = reply(e.handle(NOW, &msg(MessageType::Request, vec![cid(1), sid(), ia_na(1, &[])]), &uni, &Standalone));
@@ -214,7 +215,7 @@ fn unicast_request_without_server_unicast_gets_use_multicast() {
 
 #[test]
 fn unicast_request_to_configured_server_unicast_is_processed() {
-    // RFC 8415 §18.4
+    // RFC 9915 §16 (legacy RFC 9915 §18.4 answer)
     let mut e = engine();
     let uni = Arrival { interface: None, source: a("2001:db8:2::77"), destination: a("2001:db8:2::1") };
     let r = reply(e.handle(NOW, &msg(MessageType::Request, vec![cid(1), sid(), ia_na(1, &[])]), &uni, &Standalone));
@@ -225,7 +226,7 @@ fn unicast_request_to_configured_server_unicast_is_processed() {
 
 #[test]
 fn advertise_copies_transaction_id_and_carries_both_identifiers() {
-    // RFC 8415 §18.3.9
+    // RFC 9915 §18.3.9
     let mut e = engine();
     let r = reply(send(&mut e, msg(MessageType::Solicit, vec![cid(1), ia_na(1, &[])])));
     let c = client_msg(&r);
@@ -238,7 +239,7 @@ fn advertise_copies_transaction_id_and_carries_both_identifiers() {
 
 #[test]
 fn advertise_offers_without_committing() {
-    // RFC 8415 §18.3.9: the IAs with what would be assigned; nothing is bound yet.
+    // RFC 9915 §18.3.9: the IAs with what would be assigned; nothing is bound yet.
     let mut e = engine();
     let r = reply(send(&mut e, msg(MessageType::Solicit, vec![cid(1), ia_na(1, &[]), ia_pd(2)])));
     let (addr, p, v) = first_addr(&r);
@@ -255,7 +256,7 @@ fn advertise_offers_without_committing() {
 
 #[test]
 fn advertise_includes_configured_preference() {
-    // RFC 8415 §18.3.9: Preference option, default 0 (omitted).
+    // RFC 9915 §18.3.9: Preference option, default 0 (omitted).
     let mut e = engine();
     let r = reply(send(&mut e, msg(MessageType::Solicit, vec![cid(1), ia_na(1, &[])])));
     assert!(client_msg(&r).options.iter().any(|o| *o == DhcpOption::Preference(7)));
@@ -263,7 +264,7 @@ fn advertise_includes_configured_preference() {
 
 #[test]
 fn advertise_with_no_addresses_puts_no_addrs_avail_in_the_ia() {
-    // RFC 8415 §18.3.9
+    // RFC 9915 §18.3.9
     let mut e = engine();
     let uni = Arrival { interface: None, source: a("2001:db8:2::77"), destination: a(MCAST) };
     for n in 1..=2 {
@@ -278,7 +279,7 @@ fn advertise_with_no_addresses_puts_no_addrs_avail_in_the_ia() {
 
 #[test]
 fn advertise_does_not_echo_a_hint_it_will_not_assign() {
-    // RFC 8415 §18.3.9
+    // RFC 9915 §18.3.9
     let mut e = engine();
     let held = lease_for(&mut e, 1);
     let r = reply(send(&mut e, msg(MessageType::Solicit, vec![cid(2), ia_na(1, &[&held.to_string()])])));
@@ -289,7 +290,7 @@ fn advertise_does_not_echo_a_hint_it_will_not_assign() {
 
 #[test]
 fn address_hint_is_honoured_when_free() {
-    // RFC 8415 §18.3.9: hints MAY be used.
+    // RFC 9915 §18.3.9: hints MAY be used.
     let mut e = engine();
     let r = reply(send(&mut e, msg(MessageType::Solicit, vec![cid(1), ia_na(1, &["2001:db8:1::1234"])])));
     assert_eq!(first_addr(&r).0, a("2001:db8:1::1234"));
@@ -297,7 +298,7 @@ fn address_hint_is_honoured_when_free() {
 
 #[test]
 fn rapid_commit_solicit_gets_a_committed_reply_with_rapid_commit() {
-    // RFC 8415 §18.3.1
+    // RFC 9915 §18.3.1
     let mut e = engine();
     let r = reply(send(&mut e, msg(MessageType::Solicit, vec![cid(1), DhcpOption::RapidCommit, ia_na(1, &[])])));
     let c = client_msg(&r);
@@ -309,7 +310,7 @@ fn rapid_commit_solicit_gets_a_committed_reply_with_rapid_commit() {
 
 #[test]
 fn rapid_commit_is_ignored_where_the_subnet_does_not_allow_it() {
-    // RFC 8415 §18.3.1
+    // RFC 9915 §18.3.1
     let mut e = engine_with(&CONFIG.replace("rapid-commit = true", "rapid-commit = false"));
     let r = reply(send(&mut e, msg(MessageType::Solicit, vec![cid(1), DhcpOption::RapidCommit, ia_na(1, &[])])));
     assert_eq!(client_msg(&r).msg_type, MessageType::Advertise);
@@ -321,7 +322,7 @@ fn rapid_commit_is_ignored_where_the_subnet_does_not_allow_it() {
 
 #[test]
 fn request_assigns_and_commits_before_reply() {
-    // RFC 8415 §18.3.2
+    // RFC 9915 §18.3.2
     let mut e = engine();
     let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(1), sid(), ia_na(1, &[]), ia_pd(1)])));
     assert_eq!(client_msg(&r).msg_type, MessageType::Reply);
@@ -336,7 +337,7 @@ fn request_assigns_and_commits_before_reply() {
 
 #[test]
 fn request_with_an_address_not_on_link_gets_not_on_link() {
-    // RFC 8415 §18.3.2
+    // RFC 9915 §18.3.2
     let mut e = engine();
     let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(1), sid(), ia_na(1, &["2001:db8:99::1"])])));
     assert_eq!(ia_status(&r), Some(StatusCode::NOT_ON_LINK));
@@ -345,7 +346,7 @@ fn request_with_an_address_not_on_link_gets_not_on_link() {
 
 #[test]
 fn request_for_an_existing_binding_returns_the_same_lease() {
-    // RFC 8415 §18.3.2: an IA we already have a binding for gets that binding back.
+    // RFC 9915 §18.3.2: an IA we already have a binding for gets that binding back.
     let mut e = engine();
     let x = lease_for(&mut e, 1);
     assert_eq!(lease_for(&mut e, 1), x);
@@ -354,7 +355,7 @@ fn request_for_an_existing_binding_returns_the_same_lease() {
 
 #[test]
 fn t1_and_t2_are_the_same_in_every_ia() {
-    // RFC 8415 §18.3.2, §18.1
+    // RFC 9915 §18.3.2, §18.1
     let mut e = engine();
     let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(1), sid(), ia_na(1, &[]), ia_na(2, &[]), ia_pd(3)])));
     let c = client_msg(&r);
@@ -372,7 +373,7 @@ fn t1_and_t2_are_the_same_in_every_ia() {
 
 #[test]
 fn options_in_the_oro_are_supplied() {
-    // RFC 8415 §18.3: options in the ORO the server is configured for MUST be included.
+    // RFC 9915 §18.3: options in the ORO the server is configured for MUST be included.
     let mut e = engine();
     let oro = DhcpOption::Oro(vec![opt::DNS_SERVERS, opt::DOMAIN_LIST, opt::NTP_SERVER]);
     let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(1), sid(), oro, ia_na(1, &[])])));
@@ -388,7 +389,7 @@ fn options_in_the_oro_are_supplied() {
 
 #[test]
 fn renew_extends_the_binding() {
-    // RFC 8415 §18.3.4
+    // RFC 9915 §18.3.4
     let mut e = engine();
     let x = lease_for(&mut e, 1);
     let later = NOW + 1000;
@@ -399,7 +400,7 @@ fn renew_extends_the_binding() {
 
 #[test]
 fn renew_returns_addresses_not_on_link_with_zero_lifetimes() {
-    // RFC 8415 §18.3.4
+    // RFC 9915 §18.3.4
     let mut e = engine();
     let x = lease_for(&mut e, 1);
     let r = reply(send(&mut e, msg(MessageType::Renew, vec![cid(1), sid(), ia_na(1, &[&x.to_string(), "2001:db8:99::5"])])));
@@ -411,7 +412,7 @@ fn renew_returns_addresses_not_on_link_with_zero_lifetimes() {
 
 #[test]
 fn renew_without_binding_creates_one() {
-    // RFC 8415 §18.3.4: configured to create bindings from Renew (e.g. after losing the store).
+    // RFC 9915 §18.3.4: configured to create bindings from Renew (e.g. after losing the store).
     let mut e = engine();
     let r = reply(send(&mut e, msg(MessageType::Renew, vec![cid(1), sid(), ia_na(1, &["2001:db8:1::2222"])])));
     assert_eq!(first_addr(&r), (a("2001:db8:1::2222"), 3000, 4000));
@@ -420,7 +421,7 @@ fn renew_without_binding_creates_one() {
 
 #[test]
 fn rebind_extends_a_known_binding() {
-    // RFC 8415 §18.3.5
+    // RFC 9915 §18.3.5
     let mut e = engine();
     let x = lease_for(&mut e, 1);
     let r = reply(send(&mut e, msg(MessageType::Rebind, vec![cid(1), ia_na(1, &[&x.to_string()])])));
@@ -429,7 +430,7 @@ fn rebind_extends_a_known_binding() {
 
 #[test]
 fn rebind_without_binding_gets_no_binding_unless_rapid_commit() {
-    // RFC 8415 §18.3.5: create bindings from Rebind only if rapid commit is configured.
+    // RFC 9915 §18.3.5: create bindings from Rebind only if rapid commit is configured.
     let mut e = engine_with(&CONFIG.replace("rapid-commit = true", "rapid-commit = false"));
     let r = reply(send(&mut e, msg(MessageType::Rebind, vec![cid(1), ia_na(1, &["2001:db8:1::2222"])])));
     assert_eq!(ia_status(&r), Some(StatusCode::NO_BINDING));
@@ -441,7 +442,7 @@ fn rebind_without_binding_gets_no_binding_unless_rapid_commit() {
 
 #[test]
 fn rebind_for_addresses_off_link_gets_zero_lifetimes() {
-    // RFC 8415 §18.3.5
+    // RFC 9915 §18.3.5
     let mut e = engine_with(&CONFIG.replace("rapid-commit = true", "rapid-commit = false"));
     let r = reply(send(&mut e, msg(MessageType::Rebind, vec![cid(1), ia_na(1, &["2001:db8:99::1"])])));
     assert_eq!(first_addr(&r), (a("2001:db8:99::1"), 0, 0));
@@ -451,7 +452,7 @@ fn rebind_for_addresses_off_link_gets_zero_lifetimes() {
 
 #[test]
 fn confirm_answers_success_when_all_addresses_are_on_link() {
-    // RFC 8415 §18.3.3
+    // RFC 9915 §18.3.3
     let mut e = engine();
     let r = reply(send(&mut e, msg(MessageType::Confirm, vec![cid(1), ia_na(1, &["2001:db8:1::5"])])));
     assert_eq!(client_msg(&r).options.status().unwrap().code, StatusCode::SUCCESS);
@@ -459,7 +460,7 @@ fn confirm_answers_success_when_all_addresses_are_on_link() {
 
 #[test]
 fn confirm_answers_not_on_link_when_any_address_is_off_link() {
-    // RFC 8415 §18.3.3
+    // RFC 9915 §18.3.3
     let mut e = engine();
     let r = reply(send(&mut e, msg(MessageType::Confirm, vec![cid(1), ia_na(1, &["2001:db8:1::5", "2001:db8:5::5"])])));
     assert_eq!(client_msg(&r).options.status().unwrap().code, StatusCode::NOT_ON_LINK);
@@ -467,7 +468,7 @@ fn confirm_answers_not_on_link_when_any_address_is_off_link() {
 
 #[test]
 fn confirm_without_addresses_or_known_link_gets_no_reply() {
-    // RFC 8415 §18.3.3
+    // RFC 9915 §18.3.3
     let mut e = engine();
     assert_eq!(send(&mut e, msg(MessageType::Confirm, vec![cid(1), ia_na(1, &[])])), Outcome::Drop(DropReason::NothingToSay));
     let nowhere = Arrival { interface: Some("eth9"), source: a(LL), destination: a(MCAST) };
@@ -479,7 +480,7 @@ fn confirm_without_addresses_or_known_link_gets_no_reply() {
 
 #[test]
 fn release_frees_the_lease_and_answers_success() {
-    // RFC 8415 §18.3.7
+    // RFC 9915 §18.3.7
     let mut e = engine();
     let x = lease_for(&mut e, 1);
     let r = reply(send(&mut e, msg(MessageType::Release, vec![cid(1), sid(), ia_na(1, &[&x.to_string()])])));
@@ -490,7 +491,7 @@ fn release_frees_the_lease_and_answers_success() {
 
 #[test]
 fn release_of_an_unknown_ia_gets_no_binding_in_that_ia() {
-    // RFC 8415 §18.3.7
+    // RFC 9915 §18.3.7
     let mut e = engine();
     let r = reply(send(&mut e, msg(MessageType::Release, vec![cid(1), sid(), ia_na(5, &["2001:db8:1::1005"])])));
     assert_eq!(ia_status(&r), Some(StatusCode::NO_BINDING));
@@ -508,7 +509,7 @@ fn the_same_client_gets_its_address_back_after_release() {
 
 #[test]
 fn decline_marks_the_address_abandoned_and_it_is_not_reused() {
-    // RFC 8415 §18.3.8
+    // RFC 9915 §18.3.8
     let mut e = engine_with(&CONFIG.replace(
         "pools = [\"2001:db8:1::1000-2001:db8:1::ffff\"]",
         "pools = [\"2001:db8:1::1000-2001:db8:1::1001\"]",
@@ -527,7 +528,7 @@ fn decline_marks_the_address_abandoned_and_it_is_not_reused() {
 
 #[test]
 fn information_request_gets_configuration_and_refresh_time() {
-    // RFC 8415 §18.3.6, §21.23
+    // RFC 9915 §18.3.6, §21.23
     let mut e = engine();
     let oro = DhcpOption::Oro(vec![opt::DNS_SERVERS, opt::INFORMATION_REFRESH_TIME]);
     let r = reply(send(&mut e, msg(MessageType::InformationRequest, vec![cid(1), oro])));
@@ -539,7 +540,7 @@ fn information_request_gets_configuration_and_refresh_time() {
 
 #[test]
 fn information_request_without_client_id_is_still_answered() {
-    // RFC 8415 §18.3.6
+    // RFC 9915 §18.3.6
     let mut e = engine();
     let r = reply(send(&mut e, msg(MessageType::InformationRequest, vec![DhcpOption::Oro(vec![opt::DNS_SERVERS])])));
     assert!(client_msg(&r).options.client_id().is_none());
@@ -565,7 +566,7 @@ fn relay(link: &str, peer: &str, hop: u8, ifid: Option<&[u8]>, inner: Message) -
 
 #[test]
 fn relayed_request_gets_relay_reply_with_interface_id_to_port_547() {
-    // RFC 8415 §18.3.10, §21.18: the Interface-Id is copied into the Relay-reply.
+    // RFC 9915 §18.3.10, §21.18: the Interface-Id is copied into the Relay-reply.
     let mut e = engine();
     let m = relay("2001:db8:1::1", "fe80::c", 0, Some(b"port7"), msg(MessageType::Solicit, vec![cid(1), ia_na(1, &[])]));
     let from_relay = Arrival { interface: Some("eth0"), source: a("2001:db8:ffff::7"), destination: a("2001:db8:ffff::1") };
@@ -580,7 +581,7 @@ fn relayed_request_gets_relay_reply_with_interface_id_to_port_547() {
 
 #[test]
 fn nested_relays_are_answered_level_by_level() {
-    // RFC 8415 §19.3: one Relay-reply per Relay-forward, each copying its level.
+    // RFC 9915 §19.3: one Relay-reply per Relay-forward, each copying its level.
     let mut e = engine();
     let inner = relay("2001:db8:1::1", "fe80::c", 0, Some(b"A"), msg(MessageType::Solicit, vec![cid(1), ia_na(1, &[])]));
     let outer = relay("::", "2001:db8:5::a", 1, Some(b"B"), inner);
@@ -596,7 +597,7 @@ fn nested_relays_are_answered_level_by_level() {
 
 #[test]
 fn relayed_client_is_placed_by_link_address_or_relay_links() {
-    // RFC 8415 §13.1; relay-links config.
+    // RFC 9915 §13.1; relay-links config.
     let mut e = engine();
     let via = Arrival { interface: None, source: a("2001:db8:9::1"), destination: a("2001:db8:ffff::1") };
     let m = relay("2001:db8:9::1", "fe80::c", 0, None, msg(MessageType::Solicit, vec![cid(1), ia_na(1, &[])]));
@@ -608,7 +609,7 @@ fn relayed_client_is_placed_by_link_address_or_relay_links() {
 
 #[test]
 fn zero_link_address_of_a_lightweight_relay_is_ignored() {
-    // RFC 8415 §13.1: link-address 0 MUST be ignored; an outer relay's value is used.
+    // RFC 9915 §13.1: link-address 0 MUST be ignored; an outer relay's value is used.
     let mut e = engine();
     let inner = relay("::", "fe80::c", 0, Some(b"x"), msg(MessageType::Solicit, vec![cid(1), ia_na(1, &[])]));
     let outer = relay("2001:db8:1::1", "2001:db8:1::2", 1, None, inner);
@@ -633,7 +634,7 @@ fn relay_forward_without_relay_message_is_dropped() {
 
 #[test]
 fn prefix_delegation_assigns_aligned_prefixes_and_no_prefix_avail_when_full() {
-    // RFC 8415 §18.3.2, §18.3.9
+    // RFC 9915 §18.3.2, §18.3.9
     let mut e = engine_with(&CONFIG.replace("2001:db8:100::/40\", delegated-length = 56", "2001:db8:100::/55\", delegated-length = 56"));
     let mut got = Vec::new();
     for n in 1..=2 {
@@ -651,7 +652,7 @@ fn prefix_delegation_assigns_aligned_prefixes_and_no_prefix_avail_when_full() {
 
 #[test]
 fn prefix_renew_and_release() {
-    // RFC 8415 §18.3.4, §18.3.7 for IA_PD
+    // RFC 9915 §18.3.4, §18.3.7 for IA_PD
     let mut e = engine();
     let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(1), sid(), ia_pd(4)])));
     let p = client_msg(&r).options.ia_pds().next().unwrap().options.ia_prefixes().next().unwrap().clone();
@@ -669,7 +670,7 @@ fn prefix_renew_and_release() {
 fn reserved_address_goes_to_its_client_only() {
     let mut c = Config::parse(CONFIG).unwrap();
     c.subnets[0].reservations.push(Reservation { duid: client_duid(9), address: Some(a("2001:db8:1::9")), prefix: None });
-    let mut e = Engine::new(EngineConfig { server_duid: server_duid(), subnets: c.subnets, slice: Slice::WHOLE, hash_key: 7, naming: None });
+    let mut e = Engine::new(EngineConfig { server_duid: server_duid(), subnets: c.subnets, slice: Slice::WHOLE, hash_key: 7, naming: None, limits: Default::default(), unicast_listen: Vec::new() });
     let r = reply(send(&mut e, msg(MessageType::Solicit, vec![cid(1), ia_na(1, &["2001:db8:1::9"])])));
     assert_ne!(first_addr(&r).0, a("2001:db8:1::9"));
     assert_eq!(lease_for(&mut e, 9), a("2001:db8:1::9"));
@@ -696,7 +697,7 @@ fn shards_allocate_only_from_their_slice() {
     let mut seen = std::collections::HashSet::new();
     for shard in 0..3 {
         let slice = Slice { shards: 3, shard };
-        let mut e = Engine::new(EngineConfig { server_duid: server_duid(), subnets: c.subnets.clone(), slice, hash_key: 7, naming: None });
+        let mut e = Engine::new(EngineConfig { server_duid: server_duid(), subnets: c.subnets.clone(), slice, hash_key: 7, naming: None, limits: Default::default(), unicast_listen: Vec::new() });
         let probe = crate::pool::SlotAllocator::new(0xf000, 0x1000, 1, slice);
         for n in 0..50u8 {
             let x = lease_for(&mut e, n);
@@ -779,7 +780,7 @@ fn engine_with_naming() -> Engine {
         synthesize_pattern: "dhcp-{addr}".into(),
         forward_zone: crate::wire::DomainName::from_dotted("example.net.").unwrap(),
     };
-    Engine::new(EngineConfig { server_duid: server_duid(), subnets: c.subnets, slice: Slice::WHOLE, hash_key: 7, naming: Some(naming) })
+    Engine::new(EngineConfig { server_duid: server_duid(), subnets: c.subnets, slice: Slice::WHOLE, hash_key: 7, naming: Some(naming), limits: Default::default(), unicast_listen: Vec::new() })
 }
 
 /// What the DNS queue writes back after adding the records of the lease in
@@ -850,4 +851,204 @@ fn a_lease_keeps_the_name_its_records_carry() {
     assert_eq!(d.name.unwrap().to_string(), "first.example.net.");
     assert_eq!(d.dns_flags & F::PENDING_ADD, 0);
     assert_ne!(d.dns_flags & F::FWD_UPTODATE, 0);
+}
+
+// ---- RFC 9915 §13.1: reserved interface identifiers (RFC 5453) -------------
+
+#[test]
+fn rfc9915_13_1_reserved_interface_identifiers_are_never_assigned() {
+    let mut e = engine_with(
+        r#"
+interfaces = ["eth1"]
+[[subnet]]
+prefix = "2001:db8:5::/64"
+interface = "eth1"
+pools = ["2001:db8:5::-2001:db8:5::7",
+         "2001:db8:5::fdff:ffff:ffff:ff7c-2001:db8:5::fdff:ffff:ffff:ffff",
+         "2001:db8:5::200:5eff:fdff:fffe-2001:db8:5::200:5eff:fe00:1"]
+"#,
+    );
+    // A client asking for the subnet-router anycast address does not get it.
+    let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(1), sid(), ia_na(1, &["2001:db8:5::"])])));
+    let mut given = vec![first_addr(&r).0];
+    // 7 + 4 + 2 usable addresses: the pools are exhausted without one reserved.
+    for n in 2..=13 {
+        given.push(lease_for(&mut e, n));
+    }
+    for x in &given {
+        assert!(!crate::pool::reserved::is_reserved(u128::from(*x)), "{x} is reserved");
+    }
+    given.sort();
+    given.dedup();
+    assert_eq!(given.len(), 13);
+    let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(14), sid(), ia_na(1, &[])])));
+    assert_eq!(ia_status(&r), Some(StatusCode::NO_ADDRS_AVAIL));
+}
+
+// ---- RFC 9915 Security Considerations: per-client limits -------------------
+
+fn ia_statuses(r: &Reply) -> Vec<Option<StatusCode>> {
+    let c = client_msg(r);
+    c.options
+        .iter()
+        .filter_map(|o| match o {
+            DhcpOption::IaNa(ia) => Some(ia.options.status().map(|s| s.code)),
+            DhcpOption::IaPd(ia) => Some(ia.options.status().map(|s| s.code)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn rfc9915_security_considerations_leases_per_client_caps_each_ia_type() {
+    use limits::{Limit, Limits};
+    let mut e = engine();
+    e.limits = limits::Tracker::new(Limits { leases_per_client: 4, declines_per_client_per_hour: 8 });
+    let ten_na: Vec<DhcpOption> = (1..=10).map(|i| ia_na(i, &[])).collect();
+    let ten_pd: Vec<DhcpOption> = (1..=10).map(ia_pd).collect();
+    // An Advertise already shows the cap (it commits nothing, yet offers count).
+    let r = reply(send(&mut e, msg(MessageType::Solicit, [vec![cid(1)], ten_na.clone()].concat())));
+    let st = ia_statuses(&r);
+    assert_eq!((st.iter().filter(|s| s.is_none()).count(), st.len()), (4, 10), "{st:?}");
+    let r = reply(send(&mut e, msg(MessageType::Request, [vec![cid(1), sid()], ten_na.clone(), ten_pd.clone()].concat())));
+    let st = ia_statuses(&r);
+    assert_eq!(st[..4], [None; 4]);
+    assert_eq!(st[4..10], [Some(StatusCode::NO_ADDRS_AVAIL); 6]);
+    assert_eq!(st[10..14], [None; 4]);
+    assert_eq!(st[14..], [Some(StatusCode::NO_PREFIX_AVAIL); 6]);
+    assert_eq!(e.limits.hits(Limit::LeasesPerClient), 6 + 6 + 6);
+    // Logged once a minute per client, however many hits.
+    assert_eq!(e.limits.take_log(), vec![(client_duid(1), Limit::LeasesPerClient)]);
+    // What it holds keeps renewing; another client is unaffected.
+    let r = reply(send(&mut e, msg(MessageType::Renew, [vec![cid(1), sid()], ten_na[..4].to_vec()].concat())));
+    assert_eq!(ia_statuses(&r), vec![None; 4]);
+    assert_eq!(lease_for(&mut e, 2).segments()[0], 0x2001);
+    // Releasing one makes room for one.
+    let held = e.leases().iter().find(|l| l.binding.duid == client_duid(1) && l.binding.iaid == 1 && l.binding.ia_type == IaType::Na && l.is_active()).unwrap().key;
+    let LeaseKey::Addr(x) = held else { panic!() };
+    reply(send(&mut e, msg(MessageType::Release, vec![cid(1), sid(), ia_na(1, &[&x.to_string()])])));
+    let r = reply(send(&mut e, msg(MessageType::Request, [vec![cid(1), sid()], ten_na[4..6].to_vec()].concat())));
+    assert_eq!(ia_statuses(&r), vec![None, Some(StatusCode::NO_ADDRS_AVAIL)]);
+}
+
+#[test]
+fn rfc9915_security_considerations_declines_over_the_cap_still_abandon_and_block_new_addresses() {
+    use limits::{Limit, Limits};
+    let mut e = engine();
+    e.limits = limits::Tracker::new(Limits { leases_per_client: 16, declines_per_client_per_hour: 2 });
+    for round in 0..3 {
+        let x = lease_for(&mut e, 1);
+        let r = reply(send(&mut e, msg(MessageType::Decline, vec![cid(1), sid(), ia_na(1, &[&x.to_string()])])));
+        assert_eq!(client_msg(&r).options.status().unwrap().code, StatusCode::SUCCESS, "round {round}");
+        assert_eq!(e.leases().get(&LeaseKey::Addr(x)).unwrap().status, BindingStatus::Abandoned);
+    }
+    // Three declines, two allowed: no new address within the hour…
+    let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(1), sid(), ia_na(1, &[])])));
+    assert_eq!(ia_status(&r), Some(StatusCode::NO_ADDRS_AVAIL));
+    assert_eq!(e.limits.hits(Limit::DeclinesPerClientPerHour), 1);
+    // …but prefixes are not addresses, and another client is served.
+    let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(1), sid(), ia_pd(1)])));
+    assert_eq!(ia_statuses(&r), vec![None]);
+    lease_for(&mut e, 2);
+    // An hour after the first decline it gets one again.
+    let later = e.handle(NOW + 3600, &msg(MessageType::Request, vec![cid(1), sid(), ia_na(1, &[])]), &direct(), &Standalone);
+    assert_eq!(ia_status(&reply(later)), None);
+}
+
+// ---- RFC 9915 deltas (shared/reviews/rfc9915-deltas.md §2) ------------------
+
+#[test]
+fn rfc9915_21_5_confirm_ignores_ia_ta() {
+    let mut e = engine();
+    let ta = |x: &str| {
+        DhcpOption::IaTa(crate::wire::IaTa {
+            iaid: 9,
+            options: vec![DhcpOption::IaAddr(IaAddr { addr: a(x), preferred: 0, valid: 0, options: Options::new() })].into(),
+        })
+    };
+    // Only temporary addresses: nothing to confirm, no Reply (§18.3.3).
+    assert_eq!(send(&mut e, msg(MessageType::Confirm, vec![cid(1), ta("2001:db8:1::5")])), Outcome::Drop(DropReason::NothingToSay));
+    // An off-link temporary address does not make the IA_NA's NotOnLink.
+    let r = reply(send(&mut e, msg(MessageType::Confirm, vec![cid(1), ia_na(1, &["2001:db8:1::5"]), ta("2001:db8:77::5")])));
+    assert_eq!(client_msg(&r).options.status().unwrap().code, StatusCode::SUCCESS);
+}
+
+#[test]
+fn rfc9915_13_1_a_multicast_arrival_belongs_to_its_interfaces_subnet_not_its_sources() {
+    let mut e = engine();
+    // Multicast on eth1 (subnet 2001:db8:1::/64) from a global address of 2001:db8:2::/64.
+    let m = msg(MessageType::Solicit, vec![cid(1), ia_na(1, &[])]);
+    let from = Arrival { interface: Some("eth1"), source: a("2001:db8:2::99"), destination: a(MCAST) };
+    let r = reply(e.handle(NOW, &m, &from, &Standalone));
+    assert!(first_addr(&r).0 >= a("2001:db8:1::1000"), "{}", first_addr(&r).0);
+    // On an interface without a subnet the source prefix still places it.
+    let from = Arrival { interface: Some("eth9"), source: a("2001:db8:2::99"), destination: a(MCAST) };
+    let r = reply(e.handle(NOW, &m, &from, &Standalone));
+    assert_eq!(first_addr(&r).0.segments()[2], 2);
+}
+
+#[test]
+fn rfc9915_16_legacy_unicast_from_a_client_gets_use_multicast_without_processing() {
+    // RFC 9915 §16: servers SHOULD NOT accept unicast from clients; the
+    // RFC 8415 answer (UseMulticast, nothing processed) is kept so a legacy
+    // client falls back to multicast at once and its Release is not lost.
+    let mut e = engine();
+    let x = lease_for(&mut e, 1);
+    let m = msg(MessageType::Release, vec![cid(1), sid(), ia_na(1, &[&x.to_string()])]);
+    let r = reply(e.handle(NOW, &m, &Arrival { interface: Some("eth1"), source: a(LL), destination: a("2001:db8:1::1") }, &Standalone));
+    assert_eq!(client_msg(&r).options.status().unwrap().code, StatusCode::USE_MULTICAST);
+    assert!(e.leases().get(&LeaseKey::Addr(x)).unwrap().is_active(), "not processed");
+}
+
+#[test]
+fn unicast_listen_limits_the_addresses_relays_may_send_to() {
+    let c = Config::parse(CONFIG).unwrap();
+    let mut e = Engine::new(EngineConfig {
+        server_duid: server_duid(),
+        subnets: c.subnets,
+        slice: Slice::WHOLE,
+        hash_key: 7,
+        naming: None,
+        limits: Default::default(),
+        unicast_listen: vec![a("2001:db8:ffff::1")],
+    });
+    let m = relay("2001:db8:1::1", "fe80::c", 0, None, msg(MessageType::Solicit, vec![cid(1), ia_na(1, &[])]));
+    let to = |d: &str| Arrival { interface: Some("eth0"), source: a("2001:db8:ffff::7"), destination: a(d) };
+    assert!(matches!(e.handle(NOW, &m, &to("2001:db8:ffff::1"), &Standalone), Outcome::Reply(_)));
+    assert_eq!(e.handle(NOW, &m, &to("2001:db8:ffff::2"), &Standalone), Outcome::Drop(DropReason::UnicastNotListening));
+    assert_eq!(e.stats.dropped(DropReason::UnicastNotListening), 1);
+    // Relays that multicast (All_DHCP_Servers) are not affected.
+    assert!(matches!(e.handle(NOW, &m, &to("ff05::1:3"), &Standalone), Outcome::Reply(_)));
+    // Unset: any local address.
+    let mut open = engine();
+    assert!(matches!(open.handle(NOW, &m, &to("2001:db8:ffff::2"), &Standalone), Outcome::Reply(_)));
+}
+
+#[test]
+fn rfc8357_a_relay_on_its_own_port_gets_the_option_back_and_the_reply_on_that_port() {
+    let mut e = engine();
+    let with_port = |m: Message| {
+        let Message::Relay(mut r) = m else { panic!() };
+        r.options.push(DhcpOption::RelayPort(0));
+        Message::Relay(r)
+    };
+    let solicit = || msg(MessageType::Solicit, vec![cid(1), ia_na(1, &[])]);
+    let from_relay = Arrival { interface: Some("eth0"), source: a("2001:db8:ffff::7"), destination: a("2001:db8:ffff::1") };
+    let m = with_port(relay("2001:db8:1::1", "fe80::c", 0, Some(b"p1"), solicit()));
+    let r = reply(e.handle(NOW, &m, &from_relay, &Standalone));
+    assert!(r.to_source_port);
+    let Message::Relay(rr) = &r.message else { panic!("not a relay reply") };
+    assert_eq!(rr.options.relay_port(), Some(0));
+    assert_eq!(rr.options.interface_id(), Some(&b"p1"[..]));
+    // RFC 9915 §7.2 without it: port 547.
+    let r = reply(e.handle(NOW, &relay("2001:db8:1::1", "fe80::c", 0, None, solicit()), &from_relay, &Standalone));
+    assert!(!r.to_source_port);
+    assert_eq!(r.port, SERVER_PORT);
+    // Nested: the inner relay's option is copied at its level; the outer
+    // relay (on 547) gets the reply on 547 and forwards it by the option.
+    let inner = with_port(relay("2001:db8:1::1", "fe80::c", 0, None, solicit()));
+    let r = reply(e.handle(NOW, &relay("::", "2001:db8:5::a", 1, None, inner), &from_relay, &Standalone));
+    assert!(!r.to_source_port);
+    let (chain, _) = r.message.unwrap_relays();
+    assert_eq!((chain[0].options.relay_port(), chain[1].options.relay_port()), (None, Some(0)));
 }

@@ -345,6 +345,11 @@ impl<C> ShardCore<C> {
         self.id
     }
 
+    /// Per-client limit hits to log (at most one a minute per client).
+    pub fn take_limit_log(&mut self) -> Vec<(crate::wire::Duid, crate::server::limits::Limit)> {
+        self.engine.limits.take_log()
+    }
+
     pub fn engine(&self) -> &Engine {
         &self.engine
     }

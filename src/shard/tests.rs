@@ -34,6 +34,8 @@ fn config(shards: usize, role: Role) -> ShardsConfig {
             slice: crate::pool::Slice::WHOLE,
             hash_key: 7,
             naming: None,
+            limits: Default::default(),
+            unicast_listen: Vec::new(),
         },
         shards,
         failover: Some((role, 60)),

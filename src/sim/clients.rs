@@ -1,4 +1,4 @@
-//! The simulated clients: DHCPv6 clients with RFC 8415 renew/rebind timers,
+//! The simulated clients: DHCPv6 clients with RFC 9915 renew/rebind timers,
 //! occasional releases, and the first invariant (no address or prefix held
 //! by two clients at once), checked on what the clients are told.
 

@@ -452,6 +452,8 @@ impl Sim {
                 slice: crate::pool::Slice::WHOLE,
                 hash_key: 11 + i as u64,
                 naming: None,
+                limits: Default::default(),
+                unicast_listen: Vec::new(),
             },
             shards: s.shards,
             failover: Some((s.role, sc.mclt)),

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-/// DHCPv6 message types (RFC 8415 §7.3) plus the failover types 24–35 (RFC 8156 §5.3).
+/// DHCPv6 message types (RFC 9915 §7.3) plus the failover types 24–35 (RFC 8156 §5.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MessageType {
     Solicit,
@@ -178,6 +178,8 @@ pub mod opt {
     pub const VENDOR_OPTS: u16 = 17;
     pub const INTERFACE_ID: u16 = 18;
     pub const RECONF_MSG: u16 = 19;
+    /// RFC 8357.
+    pub const RELAY_PORT: u16 = 135;
     pub const RECONF_ACCEPT: u16 = 20;
     pub const DNS_SERVERS: u16 = 23;
     pub const DOMAIN_LIST: u16 = 24;
@@ -239,6 +241,7 @@ pub fn option_name(code: u16) -> &'static str {
         VENDOR_OPTS => "VENDOR_OPTS",
         INTERFACE_ID => "INTERFACE_ID",
         RECONF_MSG => "RECONF_MSG",
+        RELAY_PORT => "RELAY_PORT",
         RECONF_ACCEPT => "RECONF_ACCEPT",
         DNS_SERVERS => "DNS_SERVERS",
         DOMAIN_LIST => "DOMAIN_LIST",
@@ -280,7 +283,7 @@ pub fn option_name(code: u16) -> &'static str {
     }
 }
 
-/// A status code (RFC 8415 §21.13, RFC 5007, RFC 7653, RFC 8156 §5.6).
+/// A status code (RFC 9915 §21.13, RFC 5007, RFC 7653, RFC 8156 §5.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct StatusCode(pub u16);
 

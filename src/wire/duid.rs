@@ -1,4 +1,4 @@
-//! DUIDs (RFC 8415 §11). A DUID is opaque: servers compare it only for
+//! DUIDs (RFC 9915 §11). A DUID is opaque: servers compare it only for
 //! equality and never reject one for an unknown type, so it is stored as its
 //! raw octets and the typed forms are a view over them.
 
@@ -6,7 +6,7 @@ use std::fmt;
 
 use super::error::DecodeError;
 
-/// Longest DUID: 2-octet type plus at most 128 octets (RFC 8415 §11.1).
+/// Longest DUID: 2-octet type plus at most 128 octets (RFC 9915 §11.1).
 pub const MAX_DUID_LEN: usize = 130;
 
 pub const DUID_LLT: u16 = 1;
@@ -34,7 +34,7 @@ pub enum DuidKind<'a> {
 }
 
 impl Duid {
-    /// Wrap raw octets, checking only what RFC 8415 requires of every DUID.
+    /// Wrap raw octets, checking only what RFC 9915 requires of every DUID.
     pub fn from_bytes(bytes: &[u8]) -> Result<Duid, DecodeError> {
         if bytes.len() < 3 || bytes.len() > MAX_DUID_LEN {
             return Err(DecodeError::new(super::error::DecodeErrorKind::BadLength {

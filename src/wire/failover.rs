@@ -12,7 +12,7 @@ pub const FAILOVER_PORT: u16 = 647;
 pub const HEADER_LEN: usize = 8;
 /// The 2-octet length cannot say more than this.
 pub const MAX_FRAME_LEN: usize = 65535;
-/// Smallest payload we accept in a frame: the 4-octet RFC 8415 header that
+/// Smallest payload we accept in a frame: the 4-octet RFC 9915 header that
 /// STARTTLS/REPLY use (the failover header is 8).
 pub const MIN_FRAME_LEN: usize = 4;
 /// Protocol version this implementation speaks (RFC 8156 §5.5.11).

@@ -1,4 +1,4 @@
-//! DHCPv6 messages: the client/server format (RFC 8415 §8) and the relay
+//! DHCPv6 messages: the client/server format (RFC 9915 §8) and the relay
 //! format (§9), with relays nested up to HOP_COUNT_LIMIT.
 
 use std::net::Ipv6Addr;
@@ -8,7 +8,7 @@ use super::codes::MessageType;
 use super::error::{DecodeError, DecodeErrorKind, EncodeError};
 use super::option::{MAX_DEPTH, Options};
 
-/// RFC 8415 §7.6: the most relay agents a message may pass through.
+/// RFC 9915 §7.6: the most relay agents a message may pass through.
 pub const HOP_COUNT_LIMIT: u8 = 8;
 /// Largest 24-bit transaction id.
 pub const MAX_TRANSACTION_ID: u32 = 0x00FF_FFFF;

@@ -1,4 +1,4 @@
-//! The wire codec: DHCPv6 (RFC 8415) messages and options, and the RFC 8156
+//! The wire codec: DHCPv6 (RFC 9915) messages and options, and the RFC 8156
 //! failover messages and TCP framing. Pure functions over byte slices: no IO,
 //! no clock, no randomness. Every byte is untrusted.
 

@@ -1,4 +1,4 @@
-//! Domain names in DHCPv6 wire form (RFC 8415 §10: RFC 1035 labels, no
+//! Domain names in DHCPv6 wire form (RFC 9915 §10: RFC 1035 labels, no
 //! compression). Kept as validated wire octets so re-encoding is exact.
 
 use std::fmt;

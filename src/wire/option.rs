@@ -1,4 +1,4 @@
-//! DHCPv6 options (RFC 8415 §21 and friends) and the RFC 8156 failover
+//! DHCPv6 options (RFC 9915 §21 and friends) and the RFC 8156 failover
 //! options 114–134, in one enum because they share one code space.
 //!
 //! Decoding rules: every option is length-checked against its definition,
@@ -14,7 +14,7 @@ use super::error::{DecodeError, DecodeErrorKind, EncodeError};
 use super::message::Message;
 use super::name::DomainName;
 
-/// How deep options and relay messages may nest. RFC 8415's HOP_COUNT_LIMIT
+/// How deep options and relay messages may nest. RFC 9915's HOP_COUNT_LIMIT
 /// is 8 relays; a BNDUPD nests CLIENT_DATA > IA > IAADDR > DNS_REMOVAL_INFO.
 pub const MAX_DEPTH: u8 = 24;
 
@@ -137,6 +137,8 @@ pub enum DhcpOption {
     VendorClass(VendorClass),
     VendorOpts(VendorOpts),
     InterfaceId(Vec<u8>),
+    /// RFC 8357 OPTION_RELAY_PORT: the downstream relay's source port (0: none).
+    RelayPort(u16),
     ReconfMsg(u8),
     ReconfAccept,
     DnsServers(Vec<Ipv6Addr>),
@@ -204,6 +206,7 @@ impl DhcpOption {
             VendorClass(_) => opt::VENDOR_CLASS,
             VendorOpts(_) => opt::VENDOR_OPTS,
             InterfaceId(_) => opt::INTERFACE_ID,
+            RelayPort(_) => opt::RELAY_PORT,
             ReconfMsg(_) => opt::RECONF_MSG,
             ReconfAccept => opt::RECONF_ACCEPT,
             DnsServers(_) => opt::DNS_SERVERS,
@@ -341,6 +344,10 @@ impl DhcpOption {
                 O::VendorOpts(VendorOpts { enterprise, options })
             }
             opt::INTERFACE_ID => O::InterfaceId(body.to_vec()),
+            opt::RELAY_PORT => {
+                exact(2, "2")?;
+                O::RelayPort(r.u16()?)
+            }
             opt::RECONF_MSG => {
                 exact(1, "1")?;
                 O::ReconfMsg(r.u8()?)
@@ -545,6 +552,7 @@ impl DhcpOption {
                 }
             }
             O::InterfaceId(d) => out.extend_from_slice(d),
+            O::RelayPort(p) => out.put_u16(*p),
             O::ReconfMsg(t) => out.put_u8(*t),
             O::DnsServers(addrs) => addrs.iter().for_each(|a| out.put_ipv6(a)),
             O::DomainList(names) => {
@@ -773,6 +781,14 @@ impl Options {
     pub fn relay_msg(&self) -> Option<&Message> {
         self.0.iter().find_map(|o| match o {
             DhcpOption::RelayMsg(m) => Some(&**m),
+            _ => None,
+        })
+    }
+
+    /// RFC 8357: the Relay Source Port option of a relay message.
+    pub fn relay_port(&self) -> Option<u16> {
+        self.0.iter().find_map(|o| match o {
+            DhcpOption::RelayPort(p) => Some(*p),
             _ => None,
         })
     }

@@ -125,6 +125,8 @@ fn auth_and_classes() {
         "0011 000a 0000118b 0001 0002 0909",
     );
     check(DhcpOption::InterfaceId(b"eth0".to_vec()), "0012 0004 65746830");
+    // RFC 8357 §6: OPTION_RELAY_PORT (135), the downstream source port.
+    check(DhcpOption::RelayPort(5547), "0087 0002 15ab");
 }
 
 #[test]
