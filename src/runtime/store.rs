@@ -44,15 +44,70 @@ fn err(e: heed::Error) -> StoreError {
     }
 }
 
+/// The named databases every environment holds.
+const DATABASES: [&str; 3] = ["leases", "bindings", "meta"];
+
+/// A damaged store: what is wrong, and what the operator can do. Never
+/// served, never recreated empty behind the operator's back.
+fn damaged(what: String) -> StoreError {
+    StoreError::Corrupt(format!(
+        "{what}. tandem will not serve from a damaged store: restore the data directory from a backup, \
+         or move it away and start empty (in a failover pair, start with `tandem serve --resync-all` \
+         so that every lease comes back from the partner)"
+    ))
+}
+
+/// An existing data file holds at least LMDB's two header pages; a shorter
+/// one (truncated to nothing, say) would be taken for a new environment and
+/// silently start empty.
+fn check_has_header(dir: &Path) -> Result<(), StoreError> {
+    let file = dir.join("data.mdb");
+    let have = fs::metadata(&file).map_err(|e| StoreError::Other(format!("{}: {e}", file.display())))?.len();
+    if have < 2 * 4096 {
+        return Err(damaged(format!("{}: truncated: {have} bytes, shorter than its two header pages", file.display())));
+    }
+    Ok(())
+}
+
+/// Refuse a data file shorter than the pages its last commit uses: reading
+/// them through the map would kill the process with SIGBUS. LMDB reads the
+/// header (last page, page size) with plain reads at open, so this check
+/// runs before any page of the map is touched.
+fn check_not_truncated(env: &Env<WithoutTls>, dir: &Path) -> Result<(), StoreError> {
+    let file = dir.join("data.mdb");
+    let have = fs::metadata(&file).map_err(|e| StoreError::Other(format!("{}: {e}", file.display())))?.len();
+    let need = (env.info().last_page_number as u64 + 1) * u64::from(env.stat().page_size);
+    if have < need {
+        return Err(damaged(format!("{}: truncated: {have} bytes, its last commit needs {need}", file.display())));
+    }
+    Ok(())
+}
+
 impl LmdbStore {
-    /// Open (creating if needed) the environment in `dir`.
+    /// Open the environment in `dir`, creating it only where there is none
+    /// yet. An existing one must hold all its databases and be whole.
     pub fn open(dir: &Path, map_size: usize) -> Result<LmdbStore, StoreError> {
         fs::create_dir_all(dir).map_err(|e| StoreError::Other(format!("{}: {e}", dir.display())))?;
+        let existed = dir.join("data.mdb").exists();
+        if existed {
+            check_has_header(dir)?;
+        }
         let mut opts = EnvOpenOptions::new().read_txn_without_tls();
         opts.map_size(map_size).max_dbs(4);
         // SAFETY: the environment is opened once per process per path (the
         // data-dir lock prevents a second server), as heed requires.
         let env = unsafe { opts.open(dir) }.map_err(|e| StoreError::Other(format!("{}: {e}", dir.display())))?;
+        check_not_truncated(&env, dir)?;
+        // An environment whose first commit never happened (no named
+        // database at all) is new; one missing some of them is damaged.
+        if existed && env.stat().entries > 0 {
+            let r = env.read_txn().map_err(err)?;
+            for name in DATABASES {
+                if env.open_database::<Bytes, Bytes>(&r, Some(name)).map_err(err)?.is_none() {
+                    return Err(damaged(format!("{}: the {name} database is missing", dir.join("data.mdb").display())));
+                }
+            }
+        }
         let mut w = env.write_txn().map_err(err)?;
         let leases = env.create_database(&mut w, Some("leases")).map_err(err)?;
         let bindings = env.create_database(&mut w, Some("bindings")).map_err(err)?;
@@ -68,12 +123,14 @@ impl LmdbStore {
         opts.map_size(DEFAULT_MAP_SIZE).max_dbs(4);
         // SAFETY: read-only flag; see `open`.
         unsafe { opts.flags(EnvFlags::READ_ONLY) };
+        check_has_header(dir)?;
         let env = unsafe { opts.open(dir) }.map_err(|e| StoreError::Other(format!("{}: {e}", dir.display())))?;
+        check_not_truncated(&env, dir)?;
         let r = env.read_txn().map_err(err)?;
         let open = |name| -> Result<Database<Bytes, Bytes>, StoreError> {
             env.open_database(&r, Some(name))
                 .map_err(err)?
-                .ok_or_else(|| StoreError::Corrupt(format!("{}: no {name} database", dir.display())))
+                .ok_or_else(|| damaged(format!("{}: the {name} database is missing", dir.join("data.mdb").display())))
         };
         let (leases, bindings, meta) = (open("leases")?, open("bindings")?, open("meta")?);
         r.commit().map_err(err)?;
@@ -216,6 +273,13 @@ impl StoreSet {
         map_size: usize,
         place: impl Fn(&Lease) -> usize,
     ) -> Result<(StoreSet, Vec<Vec<Lease>>), StoreError> {
+        // A store that was written has its meta and every shard it
+        // recorded: one of them gone is damage, not a fresh start.
+        let present = existing_shards(data_dir);
+        let has_data = |dir: &Path| dir.join("data.mdb").exists();
+        if !has_data(&data_dir.join("meta")) && present.iter().any(|i| has_data(&shard_dir(data_dir, *i))) {
+            return Err(damaged(format!("{}: the shard stores are there but meta/data.mdb is missing", data_dir.display())));
+        }
         let mut meta_store = LmdbStore::open(&data_dir.join("meta"), map_size)?;
         match meta_store.get_meta(meta::SCHEMA)? {
             None => meta_store.put_meta(meta::SCHEMA, &SCHEMA_VERSION.to_be_bytes())?,
@@ -232,6 +296,11 @@ impl StoreSet {
             .get_meta(meta::SHARDS)?
             .and_then(|v| v.as_slice().try_into().ok().map(u32::from_be_bytes))
             .map(|n| n as usize);
+        for i in 0..previous.unwrap_or(0) {
+            if !has_data(&shard_dir(data_dir, i)) {
+                return Err(damaged(format!("{}: missing (the store was written with {} shards)", shard_dir(data_dir, i).join("data.mdb").display(), previous.unwrap_or(0))));
+            }
+        }
         let mut stores: Vec<LmdbStore> =
             (0..shards).map(|i| LmdbStore::open(&shard_dir(data_dir, i), map_size)).collect::<Result<_, _>>()?;
         let extra: Vec<usize> = existing_shards(data_dir).into_iter().filter(|i| *i >= shards).collect();
@@ -362,6 +431,65 @@ mod tests {
         assert!(s.all().unwrap().is_empty(), "a failed batch leaves nothing behind");
         s.commit(&batch[..5]).unwrap();
         assert_eq!(s.all().unwrap().len(), 5);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A store with leases in 2 shards, closed again.
+    fn written_store(name: &str) -> PathBuf {
+        let d = tmp(name);
+        let (mut set, _) = StoreSet::open(&d, 2, 1 << 24, by_client(2)).unwrap();
+        let leases: Vec<Lease> = (0..400).map(crate::lease::codec::tests_support::sample).collect();
+        for l in &leases {
+            let s = shard_of(l.binding.duid.as_bytes(), 2) as usize;
+            set.shards[s].commit(&[LeaseChange::Upsert(l.clone())]).unwrap();
+        }
+        d
+    }
+
+    fn refused(d: &Path, what: &str) {
+        let e = StoreSet::open(d, 2, 1 << 24, by_client(2)).err().expect("a damaged store was opened");
+        let m = e.to_string();
+        assert!(matches!(e, StoreError::Corrupt(_)) && m.contains(what) && m.contains("--resync-all"), "{m}");
+        // Nothing was recreated: refused again, the same way.
+        assert!(StoreSet::open(d, 2, 1 << 24, by_client(2)).is_err());
+    }
+
+    #[test]
+    fn a_truncated_data_file_is_refused_not_a_sigbus() {
+        let d = written_store("truncated");
+        let f = d.join("shard-0/data.mdb");
+        let len = fs::metadata(&f).unwrap().len();
+        fs::OpenOptions::new().write(true).open(&f).unwrap().set_len(len / 2).unwrap();
+        refused(&d, "shard-0/data.mdb: truncated");
+        assert!(matches!(StoreSet::read_all(&d), Err(StoreError::Corrupt(_))), "tandem leases too");
+        // Truncated to nothing would look like a new environment.
+        fs::OpenOptions::new().write(true).open(&f).unwrap().set_len(0).unwrap();
+        refused(&d, "truncated: 0 bytes");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_deleted_database_or_shard_or_meta_is_refused_not_recreated_empty() {
+        let d = written_store("deleted-db");
+        {
+            let s = LmdbStore::open(&d.join("shard-1"), 1 << 24).unwrap();
+            let mut w = s.env.write_txn().unwrap();
+            // SAFETY: no other handle on this database is in use.
+            unsafe { s.leases.remove(&mut w) }.unwrap();
+            w.commit().unwrap();
+        }
+        refused(&d, "the leases database is missing");
+        assert!(matches!(StoreSet::read_all(&d), Err(StoreError::Corrupt(_))));
+        fs::remove_dir_all(&d).unwrap();
+
+        let d = written_store("deleted-shard");
+        fs::remove_dir_all(d.join("shard-1")).unwrap();
+        refused(&d, "shard-1/data.mdb: missing");
+        fs::remove_dir_all(&d).unwrap();
+
+        let d = written_store("deleted-meta");
+        fs::remove_dir_all(d.join("meta")).unwrap();
+        refused(&d, "meta/data.mdb is missing");
         fs::remove_dir_all(&d).unwrap();
     }
 }
