@@ -41,24 +41,6 @@ pub fn decode_key(b: &[u8]) -> Result<LeaseKey, String> {
     }
 }
 
-/// Binding index key: DUID length, DUID, IA type, IAID, lease key.
-pub fn encode_binding_key(b: &Binding, k: &LeaseKey) -> Vec<u8> {
-    let mut out = binding_prefix(b);
-    out.extend_from_slice(&encode_key(k));
-    out
-}
-
-/// The part of a binding index key shared by all leases of one client IA.
-pub fn binding_prefix(b: &Binding) -> Vec<u8> {
-    let d = b.duid.as_bytes();
-    let mut out = Vec::with_capacity(1 + d.len() + 5 + 18);
-    out.push(d.len() as u8);
-    out.extend_from_slice(d);
-    out.push(b.ia_type as u8);
-    out.extend_from_slice(&b.iaid.to_be_bytes());
-    out
-}
-
 pub fn encode_lease(l: &Lease) -> Vec<u8> {
     let mut o = Vec::with_capacity(128);
     o.push(RECORD_VERSION);

@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use heed::types::Bytes;
 use heed::{Database, Env, EnvFlags, EnvOpenOptions, MdbError, WithoutTls};
 
-use crate::lease::codec::{binding_prefix, decode_lease, encode_binding_key, encode_key, encode_lease};
+use crate::lease::codec::{decode_lease, encode_key, encode_lease};
 use crate::lease::store::{LeaseStore, SCHEMA_VERSION, StoreError, meta};
-use crate::lease::{Binding, Lease, LeaseChange, LeaseKey};
+use crate::lease::{Lease, LeaseChange, LeaseKey};
 
 /// Default map size per environment (virtual; the file grows as used).
 pub const DEFAULT_MAP_SIZE: usize = 1 << 30;
@@ -27,7 +27,6 @@ pub const DEFAULT_MAP_SIZE: usize = 1 << 30;
 pub struct LmdbStore {
     env: Env<WithoutTls>,
     leases: Database<Bytes, Bytes>,
-    bindings: Database<Bytes, Bytes>,
     meta: Database<Bytes, Bytes>,
 }
 
@@ -44,8 +43,10 @@ fn err(e: heed::Error) -> StoreError {
     }
 }
 
-/// The named databases every environment holds.
-const DATABASES: [&str; 3] = ["leases", "bindings", "meta"];
+/// The named databases every environment holds. (Stores written before
+/// also had `bindings`, a by-client index nothing read: dropped at open.
+/// The lease table rebuilds that index in memory at start-up.)
+const DATABASES: [&str; 2] = ["leases", "meta"];
 
 /// A damaged store: what is wrong, and what the operator can do. Never
 /// served, never recreated empty behind the operator's back.
@@ -110,10 +111,13 @@ impl LmdbStore {
         }
         let mut w = env.write_txn().map_err(err)?;
         let leases = env.create_database(&mut w, Some("leases")).map_err(err)?;
-        let bindings = env.create_database(&mut w, Some("bindings")).map_err(err)?;
         let meta = env.create_database(&mut w, Some("meta")).map_err(err)?;
+        if let Some(old) = env.open_database::<Bytes, Bytes>(&w, Some("bindings")).map_err(err)? {
+            // SAFETY: this handle is the only one on `bindings`, and it is gone after this.
+            unsafe { old.remove(&mut w) }.map_err(err)?;
+        }
         w.commit().map_err(err)?;
-        Ok(LmdbStore { env, leases, bindings, meta })
+        Ok(LmdbStore { env, leases, meta })
     }
 
     /// Open an existing environment read-only (the `leases` command; works
@@ -132,40 +136,27 @@ impl LmdbStore {
                 .map_err(err)?
                 .ok_or_else(|| damaged(format!("{}: the {name} database is missing", dir.join("data.mdb").display())))
         };
-        let (leases, bindings, meta) = (open("leases")?, open("bindings")?, open("meta")?);
+        let (leases, meta) = (open("leases")?, open("meta")?);
         r.commit().map_err(err)?;
-        Ok(LmdbStore { env, leases, bindings, meta })
+        Ok(LmdbStore { env, leases, meta })
     }
 
     /// A second handle on the same environment, for reading while the
     /// writer commits (LMDB readers never block the writer).
     pub fn reader(&self) -> LmdbStore {
-        LmdbStore { env: self.env.clone(), leases: self.leases, bindings: self.bindings, meta: self.meta }
+        LmdbStore { env: self.env.clone(), leases: self.leases, meta: self.meta }
     }
 }
 
 impl LeaseStore for LmdbStore {
     fn commit(&mut self, changes: &[LeaseChange]) -> Result<(), StoreError> {
+        // One B-tree per change: the record under its key, nothing else.
         let mut w = self.env.write_txn().map_err(err)?;
         for c in changes {
-            let key = c.key();
-            let k = encode_key(&key);
-            let old = match self.leases.get(&w, &k).map_err(err)? {
-                Some(v) => decode_lease(v).ok().map(|o| o.binding),
-                None => None,
-            };
+            let k = encode_key(&c.key());
             match c {
-                LeaseChange::Upsert(l) => {
-                    if let Some(b) = old.filter(|b| *b != l.binding) {
-                        self.bindings.delete(&mut w, &encode_binding_key(&b, &key)).map_err(err)?;
-                    }
-                    self.leases.put(&mut w, &k, &encode_lease(l)).map_err(err)?;
-                    self.bindings.put(&mut w, &encode_binding_key(&l.binding, &key), &[]).map_err(err)?;
-                }
+                LeaseChange::Upsert(l) => self.leases.put(&mut w, &k, &encode_lease(l)).map_err(err)?,
                 LeaseChange::Delete(_) => {
-                    if let Some(b) = old {
-                        self.bindings.delete(&mut w, &encode_binding_key(&b, &key)).map_err(err)?;
-                    }
                     self.leases.delete(&mut w, &k).map_err(err)?;
                 }
             }
@@ -197,22 +188,6 @@ impl LeaseStore for LmdbStore {
         for item in self.leases.range(&r, &range).map_err(err)?.take(max) {
             let (_, v) = item.map_err(err)?;
             out.push(decode_lease(v).map_err(StoreError::Corrupt)?);
-        }
-        Ok(out)
-    }
-
-    fn by_binding(&self, b: &Binding) -> Result<Vec<Lease>, StoreError> {
-        let r = self.env.read_txn().map_err(err)?;
-        let prefix = binding_prefix(b);
-        let mut out = Vec::new();
-        for item in self.bindings.prefix_iter(&r, &prefix).map_err(err)? {
-            let (k, _) = item.map_err(err)?;
-            if k.len() != prefix.len() + 18 {
-                continue;
-            }
-            if let Some(v) = self.leases.get(&r, &k[prefix.len()..]).map_err(err)? {
-                out.push(decode_lease(v).map_err(StoreError::Corrupt)?);
-            }
         }
         Ok(out)
     }
@@ -354,7 +329,6 @@ impl LmdbStore {
     fn clear_leases(&mut self) -> Result<(), StoreError> {
         let mut w = self.env.write_txn().map_err(err)?;
         self.leases.clear(&mut w).map_err(err)?;
-        self.bindings.clear(&mut w).map_err(err)?;
         w.commit().map_err(err)
     }
 }
@@ -490,6 +464,33 @@ mod tests {
         let d = written_store("deleted-meta");
         fs::remove_dir_all(d.join("meta")).unwrap();
         refused(&d, "meta/data.mdb is missing");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_store_with_the_old_bindings_index_opens_and_drops_it() {
+        let d = tmp("old-bindings");
+        let l = crate::lease::codec::tests_support::sample(2);
+        {
+            fs::create_dir_all(&d).unwrap();
+            let mut opts = EnvOpenOptions::new().read_txn_without_tls();
+            opts.map_size(1 << 24).max_dbs(4);
+            // SAFETY: the only handle on this path in the test.
+            let env = unsafe { opts.open(&d) }.unwrap();
+            let mut w = env.write_txn().unwrap();
+            let leases: Database<Bytes, Bytes> = env.create_database(&mut w, Some("leases")).unwrap();
+            let bindings: Database<Bytes, Bytes> = env.create_database(&mut w, Some("bindings")).unwrap();
+            let _: Database<Bytes, Bytes> = env.create_database(&mut w, Some("meta")).unwrap();
+            leases.put(&mut w, &encode_key(&l.key), &encode_lease(&l)).unwrap();
+            bindings.put(&mut w, b"old index entry", &[]).unwrap();
+            w.commit().unwrap();
+        }
+        let s = LmdbStore::open(&d, 1 << 24).unwrap();
+        assert_eq!(s.all().unwrap(), vec![l]);
+        let r = s.env.read_txn().unwrap();
+        assert!(s.env.open_database::<Bytes, Bytes>(&r, Some("bindings")).unwrap().is_none());
+        drop(r);
+        drop(s);
         fs::remove_dir_all(&d).unwrap();
     }
 }
