@@ -1,5 +1,13 @@
 //! Binary form of lease records and keys for the store. Versioned; decoding
 //! is bounds-checked (a damaged record is an error, never a panic).
+//!
+//! Record version 2 = version 1's fixed fields, then a count of extension
+//! entries, each (tag u16, length u16, value). A later field is a new tag:
+//! records without it read as its default, so adding one needs no
+//! migration. A tag this build does not know is an error naming it (the
+//! record was written by a newer tandem): never silently dropped or misread.
+//! Version 1 records (no extensions) are still read; they are rewritten as
+//! version 2 when they next change.
 
 use std::net::Ipv6Addr;
 
@@ -7,7 +15,7 @@ use super::{Binding, DnsInfo, IaType, Lease, LeaseKey};
 use crate::pool::Prefix;
 use crate::wire::{BindingStatus, DomainName, Duid};
 
-const RECORD_VERSION: u8 = 1;
+const RECORD_VERSION: u8 = 2;
 
 /// Store key: kind (0 address, 1 prefix), 16 octets, prefix length. Sorts by
 /// kind then address.
@@ -78,6 +86,8 @@ pub fn encode_lease(l: &Lease) -> Vec<u8> {
             o.extend_from_slice(w);
         }
     }
+    // Extension entries: none defined yet.
+    o.extend_from_slice(&0u16.to_be_bytes());
     o
 }
 
@@ -106,8 +116,8 @@ impl<'a> Cur<'a> {
 pub fn decode_lease(b: &[u8]) -> Result<Lease, String> {
     let mut c = Cur(b);
     let v = c.u8()?;
-    if v != RECORD_VERSION {
-        return Err(format!("lease record version {v} is not {RECORD_VERSION}"));
+    if v != 1 && v != RECORD_VERSION {
+        return Err(format!("lease record version {v}: this tandem reads versions 1 to {RECORD_VERSION}"));
     }
     let key = decode_key(c.take(18)?)?;
     let dl = c.u8()? as usize;
@@ -136,6 +146,20 @@ pub fn decode_lease(b: &[u8]) -> Result<Lease, String> {
             Some(DnsInfo { flags, name, dns_flags })
         }
     };
+    if v >= 2 {
+        // Each entry: tag, length, value. No tag is defined yet, so any
+        // entry is a field of a newer version.
+        let n = u16::from_be_bytes(c.take(2)?.try_into().unwrap());
+        if n > 0 {
+            let tag = u16::from_be_bytes(c.take(2)?.try_into().unwrap());
+            let len = u16::from_be_bytes(c.take(2)?.try_into().unwrap()) as usize;
+            c.take(len)?;
+            return Err(format!("lease record field {tag} is unknown here (written by a newer tandem?)"));
+        }
+        if !c.0.is_empty() {
+            return Err(format!("{} bytes after the lease record", c.0.len()));
+        }
+    }
     Ok(Lease {
         key,
         binding: Binding { duid, ia_type, iaid },
@@ -208,5 +232,26 @@ mod tests {
         let mut v = b.clone();
         v[0] = 9;
         assert!(decode_lease(&v).unwrap_err().contains("version"));
+        let mut v = b.clone();
+        v.push(0);
+        assert!(decode_lease(&v).unwrap_err().contains("after the lease record"));
+    }
+
+    #[test]
+    fn version_1_records_are_still_read_and_unknown_fields_are_refused() {
+        for i in 0..10 {
+            let l = sample(i);
+            // Version 1 was version 2 without the extension count.
+            let mut v1 = encode_lease(&l);
+            v1.truncate(v1.len() - 2);
+            v1[0] = 1;
+            assert_eq!(decode_lease(&v1).unwrap(), l);
+        }
+        // A field added by a later version: an error that says so.
+        let mut v = encode_lease(&sample(1));
+        let n = v.len();
+        v[n - 2..].copy_from_slice(&1u16.to_be_bytes());
+        v.extend_from_slice(&[0, 42, 0, 1, 7]);
+        assert!(decode_lease(&v).unwrap_err().contains("field 42 is unknown"));
     }
 }
