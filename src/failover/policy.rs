@@ -44,12 +44,19 @@ impl EndpointPolicy {
     /// before the loss and freed after it goes to no other client until
     /// max(expiration-time, loss) + MCLT (README, Conformance row (d)).
     pub fn held_after_partner_loss(&self, l: &Lease, now: Time) -> bool {
+        self.hold_end(l, now).is_some()
+    }
+
+    /// When the hold of `held_after_partner_loss` ends, if `l` is on hold.
+    pub fn hold_end(&self, l: &Lease, now: Time) -> Option<Time> {
         let lost = self.partner_lost_store_at;
-        lost != 0
+        let end = l.expiration_time.max(lost) + self.mclt as Time;
+        (lost != 0
             && matches!(l.status, BindingStatus::Free | BindingStatus::FreeBackup)
             && l.start_time_of_state >= lost
             && (1..lost).contains(&l.cltt.max(l.partner_raw_clt_time))
-            && now < l.expiration_time.max(lost) + self.mclt as Time
+            && now < end)
+            .then_some(end)
     }
 
     /// Does the lifetime of leases given in this state obey the MCLT rule?

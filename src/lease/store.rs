@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::{Lease, LeaseChange, LeaseKey};
 
-/// Current on-disk schema. A store written by another version is refused.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Current on-disk schema. Version 1 (with a `bindings` index and version 1
+/// records) is migrated at open; a store of a newer version is refused.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Well-known metadata names.
 pub mod meta {

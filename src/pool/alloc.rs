@@ -203,6 +203,16 @@ impl SlotAllocator {
         found
     }
 
+    #[cfg(test)]
+    pub fn free_listed(&self, j: u128) -> bool {
+        self.free.contains(&j)
+    }
+
+    #[cfg(test)]
+    pub fn unlist(&mut self, j: u128) {
+        self.free.retain(|x| *x != j);
+    }
+
     /// A slot became available again (released, expired, freed by the partner).
     pub fn release(&mut self, j: u128) {
         if self.in_slice(j) {

@@ -259,6 +259,9 @@ impl StoreSet {
         match meta_store.get_meta(meta::SCHEMA)? {
             None => meta_store.put_meta(meta::SCHEMA, &SCHEMA_VERSION.to_be_bytes())?,
             Some(v) if v == SCHEMA_VERSION.to_be_bytes() => {}
+            // Version 1: its `bindings` index is dropped as each environment
+            // opens and its records are read as they are (`lease::codec`).
+            Some(v) if v == 1u32.to_be_bytes() => meta_store.put_meta(meta::SCHEMA, &SCHEMA_VERSION.to_be_bytes())?,
             Some(v) => {
                 return Err(StoreError::Corrupt(format!(
                     "{}: store schema version {:?} is not {SCHEMA_VERSION}; this tandem cannot use it",
@@ -389,6 +392,13 @@ mod tests {
         drop(m);
         let e = StoreSet::open(&d, 1, 1 << 20, by_client(1)).err().unwrap();
         assert!(e.to_string().contains("schema version"), "{e}");
+        // Version 1 is migrated.
+        let mut m = LmdbStore::open(&d.join("meta"), 1 << 20).unwrap();
+        m.put_meta(meta::SCHEMA, &1u32.to_be_bytes()).unwrap();
+        drop(m);
+        let (set, _) = StoreSet::open(&d, 1, 1 << 20, by_client(1)).unwrap();
+        assert_eq!(set.meta.get_meta(meta::SCHEMA).unwrap(), Some(SCHEMA_VERSION.to_be_bytes().to_vec()));
+        drop(set);
         fs::remove_dir_all(&d).unwrap();
     }
 

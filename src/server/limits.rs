@@ -62,13 +62,16 @@ struct ClientState {
 pub struct Tracker {
     pub limits: Limits,
     clients: HashMap<Duid, ClientState>,
+    /// While full: no sweep for room before this time (each sweep walks
+    /// every entry; a flood of new DUIDs must not make every one pay it).
+    full_until: Time,
     hits: [u64; 2],
     log: Vec<(Duid, Limit)>,
 }
 
 impl Tracker {
     pub fn new(limits: Limits) -> Tracker {
-        Tracker { limits, clients: HashMap::new(), hits: [0; 2], log: Vec::new() }
+        Tracker { limits, clients: HashMap::new(), full_until: 0, hits: [0; 2], log: Vec::new() }
     }
 
     pub fn hits(&self, l: Limit) -> u64 {
@@ -117,8 +120,13 @@ impl Tracker {
 
     fn entry(&mut self, duid: &Duid, now: Time) -> Option<&mut ClientState> {
         if !self.clients.contains_key(duid) && self.clients.len() >= MAX_CLIENTS {
+            if now < self.full_until {
+                return None;
+            }
             self.clients.retain(|_, c| now < c.window_start + HOUR || c.last_log.is_some_and(|t| now < t + LOG_EVERY));
             if self.clients.len() >= MAX_CLIENTS {
+                // The earliest an entry can go.
+                self.full_until = self.clients.values().map(|c| (c.window_start + HOUR).max(c.last_log.map_or(0, |t| t + LOG_EVERY))).min().unwrap_or(now);
                 return None;
             }
         }

@@ -285,6 +285,35 @@ impl Engine {
         self.leases.upsert(lease);
     }
 
+    /// Is `key` on an allocator's free list?
+    #[cfg(test)]
+    pub fn free_listed(&self, key: &LeaseKey) -> bool {
+        let LeaseKey::Addr(a) = key else { return false };
+        self.subnets.iter().flat_map(|s| &s.addr_pools).any(|p| p.slot(*a).is_some_and(|j| p.alloc.free_listed(j)))
+    }
+
+    /// Take `key` off the free lists, as an allocator that met it while it
+    /// was not available does.
+    #[cfg(test)]
+    pub fn drop_free_listed_for_test(&mut self, key: &LeaseKey) {
+        let LeaseKey::Addr(a) = key else { return };
+        for p in self.subnets.iter_mut().flat_map(|s| &mut s.addr_pools) {
+            if let Some(j) = p.slot(*a) {
+                p.alloc.unlist(j);
+            }
+        }
+    }
+
+    /// A free record whose hold ended (see `shard`): into the allocators'
+    /// free lists again, in case one dropped it meanwhile.
+    pub fn free_again(&mut self, key: &LeaseKey) {
+        if self.leases.get(key).is_some_and(|l| matches!(l.status, BindingStatus::Free | BindingStatus::FreeBackup)) {
+            for s in &mut self.subnets {
+                s.release(key);
+            }
+        }
+    }
+
     /// The record moved to another shard: forget it here, and if the key is
     /// ours to allocate, block it while it lives elsewhere.
     pub fn evict(&mut self, key: &LeaseKey) -> Option<Lease> {
@@ -918,8 +947,10 @@ impl Engine {
                 continue;
             }
             let l = self.leases.get(&k).expect("indexed");
-            let extend = l.is_active() || (requested.contains(&a) && self.available_for(ctx, &k, &binding) && self.may_take_new(ctx, IaType::Na));
+            let revived = !l.is_active();
+            let extend = !revived || (requested.contains(&a) && self.available_for(ctx, &k, &binding) && self.may_take_new(ctx, IaType::Na));
             if extend {
+                ctx.offered[0] += u32::from(revived && !ctx.commit);
                 let l = self.grant(ctx, k, &binding);
                 out.push(iaaddr(&l));
                 given += 1;
@@ -928,7 +959,7 @@ impl Engine {
         if given == 0 {
             // The state may forbid new leases (RFC 8156 §8): answer without
             // consulting the allocators, whose free lists would lose entries.
-            let limited = !self.may_take_new(ctx, IaType::Na);
+            let limited = ctx.policy.allocates() && !self.may_take_new(ctx, IaType::Na);
             let picked = if ctx.policy.allocates() && !limited { self.pick_address(ctx, &binding, &requested) } else { None };
             match picked {
                 Some(a) => {
@@ -1013,14 +1044,16 @@ impl Engine {
             }
             let l = self.leases.get(&k).expect("indexed");
             let asked = requested.iter().any(|(r, _)| *r == p);
-            if l.is_active() || (asked && self.available_for(ctx, &k, &binding) && self.may_take_new(ctx, IaType::Pd)) {
+            let revived = !l.is_active();
+            if !revived || (asked && self.available_for(ctx, &k, &binding) && self.may_take_new(ctx, IaType::Pd)) {
+                ctx.offered[1] += u32::from(revived && !ctx.commit);
                 let l = self.grant(ctx, k, &binding);
                 out.push(iaprefix(&l));
                 given += 1;
             }
         }
         if given == 0 {
-            let limited = !self.may_take_new(ctx, IaType::Pd);
+            let limited = ctx.policy.allocates() && !self.may_take_new(ctx, IaType::Pd);
             let picked = if ctx.policy.allocates() && !limited { self.pick_prefix(ctx, &binding, &requested) } else { None };
             match picked {
                 Some(p) => {

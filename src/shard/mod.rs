@@ -112,6 +112,11 @@ pub struct ShardCore<C> {
     /// FREE-BACKUP record changes to FREE on the secondary's acceptance only
     /// if it is still this offer (any write to it withdraws the offer).
     offered: std::collections::HashSet<LeaseKey>,
+    /// Free records no other client may take yet (a partner that lost its
+    /// store may have extended them, `EndpointPolicy::held_after_partner_loss`),
+    /// by when the hold ends: an allocator that met one during the hold
+    /// dropped it from its free list, so it is handed back then.
+    held: std::collections::BTreeSet<(Time, LeaseKey)>,
     /// The DNS intent last handed to the DNS queue, per lease with work
     /// left: a later commit of the same intent (an ack, a second BNDUPD)
     /// is not sent again, so each update runs once.
@@ -306,6 +311,7 @@ pub fn build<C>(cfg: &ShardsConfig, mut stored: Vec<Vec<Lease>>) -> Built<C> {
             ignore_policy: false,
             moved: HashMap::new(),
             offered: Default::default(),
+            held: Default::default(),
             dns_sent,
         });
     }
@@ -435,6 +441,12 @@ impl<C> ShardCore<C> {
         if self.lazy_since.is_some_and(|t| now >= t + LAZY_FLUSH) {
             self.urgent = true;
         }
+        while let Some(&(end, key)) = self.held.first()
+            && end <= now
+        {
+            self.held.pop_first();
+            self.engine.free_again(&key);
+        }
     }
 
     /// A message from the failover driver; answers that need nothing durable
@@ -548,7 +560,7 @@ impl<C> ShardCore<C> {
                     l.start_time_of_state = now;
                     l.update_partner = true;
                 }
-                self.engine.apply_external(l.clone());
+                self.apply(l.clone(), now);
                 self.push(l, true, now);
             }
             Err(code) if code == crate::wire::StatusCode::OUTDATED_BINDING_INFORMATION => {
@@ -558,7 +570,7 @@ impl<C> ShardCore<C> {
                     && !l.update_partner
                 {
                     l.update_partner = true;
-                    self.engine.apply_external(l.clone());
+                    self.apply(l.clone(), now);
                     self.push(l, true, now);
                 }
             }
@@ -611,7 +623,7 @@ impl<C> ShardCore<C> {
         }
         if l != *cur {
             let urgent = l.status != cur.status || has_dns_work(&l);
-            self.engine.apply_external(l.clone());
+            self.apply(l.clone(), now);
             self.push(l, urgent, now);
         }
     }
@@ -631,8 +643,19 @@ impl<C> ShardCore<C> {
         l.dns = Some(o.dns);
         // §9.2: the partner hears of the DNS state (a second BNDUPD).
         l.update_partner |= self.policy.is_some();
-        self.engine.apply_external(l.clone());
+        self.apply(l.clone(), now);
         self.push(l, true, now);
+    }
+
+    /// A record from outside the engine (the partner, an ack, DNS) into the
+    /// table; a free one on hold is noted for `tick`.
+    fn apply(&mut self, l: Lease, now: Time) {
+        if let Some(p) = &self.policy
+            && let Some(end) = p.hold_end(&l, now)
+        {
+            self.held.insert((end, l.key));
+        }
+        self.engine.apply_external(l);
     }
 
     /// The next batch to commit, if one is due and none is in flight.

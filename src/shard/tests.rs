@@ -306,3 +306,23 @@ fn a_record_that_needs_nothing_sent_is_reported_settled_once_durable() {
     assert!(leases.iter().all(|l| l.key != key || !l.update_partner), "{leases:?}");
     assert_eq!(settled, vec![key]);
 }
+
+#[test]
+fn a_free_record_on_hold_after_the_partners_loss_goes_back_to_the_free_list_when_the_hold_ends() {
+    // README Conformance (d): an allocator that met the record during the
+    // hold dropped it from its free list; when the hold ends it is listed again.
+    let mut c = cores(1, Role::Primary, ServerState::CommunicationsInterrupted);
+    let lost = NOW + 100;
+    c[0].bus(NOW, ToShard::State { epoch: 2, policy: EndpointPolicy { partner_lost_store_at: lost, ..policy(Role::Primary, ServerState::CommunicationsInterrupted) } });
+    let key = LeaseKey::Addr("2001:db8:1::1001".parse().unwrap());
+    let mut l = Lease::active(key, Binding { duid: duid(1), ia_type: IaType::Na, iaid: 1 }, NOW, 30, 60, 15, 24);
+    l.set_status(BindingStatus::Free, lost + 5);
+    c[0].apply(l, lost + 5);
+    assert_eq!(c[0].held.iter().next(), Some(&(lost + 60, key)), "held until the loss + the MCLT");
+    // Met during the hold and dropped (as a Request's allocator does).
+    c[0].engine.drop_free_listed_for_test(&key);
+    c[0].tick(lost + 59);
+    assert!(!c[0].engine().free_listed(&key));
+    c[0].tick(lost + 60);
+    assert!(c[0].engine().free_listed(&key) && c[0].held.is_empty());
+}
