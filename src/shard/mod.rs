@@ -547,10 +547,17 @@ impl<C> ShardCore<C> {
         let v = bndupd::judge(local.as_ref(), r, ctx);
         match v {
             Ok(()) => {
+                // A take-back offer; also one repeated (its BNDREPLY was lost)
+                // while our own word that we gave the prefix back is still
+                // waiting to go out: merging must not cancel that word, or
+                // the primary keeps FREE-BACKUP while we hold FREE and
+                // nobody uses the prefix (seed 60105333).
                 let take_back = p.role == Role::Secondary
                     && r.binding.is_none()
                     && r.status == BindingStatus::Free
-                    && local.as_ref().is_some_and(|l| l.status == BindingStatus::FreeBackup);
+                    && local.as_ref().is_some_and(|l| {
+                        l.status == BindingStatus::FreeBackup || (l.status == BindingStatus::Free && l.update_partner)
+                    });
                 let mut l = bndupd::merge(local, r, now);
                 if take_back {
                     // §4.2.2: the primary took a prefix back. Say so in a

@@ -1098,8 +1098,13 @@ impl Sim {
         if !refused {
             return;
         }
-        let e = self.servers[s].cores[shard].engine();
-        let held = e.free_backup_prefixes().find(|l| !e.is_blocked(&l.key)).map(|l| l.key);
+        let now = self.server_now(s);
+        let core = &self.servers[s].cores[shard];
+        let e = core.engine();
+        // A prefix on hold after the partner lost its store is not ours to
+        // give yet (README Conformance (d)).
+        let on_hold = |l: &Lease| core.policy().is_some_and(|p| p.held_after_partner_loss(l, now));
+        let held = e.free_backup_prefixes().find(|l| !e.is_blocked(&l.key) && !on_hold(l)).map(|l| l.key);
         if let Some(k) = held {
             self.violate(format!("server {s} ({}) answered NoPrefixAvail holding FREE-BACKUP {k}", state.name()));
         }
