@@ -288,8 +288,12 @@ impl StoreSet {
                 per_shard[i] = s.all()?;
             }
         } else {
-            // Re-shard: read everything, write each lease to its new shard,
-            // then drop the environments no longer used.
+            // Re-shard without a window where a crash loses a lease: first
+            // every record is written at its new home (copies, nothing
+            // removed), then each environment drops what is not at home.
+            // A crash in between leaves copies, which the next start (this
+            // path again: the shard count is recorded only at the end)
+            // merges, newest first.
             let mut read = Vec::new();
             for s in &stores {
                 read.push(s.all()?);
@@ -297,15 +301,19 @@ impl StoreSet {
             for i in &extra {
                 read.push(LmdbStore::open(&shard_dir(data_dir, *i), map_size)?.all()?);
             }
-            let mut buckets: Vec<Vec<LeaseChange>> = vec![Vec::new(); shards];
+            let mut buckets: Vec<Vec<Lease>> = vec![Vec::new(); shards];
             for l in crate::shard::merge_stores(read) {
-                let s = place(&l).min(shards - 1);
-                buckets[s].push(LeaseChange::Upsert(l));
+                buckets[place(&l).min(shards - 1)].push(l);
+            }
+            for (i, b) in buckets.iter().enumerate() {
+                stores[i].commit(&b.iter().cloned().map(LeaseChange::Upsert).collect::<Vec<_>>())?;
             }
             for (i, b) in buckets.into_iter().enumerate() {
-                stores[i].clear_leases()?;
-                stores[i].commit(&b)?;
-                per_shard[i] = b.into_iter().filter_map(|c| c.upserted().cloned()).collect();
+                let home: std::collections::HashSet<LeaseKey> = b.iter().map(|l| l.key).collect();
+                let away: Vec<LeaseChange> =
+                    stores[i].all()?.into_iter().filter(|l| !home.contains(&l.key)).map(|l| LeaseChange::Delete(l.key)).collect();
+                stores[i].commit(&away)?;
+                per_shard[i] = b;
             }
             meta_store.put_meta(meta::SHARDS, &(shards as u32).to_be_bytes())?;
             for i in extra {
@@ -325,14 +333,6 @@ impl StoreSet {
             read.push(LmdbStore::open_read_only(&shard_dir(data_dir, i))?.all()?);
         }
         Ok(crate::shard::merge_stores(read))
-    }
-}
-
-impl LmdbStore {
-    fn clear_leases(&mut self) -> Result<(), StoreError> {
-        let mut w = self.env.write_txn().map_err(err)?;
-        self.leases.clear(&mut w).map_err(err)?;
-        w.commit().map_err(err)
     }
 }
 
@@ -501,6 +501,30 @@ mod tests {
         assert!(s.env.open_database::<Bytes, Bytes>(&r, Some("bindings")).unwrap().is_none());
         drop(r);
         drop(s);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_reshard_interrupted_after_the_copies_loses_nothing() {
+        // The state a crash between the two phases leaves: every record at
+        // its new home for 3 shards and still at its old home for 2, the
+        // recorded shard count still 2.
+        let d = written_store("reshard-crash");
+        let all = StoreSet::read_all(&d).unwrap();
+        assert_eq!(all.len(), 400);
+        for i in 0..3 {
+            let mut s = LmdbStore::open(&shard_dir(&d, i), 1 << 24).unwrap();
+            let home: Vec<LeaseChange> =
+                all.iter().filter(|l| shard_of(l.binding.duid.as_bytes(), 3) as usize == i).cloned().map(LeaseChange::Upsert).collect();
+            s.commit(&home).unwrap();
+        }
+        let (set, loaded) = StoreSet::open(&d, 3, 1 << 24, by_client(3)).unwrap();
+        assert_eq!(loaded.iter().map(Vec::len).sum::<usize>(), 400);
+        for (i, ls) in loaded.iter().enumerate() {
+            assert!(ls.iter().all(|l| shard_of(l.binding.duid.as_bytes(), 3) as usize == i));
+            assert_eq!(set.shards[i].all().unwrap().len(), ls.len(), "shard {i} holds only its own records");
+        }
+        drop(set);
         fs::remove_dir_all(&d).unwrap();
     }
 }
