@@ -29,6 +29,14 @@
 #   --no-kea: skip the Kea rows.
 #   --only-scale: only the --scale block (no load rows, no Kea, no RESULTS.md);
 #   MAX_UNACKED=N in the environment sets both servers' max-unacked-bndupd.
+#   --store: the lease store (issue 15), one shard, each load mode (4msg,
+#   rapid, renew, release) for $STORE_DURATION s (default 120, long enough
+#   for several journal merges): bytes written per lease change (process
+#   write_bytes from /proc/PID/io, and the data disk's sectors from
+#   /sys/block/DEV/stat), commits and merge steps, RSS; then flushes per
+#   commit under strace (fdatasync/fsync/msync calls and writes to O_DSYNC
+#   descriptors); then RSS after a restart from the store, and start-up time.
+#   --only-store: only that block (no RESULTS.md; results in target/perf-work).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -38,6 +46,8 @@ WINDOW=256
 SCALING=""
 SCALE=0
 ONLY_SCALE=0
+STORE=0
+ONLY_STORE=0
 BUILD=1
 NO_KEA=0
 GEN_CPU=${GEN_CPU:-0}            # one generator per CPU listed (comma-separated)
@@ -51,7 +61,9 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0; shift ;;
         --no-kea) NO_KEA=1; shift ;;
         --only-scale) ONLY_SCALE=1; NO_KEA=1; shift ;;
-        -h|--help) sed -n 2,31p "$0"; exit 0 ;;
+        --store) STORE=1; shift ;;
+        --only-store) STORE=1; ONLY_STORE=1; ONLY_SCALE=1; NO_KEA=1; shift ;;
+        -h|--help) sed -n 2,39p "$0"; exit 0 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -146,6 +158,7 @@ start_tandem() { # ns role shards name [extra serve flags...]
     shift 4
     local d=$WORK/$name
     mkdir -p "$d"
+    rm -f "$d/ready"
     tandem_config "$role" "$d/data" > "$d/tandem.toml"
     local cpus=$SRV_CPU
     if [ "$shards" -gt 1 ]; then cpus="$SRV_CPU-$((SRV_CPU + shards - 1))"; fi
@@ -259,6 +272,75 @@ for line in text.splitlines():
         b[le] = b.get(le, 0) + int(float(line.rsplit(" ", 1)[1]))
 print(" ".join(k + "=" + str(v) for k, v in b.items()))
 ' "$2"; }
+# ---- store: bytes and flushes per lease change (issue 15) ---------------------
+metric_of() { ip netns exec $NS_P python3 -c '
+import sys, urllib.request
+text = urllib.request.urlopen("http://[::1]:9464/metrics", timeout=5).read().decode()
+print(sum(int(float(l.rsplit(" ", 1)[1])) for l in text.splitlines() if l.startswith(sys.argv[1] + " ")))
+' "$1"; }
+io_of() { awk -v k="$2" '$1 == k":" {print $2}' /proc/$1/io; }
+rss_of() { awk '/VmRSS/{print $2}' /proc/$1/status; }
+if [ $STORE = 1 ]; then
+    SD=${STORE_DURATION:-120}
+    dev=$(basename "$(findmnt -no SOURCE -T "$WORK")")
+    dev_written() { awk '{printf "%.0f\n", $7 * 512}' "/sys/block/$dev/stat" 2>/dev/null || echo 0; }
+    for mode in 4msg rapid renew release; do
+        start_tandem $NS_P standalone 1 "store-$mode" --metrics-listen "[::1]:9464"
+        pid=$(cat "$WORK/store-$mode/pid")
+        wb0=$(io_of "$pid" write_bytes); d0=$(dev_written)
+        c0=$(metric_of tandem_store_commits_total); ch0=$("$TANDEM" ctl --socket "$WORK/store-$mode/data/control.sock" status | python3 -c 'import json,sys; print(sum(s["changes-committed"] for s in json.load(sys.stdin)["per-shard"]))')
+        ip netns exec $NS_C taskset -c "${GEN_CPU%%,*}" "$LOAD" --interface eth0 --mode "$mode" --window "$WINDOW" --duration "$SD" \
+            --first-client $(( NEXT )) > "$WORK/store-$mode.out"
+        NEXT=$((NEXT + 100000000))
+        sleep 1
+        st=$("$TANDEM" ctl --socket "$WORK/store-$mode/data/control.sock" status)
+        ch1=$(echo "$st" | python3 -c 'import json,sys; print(sum(s["changes-committed"] for s in json.load(sys.stdin)["per-shard"]))')
+        steps=$(echo "$st" | python3 -c 'import json,sys; print(sum(s["merge-steps"] for s in json.load(sys.stdin)["per-shard"]))')
+        echo "store|mode=$mode changes=$((ch1 - ch0)) commits=$(( $(metric_of tandem_store_commits_total) - c0 )) merge_steps=$steps write_bytes=$(( $(io_of "$pid" write_bytes) - wb0 )) dev_bytes=$(( $(dev_written) - d0 )) store_bytes=$(metric_of tandem_store_bytes_written_total) journal_bytes=$(metric_of tandem_store_journal_bytes) rss_kib=$(rss_of "$pid") $(cat "$WORK/store-$mode.out")" | tee -a "$RESULTS" >&2
+        if [ "$mode" = 4msg ]; then
+            # Flushes per commit: 6 s of the same load under strace, counted
+            # over the middle 4 s. O_DSYNC descriptors (LMDB's meta page
+            # writer) from /proc/PID/fdinfo; every write on one is a flush.
+            ip netns exec $NS_C taskset -c "${GEN_CPU%%,*}" "$LOAD" --interface eth0 --mode 4msg --window "$WINDOW" --duration 6 \
+                --first-client $(( NEXT )) > /dev/null &
+            gp=$!
+            NEXT=$((NEXT + 100000000))
+            sleep 1
+            c0=$(metric_of tandem_store_commits_total)
+            timeout -s INT 4 strace -f -qq -e trace=fdatasync,fsync,msync,pwrite64,pwritev,write -o "$WORK/strace.txt" $(ls /proc/$pid/task | sed "s/^/-p /") || true
+            c1=$(metric_of tandem_store_commits_total)
+            wait $gp
+            dsync=$(for f in /proc/$pid/fdinfo/*; do fl=$(awk '/^flags/{print $2}' "$f"); [ $(( 0$fl & 010000 )) -ne 0 ] && basename "$f"; done | tr '\n' ' ')
+            flushes=$(python3 - "$WORK/strace.txt" "$dsync" <<'PY'
+import re, sys
+dsync = set(sys.argv[2].split())
+n = 0
+for line in open(sys.argv[1]):
+    m = re.search(r'\b(fdatasync|fsync|msync|pwrite64|pwritev|write)\((\d+)', line)
+    if not m or 'resumed' in line:
+        continue
+    if m.group(1) in ('fdatasync', 'fsync', 'msync') or m.group(2) in dsync:
+        n += 1
+print(n)
+PY
+)
+            echo "flushes|commits=$((c1 - c0)) flushes=$flushes dsync_fds=${dsync// /,}" | tee -a "$RESULTS" >&2
+            # Restart from the store (every lease of the 4msg run): start-up
+            # time to the ready file, and RSS once ready.
+            stop_pid "$pid"
+            n=$("$TANDEM" leases --data-dir "$WORK/store-$mode/data" --format json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+            t0=$(date +%s.%N)
+            start_tandem $NS_P standalone 1 "store-$mode" --metrics-listen "[::1]:9464"
+            t1=$(date +%s.%N)
+            pid=$(cat "$WORK/store-$mode/pid")
+            sleep 2
+            echo "restart|leases=$n ready_s=$(echo "$t1 - $t0" | bc) rss_kib=$(rss_of "$pid")" | tee -a "$RESULTS" >&2
+        fi
+        stop_pid "$pid"
+    done
+fi
+[ $ONLY_STORE = 1 ] && { echo "only-store: results in $RESULTS" >&2; exit 0; }
+
 if [ "$SCALE" -gt 0 ]; then
     [ -f "$WORK/tls/ca.pem" ] || "$TANDEM" gen-tls --out "$WORK/tls" --name primary.perf --name secondary.perf > /dev/null
     start_tandem $NS_S secondary 1 scale-s

@@ -3,6 +3,7 @@
 
 pub mod bus;
 pub mod store;
+pub mod journal;
 pub mod udp;
 pub mod sys;
 pub mod observe;

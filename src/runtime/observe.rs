@@ -36,6 +36,11 @@ pub struct Snapshot {
     /// Durable commits and the lease writes in them.
     pub commits: u64,
     pub changes_committed: u64,
+    /// Bytes the store made the kernel write (journal and table merges).
+    pub store_bytes: u64,
+    /// Journal merge transactions, and the bytes the journal holds now.
+    pub merge_steps: u64,
+    pub journal_bytes: u64,
 }
 
 impl Default for Snapshot {
@@ -54,6 +59,9 @@ impl Default for Snapshot {
             lag_count: 0,
             commits: 0,
             changes_committed: 0,
+            store_bytes: 0,
+            merge_steps: 0,
+            journal_bytes: 0,
         }
     }
 }
@@ -182,6 +190,9 @@ impl Shared {
             t.latency_count += s.latency_count;
             t.commits += s.commits;
             t.changes_committed += s.changes_committed;
+            t.store_bytes += s.store_bytes;
+            t.merge_steps += s.merge_steps;
+            t.journal_bytes += s.journal_bytes;
         }
         t
     }
@@ -233,6 +244,12 @@ impl Shared {
         o.push_str(&format!("# TYPE tandem_failover_connections_total counter\ntandem_failover_connections_total {conns}\n"));
         o.push_str("# HELP tandem_store_commits_total Durable lease-store commits (group commits), all shards.\n");
         o.push_str(&format!("# TYPE tandem_store_commits_total counter\ntandem_store_commits_total {}\n", t.commits));
+        o.push_str("# HELP tandem_store_bytes_written_total Bytes the lease store made the kernel write (journal appends and merges into LMDB), all shards.\n");
+        o.push_str(&format!("# TYPE tandem_store_bytes_written_total counter\ntandem_store_bytes_written_total {}\n", t.store_bytes));
+        o.push_str("# HELP tandem_store_merge_steps_total LMDB transactions that merged journaled changes into the lease table.\n");
+        o.push_str(&format!("# TYPE tandem_store_merge_steps_total counter\ntandem_store_merge_steps_total {}\n", t.merge_steps));
+        o.push_str("# HELP tandem_store_journal_bytes Bytes in the shards' journals, not yet merged or removed.\n");
+        o.push_str(&format!("# TYPE tandem_store_journal_bytes gauge\ntandem_store_journal_bytes {}\n", t.journal_bytes));
         o.push_str("# HELP tandem_shard_loop_lag_seconds How late each shard's 10 ms timer fired (its executor was busy).\n");
         o.push_str("# TYPE tandem_shard_loop_lag_seconds histogram\n");
         for (i, s) in self.shards.iter().enumerate() {
@@ -281,6 +298,10 @@ impl Shared {
                     "replies": s.replies.iter().sum::<u64>(),
                     "leases": s.leases.values().sum::<u64>(),
                     "commits": s.commits,
+                    "changes-committed": s.changes_committed,
+                    "merge-steps": s.merge_steps,
+                    "store-bytes-written": s.store_bytes,
+                    "journal-bytes": s.journal_bytes,
                     "loop-lag-max-bucket": LATENCY_BUCKETS.iter().zip(&s.lag_buckets).find(|(_, n)| **n == s.lag_count).map(|(b, _)| *b),
                 })
             })

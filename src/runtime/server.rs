@@ -167,6 +167,7 @@ pub fn serve(s: Settings) -> Result<(), String> {
         }
     }
     let built = crate::shard::build::<ReplyTo>(&cfg, placed.lists);
+    sys::release_free_memory();
     if !built.away.is_empty() {
         tracing::info!(records = built.away.len(), "records held away from their slice owner (partners with other shard counts, or a --shards change)");
     }

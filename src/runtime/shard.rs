@@ -79,10 +79,13 @@ struct State {
     fd: RawFd,
     sock: UdpSocket,
     core: RefCell<ShardCore<ReplyTo>>,
-    /// The writer: moved to a blocking thread for each commit.
+    /// The writer: moved to a blocking thread for each commit, merge step
+    /// and read of the store.
     store: RefCell<Option<LmdbStore>>,
-    /// A read-only handle for streaming the store (UPDREQALL answers).
-    reader: LmdbStore,
+    /// Chunks of the store the failover core asked for (UPDREQALL
+    /// answers), read by the committer between commits: the unmerged
+    /// journal lives with the writer.
+    scans: RefCell<VecDeque<(std::ops::Bound<crate::lease::LeaseKey>, usize)>>,
     committing: Cell<bool>,
     kick: local_channel::LocalSender<()>,
     /// Messages for the failover core, sent in order by one task.
@@ -115,8 +118,8 @@ pub async fn run(init: ShardInit) {
         fd,
         sock,
         core: RefCell::new(core),
-        reader: store.reader(),
         store: RefCell::new(Some(store)),
+        scans: RefCell::new(VecDeque::new()),
         committing: Cell::new(false),
         kick,
         outbox: RefCell::new(loaded.into()),
@@ -307,23 +310,8 @@ impl State {
     /// A message from the failover core.
     fn from_failover(self: &Rc<Self>, m: ToShard) {
         if let ToShard::Scan { from, max } = m {
-            // Read from the store on a blocking thread (it may be large).
-            let st = self.clone();
-            let reader = self.reader.reader();
-            glommio::spawn_local(async move {
-                let max = max.min(SCAN_MAX);
-                let res = glommio::executor().spawn_blocking(move || reader.scan(from.as_ref(), max)).await;
-                let leases = match res {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::error!(shard = st.id, "reading the store for the partner: {e}");
-                        Vec::new()
-                    }
-                };
-                let next = if leases.len() < max { None } else { leases.last().map(|l| l.key) };
-                st.to_failover(ToFailover::ScanChunk { shard: st.id, leases, next });
-            })
-            .detach();
+            self.scans.borrow_mut().push_back((from, max.min(SCAN_MAX)));
+            let _ = self.kick.try_send(());
             return;
         }
         let answers = self.core.borrow_mut().bus(unix_now(), m);
@@ -395,23 +383,53 @@ impl State {
     }
 }
 
-/// Group commit: one durable LMDB transaction at a time on a blocking
-/// thread; what a batch releases goes out only after it committed.
+/// Run `f` on the store on a blocking thread (the store is large and its
+/// calls sync to disk); None if the store is away (never, with one owner).
+async fn with_store<T: Send + 'static>(st: &State, f: impl FnOnce(&mut LmdbStore) -> T + Send + 'static) -> Option<T> {
+    let mut store = st.store.borrow_mut().take()?;
+    let (store, out) = glommio::executor()
+        .spawn_blocking(move || {
+            let out = f(&mut store);
+            (store, out)
+        })
+        .await;
+    {
+        let mut s = st.snap.borrow_mut();
+        s.store_bytes = store.bytes_written();
+        s.journal_bytes = store.journal_bytes();
+    }
+    *st.store.borrow_mut() = Some(store);
+    Some(out)
+}
+
+/// The store's one user on the shard: group commits (a durable journal
+/// append on a blocking thread; what a batch releases goes out only after
+/// it committed), chunks of the store for the failover core, and between
+/// them the journal's merge into the LMDB table, a bounded step at a time.
 async fn committer(st: Rc<State>, kicked: local_channel::LocalReceiver<()>) {
     let mut backoff = Duration::from_millis(10);
+    let mut merge_error_logged = false;
     while kicked.recv().await.is_some() {
         loop {
+            let scan = st.scans.borrow_mut().pop_front();
+            if let Some((from, max)) = scan {
+                let res = with_store(&st, move |s| s.scan(from.as_ref(), max)).await;
+                let leases = match res {
+                    Some(Ok(l)) => l,
+                    Some(Err(e)) => {
+                        tracing::error!(shard = st.id, "reading the store for the partner: {e}");
+                        Vec::new()
+                    }
+                    None => Vec::new(),
+                };
+                let next = if leases.len() < max { None } else { leases.last().map(|l| l.key) };
+                st.to_failover(ToFailover::ScanChunk { shard: st.id, leases, next });
+                continue;
+            }
             let batch = st.core.borrow_mut().take_batch(unix_now());
             let Some(changes) = batch else { break };
             st.committing.set(true);
-            let Some(mut store) = st.store.borrow_mut().take() else { break };
-            let (store, res, changes) = glommio::executor()
-                .spawn_blocking(move || {
-                    let r = store.commit(&changes);
-                    (store, r, changes)
-                })
-                .await;
-            *st.store.borrow_mut() = Some(store);
+            let Some((res, changes)) = with_store(&st, move |s| (s.commit(&changes), changes)).await else { break };
             st.committing.set(false);
             let n = changes.len();
             let done = st.core.borrow_mut().batch_done(res.is_ok(), changes);
@@ -443,11 +461,34 @@ async fn committer(st: Rc<State>, kicked: local_channel::LocalReceiver<()>) {
                     for _ in &done.replies {
                         st.count_drop(if full { "store_full" } else { "store_error" });
                     }
+                    // A full table may take the journal again after a merge step.
+                    merge(&st, &mut merge_error_logged).await;
                     glommio::timer::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
             }
+            merge(&st, &mut merge_error_logged).await;
         }
+        // Idle (the ticker kicks every 50 ms): merging goes on.
+        merge(&st, &mut merge_error_logged).await;
+    }
+}
+
+/// One merge step if the store wants one.
+async fn merge(st: &State, error_logged: &mut bool) {
+    if !st.store.borrow().as_ref().is_some_and(LmdbStore::merge_wanted) {
+        return;
+    }
+    match with_store(st, |s| s.merge_step(super::store::MERGE_STEP_KEYS)).await {
+        Some(Ok(())) => {
+            st.snap.borrow_mut().merge_steps += 1;
+            *error_logged = false;
+        }
+        Some(Err(e)) if !*error_logged => {
+            tracing::error!(shard = st.id, "merging the journal into the lease table failed (the journal keeps every change; retried): {e}");
+            *error_logged = true;
+        }
+        Some(Err(_)) | None => {}
     }
 }
 

@@ -922,7 +922,7 @@ impl Engine {
             out.push(DhcpOption::StatusCode(Status::new(StatusCode::NOT_ON_LINK, "address not on link")));
             return out;
         }
-        let held: Vec<LeaseKey> = self.leases.keys_of(&binding).to_vec();
+        let held: Vec<LeaseKey> = self.leases.keys_of(&binding);
         let has_binding = held.iter().any(|k| self.leases.get(k).is_some_and(Lease::is_active));
         // Addresses not appropriate for the link get lifetimes 0 (Renew/Rebind).
         if mode != IaMode::Assign {
@@ -981,7 +981,7 @@ impl Engine {
             return self.available_for(ctx, &k, binding).then_some(*a);
         }
         // The address this client had before, if still free.
-        for k in self.leases.keys_of(binding) {
+        for k in &self.leases.keys_of(binding) {
             if let LeaseKey::Addr(a) = k
                 && s.on_link(*a)
                 && self.available_for(ctx, k, binding)
@@ -1017,7 +1017,7 @@ impl Engine {
             .ia_prefixes()
             .filter_map(|p| Prefix::new(p.prefix, p.prefix_len).map(|x| (x, p.prefix.is_unspecified())))
             .collect();
-        let held: Vec<LeaseKey> = self.leases.keys_of(&binding).to_vec();
+        let held: Vec<LeaseKey> = self.leases.keys_of(&binding);
         let has_binding = held.iter().any(|k| self.leases.get(k).is_some_and(Lease::is_active));
         if mode != IaMode::Assign {
             for (p, len_hint) in &requested {
@@ -1074,7 +1074,7 @@ impl Engine {
             let k = LeaseKey::Prefix(*p);
             return self.available_for(ctx, &k, binding).then_some(*p);
         }
-        for k in self.leases.keys_of(binding) {
+        for k in &self.leases.keys_of(binding) {
             if let LeaseKey::Prefix(p) = k
                 && s.prefix_on_link(p)
                 && self.available_for(ctx, k, binding)

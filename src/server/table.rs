@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use hashbrown::HashTable;
+
 use crate::lease::{Binding, IaType, Lease, LeaseKey, Time};
 use crate::wire::Duid;
 
@@ -28,12 +30,29 @@ fn ended_base(l: &Lease) -> Option<Time> {
     })
 }
 
-#[derive(Debug, Default)]
+/// A lease's place in the table: an index into `LeaseTable::slots`, stable
+/// while the record is there.
+type Slot = u32;
+
+/// The lease table. Records live once, in `slots`; the indexes hold slot
+/// numbers, not copies of keys or client DUIDs (a million leases cost the
+/// records plus ~30 bytes each of index).
 pub struct LeaseTable {
-    leases: HashMap<LeaseKey, Lease>,
-    by_binding: HashMap<Binding, Vec<LeaseKey>>,
-    /// Active leases ordered by when they may expire.
-    expiry: BTreeSet<(Time, LeaseKey)>,
+    slots: Vec<Option<Lease>>,
+    /// Slots emptied by `remove`, reused first.
+    vacant: Vec<Slot>,
+    /// Slot of each key, under a fast hash seeded per process (keys are
+    /// addresses and prefixes from our own pools).
+    by_key: HashTable<Slot>,
+    /// Slots of each client's leases with the order they were listed in,
+    /// under a keyed hash of (DUID, IA type) (clients choose their DUIDs;
+    /// no one can aim a DUID at another's entries): `keys_of` picks one IA
+    /// from them, `active_of_client` counts them. Pool bookkeeping records
+    /// (no client) are not listed.
+    by_binding: HashTable<(Slot, u32)>,
+    listed: u32,
+    /// Active leases ordered by when they may expire (16 bytes each).
+    expiry: BTreeSet<(Time, Slot)>,
     /// Ended leases ordered by `ended_base` (PARTNER-DOWN reclamation).
     ended: BTreeSet<(Time, LeaseKey)>,
     /// FREE-BACKUP prefixes (the secondary's, §4.2.2).
@@ -42,11 +61,60 @@ pub struct LeaseTable {
     /// Leases by (IA type, binding status), kept as leases change so that
     /// metrics never walk the table.
     counts: HashMap<(crate::lease::IaType, crate::wire::BindingStatus), u64>,
-    /// ACTIVE leases per client DUID and IA type, under a hash keyed at
-    /// random per process (no one can aim a DUID at another's count), for
-    /// `[limits] leases-per-client`. 12 bytes per client, no DUID copy.
-    active_by_client: HashMap<u64, u32>,
     client_hasher: std::hash::RandomState,
+    key_seed: u64,
+}
+
+impl std::fmt::Debug for LeaseTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseTable").field("leases", &self.len()).finish_non_exhaustive()
+    }
+}
+
+impl Default for LeaseTable {
+    fn default() -> Self {
+        use std::hash::BuildHasher;
+        let client_hasher = std::hash::RandomState::new();
+        LeaseTable {
+            slots: Vec::new(),
+            vacant: Vec::new(),
+            by_key: HashTable::new(),
+            by_binding: HashTable::new(),
+            listed: 0,
+            expiry: BTreeSet::new(),
+            ended: BTreeSet::new(),
+            free_backup: BTreeSet::new(),
+            slack: 0,
+            counts: HashMap::new(),
+            key_seed: client_hasher.hash_one(0x6b65_7973u32) | 1,
+            client_hasher,
+        }
+    }
+}
+
+/// A fast hash of a lease key (multiply-rotate over its 17 octets).
+fn key_hash(seed: u64, k: &LeaseKey) -> u64 {
+    let (a, len) = match k {
+        LeaseKey::Addr(a) => (a.octets(), 128u8),
+        LeaseKey::Prefix(p) => (p.addr.octets(), p.len),
+    };
+    const M: u64 = 0x9e37_79b9_7f4a_7c15;
+    let hi = u64::from_le_bytes(a[..8].try_into().unwrap());
+    let lo = u64::from_le_bytes(a[8..].try_into().unwrap());
+    let mut h = (seed ^ hi).wrapping_mul(M);
+    h = (h.rotate_left(29) ^ lo).wrapping_mul(M);
+    h = (h.rotate_left(29) ^ len as u64).wrapping_mul(M);
+    h ^ (h >> 32)
+}
+
+fn client_hash(h: &std::hash::RandomState, duid: &Duid, t: IaType) -> u64 {
+    use std::hash::BuildHasher;
+    h.hash_one((duid.as_bytes(), t == IaType::Pd))
+}
+
+/// A record that belongs to no client (see `Lease::pool_record`).
+fn is_placeholder(b: &Binding) -> bool {
+    b.iaid == 0 && b.duid.as_bytes() == [0, 3, 0, 0, 0]
 }
 
 impl LeaseTable {
@@ -56,29 +124,44 @@ impl LeaseTable {
 
     /// Set the failover MCLT used in `expires` (before loading leases).
     pub fn set_slack(&mut self, slack: Time) {
-        debug_assert!(self.leases.is_empty());
+        debug_assert!(self.is_empty());
         self.slack = slack;
     }
 
     fn client_slot(&self, duid: &Duid, t: IaType) -> u64 {
-        use std::hash::BuildHasher;
-        self.client_hasher.hash_one((duid.as_bytes(), t == IaType::Pd))
+        client_hash(&self.client_hasher, duid, t)
     }
 
-    /// How many ACTIVE leases of type `t` this client holds, whoever granted them.
+    fn binding_hash(&self, b: &Binding) -> u64 {
+        self.client_slot(&b.duid, b.ia_type)
+    }
+
+    /// How many ACTIVE leases of type `t` this client holds, whoever
+    /// granted them (`[limits] leases-per-client`).
     pub fn active_of_client(&self, duid: &Duid, t: IaType) -> u32 {
-        self.active_by_client.get(&self.client_slot(duid, t)).copied().unwrap_or(0)
+        let slots = &self.slots;
+        self.by_binding
+            .iter_hash(self.client_slot(duid, t))
+            .filter_map(|(s, _)| slots[*s as usize].as_ref())
+            .filter(|l| l.is_active() && l.key.ia_type() == t && l.binding.duid == *duid)
+            .count() as u32
     }
 
     pub fn len(&self) -> usize {
-        self.leases.len()
+        self.by_key.len()
     }
 
     /// Room for `n` leases, so that loading a large store does not rehash
     /// (a multi-millisecond pause at a million leases).
     pub fn reserve(&mut self, n: usize) {
-        self.leases.reserve(n);
-        self.by_binding.reserve(n);
+        let (slots, seed) = (&self.slots, self.key_seed);
+        self.by_key.reserve(n, |s| key_hash(seed, &slots[*s as usize].as_ref().expect("indexed slot").key));
+        let (slots, hasher) = (&self.slots, &self.client_hasher);
+        self.by_binding.reserve(n, |(s, _)| {
+            let b = &slots[*s as usize].as_ref().expect("listed slot").binding;
+            client_hash(hasher, &b.duid, b.ia_type)
+        });
+        self.slots.reserve(n.saturating_sub(self.slots.len()));
     }
 
     /// How many leases of each (IA type, status) there are.
@@ -87,71 +170,87 @@ impl LeaseTable {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.leases.is_empty()
+        self.by_key.is_empty()
+    }
+
+    fn slot_of(&self, key: &LeaseKey) -> Option<Slot> {
+        let slots = &self.slots;
+        self.by_key.find(key_hash(self.key_seed, key), |s| slots[*s as usize].as_ref().is_some_and(|l| l.key == *key)).copied()
     }
 
     pub fn get(&self, key: &LeaseKey) -> Option<&Lease> {
-        self.leases.get(key)
+        self.slot_of(key).and_then(|s| self.slots[s as usize].as_ref())
     }
 
-    /// Every lease (any status) last bound to this client IA.
-    pub fn keys_of(&self, b: &Binding) -> &[LeaseKey] {
-        self.by_binding.get(b).map(Vec::as_slice).unwrap_or(&[])
+    /// Every lease (any status) last bound to this client IA, in the order
+    /// they were first bound to it.
+    pub fn keys_of(&self, b: &Binding) -> Vec<LeaseKey> {
+        let slots = &self.slots;
+        let mut v: Vec<(u32, LeaseKey)> = self
+            .by_binding
+            .iter_hash(self.binding_hash(b))
+            .filter_map(|(s, order)| slots[*s as usize].as_ref().filter(|l| l.binding == *b).map(|l| (*order, l.key)))
+            .collect();
+        v.sort_unstable_by_key(|(o, _)| *o);
+        v.into_iter().map(|(_, k)| k).collect()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Lease> {
-        self.leases.values()
+        self.slots.iter().flatten()
     }
 
-    /// Take a record's index entries out (before replacing or removing it).
-    fn unindex(&mut self, old: &Lease, keep_binding: Option<&Binding>) {
+    /// Take a record's index entries out (before replacing or removing
+    /// it), all but its listing under `keep_binding`.
+    fn unindex(&mut self, slot: Slot, old: &Lease, keep_binding: Option<&Binding>) {
         let key = old.key;
         if let Some(n) = self.counts.get_mut(&(key.ia_type(), old.status)) {
             *n -= 1;
         }
         if old.status == crate::wire::BindingStatus::Active {
-            self.expiry.remove(&(expires(old, self.slack), key));
-            let slot = self.client_slot(&old.binding.duid, key.ia_type());
-            if let Some(n) = self.active_by_client.get_mut(&slot) {
-                *n -= 1;
-                if *n == 0 {
-                    self.active_by_client.remove(&slot);
-                }
-            }
+            self.expiry.remove(&(expires(old, self.slack), slot));
         }
         if let Some(b) = ended_base(old) {
             self.ended.remove(&(b, key));
         }
         self.free_backup.remove(&key);
         if keep_binding != Some(&old.binding)
-            && let Some(v) = self.by_binding.get_mut(&old.binding)
+            && !is_placeholder(&old.binding)
+            && let Ok(e) = self.by_binding.find_entry(self.binding_hash(&old.binding), |(s, _)| *s == slot)
         {
-            v.retain(|k| *k != key);
-            if v.is_empty() {
-                self.by_binding.remove(&old.binding);
-            }
+            e.remove();
         }
     }
 
     /// Insert or replace a lease, keeping the indexes right.
     pub fn upsert(&mut self, lease: Lease) {
         let key = lease.key;
-        let old = self.leases.remove(&key);
-        // A key is listed under exactly its record's binding, so it is
-        // there already only if the old record had this binding. (No
-        // `contains`: every pool record shares one binding, and a search
-        // there made loading thousands of them quadratic.)
-        let listed = old.as_ref().is_some_and(|o| o.binding == lease.binding);
-        if let Some(old) = old {
-            self.unindex(&old, Some(&lease.binding));
-        }
-        if !listed {
-            self.by_binding.entry(lease.binding.clone()).or_default().push(key);
-        }
+        let slot = match self.slot_of(&key) {
+            Some(s) => {
+                let old = self.slots[s as usize].take().expect("indexed slot");
+                self.unindex(s, &old, Some(&lease.binding));
+                // Listed already only if the old record had this binding.
+                if old.binding != lease.binding {
+                    self.list(s, &lease.binding);
+                }
+                s
+            }
+            None => {
+                let s = match self.vacant.pop() {
+                    Some(s) => s,
+                    None => {
+                        self.slots.push(None);
+                        (self.slots.len() - 1) as Slot
+                    }
+                };
+                let (slots, seed) = (&self.slots, self.key_seed);
+                self.by_key
+                    .insert_unique(key_hash(seed, &key), s, |x| key_hash(seed, &slots[*x as usize].as_ref().expect("indexed slot").key));
+                self.list(s, &lease.binding);
+                s
+            }
+        };
         if lease.status == crate::wire::BindingStatus::Active {
-            self.expiry.insert((expires(&lease, self.slack), key));
-            let slot = self.client_slot(&lease.binding.duid, key.ia_type());
-            *self.active_by_client.entry(slot).or_default() += 1;
+            self.expiry.insert((expires(&lease, self.slack), slot));
         }
         if let Some(b) = ended_base(&lease) {
             self.ended.insert((b, key));
@@ -160,13 +259,33 @@ impl LeaseTable {
             self.free_backup.insert(key);
         }
         *self.counts.entry((key.ia_type(), lease.status)).or_default() += 1;
-        self.leases.insert(key, lease);
+        self.slots[slot as usize] = Some(lease);
+    }
+
+    /// List `slot` under `binding` (its record must be in place, or the
+    /// slot empty while it is replaced: the rehash skips neither).
+    fn list(&mut self, slot: Slot, binding: &Binding) {
+        if is_placeholder(binding) {
+            return;
+        }
+        let h = self.binding_hash(binding);
+        self.listed = self.listed.wrapping_add(1);
+        let (slots, hasher) = (&self.slots, &self.client_hasher);
+        self.by_binding.insert_unique(h, (slot, self.listed), |(s, _)| match slots[*s as usize].as_ref() {
+            Some(l) => client_hash(hasher, &l.binding.duid, l.binding.ia_type),
+            None => h,
+        });
     }
 
     /// Remove a record (it moved to another shard).
     pub fn remove(&mut self, key: &LeaseKey) -> Option<Lease> {
-        let old = self.leases.remove(key)?;
-        self.unindex(&old, None);
+        let s = self.slot_of(key)?;
+        let old = self.slots[s as usize].take().expect("indexed slot");
+        self.unindex(s, &old, None);
+        if let Ok(e) = self.by_key.find_entry(key_hash(self.key_seed, key), |x| *x == s) {
+            e.remove();
+        }
+        self.vacant.push(s);
         Some(old)
     }
 
@@ -183,15 +302,28 @@ impl LeaseTable {
 
     /// Record the T1/T2 sent with a lease (no index changes).
     pub fn set_t1_t2(&mut self, key: &LeaseKey, t1: u32, t2: u32) {
-        if let Some(l) = self.leases.get_mut(key) {
+        if let Some(s) = self.slot_of(key)
+            && let Some(l) = self.slots[s as usize].as_mut()
+        {
             (l.t1, l.t2) = (t1, t2);
         }
     }
 
     /// Keys of active leases whose valid lifetime ended at or before `now`,
     /// earliest first, at most `max`.
+    /// (Ties in key order: the second that reaches `max` is taken whole,
+    /// sorted, and cut.)
     pub fn due(&self, now: Time, max: usize) -> Vec<LeaseKey> {
-        self.expiry.iter().take_while(|(t, _)| *t <= now).take(max).map(|(_, k)| *k).collect()
+        let mut out: Vec<(Time, LeaseKey)> = Vec::new();
+        for (t, s) in self.expiry.iter().take_while(|(t, _)| *t <= now) {
+            if out.len() >= max && out.last().is_some_and(|(last, _)| last != t) {
+                break;
+            }
+            out.push((*t, self.slots[*s as usize].as_ref().expect("indexed slot").key));
+        }
+        out.sort_unstable();
+        out.truncate(max);
+        out.into_iter().map(|(_, k)| k).collect()
     }
 }
 
@@ -214,6 +346,55 @@ mod tests {
     }
 
     #[test]
+    fn pool_records_are_not_listed_under_a_client() {
+        let k = LeaseKey::Prefix(crate::pool::Prefix::new("2001:db8:100::".parse().unwrap(), 56).unwrap());
+        let p = Lease::pool_record(k, 5);
+        assert!(is_placeholder(&p.binding));
+        let mut t = LeaseTable::new();
+        t.upsert(p.clone());
+        assert_eq!(t.keys_of(&p.binding), vec![]);
+        assert_eq!(t.get(&k), Some(&p));
+        // Given to a client, it is listed under the client.
+        let mut l = lease("2001:db8::9", 4, 10, 10);
+        l.key = k;
+        l.binding.ia_type = IaType::Pd;
+        t.upsert(l.clone());
+        assert_eq!(t.keys_of(&l.binding), vec![k]);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn many_leases_and_removals_keep_every_index() {
+        let mut t = LeaseTable::new();
+        t.reserve(100);
+        for i in 0..5000u32 {
+            let mut l = lease("2001:db8::", (i % 200) as u8, 100, 10 + i % 7);
+            l.key = LeaseKey::Addr(std::net::Ipv6Addr::from(0x2001_0db8_0000_0000_0000_0000_0000_0000u128 + i as u128));
+            l.binding.iaid = i % 3;
+            t.upsert(l);
+        }
+        for i in (0..5000u32).step_by(3) {
+            assert!(t.remove(&LeaseKey::Addr(std::net::Ipv6Addr::from(0x2001_0db8_0000_0000_0000_0000_0000_0000u128 + i as u128))).is_some());
+        }
+        assert_eq!(t.len(), 5000 - 1667);
+        assert_eq!(t.iter().count(), t.len());
+        let mut listed = 0;
+        for d in 0..200u8 {
+            for iaid in 0..3 {
+                let b = Binding { duid: Duid::ll(1, &[d]), ia_type: IaType::Na, iaid };
+                let keys = t.keys_of(&b);
+                assert!(keys.windows(2).all(|w| w[0] < w[1]), "first-bound order is key order here");
+                for k in &keys {
+                    assert_eq!(t.get(k).unwrap().binding, b);
+                }
+                listed += keys.len();
+            }
+        }
+        assert_eq!(listed, t.len());
+        assert_eq!(t.due(u64::MAX, usize::MAX).len(), t.len());
+    }
+
+    #[test]
     fn indexes_follow_upserts() {
         let mut t = LeaseTable::new();
         t.upsert(lease("2001:db8::1", 1, 100, 50));
@@ -226,7 +407,7 @@ mod tests {
         // The same key for the same client again is listed once.
         t.upsert(lease("2001:db8::2", 1, 100, 20));
         t.upsert(lease("2001:db8::2", 1, 100, 10));
-        assert_eq!(t.keys_of(&b1), &[LeaseKey::Addr("2001:db8::2".parse().unwrap())]);
+        assert_eq!(t.keys_of(&b1), vec![LeaseKey::Addr("2001:db8::2".parse().unwrap())]);
         // Expiring removes it from the expiry index.
         let mut l = t.get(&LeaseKey::Addr("2001:db8::2".parse().unwrap())).unwrap().clone();
         l.set_status(BindingStatus::Expired, 110);

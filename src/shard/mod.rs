@@ -184,6 +184,12 @@ impl Placed {
 
 pub fn place(stored: Vec<Vec<Lease>>, slices: &SliceMap, shards: usize) -> Placed {
     let n = shards.max(1);
+    if stored.len() <= n && stored.iter().enumerate().all(|(s, records)| records.iter().all(|l| home_of(slices, n, l) == s)) {
+        // Everything at home (the usual start): the lists as they are, no copy.
+        let mut lists = stored;
+        lists.resize_with(n, Vec::new);
+        return Placed { lists, upserts: vec![Vec::new(); n], deletes: vec![Vec::new(); n] };
+    }
     let mut lists: Vec<Vec<Lease>> = vec![Vec::new(); n];
     let mut upserts: Vec<Vec<LeaseChange>> = vec![Vec::new(); n];
     let mut deletes: Vec<Vec<LeaseChange>> = vec![Vec::new(); n];

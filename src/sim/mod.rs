@@ -1044,7 +1044,7 @@ impl Sim {
         // What this client held here before, to tell renewals from new grants (invariant 3).
         let held: Vec<LeaseKey> = [IaType::Na, IaType::Pd]
             .iter()
-            .flat_map(|t| core.engine().leases().keys_of(&Binding { duid: duid.clone(), ia_type: *t, iaid: 1 }).to_vec())
+            .flat_map(|t| core.engine().leases().keys_of(&Binding { duid: duid.clone(), ia_type: *t, iaid: 1 }))
             .filter(|k| core.engine().leases().get(k).is_some_and(Lease::is_active))
             .collect();
         let before = core.uncommitted();

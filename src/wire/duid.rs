@@ -14,9 +14,42 @@ pub const DUID_EN: u16 = 2;
 pub const DUID_LL: u16 = 3;
 pub const DUID_UUID: u16 = 4;
 
-/// A client or server DUID, exactly as it appears on the wire.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Duid(Vec<u8>);
+/// A client or server DUID, exactly as it appears on the wire. The octets
+/// of the usual DUIDs (DUID-LLT with a MAC is 14 octets, DUID-UUID 18)
+/// live inline: a lease table of millions holds no allocation per DUID.
+#[derive(Clone)]
+pub struct Duid(Octets);
+
+const INLINE: usize = 22;
+
+#[derive(Clone)]
+enum Octets {
+    Inline { len: u8, b: [u8; INLINE] },
+    Heap(Box<[u8]>),
+}
+
+// Equality, order and hash are those of the octets (as `Vec<u8>`'s were).
+impl PartialEq for Duid {
+    fn eq(&self, o: &Duid) -> bool {
+        self.as_bytes() == o.as_bytes()
+    }
+}
+impl Eq for Duid {}
+impl PartialOrd for Duid {
+    fn partial_cmp(&self, o: &Duid) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Duid {
+    fn cmp(&self, o: &Duid) -> std::cmp::Ordering {
+        self.as_bytes().cmp(o.as_bytes())
+    }
+}
+impl std::hash::Hash for Duid {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.as_bytes().hash(h)
+    }
+}
 
 /// The typed reading of a DUID.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +75,7 @@ impl Duid {
                 expected: "a DUID of 3..=130 octets",
             }));
         }
-        Ok(Duid(bytes.to_vec()))
+        Ok(Duid::raw(bytes))
     }
 
     pub fn llt(hw_type: u16, time: u32, link_layer: &[u8]) -> Duid {
@@ -51,7 +84,7 @@ impl Duid {
         v.extend_from_slice(&hw_type.to_be_bytes());
         v.extend_from_slice(&time.to_be_bytes());
         v.extend_from_slice(link_layer);
-        Duid(v)
+        Duid::raw(&v)
     }
 
     pub fn en(enterprise: u32, identifier: &[u8]) -> Duid {
@@ -59,7 +92,7 @@ impl Duid {
         v.extend_from_slice(&DUID_EN.to_be_bytes());
         v.extend_from_slice(&enterprise.to_be_bytes());
         v.extend_from_slice(identifier);
-        Duid(v)
+        Duid::raw(&v)
     }
 
     pub fn ll(hw_type: u16, link_layer: &[u8]) -> Duid {
@@ -67,27 +100,40 @@ impl Duid {
         v.extend_from_slice(&DUID_LL.to_be_bytes());
         v.extend_from_slice(&hw_type.to_be_bytes());
         v.extend_from_slice(link_layer);
-        Duid(v)
+        Duid::raw(&v)
     }
 
     pub fn uuid(uuid: [u8; 16]) -> Duid {
         let mut v = Vec::with_capacity(18);
         v.extend_from_slice(&DUID_UUID.to_be_bytes());
         v.extend_from_slice(&uuid);
-        Duid(v)
+        Duid::raw(&v)
+    }
+
+    fn raw(bytes: &[u8]) -> Duid {
+        if bytes.len() <= INLINE {
+            let mut b = [0u8; INLINE];
+            b[..bytes.len()].copy_from_slice(bytes);
+            Duid(Octets::Inline { len: bytes.len() as u8, b })
+        } else {
+            Duid(Octets::Heap(bytes.into()))
+        }
     }
 
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        match &self.0 {
+            Octets::Inline { len, b } => &b[..*len as usize],
+            Octets::Heap(b) => b,
+        }
     }
 
     pub fn duid_type(&self) -> u16 {
-        u16::from_be_bytes([self.0[0], self.0[1]])
+        u16::from_be_bytes([self.as_bytes()[0], self.as_bytes()[1]])
     }
 
     pub fn kind(&self) -> DuidKind<'_> {
         let t = self.duid_type();
-        let d = &self.0[2..];
+        let d = &self.as_bytes()[2..];
         match t {
             DUID_LLT if d.len() >= 6 => DuidKind::Llt {
                 hw_type: u16::from_be_bytes([d[0], d[1]]),
@@ -113,7 +159,7 @@ impl Duid {
 
     /// Lowercase hex without separators, as the lease dump and config use.
     pub fn to_hex(&self) -> String {
-        super::hex::encode(&self.0)
+        super::hex::encode(self.as_bytes())
     }
 
     pub fn from_hex(s: &str) -> Result<Duid, String> {
