@@ -12,7 +12,7 @@ for line in open(results):
     if '|' not in line:
         continue
     label, rest = line.split('|', 1)
-    if label in ('scale', 'resync', 'backlog', 'pdlag'):
+    if label in ('scale', 'resync', 'backlog', 'pdlag', 'store', 'flushes', 'restart', 'fill'):
         continue  # reported below, not load rows
     kv = dict(re.findall(r'(\w+)=([^ ]+)', rest))
     if label not in runs:
@@ -184,6 +184,44 @@ if rows:
     w('## Failover pipeline (issue 14)')
     w('')
     w('Primary on CPU 0 and secondary on CPU 1 for the resync; otherwise both on the server CPU.')
+    w('')
+    w('| measure | value |')
+    w('|---|---|')
+    for a, b in rows:
+        w(f'| {a} | {b} |')
+    w('')
+# ---- issue 15: the lease store ---------------------------------------------
+rows = []
+for line in open(results):
+    kv = dict(re.findall(r'(\w+)=([^ ]+)', line))
+    if line.startswith('store|'):
+        ch = max(int(kv['changes']), 1)
+        rows.append((f'{kv["mode"]}: bytes written per lease change, process / disk (target ≤ 1 KiB)',
+                     f'{int(kv["write_bytes"]) / ch:.0f} B / {int(kv["dev_bytes"]) / ch:.0f} B '
+                     f'({kv["changes"]} changes in {kv["commits"]} commits and {kv["merge_steps"]} merge steps, '
+                     f'{float(kv["leases_per_s"]):.0f} exchanges/s, p99 {float(kv["p99_us"]) / 1000:.1f} ms, '
+                     f'RSS {int(kv["rss_kib"]) / 1024:.0f} MiB at the end)'))
+    if line.startswith('flushes|'):
+        c = max(int(kv['commits']), 1)
+        rows.append(('flushes per commit under strace: fdatasync, fsync, msync and O_DSYNC writes (target ≤ 1.5)',
+                     f'{int(kv["flushes"]) / c:.2f} ({kv["flushes"]} flushes, {kv["commits"]} commits)'))
+    if line.startswith('restart|'):
+        rows.append((f'restart from the store of the 4msg run ({kv["leases"]} leases): ready after, RSS once ready',
+                     f'{float(kv["ready_s"]):.1f} s, {int(kv["rss_kib"]) / 1024:.0f} MiB'))
+    if line.startswith('fill|'):
+        n = int(kv['leases'])
+        rows.append((f'{n} leases (rapid-commit fill): RSS after the fill / after a restart (target ≤ 300 MiB per 1 M, ≤ 3 GiB for 10 M)',
+                     f'{int(kv["fill_rss_kib"]) / 1024:.0f} MiB / {int(kv["rss_kib"]) / 1024:.0f} MiB '
+                     f'({int(kv["rss_kib"]) * 1024 / n:.0f} B per lease after the restart)'))
+        rows.append((f'{n} leases: restart until ready (target ≤ 10 s for 10 M)', f'{float(kv["ready_s"]):.1f} s'))
+    if line.startswith('kea-rss|'):
+        rows.append((f'Kea 2.2 RSS with {kv["leases"]} leases', f'{int(kv["rss_kib"]) / 1024:.0f} MiB'))
+if rows:
+    w('## Lease store (issue 15)')
+    w('')
+    w('One shard. Per lease change: the store\'s changes committed (`ctl status` changes-committed) over '
+      '`/proc/PID/io` write_bytes and the data disk\'s written sectors (`/sys/block/DEV/stat`, the whole disk: '
+      'other writers count too).')
     w('')
     w('| measure | value |')
     w('|---|---|')

@@ -36,6 +36,7 @@
 #   /sys/block/DEV/stat), commits and merge steps, RSS; then flushes per
 #   commit under strace (fdatasync/fsync/msync calls and writes to O_DSYNC
 #   descriptors); then RSS after a restart from the store, and start-up time.
+#   STORE_FILL=N adds: N leases (rapid commit), RSS, restart time and RSS.
 #   --only-store: only that block (no RESULTS.md; results in target/perf-work).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -165,7 +166,7 @@ start_tandem() { # ns role shards name [extra serve flags...]
     ip netns exec $ns taskset -c "$cpus" "$TANDEM" serve --config "$d/tandem.toml" --shards "$shards" --cpus "$cpus" \
         --failover-cpu "$SRV_CPU" --log-level warn --ready-file "$d/ready" ${SERVE_FLAGS:-} "$@" 2> "$d/server.log" &
     echo $! > "$d/pid"
-    for _ in $(seq 300); do [ -f "$d/ready" ] && return 0; sleep 0.1; done
+    for _ in $(seq 1200); do [ -f "$d/ready" ] && return 0; sleep 0.1; done
     echo "tandem $name did not start:"; cat "$d/server.log"; exit 1
 }
 
@@ -280,6 +281,7 @@ print(sum(int(float(l.rsplit(" ", 1)[1])) for l in text.splitlines() if l.starts
 ' "$1"; }
 io_of() { awk -v k="$2" '$1 == k":" {print $2}' /proc/$1/io; }
 rss_of() { awk '/VmRSS/{print $2}' /proc/$1/status; }
+leases_of() { "$TANDEM" ctl --socket "$WORK/$1/data/control.sock" status | python3 -c 'import json,sys; print(sum(s["leases"] for s in json.load(sys.stdin)["per-shard"]))'; }
 if [ $STORE = 1 ]; then
     SD=${STORE_DURATION:-120}
     dev=$(basename "$(findmnt -no SOURCE -T "$WORK")")
@@ -307,7 +309,7 @@ if [ $STORE = 1 ]; then
             NEXT=$((NEXT + 100000000))
             sleep 1
             c0=$(metric_of tandem_store_commits_total)
-            timeout -s INT 4 strace -f -qq -e trace=fdatasync,fsync,msync,pwrite64,pwritev,write -o "$WORK/strace.txt" $(ls /proc/$pid/task | sed "s/^/-p /") || true
+            timeout -s INT 4 strace -f -qq -tt -e trace=fdatasync,fsync,msync,pwrite64,pwritev,write,io_uring_enter,sendmsg,sendmmsg -o "$WORK/strace.txt" $(ls /proc/$pid/task | sed "s/^/-p /") || true
             c1=$(metric_of tandem_store_commits_total)
             wait $gp
             dsync=$(for f in /proc/$pid/fdinfo/*; do fl=$(awk '/^flags/{print $2}' "$f"); [ $(( 0$fl & 010000 )) -ne 0 ] && basename "$f"; done | tr '\n' ' ')
@@ -327,8 +329,8 @@ PY
             echo "flushes|commits=$((c1 - c0)) flushes=$flushes dsync_fds=${dsync// /,}" | tee -a "$RESULTS" >&2
             # Restart from the store (every lease of the 4msg run): start-up
             # time to the ready file, and RSS once ready.
+            n=$(leases_of "store-$mode")
             stop_pid "$pid"
-            n=$("$TANDEM" leases --data-dir "$WORK/store-$mode/data" --format json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
             t0=$(date +%s.%N)
             start_tandem $NS_P standalone 1 "store-$mode" --metrics-listen "[::1]:9464"
             t1=$(date +%s.%N)
@@ -338,6 +340,25 @@ PY
         fi
         stop_pid "$pid"
     done
+    if [ "${STORE_FILL:-0}" -gt 0 ]; then
+        # STORE_FILL leases (rapid commit, window 512): RSS after the fill,
+        # then a restart from that store: time to ready, RSS.
+        start_tandem $NS_P standalone 1 store-fill --metrics-listen "[::1]:9464"
+        pid=$(cat "$WORK/store-fill/pid")
+        ip netns exec $NS_C taskset -c "${GEN_CPU%%,*}" "$LOAD" --interface eth0 --mode rapid --window 512 --duration 3600 \
+            --count "$STORE_FILL" --first-client 700000000 > "$WORK/store-fill.out"
+        sleep 2
+        n=$(leases_of store-fill)
+        fill_rss=$(rss_of "$pid")
+        stop_pid "$pid"
+        t0=$(date +%s.%N)
+        start_tandem $NS_P standalone 1 store-fill --metrics-listen "[::1]:9464"
+        t1=$(date +%s.%N)
+        pid=$(cat "$WORK/store-fill/pid")
+        sleep 2
+        echo "fill|leases=$n fill_rss_kib=$fill_rss ready_s=$(echo "$t1 - $t0" | bc) rss_kib=$(rss_of "$pid") $(cat "$WORK/store-fill.out")" | tee -a "$RESULTS" >&2
+        stop_pid "$pid"
+    fi
 fi
 [ $ONLY_STORE = 1 ] && { echo "only-store: results in $RESULTS" >&2; exit 0; }
 
@@ -484,6 +505,15 @@ EOF
     kp=$(cat "$WORK/kea-ha-p/pid"); ks=$(cat "$WORK/kea-ha-s/pid")
     run_load "Kea 2.2 HA hot-standby pair" "$kp" "$ks" -- "${GEN_ARGS[@]}"
     stop_pid "$kp"; stop_pid "$ks"
+    if [ $STORE = 1 ]; then
+        # Kea's RSS holding 1 M leases (issue 15's yardstick), multi-threaded.
+        start_kea $NS_P kea-fill on
+        pid=$(cat "$WORK/kea-fill/pid")
+        ip netns exec $NS_C taskset -c "${GEN_CPU%%,*}" "$LOAD" --interface eth0 --mode 4msg --window 256 --duration 3600 \
+            --count 1000000 --first-client 800000000 > "$WORK/kea-fill.out"
+        echo "kea-rss|leases=$(sed 's/.*completed=\([0-9]*\).*/\1/' "$WORK/kea-fill.out") rss_kib=$(rss_of "$pid") $(cat "$WORK/kea-fill.out")" | tee -a "$RESULTS" >&2
+        stop_pid "$pid"
+    fi
 else
     echo "kea-dhcp6 not installed: Kea rows skipped" >&2
 fi

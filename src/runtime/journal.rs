@@ -163,10 +163,12 @@ impl Journal {
             )));
         }
         let count = j.segments.len();
+        // One buffer for every segment: fresh memory costs page faults.
+        let mut data = Vec::new();
         for i in 0..count {
             let last = i + 1 == count;
             let (start, len) = (j.segments[i].start, j.segments[i].len);
-            let mut data = vec![0u8; len as usize];
+            data.resize(len as usize, 0);
             j.segments[i].file.read_exact_at(&mut data, 0).map_err(|e| JournalError::Io(io_err(&j.segments[i].path, e)))?;
             let mut off = from.saturating_sub(start) as usize;
             let good_end = loop {

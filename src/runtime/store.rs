@@ -377,10 +377,11 @@ impl LmdbStore {
             j.overlay.retain(|_, l| l.pos() >= until);
             j.log.drop_before(until);
             j.round = None;
-            release_mapped_pages(&self.dir);
         } else {
             round.after = keys.last().map(|(k, _)| *k);
         }
+        // The pages this step read stay in the page cache, not in our RSS.
+        release_mapped_pages(&self.dir);
         self.count_written(before);
         Ok(())
     }

@@ -5,6 +5,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use hashbrown::HashTable;
 
+use super::slab::Slab;
+
 use crate::lease::{Binding, IaType, Lease, LeaseKey, Time};
 use crate::wire::Duid;
 
@@ -38,7 +40,7 @@ type Slot = u32;
 /// numbers, not copies of keys or client DUIDs (a million leases cost the
 /// records plus ~30 bytes each of index).
 pub struct LeaseTable {
-    slots: Vec<Option<Lease>>,
+    slots: Slab,
     /// Slots emptied by `remove`, reused first.
     vacant: Vec<Slot>,
     /// Slot of each key, under a fast hash seeded per process (keys are
@@ -76,7 +78,7 @@ impl Default for LeaseTable {
         use std::hash::BuildHasher;
         let client_hasher = std::hash::RandomState::new();
         LeaseTable {
-            slots: Vec::new(),
+            slots: Slab::default(),
             vacant: Vec::new(),
             by_key: HashTable::new(),
             by_binding: HashTable::new(),
@@ -142,7 +144,7 @@ impl LeaseTable {
         let slots = &self.slots;
         self.by_binding
             .iter_hash(self.client_slot(duid, t))
-            .filter_map(|(s, _)| slots[*s as usize].as_ref())
+            .filter_map(|(s, _)| slots[*s].as_ref())
             .filter(|l| l.is_active() && l.key.ia_type() == t && l.binding.duid == *duid)
             .count() as u32
     }
@@ -155,13 +157,12 @@ impl LeaseTable {
     /// (a multi-millisecond pause at a million leases).
     pub fn reserve(&mut self, n: usize) {
         let (slots, seed) = (&self.slots, self.key_seed);
-        self.by_key.reserve(n, |s| key_hash(seed, &slots[*s as usize].as_ref().expect("indexed slot").key));
+        self.by_key.reserve(n, |s| key_hash(seed, &slots[*s].as_ref().expect("indexed slot").key));
         let (slots, hasher) = (&self.slots, &self.client_hasher);
         self.by_binding.reserve(n, |(s, _)| {
-            let b = &slots[*s as usize].as_ref().expect("listed slot").binding;
+            let b = &slots[*s].as_ref().expect("listed slot").binding;
             client_hash(hasher, &b.duid, b.ia_type)
         });
-        self.slots.reserve(n.saturating_sub(self.slots.len()));
     }
 
     /// How many leases of each (IA type, status) there are.
@@ -175,11 +176,11 @@ impl LeaseTable {
 
     fn slot_of(&self, key: &LeaseKey) -> Option<Slot> {
         let slots = &self.slots;
-        self.by_key.find(key_hash(self.key_seed, key), |s| slots[*s as usize].as_ref().is_some_and(|l| l.key == *key)).copied()
+        self.by_key.find(key_hash(self.key_seed, key), |s| slots[*s].as_ref().is_some_and(|l| l.key == *key)).copied()
     }
 
     pub fn get(&self, key: &LeaseKey) -> Option<&Lease> {
-        self.slot_of(key).and_then(|s| self.slots[s as usize].as_ref())
+        self.slot_of(key).and_then(|s| self.slots[s].as_ref())
     }
 
     /// Every lease (any status) last bound to this client IA, in the order
@@ -189,7 +190,7 @@ impl LeaseTable {
         let mut v: Vec<(u32, LeaseKey)> = self
             .by_binding
             .iter_hash(self.binding_hash(b))
-            .filter_map(|(s, order)| slots[*s as usize].as_ref().filter(|l| l.binding == *b).map(|l| (*order, l.key)))
+            .filter_map(|(s, order)| slots[*s].as_ref().filter(|l| l.binding == *b).map(|l| (*order, l.key)))
             .collect();
         v.sort_unstable_by_key(|(o, _)| *o);
         v.into_iter().map(|(_, k)| k).collect()
@@ -226,7 +227,7 @@ impl LeaseTable {
         let key = lease.key;
         let slot = match self.slot_of(&key) {
             Some(s) => {
-                let old = self.slots[s as usize].take().expect("indexed slot");
+                let old = self.slots[s].take().expect("indexed slot");
                 self.unindex(s, &old, Some(&lease.binding));
                 // Listed already only if the old record had this binding.
                 if old.binding != lease.binding {
@@ -237,29 +238,58 @@ impl LeaseTable {
             None => {
                 let s = match self.vacant.pop() {
                     Some(s) => s,
-                    None => {
-                        self.slots.push(None);
-                        (self.slots.len() - 1) as Slot
-                    }
+                    None => self.slots.push_empty(),
                 };
-                let (slots, seed) = (&self.slots, self.key_seed);
-                self.by_key
-                    .insert_unique(key_hash(seed, &key), s, |x| key_hash(seed, &slots[*x as usize].as_ref().expect("indexed slot").key));
+                self.index_key(s, &key);
                 self.list(s, &lease.binding);
                 s
             }
         };
+        self.index_state(slot, &lease);
+        self.slots[slot] = Some(lease);
+    }
+
+    fn index_key(&mut self, s: Slot, key: &LeaseKey) {
+        let (slots, seed) = (&self.slots, self.key_seed);
+        self.by_key.insert_unique(key_hash(seed, key), s, |x| key_hash(seed, &slots[*x].as_ref().expect("indexed slot").key));
+    }
+
+    /// The indexes that follow a record's state (expiry, reclamation,
+    /// FREE-BACKUP, counts).
+    fn index_state(&mut self, slot: Slot, lease: &Lease) {
+        let key = lease.key;
         if lease.status == crate::wire::BindingStatus::Active {
-            self.expiry.insert((expires(&lease, self.slack), slot));
+            self.expiry.insert((expires(lease, self.slack), slot));
         }
-        if let Some(b) = ended_base(&lease) {
+        if let Some(b) = ended_base(lease) {
             self.ended.insert((b, key));
         }
         if lease.status == crate::wire::BindingStatus::FreeBackup && matches!(key, LeaseKey::Prefix(_)) {
             self.free_backup.insert(key);
         }
         *self.counts.entry((key.ia_type(), lease.status)).or_default() += 1;
-        self.slots[slot as usize] = Some(lease);
+    }
+
+    /// Take the records read from the store at start-up, in an empty
+    /// table: their vector becomes the first slots (nothing copied).
+    pub fn load(&mut self, records: Vec<Lease>) {
+        assert!(self.slots.is_empty(), "load into an empty table");
+        let n = records.len();
+        self.reserve(n + n / 4);
+        self.slots = Slab::from_records(records);
+        for s in 0..n as Slot {
+            let l = self.slots[s].take().expect("a loaded record");
+            if self.slot_of(&l.key).is_some() {
+                // A key twice (never from one store): the later one wins.
+                self.vacant.push(s);
+                self.upsert(l);
+                continue;
+            }
+            self.index_key(s, &l.key);
+            self.list(s, &l.binding);
+            self.index_state(s, &l);
+            self.slots[s] = Some(l);
+        }
     }
 
     /// List `slot` under `binding` (its record must be in place, or the
@@ -271,7 +301,7 @@ impl LeaseTable {
         let h = self.binding_hash(binding);
         self.listed = self.listed.wrapping_add(1);
         let (slots, hasher) = (&self.slots, &self.client_hasher);
-        self.by_binding.insert_unique(h, (slot, self.listed), |(s, _)| match slots[*s as usize].as_ref() {
+        self.by_binding.insert_unique(h, (slot, self.listed), |(s, _)| match slots[*s].as_ref() {
             Some(l) => client_hash(hasher, &l.binding.duid, l.binding.ia_type),
             None => h,
         });
@@ -280,7 +310,7 @@ impl LeaseTable {
     /// Remove a record (it moved to another shard).
     pub fn remove(&mut self, key: &LeaseKey) -> Option<Lease> {
         let s = self.slot_of(key)?;
-        let old = self.slots[s as usize].take().expect("indexed slot");
+        let old = self.slots[s].take().expect("indexed slot");
         self.unindex(s, &old, None);
         if let Ok(e) = self.by_key.find_entry(key_hash(self.key_seed, key), |x| *x == s) {
             e.remove();
@@ -303,7 +333,7 @@ impl LeaseTable {
     /// Record the T1/T2 sent with a lease (no index changes).
     pub fn set_t1_t2(&mut self, key: &LeaseKey, t1: u32, t2: u32) {
         if let Some(s) = self.slot_of(key)
-            && let Some(l) = self.slots[s as usize].as_mut()
+            && let Some(l) = self.slots[s].as_mut()
         {
             (l.t1, l.t2) = (t1, t2);
         }
@@ -319,7 +349,7 @@ impl LeaseTable {
             if out.len() >= max && out.last().is_some_and(|(last, _)| last != t) {
                 break;
             }
-            out.push((*t, self.slots[*s as usize].as_ref().expect("indexed slot").key));
+            out.push((*t, self.slots[*s].as_ref().expect("indexed slot").key));
         }
         out.sort_unstable();
         out.truncate(max);
@@ -392,6 +422,71 @@ mod tests {
         }
         assert_eq!(listed, t.len());
         assert_eq!(t.due(u64::MAX, usize::MAX).len(), t.len());
+    }
+
+    #[test]
+    fn loading_a_store_indexes_like_upserting_it() {
+        let mut records: Vec<Lease> = (0..3000u32)
+            .map(|i| {
+                let mut l = lease("2001:db8::", (i % 97) as u8, 100, 10 + i % 11);
+                l.key = LeaseKey::Addr(std::net::Ipv6Addr::from(0x2001_0db8_0000_0000_0000_0000_0000_0000u128 + i as u128));
+                l.binding.iaid = i % 4;
+                if i % 5 == 0 {
+                    l.set_status(BindingStatus::Expired, 120);
+                }
+                l
+            })
+            .collect();
+        // The same key twice: the later record wins, as with upserts.
+        let mut dup = records[7].clone();
+        dup.binding.iaid = 9;
+        records.push(dup);
+        let mut upserted = LeaseTable::new();
+        for l in records.clone() {
+            upserted.upsert(l);
+        }
+        let mut loaded = LeaseTable::new();
+        loaded.load(records.clone());
+        assert_eq!(loaded.len(), upserted.len());
+        for l in &records[..] {
+            assert_eq!(loaded.get(&l.key), upserted.get(&l.key));
+        }
+        for d in 0..97u8 {
+            for iaid in [0, 1, 2, 3, 9] {
+                let b = Binding { duid: Duid::ll(1, &[d]), ia_type: IaType::Na, iaid };
+                assert_eq!(loaded.keys_of(&b), upserted.keys_of(&b));
+            }
+            assert_eq!(loaded.active_of_client(&Duid::ll(1, &[d]), IaType::Na), upserted.active_of_client(&Duid::ll(1, &[d]), IaType::Na));
+        }
+        assert_eq!(loaded.due(1000, 50), upserted.due(1000, 50));
+        assert_eq!(loaded.reclaimable(1000, 5000), upserted.reclaimable(1000, 5000));
+        let mut a: Vec<_> = loaded.counts().map(|(k, n)| (*k, *n)).collect();
+        let mut b: Vec<_> = upserted.counts().map(|(k, n)| (*k, *n)).collect();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+        // It grows and shrinks like any table afterwards.
+        let k = records[0].key;
+        assert!(loaded.remove(&k).is_some());
+        loaded.upsert(lease("2001:db8:ffff::1", 1, 100, 10));
+        assert_eq!(loaded.len(), upserted.len());
+    }
+
+    #[test]
+    fn expiry_ties_come_in_key_order() {
+        let mut t = LeaseTable::new();
+        for i in [5u32, 1, 4, 2, 3] {
+            let mut l = lease("2001:db8::", i as u8, 100, 10);
+            l.key = LeaseKey::Addr(std::net::Ipv6Addr::from(0x2001_0db8_0000_0000_0000_0000_0000_0000u128 + i as u128));
+            t.upsert(l);
+        }
+        let mut l = lease("2001:db8::", 9, 100, 5);
+        l.key = LeaseKey::Addr("2001:db8::9".parse().unwrap());
+        t.upsert(l);
+        let keys = |v: Vec<LeaseKey>| v.into_iter().map(|k| k.to_string()).collect::<Vec<_>>();
+        assert_eq!(keys(t.due(110, 3)), ["2001:db8::9", "2001:db8::1", "2001:db8::2"]);
+        assert_eq!(keys(t.due(105, 3)), ["2001:db8::9"]);
+        assert_eq!(t.due(110, 100).len(), 6);
     }
 
     #[test]

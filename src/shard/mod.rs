@@ -268,21 +268,20 @@ pub fn build<C>(cfg: &ShardsConfig, mut stored: Vec<Vec<Lease>>) -> Built<C> {
         if let Some((_, mclt)) = cfg.failover {
             e.set_failover_mclt(mclt);
         }
-        e.reserve(records.len() + records.len() / 4);
         let mut flagged = Vec::new();
         let mut todo = Vec::new();
-        for l in records {
+        for l in &records {
             if slices.owner(&l.key).is_some_and(|o| o != id) {
                 away.push((l.key, id));
             }
             if l.update_partner && cfg.failover.is_some() {
                 flagged.push(l.clone());
             }
-            if has_dns_work(&l) {
+            if has_dns_work(l) {
                 todo.push(l.clone());
             }
-            e.load(l);
         }
+        e.load_all(records);
         let mut reports = Vec::new();
         if cfg.failover.is_some() {
             let chunks: Vec<Vec<Lease>> = flagged.chunks(LOADED_CHUNK).map(<[Lease]>::to_vec).collect();
