@@ -83,8 +83,10 @@ pub enum Command {
         /// Create PATH once sockets are bound and the store is open; removed on exit.
         #[arg(long, value_name = "PATH")]
         ready_file: Option<PathBuf>,
-        /// LMDB map size per shard in MiB (the most the store may grow to).
-        #[arg(long, value_name = "MIB", default_value_t = 1024)]
+        /// LMDB map size per shard in MiB: the most a shard's lease table may
+        /// grow to (address space only; the file grows as used). The default
+        /// holds some 250 M leases.
+        #[arg(long, value_name = "MIB", default_value_t = 65536)]
         store_map_size: usize,
         /// Microseconds a shard with nothing to do spins before it sleeps:
         /// higher saves wake-ups under load, 0 leaves the CPU at once (for

@@ -35,8 +35,11 @@ use crate::lease::codec::{decode_key, decode_lease, encode_key, encode_lease};
 use crate::lease::store::{LeaseStore, SCHEMA_VERSION, StoreError, meta};
 use crate::lease::{Lease, LeaseChange, LeaseKey};
 
-/// Default map size per environment (virtual; the file grows as used).
-pub const DEFAULT_MAP_SIZE: usize = 1 << 30;
+/// Default map size per environment (virtual; the file grows as used):
+/// 64 GiB, some 250 M leases. Address space costs nothing on 64-bit Linux,
+/// and a table near its map's end merges its journal in ever smaller
+/// rounds, each writing whole pages for few changes.
+pub const DEFAULT_MAP_SIZE: usize = 64 << 30;
 
 /// Merge the journal once it holds this many bytes, or half the table's,
 /// whichever is more: the larger a round, the fewer times each table page
