@@ -313,20 +313,28 @@ if [ $STORE = 1 ]; then
             c1=$(metric_of tandem_store_commits_total)
             wait $gp
             dsync=$(for f in /proc/$pid/fdinfo/*; do fl=$(awk '/^flags/{print $2}' "$f"); [ $(( 0$fl & 010000 )) -ne 0 ] && basename "$f"; done | tr '\n' ' ')
-            flushes=$(python3 - "$WORK/strace.txt" "$dsync" <<'PY'
+            journal=$(for f in /proc/$pid/fd/*; do readlink "$f" | grep -q '/journal-.*\.log$' && basename "$f"; done | tr '\n' ' ')
+            # Commits: appends to a journal; flushes: every fdatasync, fsync,
+            # msync and write on an O_DSYNC descriptor (merges included).
+            counts=$(python3 - "$WORK/strace.txt" "$dsync" "$journal" <<'PY'
 import re, sys
-dsync = set(sys.argv[2].split())
-n = 0
+dsync, journal = set(sys.argv[2].split()), set(sys.argv[3].split())
+flushes = commits = 0
 for line in open(sys.argv[1]):
     m = re.search(r'\b(fdatasync|fsync|msync|pwrite64|pwritev|write)\((\d+)', line)
     if not m or 'resumed' in line:
         continue
     if m.group(1) in ('fdatasync', 'fsync', 'msync') or m.group(2) in dsync:
-        n += 1
-print(n)
+        flushes += 1
+    if m.group(1) == 'pwrite64' and m.group(2) in journal:
+        commits += 1
+print(commits, flushes)
 PY
 )
-            echo "flushes|commits=$((c1 - c0)) flushes=$flushes dsync_fds=${dsync// /,}" | tee -a "$RESULTS" >&2
+            echo "flushes|commits=${counts% *} flushes=${counts#* } metric_commits=$((c1 - c0)) dsync_fds=${dsync// /,} journal_fds=${journal// /,}" | tee -a "$RESULTS" >&2
+            # The order for one commit: the journal write and its fdatasync
+            # (blocking thread), then the replies (the shard's io_uring_enter).
+            grep -m1 -A8 'pwrite64(\('"${journal%% *}"'\),' "$WORK/strace.txt" > "$WORK/strace-order.txt" || true
             # Restart from the store (every lease of the 4msg run): start-up
             # time to the ready file, and RSS once ready.
             n=$(leases_of "store-$mode")

@@ -229,11 +229,11 @@ impl LmdbStore {
             .transpose()
             .map_err(|_| damaged(format!("{}: a damaged {MERGED} record", dir.join("data.mdb").display())))?
             .unwrap_or(0);
-        let mut overlay = BTreeMap::new();
-        let log = Journal::open(dir, merged, writable, |loc, c| {
-            overlay.insert(c.key(), loc);
-        })
-        .map_err(journal_err)?;
+        // Every replayed change in journal order, then one bulk build (the
+        // later change of a key wins): packed nodes, no insert per change.
+        let mut replayed = Vec::new();
+        let log = Journal::open(dir, merged, writable, |loc, c| replayed.push((c.key(), loc))).map_err(journal_err)?;
+        let overlay: BTreeMap<LeaseKey, Loc> = replayed.into_iter().collect();
         self.journal = Some(Journaled { log, overlay, merged, round: None, min_bytes: MERGE_MIN_BYTES, fixed: false, full: None });
         Ok(())
     }

@@ -277,18 +277,37 @@ impl LeaseTable {
         let n = records.len();
         self.reserve(n + n / 4);
         self.slots = Slab::from_records(records);
+        let mut twice = Vec::new();
+        let mut expiry = Vec::new();
+        let mut ended = Vec::new();
         for s in 0..n as Slot {
             let l = self.slots[s].take().expect("a loaded record");
             if self.slot_of(&l.key).is_some() {
-                // A key twice (never from one store): the later one wins.
-                self.vacant.push(s);
-                self.upsert(l);
+                twice.push((s, l));
                 continue;
             }
             self.index_key(s, &l.key);
             self.list(s, &l.binding);
-            self.index_state(s, &l);
+            // The ordered indexes are built once, from sorted lists: packed
+            // B-tree nodes, no insert per lease.
+            if l.status == crate::wire::BindingStatus::Active {
+                expiry.push((expires(&l, self.slack), s));
+            }
+            if let Some(b) = ended_base(&l) {
+                ended.push((b, l.key));
+            }
+            if l.status == crate::wire::BindingStatus::FreeBackup && matches!(l.key, LeaseKey::Prefix(_)) {
+                self.free_backup.insert(l.key);
+            }
+            *self.counts.entry((l.key.ia_type(), l.status)).or_default() += 1;
             self.slots[s] = Some(l);
+        }
+        self.expiry = expiry.into_iter().collect();
+        self.ended = ended.into_iter().collect();
+        // A key twice (never from one store): the later one wins.
+        for (s, l) in twice {
+            self.vacant.push(s);
+            self.upsert(l);
         }
     }
 
