@@ -312,8 +312,8 @@ if [ $STORE = 1 ]; then
             timeout -s INT 4 strace -f -qq -tt -e trace=fdatasync,fsync,msync,pwrite64,pwritev,write,io_uring_enter,sendmsg,sendmmsg -o "$WORK/strace.txt" $(ls /proc/$pid/task | sed "s/^/-p /") || true
             c1=$(metric_of tandem_store_commits_total)
             wait $gp
-            dsync=$(for f in /proc/$pid/fdinfo/*; do fl=$(awk '/^flags/{print $2}' "$f"); [ $(( 0$fl & 010000 )) -ne 0 ] && basename "$f"; done | tr '\n' ' ')
-            journal=$(for f in /proc/$pid/fd/*; do readlink "$f" | grep -q '/journal-.*\.log$' && basename "$f"; done | tr '\n' ' ')
+            dsync=$(for f in /proc/$pid/fdinfo/*; do fl=$(awk '/^flags/{print $2}' "$f"); [ $(( 0$fl & 010000 )) -ne 0 ] && basename "$f"; true; done | tr '\n' ' ')
+            journal=$(for f in /proc/$pid/fd/*; do readlink "$f" | grep -q '/journal-.*\.log$' && basename "$f"; true; done | tr '\n' ' ')
             # Commits: appends to a journal; flushes: every fdatasync, fsync,
             # msync and write on an O_DSYNC descriptor (merges included).
             counts=$(python3 - "$WORK/strace.txt" "$dsync" "$journal" <<'PY'
