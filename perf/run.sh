@@ -334,7 +334,25 @@ PY
             echo "flushes|commits=${counts% *} flushes=${counts#* } metric_commits=$((c1 - c0)) dsync_fds=${dsync// /,} journal_fds=${journal// /,}" | tee -a "$RESULTS" >&2
             # The order for one commit: the journal write and its fdatasync
             # (blocking thread), then the replies (the shard's io_uring_enter).
-            grep -m1 -A8 'pwrite64(\('"${journal%% *}"'\),' "$WORK/strace.txt" > "$WORK/strace-order.txt" || true
+            python3 - "$WORK/strace.txt" "$journal" > "$WORK/strace-order.txt" <<'PY' || true
+import re, sys
+lines, fds = open(sys.argv[1]).read().splitlines(), sys.argv[2].split()
+for i, l in enumerate(lines):
+    if not re.search(r'pwrite64\((%s),' % '|'.join(fds or ['-']), l):
+        continue
+    synced, replies = False, 0
+    for m in lines[i:i + 400]:
+        if 'pwrite64' in m or 'fdatasync' in m:
+            print(m[:150])
+            synced = synced or re.search(r'fdatasync.*= 0', m) is not None
+        elif 'sendmsg(' in m and 'resumed' not in m:
+            kind = re.search(r'iov_base="(\\\d+)', m)
+            print(m[:40], '... message type', kind.group(1) if kind else '?')
+            replies += synced
+            if replies >= 3:
+                break
+    break
+PY
             # Restart from the store (every lease of the 4msg run): start-up
             # time to the ready file, and RSS once ready.
             n=$(leases_of "store-$mode")
