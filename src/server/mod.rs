@@ -240,11 +240,6 @@ impl Engine {
         &self.leases
     }
 
-    /// Room for this many leases (before loading a store).
-    pub fn reserve(&mut self, n: usize) {
-        self.leases.reserve(n);
-    }
-
     /// With a failover partner: leases the partner may have extended are
     /// kept ACTIVE until the acked partner lifetime plus the MCLT (§4.4).
     /// Call before loading leases.

@@ -155,7 +155,7 @@ impl LeaseTable {
 
     /// Room for `n` leases, so that loading a large store does not rehash
     /// (a multi-millisecond pause at a million leases).
-    pub fn reserve(&mut self, n: usize) {
+    fn reserve(&mut self, n: usize) {
         let (slots, seed) = (&self.slots, self.key_seed);
         self.by_key.reserve(n, |s| key_hash(seed, &slots[*s].as_ref().expect("indexed slot").key));
         let (slots, hasher) = (&self.slots, &self.client_hasher);
