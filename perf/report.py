@@ -180,16 +180,20 @@ if kv:
     over = total_n - next((c for le, c in diff if le == 0.001), total_n)
     rows.append((f'shard loop lag in PARTNER-DOWN holding the leases, 20 s at {float(kv["rate"]):.0f} exchanges/s: p99 bucket (target ≤ 1 ms)',
                  f'≤ {p99 * 1000:g} ms ({total_n} loop turns, {over} above 1 ms); client p99 {float(kv["p99_us"]) / 1000:.1f} ms'))
-if rows:
-    w('## Failover pipeline (issue 14)')
+def section(title, intro, rows):
+    if not rows:
+        return
+    w(f'## {title}')
     w('')
-    w('Primary on CPU 0 and secondary on CPU 1 for the resync; otherwise both on the server CPU.')
+    w(intro)
     w('')
     w('| measure | value |')
     w('|---|---|')
     for a, b in rows:
         w(f'| {a} | {b} |')
     w('')
+
+section('Failover pipeline (issue 14)', 'Primary on CPU 0 and secondary on CPU 1 for the resync; otherwise both on the server CPU.', rows)
 # ---- issue 15: the lease store ---------------------------------------------
 rows = []
 for line in open(results):
@@ -218,17 +222,9 @@ for line in open(results):
         rows.append((f'{n} leases: restart until ready (target ≤ 10 s for 10 M)', f'{float(kv["ready_s"]):.1f} s'))
     if line.startswith('kea-rss|'):
         rows.append((f'Kea 2.2 RSS with {kv["leases"]} leases', f'{int(kv["rss_kib"]) / 1024:.0f} MiB'))
-if rows:
-    w('## Lease store (issue 15)')
-    w('')
-    w('One shard. Per lease change: the store\'s changes committed (`ctl status` changes-committed) over '
-      '`/proc/PID/io` write_bytes and the data disk\'s written sectors (`/sys/block/DEV/stat`, the whole disk: '
-      'other writers count too).')
-    w('')
-    w('| measure | value |')
-    w('|---|---|')
-    for a, b in rows:
-        w(f'| {a} | {b} |')
-    w('')
+section('Lease store (issue 15)',
+        'One shard. Per lease change: the store\'s changes committed (`ctl status` changes-committed) over '
+        '`/proc/PID/io` write_bytes and the data disk\'s written sectors (`/sys/block/DEV/stat`, the whole disk: '
+        'other writers count too).', rows)
 w('A generator whose CPU % is near 100 is the bottleneck of its row: the server may be faster than shown.')
 open(out, 'w').write('\n'.join(lines) + '\n')

@@ -51,6 +51,12 @@ pub fn decode_key(b: &[u8]) -> Result<LeaseKey, String> {
 
 pub fn encode_lease(l: &Lease) -> Vec<u8> {
     let mut o = Vec::with_capacity(128);
+    encode_lease_into(l, &mut o);
+    o
+}
+
+/// `encode_lease`, appended to `o` (the journal builds a frame in one buffer).
+pub fn encode_lease_into(l: &Lease, o: &mut Vec<u8>) {
     o.push(RECORD_VERSION);
     o.extend_from_slice(&encode_key(&l.key));
     let d = l.binding.duid.as_bytes();
@@ -88,7 +94,6 @@ pub fn encode_lease(l: &Lease) -> Vec<u8> {
     }
     // Extension entries: none defined yet.
     o.extend_from_slice(&0u16.to_be_bytes());
-    o
 }
 
 struct Cur<'a>(&'a [u8]);

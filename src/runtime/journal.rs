@@ -27,7 +27,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::lease::codec::{decode_key, decode_lease, encode_key, encode_lease};
+use crate::lease::codec::{decode_key, decode_lease, encode_key, encode_lease_into};
 use crate::lease::{LeaseChange, LeaseKey};
 
 /// A new segment is started once the current one reaches this size.
@@ -222,19 +222,21 @@ impl Journal {
         buf.extend_from_slice(&[0u8; FRAME_HEADER]);
         let mut locs = Vec::with_capacity(changes.len());
         for c in changes {
+            // Kind, a length filled in below, then the body, in place.
             let at = buf.len();
-            let body = match c {
+            buf.extend_from_slice(&[0, 0, 0]);
+            match c {
                 LeaseChange::Upsert(l) => {
-                    buf.push(UPSERT);
-                    encode_lease(l)
+                    buf[at] = UPSERT;
+                    encode_lease_into(l, &mut buf);
                 }
                 LeaseChange::Delete(k) => {
-                    buf.push(DELETE);
-                    encode_key(k).to_vec()
+                    buf[at] = DELETE;
+                    buf.extend_from_slice(&encode_key(k));
                 }
-            };
-            buf.extend_from_slice(&(body.len() as u16).to_be_bytes());
-            buf.extend_from_slice(&body);
+            }
+            let body = (buf.len() - at - 3) as u16;
+            buf[at + 1..at + 3].copy_from_slice(&body.to_be_bytes());
             locs.push((at, buf.len() - at));
         }
         let payload_len = buf.len() - FRAME_HEADER;
@@ -280,12 +282,32 @@ impl Journal {
 
     /// Read back the change at `loc`.
     pub fn read(&self, loc: Loc) -> Result<LeaseChange, String> {
+        decode_change(&self.read_bytes(loc)?).map(|(c, _)| c)
+    }
+
+    /// The change at `loc` as stored: the encoded record of an upsert
+    /// (what the LMDB table holds, so a merge writes it without decoding
+    /// and encoding it again), or None for a removal.
+    pub fn read_record(&self, loc: Loc) -> Result<Option<Vec<u8>>, String> {
+        let mut b = self.read_bytes(loc)?;
+        let len = b.get(1..3).map(|l| u16::from_be_bytes([l[0], l[1]]) as usize);
+        if len != Some(b.len().saturating_sub(3)) {
+            return Err("journal change truncated".into());
+        }
+        match b[0] {
+            UPSERT => Ok(Some(b.split_off(3))),
+            DELETE => Ok(None),
+            t => Err(format!("unknown journal change kind {t}")),
+        }
+    }
+
+    fn read_bytes(&self, loc: Loc) -> Result<Vec<u8>, String> {
         let pos = loc.pos();
         let i = self.segments.partition_point(|s| s.start <= pos);
         let seg = i.checked_sub(1).map(|i| &self.segments[i]).ok_or_else(|| format!("journal position {pos} is gone"))?;
         let mut b = vec![0u8; loc.len()];
         seg.file.read_exact_at(&mut b, pos - seg.start).map_err(|e| io_err(&seg.path, e))?;
-        decode_change(&b).map(|(c, _)| c)
+        Ok(b)
     }
 
     /// Remove the segments that hold nothing at or after `pos` (merged
@@ -375,8 +397,14 @@ mod tests {
             let batch = vec![LeaseChange::Upsert(sample(i)), LeaseChange::Delete(sample(i + 100).key)];
             j.append(&batch, |k, l| locs.push((*k, l))).unwrap();
         }
-        for (k, l) in &locs {
+        for (i, (k, l)) in locs.iter().enumerate() {
             assert_eq!(j.read(*l).unwrap().key(), *k);
+            let raw = j.read_record(*l).unwrap();
+            if i % 2 == 0 {
+                assert_eq!(raw, Some(crate::lease::codec::encode_lease(&sample(i as u32 / 2))), "the record as LMDB holds it");
+            } else {
+                assert_eq!(raw, None, "a removal");
+            }
         }
         let back = replayed(&d, 0).unwrap();
         assert_eq!(back.len(), 60);

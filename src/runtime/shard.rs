@@ -461,12 +461,12 @@ async fn committer(st: Rc<State>, kicked: local_channel::LocalReceiver<()>) {
                     for _ in &done.replies {
                         st.count_drop(if full { "store_full" } else { "store_error" });
                     }
-                    // A full table may take the journal again after a merge step.
-                    merge(&st, &mut merge_error_logged).await;
                     glommio::timer::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
             }
+            // After each commit (a full table takes the journal again only
+            // after a merge step makes room).
             merge(&st, &mut merge_error_logged).await;
         }
         // Idle (the ticker kicks every 50 ms): merging goes on.

@@ -363,9 +363,9 @@ impl LmdbStore {
         let finished = keys.len() < max_keys;
         let mut w = self.env.write_txn().map_err(err)?;
         for (k, loc) in &keys {
-            match j.log.read(*loc).map_err(damaged)? {
-                LeaseChange::Upsert(l) => self.leases.put(&mut w, &encode_key(k), &encode_lease(&l)).map_err(err)?,
-                LeaseChange::Delete(_) => {
+            match j.log.read_record(*loc).map_err(damaged)? {
+                Some(record) => self.leases.put(&mut w, &encode_key(k), &record).map_err(err)?,
+                None => {
                     self.leases.delete(&mut w, &encode_key(k)).map_err(err)?;
                 }
             }
