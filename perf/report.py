@@ -12,7 +12,7 @@ for line in open(results):
     if '|' not in line:
         continue
     label, rest = line.split('|', 1)
-    if label in ('scale', 'resync', 'backlog', 'pdlag', 'store', 'flushes', 'restart', 'fill'):
+    if label in ('scale', 'resync', 'backlog', 'pdlag', 'store', 'flushes', 'restart', 'fill', 'dplat', 'dpidle', 'dpfloor', 'dpcommits'):
         continue  # reported below, not load rows
     kv = dict(re.findall(r'(\w+)=([^ ]+)', rest))
     if label not in runs:
@@ -60,6 +60,8 @@ w('')
 w('| run | leases/s | timeouts | p50 µs | p99 µs | p99.9 µs | generator CPU % | server CPU % |')
 w('|---|---:|---:|---:|---:|---:|---:|---:|')
 for label in order:
+    if label.startswith('dp '):
+        continue  # the datapath section's own table
     t = total(label)
     rate = f' (offered {t["rate"]:.0f}/s)' if t['rate'] > 0 else ''
     w(f'| {label}{rate} | {t["leases"]:.0f} | {t["timeouts"]:.0f} | {t["p50"]:.0f} | {t["p99"]:.0f} | {t["p999"]:.0f} | '
@@ -226,5 +228,61 @@ section('Lease store (issue 15)',
         'One shard. Per lease change: the store\'s changes committed (`ctl status` changes-committed) over '
         '`/proc/PID/io` write_bytes and the data disk\'s written sectors (`/sys/block/DEV/stat`, the whole disk: '
         'other writers count too).', rows)
+# ---- issue 16: the datapath -------------------------------------------------
+def hist_p(line, q):
+    m = re.search(r'buckets=(\S+)', line)
+    pts = [(float(le) if le != '+Inf' else float('inf'), int(float(c))) for le, c in (x.split('=') for x in m.group(1).split(','))]
+    n = pts[-1][1] if pts else 0
+    return next((le for le, c in pts if n and c >= q * n), None), n
+
+dp = [l for l in order if l.startswith('dp ')]
+if dp:
+    w('## Datapath (issue 16)')
+    w('')
+    w('One shard on io_uring (multishot recvmsg, batched sendmsg) vs Kea 2.2 single-threaded, a fresh server per row, '
+      'same generator on its own CPU. Server CPU from /proc/PID/stat (user+system) over the run, per completed lease.')
+    w('')
+    w('| run | leases/s | server CPU µs per lease | server CPU % | p50 µs | p99 µs | timeouts | generator CPU % |')
+    w('|---|---:|---:|---:|---:|---:|---:|---:|')
+    for label in dp:
+        t = total(label)
+        us = per_lease_us(label)
+        rate = f' (offered {t["rate"]:.0f}/s)' if t['rate'] > 0 else ''
+        w(f'| {label[3:]}{rate} | {t["leases"]:.0f} | {us:.1f} | {t["srv_cpu"]:.0f} | {t["p50"]:.0f} | {t["p99"]:.0f} | '
+          f'{t["timeouts"]:.0f} | {t["gen_cpu"]:.0f} |')
+    w('')
+    rows = []
+    for mode, target in (('4msg w64', ' (target ≥ 4×)'), ('4msg w256', ''), ('rapid w64', ''), ('na+pd w64', '')):
+        a, b = per_lease_us(f'dp tandem {mode}'), per_lease_us(f'dp Kea {mode}')
+        if a and b:
+            rows.append((f'{mode}: Kea CPU per lease / tandem\'s{target}', f'{b / a:.2f}× ({b:.1f} / {a:.1f} µs)'))
+    a, b = per_lease_us('dp tandem 2000/s'), per_lease_us('dp Kea 2000/s')
+    if a and b:
+        rows.append(('at 2000 exchanges/s: tandem CPU per lease vs Kea\'s (target ≤ Kea)', f'{a:.1f} vs {b:.1f} µs'))
+    kv, _ = kv_of('dpidle')
+    if kv:
+        rows.append(('idle for 30 s: CPU (target ≤ 1 % of a core)', f'{100 * float(kv["cpu_s"]) / float(kv["seconds"]):.2f} %'))
+    kv, _ = kv_of('dpfloor')
+    if kv:
+        rows.append(('flush floor of the data disk: 4 KiB write + fdatasync, p50 / p99', f'{float(kv["p50_us"]) / 1000:.2f} / {float(kv["p99_us"]) / 1000:.2f} ms'))
+    for line in open(results):
+        if line.startswith('dplat|dp tandem half|'):
+            ty = re.search(r'type=(\S+)', line).group(1)
+            p50, n = hist_p(line, 0.5)
+            p99, _ = hist_p(line, 0.99)
+            t = total('dp tandem half')
+            rows.append((f'half of saturation ({t["rate"]:.0f}/s offered): server-side {ty} reply latency p50 / p99 bucket '
+                         '(tandem_reply_latency_seconds, kernel receipt to send completion; target p99 ≤ 1 ms)',
+                         f'≤ {p50 * 1000:g} / ≤ {p99 * 1000:g} ms ({n} replies)'))
+    a, b = total('dp tandem half'), total('dp Kea half')
+    if a and b:
+        rows.append(('half of saturation: client-side p50 / p99, tandem vs Kea (each at half its own saturation)',
+                     f'{a["p50"] / 1000:.2f} / {a["p99"] / 1000:.2f} ms vs {b["p50"] / 1000:.2f} / {b["p99"] / 1000:.2f} ms'))
+    w('| measure | value |')
+    w('|---|---|')
+    for a, b in rows:
+        w(f'| {a} | {b} |')
+    w('')
+
 w('A generator whose CPU % is near 100 is the bottleneck of its row: the server may be faster than shown.')
 open(out, 'w').write('\n'.join(lines) + '\n')

@@ -38,6 +38,17 @@
 #   descriptors); then RSS after a restart from the store, and start-up time.
 #   STORE_FILL=N adds: N leases (rapid commit), RSS, restart time and RSS.
 #   --only-store: only that block (no RESULTS.md; results in target/perf-work).
+#   --datapath: the packet path (issue 16), tandem (1 shard) and Kea single-
+#   threaded, a fresh server per row, $DATAPATH_DURATION s each (default 10):
+#   CPU per lease at saturation (4msg window 64 and 256, rapid, NA+PD), at a
+#   fixed 2000 exchanges/s ($DATAPATH_RATE_DURATION s, default 20), at half
+#   of the window-64 saturation (with tandem's server-side latency histogram),
+#   tandem idle for 30 s, and the data disk's fdatasync floor.
+#   --only-datapath: only that block (and Kea's rows in it; no RESULTS.md).
+#   DP_ONLY=REGEX runs only the rows whose server name matches (DP_SAT=N:
+#   the saturation rate the half row uses when the w64 row did not run);
+#   PROFILE=dp-tandem-w64 (a row's server name) records that server with
+#   `perf record -g` into target/perf-work/NAME.perf.data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -49,6 +60,8 @@ SCALE=0
 ONLY_SCALE=0
 STORE=0
 ONLY_STORE=0
+DATAPATH=0
+ONLY_DATAPATH=0
 BUILD=1
 NO_KEA=0
 GEN_CPU=${GEN_CPU:-0}            # one generator per CPU listed (comma-separated)
@@ -64,7 +77,9 @@ while [ $# -gt 0 ]; do
         --only-scale) ONLY_SCALE=1; NO_KEA=1; shift ;;
         --store) STORE=1; shift ;;
         --only-store) STORE=1; ONLY_STORE=1; ONLY_SCALE=1; NO_KEA=1; shift ;;
-        -h|--help) sed -n 2,39p "$0"; exit 0 ;;
+        --datapath) DATAPATH=1; shift ;;
+        --only-datapath) DATAPATH=1; ONLY_DATAPATH=1; ONLY_SCALE=1; shift ;;
+        -h|--help) sed -n 2,46p "$0"; exit 0 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -73,7 +88,8 @@ done
 if [ $BUILD = 1 ]; then
     cargo build --release --bins >&2
 fi
-TANDEM=$ROOT/target/release/tandem
+# TANDEM_BIN: another build to measure (e.g. the commit before a change).
+TANDEM=${TANDEM_BIN:-$ROOT/target/release/tandem}
 LOAD=$ROOT/target/release/tandem-load
 WORK=$ROOT/target/perf-work
 rm -rf "$WORK"; mkdir -p "$WORK"
@@ -447,7 +463,9 @@ if [ "$SCALE" -gt 0 ]; then
 fi
 
 # ---- Kea ----------------------------------------------------------------------
+KEA=0
 if [ $NO_KEA = 0 ] && command -v kea-dhcp6 > /dev/null; then
+    KEA=1
     HOOKS=$(dirname "$(find / -name libdhcp_ha.so -path '*kea*' 2>/dev/null | head -1)")
     kea_config() { # dir mt ha-role
         local d=$1 mt=$2 ha=$3 hooks="" mtcfg
@@ -506,6 +524,8 @@ while True:
 print(out.decode())
 EOF
     }
+fi
+if [ $KEA = 1 ] && [ $ONLY_DATAPATH = 0 ]; then
     start_kea $NS_P kea-st off
     pid=$(cat "$WORK/kea-st/pid")
     run_load "Kea 2.2 single-threaded" "$pid" -- "${GEN_ARGS[@]}"
@@ -540,10 +560,87 @@ EOF
         echo "kea-rss|leases=$(sed 's/.*completed=\([0-9]*\).*/\1/' "$WORK/kea-fill.out") rss_kib=$(rss_of "$pid") $(cat "$WORK/kea-fill.out")" | tee -a "$RESULTS" >&2
         stop_pid "$pid"
     fi
-else
-    echo "kea-dhcp6 not installed: Kea rows skipped" >&2
+fi
+[ $KEA = 0 ] && echo "kea-dhcp6 not installed (or --no-kea): Kea rows skipped" >&2
+
+# ---- datapath: CPU per lease, low load, idle, latency (issue 16) ---------------
+if [ $DATAPATH = 1 ]; then
+    DD=${DATAPATH_DURATION:-10}
+    # dp_run LABEL SERVER(tandem|kea) NAME GENERATOR-ARGS...: a fresh server per row.
+    dp_run() {
+        local label=$1 server=$2 name=$3
+        shift 3
+        # DP_ONLY=REGEX: only the rows whose server name matches (profiling).
+        if [ -n "${DP_ONLY:-}" ] && ! [[ $name =~ $DP_ONLY ]]; then return 0; fi
+        if [ "$server" = tandem ]; then start_tandem $NS_P standalone 1 "$name" --metrics-listen "[::1]:9465"
+        else start_kea $NS_P "$name" off; fi
+        local pid perf_pid=""
+        pid=$(cat "$WORK/$name/pid")
+        # PROFILE=NAME: record this row's server with perf (call graphs).
+        if [ "${PROFILE:-}" = "$name" ]; then
+            perf record ${PERF_CALLGRAPH:--g} -p "$pid" -o "$WORK/$name.perf.data" -- sleep $((DD + 1)) 2> /dev/null &
+            perf_pid=$!
+        fi
+        DURATION=$DD run_load "$label" "$pid" -- "$@"
+        [ -n "$perf_pid" ] && wait "$perf_pid"
+        if [ "$server" = tandem ]; then lat_of "$label" > /dev/null || true; fi
+        stop_pid "$pid"
+    }
+    # Server-side reply latency (tandem_reply_latency_seconds) of the running
+    # tandem on [::1]:9465, by request type: "dplat|label|type=... le=count,...".
+    lat_of() { ip netns exec $NS_P python3 -c '
+import sys, urllib.request
+text = urllib.request.urlopen("http://[::1]:9465/metrics", timeout=5).read().decode()
+b = {}
+for line in text.splitlines():
+    if line.startswith("tandem_reply_latency_seconds_bucket"):
+        if "type=" not in line: continue
+        ty = line.split("type=\"")[1].split("\"")[0]
+        le = line.split("le=\"")[1].split("\"")[0]
+        b.setdefault(ty, []).append(le + "=" + line.rsplit(" ", 1)[1])
+for ty, v in b.items():
+    print("dplat|" + sys.argv[1] + "|type=" + ty + " buckets=" + ",".join(v))
+commits = sum(int(float(l.rsplit(" ", 1)[1])) for l in text.splitlines() if l.startswith("tandem_store_commits_total "))
+lag = [l.split("le=\"")[1].split("\"")[0] + "=" + l.rsplit(" ", 1)[1] for l in text.splitlines() if l.startswith("tandem_shard_loop_lag_seconds_bucket")]
+print("dpcommits|" + sys.argv[1] + "|commits=" + str(commits) + " lag=" + ",".join(lag))
+' "$1" | tee -a "$RESULTS" >&2; }
+    for srv in tandem kea; do
+        [ $srv = kea ] && [ $KEA = 0 ] && continue
+        name=$([ $srv = tandem ] && echo tandem || echo Kea)
+        dp_run "dp $name 4msg w64" $srv "dp-$srv-w64" --mode 4msg --na true --pd false --window 64
+        dp_run "dp $name 4msg w256" $srv "dp-$srv-w256" --mode 4msg --na true --pd false --window 256
+        dp_run "dp $name rapid w64" $srv "dp-$srv-rapid" --mode rapid --na true --pd false --window 64
+        dp_run "dp $name na+pd w64" $srv "dp-$srv-napd" --mode 4msg --na true --pd true --window 64
+        DD=${DATAPATH_RATE_DURATION:-20} dp_run "dp $name 2000/s" $srv "dp-$srv-2k" --mode 4msg --na true --pd false --rate 2000 --window 100000
+        sat=$(grep "^dp $name 4msg w64|" "$RESULTS" | sed 's/.*leases_per_s=\([0-9]*\).*/\1/' | head -1 || true)
+        sat=${sat:-${DP_SAT:-40000}}
+        dp_run "dp $name half" $srv "dp-$srv-half" --mode 4msg --na true --pd false --rate $(( sat / 2 )) --window 100000
+    done
+    # Idle: a server with nothing to do, 30 s of its CPU.
+    if [ -z "${DP_ONLY:-}" ]; then
+    start_tandem $NS_P standalone 1 dp-idle
+    pid=$(cat "$WORK/dp-idle/pid")
+    sleep 2
+    c0=$(cpu_of "$pid"); sleep 30; c1=$(cpu_of "$pid")
+    echo "dpidle|seconds=30 cpu_s=$(echo "$c1 - $c0" | bc)" | tee -a "$RESULTS" >&2
+    stop_pid "$pid"
+    # The flush floor on the data disk: 4 KiB write + fdatasync, 2000 times.
+    python3 - "$WORK" <<'PY' | tee -a "$RESULTS" >&2
+import os, sys, time
+fd = os.open(os.path.join(sys.argv[1], "floor.bin"), os.O_WRONLY | os.O_CREAT, 0o600)
+t = []
+for i in range(2000):
+    a = time.perf_counter(); os.pwrite(fd, b"x" * 4096, (i % 256) * 4096); os.fdatasync(fd); t.append(time.perf_counter() - a)
+t.sort()
+print(f"dpfloor|p50_us={t[len(t) // 2] * 1e6:.0f} p99_us={t[int(len(t) * 0.99)] * 1e6:.0f}")
+PY
+    fi
 fi
 
+if [ $ONLY_DATAPATH = 1 ]; then
+    python3 perf/report.py "$RESULTS" "$WORK/RESULTS.md" "$DD" 64 "$GEN_CPU" "$SRV_CPU"
+    echo "only-datapath: $WORK/RESULTS.md" >&2
+fi
 [ $ONLY_SCALE = 1 ] && { echo "only-scale: results in $RESULTS" >&2; exit 0; }
 python3 perf/report.py "$RESULTS" "$ROOT/perf/RESULTS.md" "$DURATION" "$WINDOW" "$GEN_CPU" "$SRV_CPU" "$WORK/pair-p/status.json"
 echo "wrote perf/RESULTS.md" >&2

@@ -194,6 +194,54 @@ fn every_shard_serves_and_no_client_gets_two_replies() {
     let per: Vec<u64> = st["per-shard"].as_array().unwrap().iter().map(|s| s["replies"].as_u64().unwrap()).collect();
     assert_eq!(per.len(), 2);
     assert!(per.iter().all(|r| *r > 50), "every shard serves: {st}");
+    // Linux 6.0+ (what CI and these tests run on) takes the io_uring path.
+    assert_eq!(st["datapath"]["mode"], "io_uring", "{st}");
+    assert_eq!(st["datapath"]["reason"], serde_json::Value::Null, "{st}");
+    assert_eq!(st["dropped"], 0, "{st}");
+}
+
+/// The path for kernels without multishot recvmsg, forced: clients on the
+/// multicast address (shard 0 forwards to the owner), NA and PD, every
+/// shard serving, the mode and the latency histogram visible.
+#[test]
+fn the_fallback_datapath_serves_na_and_pd_and_says_why_it_runs() {
+    require_root!();
+    let mut lab = Lab::new("fallback");
+    lab.start_server(&lab.config(""), &["--shards", "2", "--datapath", "fallback", "--metrics-listen", "[::1]:9464"]);
+    let ifindex = lab.cli_ifindex();
+    let (granted, dups) = in_netns(&lab.cli, move || {
+        let s = client_socket(546);
+        rapid_commit_load_with(&s, all_servers(ifindex), 0, 400, 16, Instant::now() + Duration::from_secs(60), true)
+    });
+    assert_eq!(dups, 0, "a request was answered twice");
+    assert_eq!(granted.len(), 400);
+    let mut addrs: Vec<_> = granted.iter().map(|g| g.addr).collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 400, "an address was given twice");
+    std::thread::sleep(Duration::from_millis(1500));
+    let st = ctl_status(&lab);
+    assert_eq!(st["datapath"]["mode"], "fallback", "{st}");
+    assert_eq!(st["datapath"]["reason"], "--datapath fallback", "{st}");
+    let per: Vec<u64> = st["per-shard"].as_array().unwrap().iter().map(|s| s["replies"].as_u64().unwrap()).collect();
+    assert!(per.iter().all(|r| *r > 50), "every shard serves: {st}");
+    let pd = leases_of_type(&lab.leases_json(), "pd").len();
+    assert_eq!(pd, 400, "every client also got a prefix");
+    let m = in_netns(&lab.srv, || {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect("[::1]:9464").unwrap();
+        c.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut m = String::new();
+        c.read_to_string(&mut m).unwrap();
+        m
+    });
+    assert!(m.contains("tandem_datapath_info{mode=\"fallback\"} 1"), "{m}");
+    let count = m
+        .lines()
+        .find(|l| l.starts_with("tandem_reply_latency_seconds_count{type=\"solicit\"}"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert_eq!(count, Some(400), "{m}");
 }
 
 #[test]

@@ -88,11 +88,16 @@ pub enum Command {
         /// holds some 250 M leases.
         #[arg(long, value_name = "MIB", default_value_t = 65536)]
         store_map_size: usize,
-        /// Microseconds a shard with nothing to do spins before it sleeps:
-        /// higher saves wake-ups under load, 0 leaves the CPU at once (for
-        /// processes sharing a core).
-        #[arg(long, value_name = "US", default_value_t = 50)]
+        /// Microseconds a shard with nothing to do spins before every sleep.
+        /// 0 (the default): it spins only while packets arrive less than
+        /// ~40 µs apart, and sleeps at once at lower rates.
+        #[arg(long, value_name = "US", default_value_t = 0)]
         idle_spin_us: u64,
+        /// Packet path: `auto` uses io_uring (multishot recvmsg, batched
+        /// sendmsg; Linux 6.0+) and falls back to a recvmsg/sendmsg syscall
+        /// per datagram where the kernel lacks it; `fallback` forces that.
+        #[arg(long, value_name = "MODE", default_value = "auto", value_parser = ["auto", "fallback"])]
+        datapath: String,
         /// With a failover partner: start as a server that lost its store (a
         /// restored backup): get every lease from the partner (UPDREQALL) and
         /// serve nothing until that is done and the MCLT has passed.
@@ -183,6 +188,7 @@ pub fn run(cli: Cli) -> ExitCode {
             store_map_size,
             idle_spin_us,
             resync_all,
+            datapath,
         } => {
             init_logging(&log_level, log_format);
             let mut c = match Config::load(&config) {
@@ -226,6 +232,9 @@ pub fn run(cli: Cli) -> ExitCode {
             s.map_size = store_map_size.max(1) << 20;
             s.idle_spin = std::time::Duration::from_micros(idle_spin_us);
             s.resync_all = resync_all;
+            if datapath == "fallback" {
+                s.datapath = crate::runtime::datapath::Choice::Fallback;
+            }
             match crate::runtime::server::serve(s) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

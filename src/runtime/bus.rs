@@ -12,19 +12,17 @@
 //!   control socket ─(Command)─▶ failover core
 
 use std::net::{Ipv6Addr, SocketAddrV6};
-use std::time::Instant;
 
 use crate::failover::bus;
 use crate::lease::Lease;
 use crate::shard::DnsOutcome;
-use crate::wire::Message;
 
-/// A decoded client message handed from the shard that received it to the
-/// shard that owns its client (a hash of the DUID).
+/// A datagram handed from the shard that received it to the shard that
+/// owns its client (a hash of the DUID).
 pub struct Forwarded {
-    pub msg: Message,
+    /// The datagram as received (the owner decodes it).
+    pub data: Vec<u8>,
     pub rcv: super::udp::Received,
-    pub at: Instant,
 }
 
 /// Where a reply goes, kept with it while its commit is in flight.
@@ -34,7 +32,10 @@ pub struct ReplyTo {
     /// The address the request came to (the reply's source), or unspecified for multicast.
     pub source: Ipv6Addr,
     pub ifindex: u32,
-    pub at: Instant,
+    /// Kernel receive time of the request (CLOCK_REALTIME ns; 0 unknown).
+    pub received_ns: u64,
+    /// The client message's type code (the latency histogram's label).
+    pub request_type: u8,
 }
 
 /// The failover core → a shard.

@@ -26,6 +26,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::lease::codec::{decode_key, decode_lease, encode_key, encode_lease_into};
 use crate::lease::{LeaseChange, LeaseKey};
@@ -57,7 +58,8 @@ impl Loc {
 
 struct Segment {
     start: u64,
-    file: File,
+    /// Shared with readers on other threads (a merge in progress).
+    file: Arc<File>,
     /// Bytes of whole frames in the file.
     len: u64,
     path: PathBuf,
@@ -150,7 +152,7 @@ impl Journal {
                 .open(&path)
                 .map_err(|e| JournalError::Io(io_err(&path, e)))?;
             let len = file.metadata().map_err(|e| JournalError::Io(io_err(&path, e)))?.len();
-            segments.push(Segment { start: *start, file, len, path });
+            segments.push(Segment { start: *start, file: Arc::new(file), len, path });
         }
         let mut j = Journal { dir: dir.to_path_buf(), segments, end: from, writable, buf: Vec::new() };
         if let Some(first) = j.segments.first()
@@ -276,7 +278,7 @@ impl Journal {
             .open(&path)
             .map_err(|e| JournalError::Io(io_err(&path, e)))?;
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| JournalError::Io(io_err(&self.dir, e)))?;
-        self.segments.push(Segment { start: self.end, file, len: 0, path });
+        self.segments.push(Segment { start: self.end, file: Arc::new(file), len: 0, path });
         Ok(())
     }
 
@@ -289,25 +291,22 @@ impl Journal {
     /// (what the LMDB table holds, so a merge writes it without decoding
     /// and encoding it again), or None for a removal.
     pub fn read_record(&self, loc: Loc) -> Result<Option<Vec<u8>>, String> {
-        let mut b = self.read_bytes(loc)?;
-        let len = b.get(1..3).map(|l| u16::from_be_bytes([l[0], l[1]]) as usize);
-        if len != Some(b.len().saturating_sub(3)) {
-            return Err("journal change truncated".into());
-        }
-        match b[0] {
-            UPSERT => Ok(Some(b.split_off(3))),
-            DELETE => Ok(None),
-            t => Err(format!("unknown journal change kind {t}")),
-        }
+        record_of(self.read_bytes(loc)?)
     }
 
     fn read_bytes(&self, loc: Loc) -> Result<Vec<u8>, String> {
         let pos = loc.pos();
         let i = self.segments.partition_point(|s| s.start <= pos);
         let seg = i.checked_sub(1).map(|i| &self.segments[i]).ok_or_else(|| format!("journal position {pos} is gone"))?;
-        let mut b = vec![0u8; loc.len()];
-        seg.file.read_exact_at(&mut b, pos - seg.start).map_err(|e| io_err(&seg.path, e))?;
-        Ok(b)
+        read_at(&seg.file, &seg.path, seg.start, loc)
+    }
+
+    /// A reader of everything written so far, for another thread: it reads
+    /// while this journal goes on appending (frames before `end` never
+    /// change, and no segment is removed while a reader of it is out:
+    /// `drop_before` runs when its merge is done).
+    pub fn reader(&self) -> JournalReader {
+        JournalReader { segments: self.segments.iter().map(|s| (s.start, s.file.clone(), s.path.clone())).collect() }
     }
 
     /// Remove the segments that hold nothing at or after `pos` (merged
@@ -363,6 +362,39 @@ fn replay_payload(mut p: &[u8], mut pos: u64, apply: &mut impl FnMut(Loc, LeaseC
         pos += n as u64;
     }
     Ok(())
+}
+
+/// Reads a journal's changes from another thread (see `Journal::reader`).
+pub struct JournalReader {
+    segments: Vec<(u64, Arc<File>, PathBuf)>,
+}
+
+impl JournalReader {
+    /// As `Journal::read_record`.
+    pub fn read_record(&self, loc: Loc) -> Result<Option<Vec<u8>>, String> {
+        let pos = loc.pos();
+        let i = self.segments.partition_point(|s| s.0 <= pos);
+        let (start, file, path) = i.checked_sub(1).map(|i| &self.segments[i]).ok_or_else(|| format!("journal position {pos} is gone"))?;
+        record_of(read_at(file, path, *start, loc)?)
+    }
+}
+
+fn read_at(file: &File, path: &Path, start: u64, loc: Loc) -> Result<Vec<u8>, String> {
+    let mut b = vec![0u8; loc.len()];
+    file.read_exact_at(&mut b, loc.pos() - start).map_err(|e| io_err(path, e))?;
+    Ok(b)
+}
+
+fn record_of(mut b: Vec<u8>) -> Result<Option<Vec<u8>>, String> {
+    let len = b.get(1..3).map(|l| u16::from_be_bytes([l[0], l[1]]) as usize);
+    if len != Some(b.len().saturating_sub(3)) {
+        return Err("journal change truncated".into());
+    }
+    match b[0] {
+        UPSERT => Ok(Some(b.split_off(3))),
+        DELETE => Ok(None),
+        t => Err(format!("unknown journal change kind {t}")),
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod bus;
 pub mod store;
 pub mod journal;
 pub mod udp;
+pub mod datapath;
 pub mod sys;
 pub mod observe;
 pub mod shard;

@@ -26,9 +26,9 @@ pub struct Snapshot {
     pub limit_hits: BTreeMap<&'static str, u64>,
     /// (type "na"/"pd", state name) → count.
     pub leases: BTreeMap<(&'static str, &'static str), u64>,
-    pub latency_buckets: Vec<u64>,
-    pub latency_sum: f64,
-    pub latency_count: u64,
+    /// Kernel receipt of a request to the completion of its reply's send,
+    /// by the client message's type code.
+    pub latency: BTreeMap<u8, Histogram>,
     /// How late the shard's 10 ms timer fired (its executor was busy).
     pub lag_buckets: Vec<u64>,
     pub lag_sum: f64,
@@ -41,6 +41,34 @@ pub struct Snapshot {
     /// Journal merge transactions, and the bytes the journal holds now.
     pub merge_steps: u64,
     pub journal_bytes: u64,
+    /// The packet path this shard runs on.
+    pub datapath: Option<super::datapath::Info>,
+}
+
+/// A histogram over `LATENCY_BUCKETS` (counts per bucket, not cumulative).
+#[derive(Debug, Clone, Default)]
+pub struct Histogram {
+    pub buckets: [u64; LATENCY_BUCKETS.len()],
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, secs: f64) {
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i] += 1;
+        }
+        self.sum += secs;
+        self.count += 1;
+    }
+
+    pub fn add(&mut self, o: &Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(&o.buckets) {
+            *a += b;
+        }
+        self.sum += o.sum;
+        self.count += o.count;
+    }
 }
 
 impl Default for Snapshot {
@@ -51,9 +79,7 @@ impl Default for Snapshot {
             dropped: BTreeMap::new(),
             limit_hits: BTreeMap::new(),
             leases: BTreeMap::new(),
-            latency_buckets: vec![0; LATENCY_BUCKETS.len()],
-            latency_sum: 0.0,
-            latency_count: 0,
+            latency: BTreeMap::new(),
             lag_buckets: vec![0; LATENCY_BUCKETS.len()],
             lag_sum: 0.0,
             lag_count: 0,
@@ -62,19 +88,14 @@ impl Default for Snapshot {
             store_bytes: 0,
             merge_steps: 0,
             journal_bytes: 0,
+            datapath: None,
         }
     }
 }
 
 impl Snapshot {
-    pub fn observe_latency(&mut self, secs: f64) {
-        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                self.latency_buckets[i] += 1;
-            }
-        }
-        self.latency_sum += secs;
-        self.latency_count += 1;
+    pub fn observe_latency(&mut self, request_type: u8, secs: f64) {
+        self.latency.entry(request_type).or_default().observe(secs);
     }
 
     pub fn observe_lag(&mut self, secs: f64) {
@@ -183,11 +204,9 @@ impl Shared {
             for (k, v) in &s.leases {
                 *t.leases.entry(*k).or_default() += v;
             }
-            for (i, v) in s.latency_buckets.iter().enumerate() {
-                t.latency_buckets[i] += v;
+            for (k, h) in &s.latency {
+                t.latency.entry(*k).or_default().add(h);
             }
-            t.latency_sum += s.latency_sum;
-            t.latency_count += s.latency_count;
             t.commits += s.commits;
             t.changes_committed += s.changes_committed;
             t.store_bytes += s.store_bytes;
@@ -267,14 +286,22 @@ impl Shared {
         o.push_str(&format!("# TYPE tandem_ddns_failures_total counter\ntandem_ddns_failures_total {}\n", self.ddns_failures.load(Ordering::Relaxed)));
         o.push_str("# HELP tandem_ddns_updates_total DNS add or remove jobs completed.\n");
         o.push_str(&format!("# TYPE tandem_ddns_updates_total counter\ntandem_ddns_updates_total {}\n", self.ddns_done.load(Ordering::Relaxed)));
-        o.push_str("# HELP tandem_reply_latency_seconds Time from receipt to reply (after the durable commit).\n");
+        o.push_str("# HELP tandem_reply_latency_seconds From the kernel's receipt of a request to the completion of its reply's send (after the durable commit), by the client's message type.\n");
         o.push_str("# TYPE tandem_reply_latency_seconds histogram\n");
-        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-            o.push_str(&format!("tandem_reply_latency_seconds_bucket{{le=\"{b}\"}} {}\n", t.latency_buckets[i]));
+        for (ty, h) in &t.latency {
+            let ty = MessageType::from(*ty).label();
+            let mut cumulative = 0;
+            for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+                cumulative += h.buckets[i];
+                o.push_str(&format!("tandem_reply_latency_seconds_bucket{{type=\"{ty}\",le=\"{b}\"}} {cumulative}\n"));
+            }
+            o.push_str(&format!("tandem_reply_latency_seconds_bucket{{type=\"{ty}\",le=\"+Inf\"}} {}\n", h.count));
+            o.push_str(&format!("tandem_reply_latency_seconds_sum{{type=\"{ty}\"}} {}\n", h.sum));
+            o.push_str(&format!("tandem_reply_latency_seconds_count{{type=\"{ty}\"}} {}\n", h.count));
         }
-        o.push_str(&format!("tandem_reply_latency_seconds_bucket{{le=\"+Inf\"}} {}\n", t.latency_count));
-        o.push_str(&format!("tandem_reply_latency_seconds_sum {}\n", t.latency_sum));
-        o.push_str(&format!("tandem_reply_latency_seconds_count {}\n", t.latency_count));
+        let info = self.datapath();
+        o.push_str("# HELP tandem_datapath_info The shards' packet path: io_uring, or the fallback (a syscall per datagram).\n");
+        o.push_str(&format!("# TYPE tandem_datapath_info gauge\ntandem_datapath_info{{mode=\"{}\"}} 1\n", info.mode));
         o
     }
 
@@ -283,6 +310,26 @@ impl Shared {
         let t = self.total();
         let active = t.leases.iter().filter(|((_, s), _)| *s == "ACTIVE").map(|(_, v)| v).sum();
         (t.replies.iter().sum(), t.dropped.values().sum(), active)
+    }
+
+    /// io_uring when every shard runs on it, else the fallback with the
+    /// first reason a shard gave.
+    pub fn datapath(&self) -> super::datapath::Info {
+        let mut reason = None;
+        for s in &self.shards {
+            match &lock(s).datapath {
+                Some(i) if i.mode == "fallback" => {
+                    reason = Some(i.reason.clone().unwrap_or_default());
+                    break;
+                }
+                Some(_) => {}
+                None => reason = reason.or(Some("starting".to_string())),
+            }
+        }
+        match reason {
+            None => super::datapath::Info { mode: "io_uring", reason: None },
+            Some(r) => super::datapath::Info { mode: "fallback", reason: Some(r) },
+        }
     }
 
     pub fn status_json(&self) -> String {
@@ -307,6 +354,7 @@ impl Shared {
             })
             .collect();
         let dropped: u64 = t.dropped.values().sum();
+        let datapath = self.datapath();
         let v = serde_json::json!({
             "server-duid": self.server_duid,
             "per-shard": per_shard,
@@ -319,6 +367,7 @@ impl Shared {
                 "done": self.ddns_done.load(Ordering::Relaxed),
             },
             "shards": self.shards.len(),
+            "datapath": {"mode": datapath.mode, "reason": datapath.reason},
             "leases": {
                 "active": count(&|s| s == "ACTIVE"),
                 "free": count(&|s| matches!(s, "FREE" | "FREE-BACKUP" | "EXPIRED" | "RELEASED")),

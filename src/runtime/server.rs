@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{CpuSet, LocalExecutorBuilder, Placement, PoolPlacement};
 
 use super::bus::ReplyTo;
 use super::ddns::{self, DdnsInit};
@@ -44,6 +44,8 @@ pub struct Settings {
     pub port: u16,
     /// `--resync-all`: behave as a server that lost its store.
     pub resync_all: bool,
+    /// `--datapath`: io_uring where the kernel has it, or the fallback.
+    pub datapath: super::datapath::Choice,
 }
 
 impl Settings {
@@ -58,9 +60,10 @@ impl Settings {
             metrics_listen: None,
             control_socket,
             map_size: DEFAULT_MAP_SIZE,
-            idle_spin: Duration::from_micros(50),
+            idle_spin: Duration::ZERO,
             port: crate::server::SERVER_PORT,
             resync_all: false,
+            datapath: super::datapath::Choice::Auto,
         }
     }
 }
@@ -246,23 +249,35 @@ pub fn serve(s: Settings) -> Result<(), String> {
             stop: shard_stop.clone(),
             ready: ready_tx.clone(),
             shared: shared.clone(),
+            datapath: s.datapath,
         };
         let placement = match &s.cpus {
             Some(c) => Placement::Fixed(c[id % c.len()]),
             None if n < online => Placement::Fixed(id),
             None => Placement::Unbound,
         };
-        let h = LocalExecutorBuilder::new(placement)
+        // Two blocking threads: one for the group commits (and reads), one for
+        // the journal's merge transactions, which run beside the commits.
+        let pool = match &placement {
+            Placement::Fixed(cpu) => {
+                let set = CpuSet::online().map_err(|e| format!("reading the online CPUs: {e}"))?.filter(|l| l.cpu == *cpu);
+                PoolPlacement::Custom(vec![set.clone(), set])
+            }
+            _ => PoolPlacement::Unbound(2),
+        };
+        let mut builder = LocalExecutorBuilder::new(placement).blocking_thread_pool_placement(pool);
+        if !s.idle_spin.is_zero() {
+            // A fixed spin before every park (`--idle-spin-us`); by default
+            // the receive loop spins only while packets arrive closely.
+            builder = builder.spin_before_park(s.idle_spin);
+        }
+        let h = builder
             .name(&format!("shard-{id}"))
             // LMDB uses mmap, not glommio's DMA buffers: keep the registered
             // io memory small so an unprivileged run fits the default
             // 8 MiB memlock limit (stack-spike Q1).
             .io_memory(512 << 10)
             .preempt_timer(Duration::from_millis(5))
-            // Forwarded packets between shards: spin briefly before parking so
-            // that a busy shard does not pay an eventfd wake-up per packet
-            // (stack-spike Q3: 10–15k → 75k round trips/s).
-            .spin_before_park(s.idle_spin)
             .spawn({
                 let exited = exited_tx.clone();
                 move || async move {

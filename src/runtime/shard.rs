@@ -21,9 +21,11 @@ use std::time::{Duration, Instant};
 
 use glommio::channels::local_channel;
 use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
+use glommio::io::BufferedFile;
 use glommio::net::UdpSocket;
 
 use super::bus::{DnsDone, DnsWork, Forwarded, ReplyTo, ToFailover, ToShard};
+use super::datapath::{self, Batch, Choice, SendTag, Uring};
 use super::observe::{Shared, Snapshot};
 use super::store::LmdbStore;
 use super::sys::unix_now;
@@ -33,6 +35,7 @@ use crate::pool::hash::shard_of;
 use crate::server::{Arrival, Reply};
 use crate::shard::{Handled, ShardCore};
 use crate::wire::Message;
+use crate::wire::peek::peek;
 
 /// Records read per chunk when the failover core streams a store.
 const SCAN_MAX: usize = 4096;
@@ -71,13 +74,30 @@ pub struct ShardInit {
     pub stop: Arc<AtomicBool>,
     pub ready: mpsc::Sender<Result<usize, String>>,
     pub shared: Arc<Shared>,
+    /// `--datapath`.
+    pub datapath: Choice,
+}
+
+/// The shard's packet path.
+enum Net {
+    Uring(Box<Uring>),
+    /// A recvmsg/sendmsg syscall per datagram.
+    Fallback,
 }
 
 struct State {
     id: usize,
     shards: usize,
     fd: RawFd,
+    /// Readiness for the fallback path (the io_uring path owns the socket's
+    /// receive otherwise).
     sock: UdpSocket,
+    net: RefCell<Net>,
+    /// Completions reaped while sending (datagrams wait there for the
+    /// receiver; finished sends are counted at once).
+    io: RefCell<Batch>,
+    /// The fallback path's encode buffer.
+    scratch: RefCell<Vec<u8>>,
     core: RefCell<ShardCore<ReplyTo>>,
     /// The writer: moved to a blocking thread for each commit, merge step
     /// and read of the store.
@@ -87,6 +107,8 @@ struct State {
     /// journal lives with the writer.
     scans: RefCell<VecDeque<(std::ops::Bound<crate::lease::LeaseKey>, usize)>>,
     committing: Cell<bool>,
+    /// A merge transaction's outcome, waiting for the committer.
+    merge_done: RefCell<Option<super::store::MergeDone>>,
     kick: local_channel::LocalSender<()>,
     /// Messages for the failover core, sent in order by one task.
     outbox: RefCell<VecDeque<ToFailover>>,
@@ -100,12 +122,33 @@ struct State {
 }
 
 pub async fn run(init: ShardInit) {
-    let ShardInit { id, shards, socket, store, core, loaded, dns_pending, failover, dns, to, from, ifnames, stop, ready, shared } =
-        init;
+    let ShardInit {
+        id,
+        shards,
+        socket,
+        store,
+        core,
+        loaded,
+        dns_pending,
+        failover,
+        dns,
+        to,
+        from,
+        ifnames,
+        stop,
+        ready,
+        shared,
+        datapath: choice,
+    } = init;
     let n = core.engine().leases().len();
     let fd = socket.into_raw_fd();
     // SAFETY: we own the fd; glommio takes it over.
     let sock = unsafe { UdpSocket::from_raw_fd(fd) };
+    let (net, info) = open_datapath(choice, fd);
+    match &info.reason {
+        None => tracing::info!(shard = id, "datapath: io_uring (multishot recvmsg, batched sendmsg)"),
+        Some(r) => tracing::warn!(shard = id, "datapath: fallback, a recvmsg/sendmsg syscall per datagram: {r}"),
+    }
     let (kick, kicked) = local_channel::new_bounded(1);
     let (outbox_kick, outbox_kicked) = local_channel::new_bounded(1);
     let (dns_to, dns_from) = match dns {
@@ -117,10 +160,14 @@ pub async fn run(init: ShardInit) {
         shards,
         fd,
         sock,
+        net: RefCell::new(net),
+        io: RefCell::new(Batch::default()),
+        scratch: RefCell::new(Vec::with_capacity(1500)),
         core: RefCell::new(core),
         store: RefCell::new(Some(store)),
         scans: RefCell::new(VecDeque::new()),
         committing: Cell::new(false),
+        merge_done: RefCell::new(None),
         kick,
         outbox: RefCell::new(loaded.into()),
         outbox_kick,
@@ -128,7 +175,7 @@ pub async fn run(init: ShardInit) {
         dns: dns_to,
         ifnames,
         to: RefCell::new(Vec::new()),
-        snap: RefCell::new(Snapshot::default()),
+        snap: RefCell::new(Snapshot { datapath: Some(info), ..Snapshot::default() }),
         shared,
     });
     // Receivers first (as tasks), so that peers' connects complete.
@@ -137,7 +184,8 @@ pub async fn run(init: ShardInit) {
         glommio::spawn_local(async move {
             let rx = rx.connect().await;
             while let Some(f) = rx.recv().await {
-                st.process(f.msg, f.rcv, f.at);
+                st.process_bytes(&f.data, f.rcv);
+                st.flush();
             }
         })
         .detach();
@@ -172,7 +220,18 @@ pub async fn run(init: ShardInit) {
     glommio::spawn_local(committer(st.clone(), kicked)).detach();
     glommio::spawn_local(ticker(st.clone(), dns_from)).detach();
     glommio::spawn_local(loop_lag(st.clone())).detach();
-    glommio::spawn_local(receiver(st.clone())).detach();
+    let eventfd = match &*st.net.borrow() {
+        Net::Uring(u) => Some(u.eventfd()),
+        Net::Fallback => None,
+    };
+    match eventfd {
+        Some(efd) => {
+            glommio::spawn_local(uring_receiver(st.clone(), efd)).detach();
+        }
+        None => {
+            glommio::spawn_local(receiver(st.clone())).detach();
+        }
+    }
     let _ = st.outbox_kick.try_send(());
     tracing::info!(shard = id, leases = n, "shard started");
     let _ = ready.send(Ok(id));
@@ -193,6 +252,14 @@ pub async fn run(init: ShardInit) {
         let _ = st.kick.try_send(());
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
+    // The ring ends before the executor: nothing of it may outlive the
+    // process and hold the port.
+    let net = std::mem::replace(&mut *st.net.borrow_mut(), Net::Fallback);
+    if let Net::Uring(mut u) = net {
+        let mut io = st.io.borrow_mut();
+        u.close(&mut io);
+        st.account(&mut io);
+    }
     st.publish();
     tracing::info!(shard = id, "shard stopped");
 }
@@ -212,6 +279,104 @@ pub fn keep_awake() -> Rc<Cell<bool>> {
     flag
 }
 
+/// The io_uring path or, when the kernel lacks it (or `--datapath
+/// fallback`), the fallback, with the reason.
+fn open_datapath(choice: Choice, fd: RawFd) -> (Net, datapath::Info) {
+    if choice == Choice::Fallback {
+        return (Net::Fallback, datapath::Info { mode: "fallback", reason: Some("--datapath fallback".into()) });
+    }
+    match Uring::new(fd) {
+        Ok(u) => (Net::Uring(Box::new(u)), datapath::Info { mode: "io_uring", reason: None }),
+        Err(e) => (Net::Fallback, datapath::Info { mode: "fallback", reason: Some(e.0) }),
+    }
+}
+
+/// The io_uring receive loop: take what the ring completed, handle it,
+/// submit the replies as one batch; when nothing is left, keep the executor
+/// awake briefly if packets have been arriving closely (an eventfd wake-up
+/// costs more than the gap), else park on the ring's eventfd.
+async fn uring_receiver(st: Rc<State>, eventfd: RawFd) {
+    // glommio reads the eventfd through its own ring, so a parked shard
+    // wakes when ours completes something. A duplicate: glommio closes it.
+    // SAFETY: dup of a live descriptor, owned by the BufferedFile.
+    let efd = unsafe { BufferedFile::from_raw_fd(libc::dup(eventfd)) };
+    let mut batch = Batch::default();
+    let mut spin = Spin::new();
+    loop {
+        match st.take_batch(&mut batch) {
+            Ok(0) => {}
+            Ok(n) => {
+                spin.arrived(n);
+                st.handle_batch(&batch);
+                st.flush();
+                glommio::yield_if_needed().await;
+                continue;
+            }
+            Err(e) => {
+                // Only before anything arrived: run the fallback instead.
+                tracing::warn!(shard = st.id, "datapath: fallback, a recvmsg/sendmsg syscall per datagram: {}", e.0);
+                *st.net.borrow_mut() = Net::Fallback;
+                st.snap.borrow_mut().datapath = Some(datapath::Info { mode: "fallback", reason: Some(e.0) });
+                return receiver(st).await;
+            }
+        }
+        if spin.keep_awake() {
+            futures_lite::future::yield_now().await;
+            continue;
+        }
+        spin.parked();
+        if let Err(e) = efd.read_at(0, 8).await {
+            tracing::warn!(shard = st.id, "reading the ring's eventfd: {e}");
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// When to spin instead of parking: while the gap between arrivals is
+/// shorter than a wake-up, for at most about two gaps (so at low rates a
+/// shard parks at once and costs nothing between packets).
+struct Spin {
+    last: Instant,
+    /// Smoothed gap between batches, in µs.
+    gap_us: f64,
+    until: Option<Instant>,
+}
+
+/// Above this gap an idle shard parks at once.
+const SPIN_GAP_MAX_US: f64 = 40.0;
+const SPIN_MAX: Duration = Duration::from_micros(50);
+
+impl Spin {
+    fn new() -> Spin {
+        Spin { last: Instant::now(), gap_us: f64::MAX, until: None }
+    }
+
+    fn arrived(&mut self, _n: usize) {
+        let now = Instant::now();
+        let gap = now.duration_since(self.last).as_secs_f64() * 1e6;
+        self.gap_us = if self.gap_us == f64::MAX { gap } else { 0.75 * self.gap_us + 0.25 * gap };
+        self.last = now;
+        self.until = None;
+    }
+
+    fn keep_awake(&mut self) -> bool {
+        if self.gap_us > SPIN_GAP_MAX_US {
+            return false;
+        }
+        let now = Instant::now();
+        let until = *self.until.get_or_insert_with(|| now + Duration::from_secs_f64(self.gap_us * 2e-6).min(SPIN_MAX));
+        now < until
+    }
+
+    /// Parking: a gap that long counts as a slow arrival next time.
+    fn parked(&mut self) {
+        self.until = None;
+        self.gap_us = self.gap_us.max(SPIN_GAP_MAX_US * 2.0);
+    }
+}
+
+/// The fallback receive loop: glommio says the socket is readable, then a
+/// recvmsg per datagram until it is drained.
 async fn receiver(st: Rc<State>) {
     let mut buf = vec![0u8; 65536];
     let mut peek = [0u8; 1];
@@ -225,12 +390,11 @@ async fn receiver(st: Rc<State>) {
         loop {
             match udp::recv(st.fd, &mut buf) {
                 Ok(Some(r)) => {
-                    let at = Instant::now();
                     if r.len > buf.len() {
                         st.count_drop("oversized");
                         continue;
                     }
-                    st.dispatch(&buf[..r.len], r, at);
+                    st.dispatch(&buf[..r.len], r);
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -257,24 +421,77 @@ async fn outbox(st: Rc<State>, tx: ConnectedSender<ToFailover>, kicked: local_ch
 }
 
 impl State {
-    fn dispatch(&self, data: &[u8], rcv: udp::Received, at: Instant) {
-        let msg = match Message::decode(data) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::debug!(shard = self.id, from = %rcv.source, "malformed packet: {e}");
-                self.count_drop(e.reason());
-                return;
+    /// Take what the ring completed into `batch` (plus datagrams reaped
+    /// while sending); the number of datagrams.
+    fn take_batch(&self, batch: &mut Batch) -> Result<usize, datapath::Unsupported> {
+        batch.clear();
+        std::mem::swap(batch, &mut *self.io.borrow_mut());
+        if let Net::Uring(u) = &mut *self.net.borrow_mut() {
+            u.poll(batch)?;
+        }
+        self.account(batch);
+        Ok(batch.datagrams.len())
+    }
+
+    fn handle_batch(&self, batch: &Batch) {
+        for d in &batch.datagrams {
+            self.dispatch(&batch.arena[d.bytes.clone()], d.rcv);
+        }
+    }
+
+    /// Count finished sends (replies, latency) and receive-side losses.
+    fn account(&self, batch: &mut Batch) {
+        if batch.sent.is_empty() && batch.oversized == 0 && batch.no_buffer == 0 {
+            return;
+        }
+        let now = udp::realtime_ns();
+        let mut s = self.snap.borrow_mut();
+        for sent in batch.sent.drain(..) {
+            if sent.result >= 0 {
+                s.replies[sent.tag.reply_type as usize] += 1;
+                if sent.tag.received_ns != 0 {
+                    s.observe_latency(sent.tag.request_type, now.saturating_sub(sent.tag.received_ns) as f64 * 1e-9);
+                }
+            } else if -sent.result == libc::EAGAIN || -sent.result == libc::ENOBUFS {
+                *s.dropped.entry("send_buffer_full").or_default() += 1;
+            } else {
+                *s.dropped.entry("send_failed").or_default() += 1;
             }
-        };
-        let owner = match msg.unwrap_relays().1.and_then(|c| c.options.client_id()) {
-            Some(d) if self.shards > 1 => shard_of(d.as_bytes(), self.shards as u32) as usize,
+        }
+        if batch.oversized > 0 {
+            *s.dropped.entry("oversized").or_default() += batch.oversized;
+        }
+        if batch.no_buffer > 0 {
+            *s.dropped.entry("no_receive_buffer").or_default() += batch.no_buffer;
+        }
+        batch.oversized = 0;
+        batch.no_buffer = 0;
+    }
+
+    /// Submit the queued replies (one syscall on the io_uring path).
+    fn flush(&self) {
+        if let Net::Uring(u) = &mut *self.net.borrow_mut() {
+            let mut io = self.io.borrow_mut();
+            // An Unsupported here (a receive refused before any arrived)
+            // is seen again by the receiver, which switches paths.
+            let _ = u.flush(&mut io);
+            self.account(&mut io);
+        }
+    }
+
+    /// Route a datagram to the shard that owns its client (by DUID hash),
+    /// reading only the message type and Client Identifier: the owner
+    /// decodes it.
+    fn dispatch(&self, data: &[u8], rcv: udp::Received) {
+        let owner = match peek(data).and_then(|p| p.client_id) {
+            Some(d) if self.shards > 1 => shard_of(d, self.shards as u32) as usize,
             _ => self.id,
         };
         if owner == self.id {
-            self.process(msg, rcv, at);
+            self.process_bytes(data, rcv);
             return;
         }
-        let tx = self.to.borrow()[owner].as_ref().map(|t| t.try_send(Forwarded { msg, rcv, at }).is_ok());
+        let tx = self.to.borrow()[owner].as_ref().map(|t| t.try_send(Forwarded { data: data.to_vec(), rcv }).is_ok());
         match tx {
             Some(true) => {}
             Some(false) => self.count_drop("forward_queue_full"),
@@ -282,7 +499,17 @@ impl State {
         }
     }
 
-    fn process(&self, msg: Message, rcv: udp::Received, at: Instant) {
+    fn process_bytes(&self, data: &[u8], rcv: udp::Received) {
+        match Message::decode(data) {
+            Ok(m) => self.process(m, rcv),
+            Err(e) => {
+                tracing::debug!(shard = self.id, from = %rcv.source, "malformed packet: {e}");
+                self.count_drop(e.reason());
+            }
+        }
+    }
+
+    fn process(&self, msg: Message, rcv: udp::Received) {
         let now = unix_now();
         let ifname = self.ifnames.iter().find(|(i, _)| *i == rcv.ifindex).map(|(_, n)| n.as_str());
         let arrival = Arrival { interface: ifname, source: *rcv.source.ip(), destination: rcv.destination };
@@ -290,7 +517,8 @@ impl State {
             to: rcv.source,
             source: if rcv.destination.is_multicast() { Ipv6Addr::UNSPECIFIED } else { rcv.destination },
             ifindex: rcv.ifindex,
-            at,
+            received_ns: rcv.received_ns,
+            request_type: client_type(&msg),
         };
         let out = self.core.borrow_mut().handle(now, &msg, &arrival, reply_to);
         for (duid, limit) in self.core.borrow_mut().take_limit_log() {
@@ -328,29 +556,55 @@ impl State {
         }
     }
 
+    /// Queue a reply (io_uring: it leaves with the next flush) or send it
+    /// now (fallback).
     fn send(&self, o: &ReplyTo, r: &Reply) {
-        let bytes = match r.message.encode() {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!("cannot encode reply: {e}");
-                self.count_drop("encode_error");
-                return;
-            }
-        };
         let scope = if r.to.is_unicast_link_local() { o.ifindex } else { 0 };
         let port = if r.to_source_port { o.to.port() } else { r.port };
         let to = SocketAddrV6::new(r.to, port, 0, scope);
-        match udp::send(self.fd, &bytes, to, o.source, scope) {
-            Ok(true) => {
-                let mut s = self.snap.borrow_mut();
-                s.replies[r.reply_type.code() as usize] += 1;
-                s.observe_latency(o.at.elapsed().as_secs_f64());
-            }
-            Ok(false) => self.count_drop("send_buffer_full"),
+        let tag = SendTag { reply_type: r.reply_type.code(), request_type: o.request_type, received_ns: o.received_ns };
+        let mut encode_failed = false;
+        let mut fill = |buf: &mut Vec<u8>| match r.message.encode_into(buf) {
+            Ok(()) => true,
             Err(e) => {
-                tracing::debug!(to = %to, "send: {e}");
-                self.count_drop("send_failed");
+                tracing::error!("cannot encode reply: {e}");
+                encode_failed = true;
+                false
             }
+        };
+        let mut net = self.net.borrow_mut();
+        match &mut *net {
+            Net::Uring(u) => {
+                let queued = u.send(&mut self.io.borrow_mut(), to, o.source, scope, tag, &mut fill);
+                drop(net);
+                if queued.is_err() {
+                    self.count_drop("send_queue_full");
+                }
+            }
+            Net::Fallback => {
+                drop(net);
+                let mut buf = self.scratch.borrow_mut();
+                buf.clear();
+                if !fill(&mut buf) {
+                    drop(buf);
+                    self.count_drop("encode_error");
+                    return;
+                }
+                let res = match udp::send(self.fd, &buf, to, o.source, scope) {
+                    Ok(true) => buf.len() as i32,
+                    Ok(false) => -libc::EAGAIN,
+                    Err(e) => {
+                        tracing::debug!(to = %to, "send: {e}");
+                        -e.raw_os_error().unwrap_or(libc::EIO)
+                    }
+                };
+                let mut io = self.io.borrow_mut();
+                io.sent.push(datapath::Sent { tag, result: res });
+                self.account(&mut io);
+            }
+        }
+        if encode_failed {
+            self.count_drop("encode_error");
         }
     }
 
@@ -444,6 +698,7 @@ async fn committer(st: Rc<State>, kicked: local_channel::LocalReceiver<()>) {
                     for (to, r) in &done.replies {
                         st.send(to, r);
                     }
+                    st.flush();
                     for m in done.to_failover {
                         st.to_failover(m);
                     }
@@ -467,29 +722,41 @@ async fn committer(st: Rc<State>, kicked: local_channel::LocalReceiver<()>) {
             }
             // After each commit (a full table takes the journal again only
             // after a merge step makes room).
-            merge(&st, &mut merge_error_logged).await;
+            merge(&st, &mut merge_error_logged);
         }
         // Idle (the ticker kicks every 50 ms): merging goes on.
-        merge(&st, &mut merge_error_logged).await;
+        merge(&st, &mut merge_error_logged);
     }
 }
 
-/// One merge step if the store wants one.
-async fn merge(st: &State, error_logged: &mut bool) {
-    if !st.store.borrow().as_ref().is_some_and(LmdbStore::merge_wanted) {
-        return;
-    }
-    match with_store(st, |s| s.merge_step(super::store::MERGE_STEP_KEYS)).await {
-        Some(Ok(())) => {
-            st.snap.borrow_mut().merge_steps += 1;
-            *error_logged = false;
+/// Take back a finished merge transaction and hand out the next one if
+/// the store wants it. The transaction runs on a blocking thread of its
+/// own, so group commits (journal appends) go on meanwhile: a merge never
+/// holds a reply back.
+fn merge(st: &Rc<State>, error_logged: &mut bool) {
+    let mut store = st.store.borrow_mut();
+    let Some(s) = store.as_mut() else { return };
+    if let Some(done) = st.merge_done.borrow_mut().take() {
+        match s.merge_end(done) {
+            Ok(()) => {
+                st.snap.borrow_mut().merge_steps += 1;
+                *error_logged = false;
+            }
+            Err(e) if !*error_logged => {
+                tracing::error!(shard = st.id, "merging the journal into the lease table failed (the journal keeps every change; retried): {e}");
+                *error_logged = true;
+            }
+            Err(_) => {}
         }
-        Some(Err(e)) if !*error_logged => {
-            tracing::error!(shard = st.id, "merging the journal into the lease table failed (the journal keeps every change; retried): {e}");
-            *error_logged = true;
-        }
-        Some(Err(_)) | None => {}
     }
+    let Some(job) = s.merge_begin() else { return };
+    let st = st.clone();
+    glommio::spawn_local(async move {
+        let done = glommio::executor().spawn_blocking(move || job.run()).await;
+        *st.merge_done.borrow_mut() = Some(done);
+        let _ = st.kick.try_send(());
+    })
+    .detach();
 }
 
 /// Timers: expiry and PARTNER-DOWN reclamation once a second, DNS outcomes
@@ -523,5 +790,19 @@ async fn loop_lag(st: Rc<State>) {
         glommio::timer::sleep(period).await;
         let lag = start.elapsed().saturating_sub(period);
         st.snap.borrow_mut().observe_lag(lag.as_secs_f64());
+    }
+}
+
+/// The client message's type code, under any relay headers.
+fn client_type(m: &Message) -> u8 {
+    let mut m = m;
+    loop {
+        match m {
+            Message::Client(c) => return c.msg_type.code(),
+            Message::Relay(r) => match r.options.relay_msg() {
+                Some(inner) => m = inner,
+                None => return r.msg_type.code(),
+            },
+        }
     }
 }

@@ -12,8 +12,9 @@
 //! one appended frame and one `fdatasync`, so when `commit` returns Ok the
 //! batch is on disk. Once the journal holds as many bytes as half the
 //! table, the store merges it into the `leases` database in key order, a
-//! bounded number of keys per LMDB transaction (`merge_step`, run by the
-//! shard between commits): each B-tree page is then written once for the
+//! bounded number of keys per LMDB transaction (`merge_begin` hands one
+//! out as a `MergeJob`, which the shard runs on another thread while its
+//! commits go on to the journal): each B-tree page is then written once for the
 //! many changes that fall on it, instead of once per commit. The journal
 //! position the table holds everything before is `journal-merged` in the
 //! environment's `meta` database, written in the round's last transaction;
@@ -30,7 +31,7 @@ use std::path::{Path, PathBuf};
 use heed::types::Bytes;
 use heed::{Database, Env, EnvFlags, EnvOpenOptions, MdbError, WithoutTls};
 
-use super::journal::{Journal, JournalError, Loc};
+use super::journal::{Journal, JournalError, JournalReader, Loc};
 use crate::lease::codec::{decode_key, decode_lease, encode_key, encode_lease};
 use crate::lease::store::{LeaseStore, SCHEMA_VERSION, StoreError, meta};
 use crate::lease::{Lease, LeaseChange, LeaseKey};
@@ -60,6 +61,64 @@ pub struct LmdbStore {
     /// Bytes this store made the kernel write (journal and table), from
     /// the writing thread's /proc/thread-self/io.
     written: u64,
+    /// Keys per merge transaction (fewer after the map ran out of room).
+    step_keys: usize,
+    /// A `MergeJob` is out.
+    merging: bool,
+}
+
+/// One merge transaction, run on another thread while the store's owner
+/// goes on committing to the journal: the keys to write and a reader of
+/// their records. Only the table (LMDB, one writer: this job) is written.
+pub struct MergeJob {
+    env: Env<WithoutTls>,
+    leases: Database<Bytes, Bytes>,
+    meta: Database<Bytes, Bytes>,
+    dir: PathBuf,
+    reader: JournalReader,
+    keys: Vec<(LeaseKey, Loc)>,
+    /// The round's last transaction: it records `until` as merged.
+    finished: bool,
+    until: u64,
+}
+
+/// What a `MergeJob` did, for `LmdbStore::merge_end`.
+pub struct MergeDone {
+    keys: Vec<(LeaseKey, Loc)>,
+    finished: bool,
+    until: u64,
+    result: Result<(), StoreError>,
+    written: u64,
+}
+
+impl MergeJob {
+    pub fn run(self) -> MergeDone {
+        let before = thread_write_bytes();
+        let result = self.write();
+        // The pages this step read stay in the page cache, not in our RSS.
+        release_mapped_pages(&self.dir);
+        let written = match (before, thread_write_bytes()) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => 0,
+        };
+        MergeDone { keys: self.keys, finished: self.finished, until: self.until, result, written }
+    }
+
+    fn write(&self) -> Result<(), StoreError> {
+        let mut w = self.env.write_txn().map_err(err)?;
+        for (k, loc) in &self.keys {
+            match self.reader.read_record(*loc).map_err(damaged)? {
+                Some(record) => self.leases.put(&mut w, &encode_key(k), &record).map_err(err)?,
+                None => {
+                    self.leases.delete(&mut w, &encode_key(k)).map_err(err)?;
+                }
+            }
+        }
+        if self.finished {
+            self.meta.put(&mut w, MERGED.as_bytes(), &self.until.to_be_bytes()).map_err(err)?;
+        }
+        w.commit().map_err(err)
+    }
 }
 
 /// A shard store's journal and what of it the table does not hold yet.
@@ -211,7 +270,7 @@ impl LmdbStore {
             unsafe { old.remove(&mut w) }.map_err(err)?;
         }
         w.commit().map_err(err)?;
-        Ok(LmdbStore { dir: dir.to_path_buf(), env, leases, meta, journal: None, written: 0 })
+        Ok(LmdbStore { dir: dir.to_path_buf(), env, leases, meta, journal: None, written: 0, step_keys: MERGE_STEP_KEYS, merging: false })
     }
 
     /// Open a shard's environment with its journal, replaying what the
@@ -256,7 +315,7 @@ impl LmdbStore {
         };
         let (leases, meta) = (open("leases")?, open("meta")?);
         r.commit().map_err(err)?;
-        Ok(LmdbStore { dir: dir.to_path_buf(), env, leases, meta, journal: None, written: 0 })
+        Ok(LmdbStore { dir: dir.to_path_buf(), env, leases, meta, journal: None, written: 0, step_keys: MERGE_STEP_KEYS, merging: false })
     }
 
     /// A shard's environment and journal, read-only, while a server may be
@@ -278,7 +337,16 @@ impl LmdbStore {
     /// read-only.
     #[cfg(test)]
     fn read_only_view(&self, dir: &Path) -> LmdbStore {
-        let mut v = LmdbStore { dir: self.dir.clone(), env: self.env.clone(), leases: self.leases, meta: self.meta, journal: None, written: 0 };
+        let mut v = LmdbStore {
+            dir: self.dir.clone(),
+            env: self.env.clone(),
+            leases: self.leases,
+            meta: self.meta,
+            journal: None,
+            written: 0,
+            step_keys: MERGE_STEP_KEYS,
+            merging: false,
+        };
         v.attach_journal(dir, false).unwrap();
         v
     }
@@ -320,73 +388,85 @@ impl LmdbStore {
         unmerged > 0 && unmerged >= j.min_bytes.max(used / 2).min(room / 4)
     }
 
-    /// One transaction of a merge round: the next `max_keys` journaled
-    /// keys into the table (a round starts if one is due). The round's last
-    /// transaction also records the position merged through; after it the
-    /// merged segments are removed. Where the map has no room for
-    /// `max_keys`, fewer are tried before the store is called full.
+    /// One transaction of a merge round, here and now (tests; the shard
+    /// runs `merge_begin`'s job on another thread while it commits): the
+    /// next `max_keys` journaled keys into the table (a round starts if one
+    /// is due). Where the map has no room for `max_keys`, fewer are tried
+    /// before the store is called full.
     pub fn merge_step(&mut self, max_keys: usize) -> Result<(), StoreError> {
-        let mut n = max_keys.max(1);
+        self.step_keys = max_keys.max(1);
         loop {
-            match self.try_merge_step(n) {
-                Err(StoreError::Full(m)) => {
-                    if n > 1 {
-                        n = (n / 8).max(1);
-                        continue;
-                    }
-                    if let Some(j) = &mut self.journal {
-                        j.full = Some(m.clone());
-                    }
-                    return Err(StoreError::Full(m));
-                }
-                r => {
-                    if r.is_ok()
-                        && let Some(j) = &mut self.journal
-                    {
-                        j.full = None;
-                    }
-                    return r;
-                }
+            let Some(job) = self.merge_begin() else { return Ok(()) };
+            let n = self.step_keys;
+            self.merge_end(job.run())?;
+            if self.step_keys >= n {
+                return Ok(());
             }
         }
     }
 
-    fn try_merge_step(&mut self, max_keys: usize) -> Result<(), StoreError> {
-        if !self.merge_wanted() {
-            return Ok(());
+    /// The next transaction of a merge round (a round starts if one is
+    /// due), to run on any thread while commits go on; None when no merge
+    /// is wanted or one is out. `merge_end` takes its outcome back.
+    pub fn merge_begin(&mut self) -> Option<MergeJob> {
+        if self.merging || !self.merge_wanted() {
+            return None;
         }
-        let before = thread_write_bytes();
-        let Some(j) = self.journal.as_mut() else { return Ok(()) };
+        let max_keys = self.step_keys;
+        let j = self.journal.as_mut()?;
         let round = j.round.get_or_insert(Round { until: j.log.end(), after: None });
         let lower = round.after.as_ref().map_or(Bound::Unbounded, Bound::Excluded);
         let keys: Vec<(LeaseKey, Loc)> = j.overlay.range((lower, Bound::Unbounded)).take(max_keys).map(|(k, l)| (*k, *l)).collect();
-        let finished = keys.len() < max_keys;
-        let mut w = self.env.write_txn().map_err(err)?;
-        for (k, loc) in &keys {
-            match j.log.read_record(*loc).map_err(damaged)? {
-                Some(record) => self.leases.put(&mut w, &encode_key(k), &record).map_err(err)?,
-                None => {
-                    self.leases.delete(&mut w, &encode_key(k)).map_err(err)?;
+        self.merging = true;
+        Some(MergeJob {
+            env: self.env.clone(),
+            leases: self.leases,
+            meta: self.meta,
+            dir: self.dir.clone(),
+            reader: j.log.reader(),
+            finished: keys.len() < max_keys,
+            keys,
+            until: round.until,
+        })
+    }
+
+    /// Take a merge transaction's outcome: the keys it wrote leave the
+    /// overlay unless a commit changed them meanwhile (the table holds an
+    /// older record then, and the overlay the newer); the round's last one
+    /// removes the merged segments. A full map divides the step by 8 for
+    /// the next try, and at one key calls the store full.
+    pub fn merge_end(&mut self, done: MergeDone) -> Result<(), StoreError> {
+        self.merging = false;
+        self.written += done.written;
+        let Some(j) = self.journal.as_mut() else { return Ok(()) };
+        match done.result {
+            Err(StoreError::Full(m)) => {
+                if self.step_keys > 1 {
+                    self.step_keys = (self.step_keys / 8).max(1);
+                    return Ok(());
                 }
+                j.full = Some(m.clone());
+                Err(StoreError::Full(m))
+            }
+            Err(e) => Err(e),
+            Ok(()) => {
+                j.full = None;
+                for (k, loc) in &done.keys {
+                    if j.overlay.get(k) == Some(loc) {
+                        j.overlay.remove(k);
+                    }
+                }
+                if done.finished {
+                    j.merged = done.until;
+                    j.log.drop_before(done.until);
+                    j.round = None;
+                    self.step_keys = MERGE_STEP_KEYS;
+                } else if let Some(r) = &mut j.round {
+                    r.after = done.keys.last().map(|(k, _)| *k);
+                }
+                Ok(())
             }
         }
-        let until = round.until;
-        if finished {
-            self.meta.put(&mut w, MERGED.as_bytes(), &until.to_be_bytes()).map_err(err)?;
-        }
-        w.commit().map_err(err)?;
-        if finished {
-            j.merged = until;
-            j.overlay.retain(|_, l| l.pos() >= until);
-            j.log.drop_before(until);
-            j.round = None;
-        } else {
-            round.after = keys.last().map(|(k, _)| *k);
-        }
-        // The pages this step read stay in the page cache, not in our RSS.
-        release_mapped_pages(&self.dir);
-        self.count_written(before);
-        Ok(())
     }
 
     fn count_written(&mut self, before: Option<u64>) {
@@ -663,6 +743,85 @@ mod tests {
     fn a_journaled_store_conforms_to_the_model() {
         let d = tmp("conf-journal");
         conformance::run(&mut LmdbStore::open_shard(&d, 1 << 24).unwrap());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A shard's way of merging: a merge transaction is handed out, commits
+    /// (some to its keys) go on while it runs on another thread, and its
+    /// outcome comes back later, or never (a crash before or after the
+    /// transaction committed). Every view is the model throughout.
+    #[test]
+    fn merges_running_beside_commits_read_as_the_model() {
+        let d = tmp("journal-concurrent");
+        let mut model = crate::lease::store::MemoryStore::new();
+        let mut s = LmdbStore::open_shard(&d, 1 << 26).unwrap();
+        s.set_merge_min_bytes(4096);
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut rnd = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut out: Option<std::thread::JoinHandle<MergeDone>> = None;
+        let (mut ended, mut overtaken) = (0, 0);
+        for step in 0..800 {
+            let batch: Vec<LeaseChange> = (0..1 + rnd(30))
+                .map(|_| {
+                    let mut l = crate::lease::codec::tests_support::sample(rnd(200) as u32);
+                    if rnd(4) == 0 {
+                        LeaseChange::Delete(l.key)
+                    } else {
+                        l.cltt = step;
+                        LeaseChange::Upsert(l)
+                    }
+                })
+                .collect();
+            s.commit(&batch).unwrap();
+            model.commit(&batch).unwrap();
+            if out.is_none() && rnd(2) == 0 {
+                s.step_keys = 1 + rnd(40) as usize;
+                if let Some(job) = s.merge_begin() {
+                    assert!(s.merge_begin().is_none(), "one merge transaction at a time");
+                    out = Some(std::thread::spawn(move || job.run()));
+                }
+            } else if out.is_some() && rnd(3) == 0 {
+                let done = out.take().unwrap().join().unwrap();
+                overtaken += done.keys.iter().filter(|(k, l)| s.journal.as_ref().unwrap().overlay.get(k).is_some_and(|o| o != l)).count();
+                s.merge_end(done).unwrap();
+                ended += 1;
+            }
+            if rnd(60) == 0 {
+                // A crash: the transaction out committed, or was handed out
+                // and never ran; its end never came.
+                match out.take() {
+                    Some(h) => drop(h.join().unwrap()),
+                    None => drop(s.merge_begin()),
+                }
+                drop(s);
+                s = LmdbStore::open_shard(&d, 1 << 26).unwrap();
+                s.set_merge_min_bytes(4096);
+            }
+            let k = crate::lease::codec::tests_support::sample(rnd(200) as u32).key;
+            assert_eq!(s.get(&k).unwrap(), model.get(&k).unwrap(), "get at {step}");
+            if step % 50 == 0 {
+                assert_eq!(s.all().unwrap(), model.all().unwrap(), "all at {step}");
+                assert_eq!(s.read_only_view(&d).all().unwrap(), model.all().unwrap(), "read-only view at {step}");
+            }
+        }
+        if let Some(h) = out.take() {
+            s.merge_end(h.join().unwrap()).unwrap();
+        }
+        assert!(ended > 50 && overtaken > 0, "{ended} merge transactions ended, {overtaken} keys changed while merging");
+        s.set_merge_min_bytes(1);
+        while s.merge_wanted() {
+            s.merge_step(64).unwrap();
+        }
+        assert_eq!(s.all().unwrap(), model.all().unwrap());
+        drop(s);
+        let s = LmdbStore::open_shard(&d, 1 << 26).unwrap();
+        assert_eq!(s.all().unwrap(), model.all().unwrap());
+        drop(s);
         fs::remove_dir_all(&d).unwrap();
     }
 

@@ -38,20 +38,23 @@ type Slot = u32;
 
 /// The lease table. Records live once, in `slots`; the indexes hold slot
 /// numbers, not copies of keys or client DUIDs (a million leases cost the
-/// records plus ~30 bytes each of index).
+/// records plus ~40 bytes each of index).
 pub struct LeaseTable {
     slots: Slab,
     /// Slots emptied by `remove`, reused first.
     vacant: Vec<Slot>,
     /// Slot of each key, under a fast hash seeded per process (keys are
-    /// addresses and prefixes from our own pools).
-    by_key: HashTable<Slot>,
+    /// addresses and prefixes from our own pools), with 32 bits of that
+    /// hash: growing the index rehashes from those (`spread`), not from the
+    /// records (a random read and a hash each: an 87 ms pause at 115 k).
+    by_key: HashTable<(Slot, u32)>,
     /// Slots of each client's leases with the order they were listed in,
     /// under a keyed hash of (DUID, IA type) (clients choose their DUIDs;
     /// no one can aim a DUID at another's entries): `keys_of` picks one IA
     /// from them, `active_of_client` counts them. Pool bookkeeping records
-    /// (no client) are not listed.
-    by_binding: HashTable<(Slot, u32)>,
+    /// (no client) are not listed. The third field is 32 bits of the hash,
+    /// as in `by_key`.
+    by_binding: HashTable<(Slot, u32, u32)>,
     listed: u32,
     /// Active leases ordered by when they may expire (16 bytes each).
     expiry: BTreeSet<(Time, Slot)>,
@@ -106,12 +109,24 @@ fn key_hash(seed: u64, k: &LeaseKey) -> u64 {
     let mut h = (seed ^ hi).wrapping_mul(M);
     h = (h.rotate_left(29) ^ lo).wrapping_mul(M);
     h = (h.rotate_left(29) ^ len as u64).wrapping_mul(M);
-    h ^ (h >> 32)
+    h
 }
 
-fn client_hash(h: &std::hash::RandomState, duid: &Duid, t: IaType) -> u64 {
+fn client_hash(h: &std::hash::RandomState, duid: &Duid, t: IaType) -> u32 {
     use std::hash::BuildHasher;
-    h.hash_one((duid.as_bytes(), t == IaType::Pd))
+    fold(h.hash_one((duid.as_bytes(), t == IaType::Pd)))
+}
+
+/// 32 bits of a 64-bit hash, kept in the index entries.
+fn fold(h: u64) -> u32 {
+    (h ^ (h >> 32)) as u32
+}
+
+/// The 64-bit hash the indexes use, from the 32 bits an entry keeps (an
+/// odd multiplier: distinct inputs stay distinct, and the top bits, which
+/// hashbrown compares first, depend on every input bit).
+fn spread(h: u32) -> u64 {
+    (h as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ h as u64
 }
 
 /// A record that belongs to no client (see `Lease::pool_record`).
@@ -130,11 +145,11 @@ impl LeaseTable {
         self.slack = slack;
     }
 
-    fn client_slot(&self, duid: &Duid, t: IaType) -> u64 {
+    fn client_slot(&self, duid: &Duid, t: IaType) -> u32 {
         client_hash(&self.client_hasher, duid, t)
     }
 
-    fn binding_hash(&self, b: &Binding) -> u64 {
+    fn binding_hash(&self, b: &Binding) -> u32 {
         self.client_slot(&b.duid, b.ia_type)
     }
 
@@ -143,8 +158,8 @@ impl LeaseTable {
     pub fn active_of_client(&self, duid: &Duid, t: IaType) -> u32 {
         let slots = &self.slots;
         self.by_binding
-            .iter_hash(self.client_slot(duid, t))
-            .filter_map(|(s, _)| slots[*s].as_ref())
+            .iter_hash(spread(self.client_slot(duid, t)))
+            .filter_map(|(s, _, _)| slots[*s].as_ref())
             .filter(|l| l.is_active() && l.key.ia_type() == t && l.binding.duid == *duid)
             .count() as u32
     }
@@ -156,13 +171,8 @@ impl LeaseTable {
     /// Room for `n` leases, so that loading a large store does not rehash
     /// (a multi-millisecond pause at a million leases).
     fn reserve(&mut self, n: usize) {
-        let (slots, seed) = (&self.slots, self.key_seed);
-        self.by_key.reserve(n, |s| key_hash(seed, &slots[*s].as_ref().expect("indexed slot").key));
-        let (slots, hasher) = (&self.slots, &self.client_hasher);
-        self.by_binding.reserve(n, |(s, _)| {
-            let b = &slots[*s].as_ref().expect("listed slot").binding;
-            client_hash(hasher, &b.duid, b.ia_type)
-        });
+        self.by_key.reserve(n, |(_, h)| spread(*h));
+        self.by_binding.reserve(n, |(_, _, h)| spread(*h));
     }
 
     /// How many leases of each (IA type, status) there are.
@@ -176,7 +186,9 @@ impl LeaseTable {
 
     fn slot_of(&self, key: &LeaseKey) -> Option<Slot> {
         let slots = &self.slots;
-        self.by_key.find(key_hash(self.key_seed, key), |s| slots[*s].as_ref().is_some_and(|l| l.key == *key)).copied()
+        self.by_key
+            .find(spread(fold(key_hash(self.key_seed, key))), |(s, _)| slots[*s].as_ref().is_some_and(|l| l.key == *key))
+            .map(|(s, _)| *s)
     }
 
     pub fn get(&self, key: &LeaseKey) -> Option<&Lease> {
@@ -189,8 +201,8 @@ impl LeaseTable {
         let slots = &self.slots;
         let mut v: Vec<(u32, LeaseKey)> = self
             .by_binding
-            .iter_hash(self.binding_hash(b))
-            .filter_map(|(s, order)| slots[*s].as_ref().filter(|l| l.binding == *b).map(|l| (*order, l.key)))
+            .iter_hash(spread(self.binding_hash(b)))
+            .filter_map(|(s, order, _)| slots[*s].as_ref().filter(|l| l.binding == *b).map(|l| (*order, l.key)))
             .collect();
         v.sort_unstable_by_key(|(o, _)| *o);
         v.into_iter().map(|(_, k)| k).collect()
@@ -216,7 +228,7 @@ impl LeaseTable {
         self.free_backup.remove(&key);
         if keep_binding != Some(&old.binding)
             && !is_placeholder(&old.binding)
-            && let Ok(e) = self.by_binding.find_entry(self.binding_hash(&old.binding), |(s, _)| *s == slot)
+            && let Ok(e) = self.by_binding.find_entry(spread(self.binding_hash(&old.binding)), |(s, _, _)| *s == slot)
         {
             e.remove();
         }
@@ -250,8 +262,8 @@ impl LeaseTable {
     }
 
     fn index_key(&mut self, s: Slot, key: &LeaseKey) {
-        let (slots, seed) = (&self.slots, self.key_seed);
-        self.by_key.insert_unique(key_hash(seed, key), s, |x| key_hash(seed, &slots[*x].as_ref().expect("indexed slot").key));
+        let h = fold(key_hash(self.key_seed, key));
+        self.by_key.insert_unique(spread(h), (s, h), |(_, h)| spread(*h));
     }
 
     /// The indexes that follow a record's state (expiry, reclamation,
@@ -311,19 +323,14 @@ impl LeaseTable {
         }
     }
 
-    /// List `slot` under `binding` (its record must be in place, or the
-    /// slot empty while it is replaced: the rehash skips neither).
+    /// List `slot` under `binding`.
     fn list(&mut self, slot: Slot, binding: &Binding) {
         if is_placeholder(binding) {
             return;
         }
         let h = self.binding_hash(binding);
         self.listed = self.listed.wrapping_add(1);
-        let (slots, hasher) = (&self.slots, &self.client_hasher);
-        self.by_binding.insert_unique(h, (slot, self.listed), |(s, _)| match slots[*s].as_ref() {
-            Some(l) => client_hash(hasher, &l.binding.duid, l.binding.ia_type),
-            None => h,
-        });
+        self.by_binding.insert_unique(spread(h), (slot, self.listed, h), |(_, _, h)| spread(*h));
     }
 
     /// Remove a record (it moved to another shard).
@@ -331,7 +338,7 @@ impl LeaseTable {
         let s = self.slot_of(key)?;
         let old = self.slots[s].take().expect("indexed slot");
         self.unindex(s, &old, None);
-        if let Ok(e) = self.by_key.find_entry(key_hash(self.key_seed, key), |x| *x == s) {
+        if let Ok(e) = self.by_key.find_entry(spread(fold(key_hash(self.key_seed, key))), |(x, _)| *x == s) {
             e.remove();
         }
         self.vacant.push(s);

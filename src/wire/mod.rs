@@ -11,6 +11,7 @@ pub mod hex;
 pub mod message;
 pub mod name;
 pub mod option;
+pub mod peek;
 
 pub use codes::{
     BindingStatus, CONNECT_FLAG_FIXED_PD_LENGTH, FQDN_FLAG_N, FQDN_FLAG_O, FQDN_FLAG_S, MessageType, SERVER_FLAG_ACK_STARTUP, SERVER_FLAG_COMMUNICATED,

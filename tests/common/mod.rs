@@ -295,6 +295,19 @@ pub fn unix_now() -> u64 {
 /// granted (from Replies actually received) and the number of duplicate
 /// replies (same transaction answered twice).
 pub fn rapid_commit_load(sock: &UdpSocket, to: SocketAddrV6, first: u64, count: u64, window: usize, deadline: Instant) -> (Vec<Granted>, usize) {
+    rapid_commit_load_with(sock, to, first, count, window, deadline, false)
+}
+
+/// `rapid_commit_load`, with an IA_PD beside the IA_NA when `pd`.
+pub fn rapid_commit_load_with(
+    sock: &UdpSocket,
+    to: SocketAddrV6,
+    first: u64,
+    count: u64,
+    window: usize,
+    deadline: Instant,
+    pd: bool,
+) -> (Vec<Granted>, usize) {
     use std::collections::HashMap;
     let mut inflight: HashMap<u32, (u64, u64, Instant)> = HashMap::new();
     let mut answered: std::collections::HashSet<u32> = Default::default();
@@ -308,7 +321,7 @@ pub fn rapid_commit_load(sock: &UdpSocket, to: SocketAddrV6, first: u64, count: 
     while (next < end || !inflight.is_empty()) && Instant::now() < deadline {
         while inflight.len() < window && next < end {
             let xid = (next as u32) & 0xff_ffff;
-            let m = solicit(next, xid, true, false).encode().unwrap();
+            let m = solicit(next, xid, true, pd).encode().unwrap();
             // The clock before the send: the server may answer within the same second.
             let t = unix_now();
             let _ = sock.send_to(&m, to);
@@ -349,7 +362,7 @@ pub fn rapid_commit_load(sock: &UdpSocket, to: SocketAddrV6, first: u64, count: 
                 let now = Instant::now();
                 for (xid, (client, sent_at, t)) in inflight.iter_mut() {
                     if now.duration_since(*t) > Duration::from_millis(500) {
-                        let m = solicit(*client, *xid, true, false).encode().unwrap();
+                        let m = solicit(*client, *xid, true, pd).encode().unwrap();
                         let _ = sock.send_to(&m, to);
                         retransmitted.insert(*xid);
                         *t = now;
