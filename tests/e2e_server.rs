@@ -173,15 +173,14 @@ fn relayed_client_gets_an_address_from_its_link_and_a_relay_reply() {
     assert!(("2001:db8:2::1000".parse::<Ipv6Addr>().unwrap()..="2001:db8:2::1fff".parse().unwrap()).contains(&a), "{a}");
 }
 
-#[test]
-fn every_shard_serves_and_no_client_gets_two_replies() {
-    require_root!();
-    let mut lab = Lab::new("shards");
-    lab.start_server(&lab.config(""), &["--shards", "2"]);
+/// 400 rapid-commit clients (with an IA_PD too when `pd`) on the
+/// multicast address: each is answered once with its own address. The
+/// server's status once the counters are published.
+fn four_hundred_clients_each_answered_once(lab: &Lab, pd: bool) -> serde_json::Value {
     let ifindex = lab.cli_ifindex();
     let (granted, dups) = in_netns(&lab.cli, move || {
         let s = client_socket(546);
-        rapid_commit_load(&s, all_servers(ifindex), 0, 400, 16, Instant::now() + Duration::from_secs(60))
+        rapid_commit_load_with(&s, all_servers(ifindex), 0, 400, 16, Instant::now() + Duration::from_secs(60), pd)
     });
     assert_eq!(dups, 0, "a request was answered twice");
     assert_eq!(granted.len(), 400);
@@ -190,7 +189,15 @@ fn every_shard_serves_and_no_client_gets_two_replies() {
     addrs.dedup();
     assert_eq!(addrs.len(), 400, "an address was given twice");
     std::thread::sleep(Duration::from_millis(1500));
-    let st = ctl_status(&lab);
+    ctl_status(lab)
+}
+
+#[test]
+fn every_shard_serves_and_no_client_gets_two_replies() {
+    require_root!();
+    let mut lab = Lab::new("shards");
+    lab.start_server(&lab.config(""), &["--shards", "2"]);
+    let st = four_hundred_clients_each_answered_once(&lab, false);
     let per: Vec<u64> = st["per-shard"].as_array().unwrap().iter().map(|s| s["replies"].as_u64().unwrap()).collect();
     assert_eq!(per.len(), 2);
     assert!(per.iter().all(|r| *r > 50), "every shard serves: {st}");
@@ -215,19 +222,7 @@ fn the_fallback_datapath_serves_na_and_pd_and_says_why_it_runs() {
     require_root!();
     let mut lab = Lab::new("fallback");
     lab.start_server(&lab.config(""), &["--shards", "2", "--datapath", "fallback", "--metrics-listen", "[::1]:9464"]);
-    let ifindex = lab.cli_ifindex();
-    let (granted, dups) = in_netns(&lab.cli, move || {
-        let s = client_socket(546);
-        rapid_commit_load_with(&s, all_servers(ifindex), 0, 400, 16, Instant::now() + Duration::from_secs(60), true)
-    });
-    assert_eq!(dups, 0, "a request was answered twice");
-    assert_eq!(granted.len(), 400);
-    let mut addrs: Vec<_> = granted.iter().map(|g| g.addr).collect();
-    addrs.sort();
-    addrs.dedup();
-    assert_eq!(addrs.len(), 400, "an address was given twice");
-    std::thread::sleep(Duration::from_millis(1500));
-    let st = ctl_status(&lab);
+    let st = four_hundred_clients_each_answered_once(&lab, true);
     assert_eq!(st["datapath"]["mode"], "fallback", "{st}");
     assert_eq!(st["datapath"]["reason"], "--datapath fallback", "{st}");
     let per: Vec<u64> = st["per-shard"].as_array().unwrap().iter().map(|s| s["replies"].as_u64().unwrap()).collect();

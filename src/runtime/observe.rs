@@ -30,9 +30,7 @@ pub struct Snapshot {
     /// by the client message's type code.
     pub latency: BTreeMap<u8, Histogram>,
     /// How late the shard's 10 ms timer fired (its executor was busy).
-    pub lag_buckets: Vec<u64>,
-    pub lag_sum: f64,
-    pub lag_count: u64,
+    pub lag: Histogram,
     /// Durable commits and the lease writes in them.
     pub commits: u64,
     pub changes_committed: u64,
@@ -62,6 +60,20 @@ impl Histogram {
         self.count += 1;
     }
 
+    /// (upper bound, observations at or below it), as Prometheus buckets.
+    pub fn cumulative(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        LATENCY_BUCKETS.iter().zip(&self.buckets).scan(0, |n, (b, c)| {
+            *n += c;
+            Some((*b, *n))
+        })
+    }
+
+    /// The smallest bucket bound holding every observation (None when one
+    /// was above the last bound).
+    pub fn max_bucket(&self) -> Option<f64> {
+        self.cumulative().find(|(_, n)| *n == self.count).map(|(b, _)| b)
+    }
+
     pub fn add(&mut self, o: &Histogram) {
         for (a, b) in self.buckets.iter_mut().zip(&o.buckets) {
             *a += b;
@@ -80,9 +92,7 @@ impl Default for Snapshot {
             limit_hits: BTreeMap::new(),
             leases: BTreeMap::new(),
             latency: BTreeMap::new(),
-            lag_buckets: vec![0; LATENCY_BUCKETS.len()],
-            lag_sum: 0.0,
-            lag_count: 0,
+            lag: Histogram::default(),
             commits: 0,
             changes_committed: 0,
             store_bytes: 0,
@@ -99,14 +109,18 @@ impl Snapshot {
     }
 
     pub fn observe_lag(&mut self, secs: f64) {
-        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                self.lag_buckets[i] += 1;
-            }
-        }
-        self.lag_sum += secs;
-        self.lag_count += 1;
+        self.lag.observe(secs);
     }
+}
+
+/// One labelled series of a Prometheus histogram.
+fn histogram(o: &mut String, name: &str, labels: &str, h: &Histogram) {
+    for (b, n) in h.cumulative() {
+        o.push_str(&format!("{name}_bucket{{{labels},le=\"{b}\"}} {n}\n"));
+    }
+    o.push_str(&format!("{name}_bucket{{{labels},le=\"+Inf\"}} {}\n", h.count));
+    o.push_str(&format!("{name}_sum{{{labels}}} {}\n", h.sum));
+    o.push_str(&format!("{name}_count{{{labels}}} {}\n", h.count));
 }
 
 /// The failover endpoint as operators see it (published by the failover core).
@@ -273,12 +287,7 @@ impl Shared {
         o.push_str("# TYPE tandem_shard_loop_lag_seconds histogram\n");
         for (i, s) in self.shards.iter().enumerate() {
             let s = lock(s);
-            for (j, b) in LATENCY_BUCKETS.iter().enumerate() {
-                o.push_str(&format!("tandem_shard_loop_lag_seconds_bucket{{shard=\"{i}\",le=\"{b}\"}} {}\n", s.lag_buckets[j]));
-            }
-            o.push_str(&format!("tandem_shard_loop_lag_seconds_bucket{{shard=\"{i}\",le=\"+Inf\"}} {}\n", s.lag_count));
-            o.push_str(&format!("tandem_shard_loop_lag_seconds_sum{{shard=\"{i}\"}} {}\n", s.lag_sum));
-            o.push_str(&format!("tandem_shard_loop_lag_seconds_count{{shard=\"{i}\"}} {}\n", s.lag_count));
+            histogram(&mut o, "tandem_shard_loop_lag_seconds", &format!("shard=\"{i}\""), &s.lag);
         }
         o.push_str("# HELP tandem_ddns_queue_depth DNS updates waiting.\n");
         o.push_str(&format!("# TYPE tandem_ddns_queue_depth gauge\ntandem_ddns_queue_depth {}\n", self.ddns_queue.load(Ordering::Relaxed)));
@@ -289,15 +298,7 @@ impl Shared {
         o.push_str("# HELP tandem_reply_latency_seconds From the kernel's receipt of a request to the completion of its reply's send (after the durable commit), by the client's message type.\n");
         o.push_str("# TYPE tandem_reply_latency_seconds histogram\n");
         for (ty, h) in &t.latency {
-            let ty = MessageType::from(*ty).label();
-            let mut cumulative = 0;
-            for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-                cumulative += h.buckets[i];
-                o.push_str(&format!("tandem_reply_latency_seconds_bucket{{type=\"{ty}\",le=\"{b}\"}} {cumulative}\n"));
-            }
-            o.push_str(&format!("tandem_reply_latency_seconds_bucket{{type=\"{ty}\",le=\"+Inf\"}} {}\n", h.count));
-            o.push_str(&format!("tandem_reply_latency_seconds_sum{{type=\"{ty}\"}} {}\n", h.sum));
-            o.push_str(&format!("tandem_reply_latency_seconds_count{{type=\"{ty}\"}} {}\n", h.count));
+            histogram(&mut o, "tandem_reply_latency_seconds", &format!("type=\"{}\"", MessageType::from(*ty).label()), h);
         }
         let info = self.datapath();
         o.push_str("# HELP tandem_datapath_info The shards' packet path: io_uring, or the fallback (a syscall per datagram).\n");
@@ -349,7 +350,7 @@ impl Shared {
                     "merge-steps": s.merge_steps,
                     "store-bytes-written": s.store_bytes,
                     "journal-bytes": s.journal_bytes,
-                    "loop-lag-max-bucket": LATENCY_BUCKETS.iter().zip(&s.lag_buckets).find(|(_, n)| **n == s.lag_count).map(|(b, _)| *b),
+                    "loop-lag-max-bucket": s.lag.max_bucket(),
                 })
             })
             .collect();
@@ -441,4 +442,27 @@ pub fn spawn_control(path: &Path, shared: Arc<Shared>) -> Result<PathBuf, String
         })
         .map_err(|e| e.to_string())?;
     Ok(path.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_written_cumulative_with_their_labels() {
+        let mut h = Histogram::default();
+        for s in [0.00005, 0.0003, 0.0003, 0.02] {
+            h.observe(s);
+        }
+        assert_eq!(h.max_bucket(), Some(0.025));
+        let mut o = String::new();
+        histogram(&mut o, "x", "type=\"solicit\"", &h);
+        assert!(o.contains("x_bucket{type=\"solicit\",le=\"0.0001\"} 1\n"), "{o}");
+        assert!(o.contains("x_bucket{type=\"solicit\",le=\"0.0005\"} 3\n"), "{o}");
+        assert!(o.contains("x_bucket{type=\"solicit\",le=\"1\"} 4\n"), "{o}");
+        assert!(o.contains("x_bucket{type=\"solicit\",le=\"+Inf\"} 4\n"), "{o}");
+        assert!(o.contains("x_count{type=\"solicit\"} 4\n"), "{o}");
+        h.observe(3.0);
+        assert_eq!(h.max_bucket(), None, "an observation above the last bound");
+    }
 }

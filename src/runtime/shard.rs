@@ -110,6 +110,8 @@ struct State {
     /// A merge transaction's outcome, waiting for the committer.
     merge_done: RefCell<Option<super::store::MergeDone>>,
     kick: local_channel::LocalSender<()>,
+    /// Wakes the task that submits replies queued outside a receive batch.
+    flush_kick: local_channel::LocalSender<()>,
     /// Messages for the failover core, sent in order by one task.
     outbox: RefCell<VecDeque<ToFailover>>,
     outbox_kick: local_channel::LocalSender<()>,
@@ -150,6 +152,7 @@ pub async fn run(init: ShardInit) {
         Some(r) => tracing::warn!(shard = id, "datapath: fallback, a recvmsg/sendmsg syscall per datagram: {r}"),
     }
     let (kick, kicked) = local_channel::new_bounded(1);
+    let (flush_kick, flush_kicked) = local_channel::new_bounded(1);
     let (outbox_kick, outbox_kicked) = local_channel::new_bounded(1);
     let (dns_to, dns_from) = match dns {
         Some(d) => (Some(d.to), Some(d.from)),
@@ -169,6 +172,7 @@ pub async fn run(init: ShardInit) {
         committing: Cell::new(false),
         merge_done: RefCell::new(None),
         kick,
+        flush_kick,
         outbox: RefCell::new(loaded.into()),
         outbox_kick,
         has_failover: failover.is_some(),
@@ -178,6 +182,15 @@ pub async fn run(init: ShardInit) {
         snap: RefCell::new(Snapshot { datapath: Some(info), ..Snapshot::default() }),
         shared,
     });
+    let flusher = {
+        let st = st.clone();
+        async move {
+            while flush_kicked.recv().await.is_some() {
+                st.flush();
+            }
+        }
+    };
+    glommio::spawn_local(flusher).detach();
     // Receivers first (as tasks), so that peers' connects complete.
     for rx in from {
         let st = st.clone();
@@ -185,7 +198,8 @@ pub async fn run(init: ShardInit) {
             let rx = rx.connect().await;
             while let Some(f) = rx.recv().await {
                 st.process_bytes(&f.data, f.rcv);
-                st.flush();
+                // Replies to every datagram forwarded meanwhile leave together.
+                let _ = st.flush_kick.try_send(());
             }
         })
         .detach();
@@ -305,8 +319,8 @@ async fn uring_receiver(st: Rc<State>, eventfd: RawFd) {
     loop {
         match st.take_batch(&mut batch) {
             Ok(0) => {}
-            Ok(n) => {
-                spin.arrived(n);
+            Ok(_) => {
+                spin.arrived();
                 st.handle_batch(&batch);
                 st.flush();
                 glommio::yield_if_needed().await;
@@ -351,7 +365,7 @@ impl Spin {
         Spin { last: Instant::now(), gap_us: f64::MAX, until: None }
     }
 
-    fn arrived(&mut self, _n: usize) {
+    fn arrived(&mut self) {
         let now = Instant::now();
         let gap = now.duration_since(self.last).as_secs_f64() * 1e6;
         self.gap_us = if self.gap_us == f64::MAX { gap } else { 0.75 * self.gap_us + 0.25 * gap };
@@ -518,7 +532,7 @@ impl State {
             source: if rcv.destination.is_multicast() { Ipv6Addr::UNSPECIFIED } else { rcv.destination },
             ifindex: rcv.ifindex,
             received_ns: rcv.received_ns,
-            request_type: client_type(&msg),
+            request_type: msg.innermost().msg_type().code(),
         };
         let out = self.core.borrow_mut().handle(now, &msg, &arrival, reply_to);
         for (duid, limit) in self.core.borrow_mut().take_limit_log() {
@@ -585,22 +599,19 @@ impl State {
                 drop(net);
                 let mut buf = self.scratch.borrow_mut();
                 buf.clear();
-                if !fill(&mut buf) {
-                    drop(buf);
-                    self.count_drop("encode_error");
-                    return;
+                if fill(&mut buf) {
+                    let result = match udp::send(self.fd, &buf, to, o.source, scope) {
+                        Ok(true) => buf.len() as i32,
+                        Ok(false) => -libc::EAGAIN,
+                        Err(e) => {
+                            tracing::debug!(to = %to, "send: {e}");
+                            -e.raw_os_error().unwrap_or(libc::EIO)
+                        }
+                    };
+                    let mut io = self.io.borrow_mut();
+                    io.sent.push(datapath::Sent { tag, result });
+                    self.account(&mut io);
                 }
-                let res = match udp::send(self.fd, &buf, to, o.source, scope) {
-                    Ok(true) => buf.len() as i32,
-                    Ok(false) => -libc::EAGAIN,
-                    Err(e) => {
-                        tracing::debug!(to = %to, "send: {e}");
-                        -e.raw_os_error().unwrap_or(libc::EIO)
-                    }
-                };
-                let mut io = self.io.borrow_mut();
-                io.sent.push(datapath::Sent { tag, result: res });
-                self.account(&mut io);
             }
         }
         if encode_failed {
@@ -793,16 +804,3 @@ async fn loop_lag(st: Rc<State>) {
     }
 }
 
-/// The client message's type code, under any relay headers.
-fn client_type(m: &Message) -> u8 {
-    let mut m = m;
-    loop {
-        match m {
-            Message::Client(c) => return c.msg_type.code(),
-            Message::Relay(r) => match r.options.relay_msg() {
-                Some(inner) => m = inner,
-                None => return r.msg_type.code(),
-            },
-        }
-    }
-}

@@ -732,6 +732,39 @@ mod tests {
         d
     }
 
+    /// A stream of pseudo-random numbers: `rnd(n)` is in `0..n`.
+    fn xorshift(mut x: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        }
+    }
+
+    /// 1 to `max` changes to `keys` sample leases: a quarter removals, the
+    /// rest upserts stamped with `step`.
+    fn random_batch(rnd: &mut impl FnMut(u64) -> u64, max: u64, keys: u64, step: u64) -> Vec<LeaseChange> {
+        (0..1 + rnd(max))
+            .map(|_| {
+                let mut l = crate::lease::codec::tests_support::sample(rnd(keys) as u32);
+                if rnd(4) == 0 {
+                    LeaseChange::Delete(l.key)
+                } else {
+                    l.cltt = step;
+                    LeaseChange::Upsert(l)
+                }
+            })
+            .collect()
+    }
+
+    /// A shard store that merges once its journal holds 4 KiB.
+    fn merging_shard(d: &Path) -> LmdbStore {
+        let mut s = LmdbStore::open_shard(d, 1 << 26).unwrap();
+        s.set_merge_min_bytes(4096);
+        s
+    }
+
     #[test]
     fn lmdb_store_conforms_to_the_model() {
         let d = tmp("conf");
@@ -754,29 +787,12 @@ mod tests {
     fn merges_running_beside_commits_read_as_the_model() {
         let d = tmp("journal-concurrent");
         let mut model = crate::lease::store::MemoryStore::new();
-        let mut s = LmdbStore::open_shard(&d, 1 << 26).unwrap();
-        s.set_merge_min_bytes(4096);
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut rnd = |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        let mut s = merging_shard(&d);
+        let mut rnd = xorshift(0x2545_f491_4f6c_dd1d);
         let mut out: Option<std::thread::JoinHandle<MergeDone>> = None;
         let (mut ended, mut overtaken) = (0, 0);
         for step in 0..800 {
-            let batch: Vec<LeaseChange> = (0..1 + rnd(30))
-                .map(|_| {
-                    let mut l = crate::lease::codec::tests_support::sample(rnd(200) as u32);
-                    if rnd(4) == 0 {
-                        LeaseChange::Delete(l.key)
-                    } else {
-                        l.cltt = step;
-                        LeaseChange::Upsert(l)
-                    }
-                })
-                .collect();
+            let batch = random_batch(&mut rnd, 30, 200, step);
             s.commit(&batch).unwrap();
             model.commit(&batch).unwrap();
             if out.is_none() && rnd(2) == 0 {
@@ -799,8 +815,7 @@ mod tests {
                     None => drop(s.merge_begin()),
                 }
                 drop(s);
-                s = LmdbStore::open_shard(&d, 1 << 26).unwrap();
-                s.set_merge_min_bytes(4096);
+                s = merging_shard(&d);
             }
             let k = crate::lease::codec::tests_support::sample(rnd(200) as u32).key;
             assert_eq!(s.get(&k).unwrap(), model.get(&k).unwrap(), "get at {step}");
@@ -832,28 +847,11 @@ mod tests {
     fn journal_and_merges_always_read_as_the_model() {
         let d = tmp("journal-model");
         let mut model = crate::lease::store::MemoryStore::new();
-        let mut s = LmdbStore::open_shard(&d, 1 << 26).unwrap();
-        s.set_merge_min_bytes(4096);
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut rnd = |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        let mut s = merging_shard(&d);
+        let mut rnd = xorshift(0x9e37_79b9_7f4a_7c15);
         let mut merges = 0;
         for step in 0..600 {
-            let batch: Vec<LeaseChange> = (0..1 + rnd(40))
-                .map(|_| {
-                    let mut l = crate::lease::codec::tests_support::sample(rnd(300) as u32);
-                    if rnd(4) == 0 {
-                        LeaseChange::Delete(l.key)
-                    } else {
-                        l.cltt = step;
-                        LeaseChange::Upsert(l)
-                    }
-                })
-                .collect();
+            let batch = random_batch(&mut rnd, 40, 300, step);
             s.commit(&batch).unwrap();
             model.commit(&batch).unwrap();
             while s.merge_wanted() && rnd(3) != 0 {
@@ -862,8 +860,7 @@ mod tests {
             }
             if rnd(50) == 0 {
                 drop(s);
-                s = LmdbStore::open_shard(&d, 1 << 26).unwrap();
-                s.set_merge_min_bytes(4096);
+                s = merging_shard(&d);
             }
             if step % 97 == 0 {
                 assert_eq!(s.read_only_view(&d).all().unwrap(), model.all().unwrap(), "read-only view at {step}");

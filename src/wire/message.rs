@@ -132,6 +132,19 @@ impl Message {
         n
     }
 
+    /// The message under every relay level (the client's, or the innermost
+    /// relay level when one lacks OPTION_RELAY_MSG), without allocating.
+    pub fn innermost(&self) -> &Message {
+        let mut m = self;
+        while let Message::Relay(r) = m {
+            match r.options.relay_msg() {
+                Some(inner) => m = inner,
+                None => break,
+            }
+        }
+        m
+    }
+
     /// The relay levels from outermost to innermost, and the client message
     /// they carry (None when a relay level lacks OPTION_RELAY_MSG).
     pub fn unwrap_relays(&self) -> (Vec<&RelayMessage>, Option<&ClientMessage>) {
