@@ -25,4 +25,6 @@ fi
 cargo build --release --locked --bins
 # Benchmarks and fuzz targets are built, not run (they are measurements).
 cargo build --locked --benches
+# The package test also starts the unit's command line as a throwaway user.
+export TANDEM_TEST_SERVICE=1
 cargo test --locked --lib --bins --tests -- --test-threads=2

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{Config, parse_cpu_list};
-use crate::lease::Lease;
+use crate::lease::dump::{leases_csv, leases_json};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,14 +38,75 @@ pub enum DumpFormat {
     Csv,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Subcommand)]
 pub enum CtlCommand {
-    /// Server DUID, shards, lease counts, failover state (JSON).
+    /// Server DUID, shards, lease counts, failover state, config digest (JSON).
     Status,
     /// Tell the failover endpoint its partner is down (RFC 8156 §8).
     PartnerDown,
     /// Stop like SIGTERM: finish in-flight commits, exit 0.
     Shutdown,
+    /// Re-read the config file and apply it without a restart (like
+    /// SIGHUP): {"result": "applied"|"refused", "changed": [...], "errors": [...]};
+    /// exit 0 only when applied.
+    Reload,
+    /// Look up, delete, add or wipe leases in the running server.
+    #[command(subcommand)]
+    Lease(LeaseCommand),
+}
+
+/// `tandem ctl lease …` (exit 0: done; 1: refused or failed, the reason on stderr).
+#[derive(Debug, Subcommand)]
+pub enum LeaseCommand {
+    /// ACTIVE leases of an address, a prefix or a client (DUID, optionally
+    /// one IAID) as a JSON array; `--all` adds records in other states.
+    Get {
+        #[command(flatten)]
+        which: LeaseSelector,
+        #[arg(long, value_name = "HEX", conflicts_with_all = ["address", "prefix"])]
+        duid: Option<String>,
+        #[arg(long, value_name = "N", requires = "duid")]
+        iaid: Option<u32>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Make a lease available again as if its client released it (RFC 8156
+    /// §7.2 RESET): in a pair it is reused only after the partner's ack.
+    /// The client is not told and may use the address until its lifetime ends.
+    Del {
+        #[command(flatten)]
+        which: LeaseSelector,
+    },
+    /// Create a lease for a client: the address or prefix must be free in
+    /// one of our pools (or reserved for this client).
+    Add {
+        #[command(flatten)]
+        which: LeaseSelector,
+        #[arg(long, value_name = "HEX")]
+        duid: String,
+        #[arg(long, value_name = "N")]
+        iaid: u32,
+        /// [default: the subnet's valid-lifetime]
+        #[arg(long, value_name = "S")]
+        valid_lifetime: Option<u32>,
+    },
+    /// Delete (as `del`) every ACTIVE lease in a subnet, in bounded chunks.
+    Wipe {
+        #[arg(long, value_name = "PREFIX")]
+        subnet: String,
+        /// Required: this removes every lease of the subnet.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+#[group(required = false, multiple = false)]
+pub struct LeaseSelector {
+    #[arg(long, value_name = "ADDR")]
+    pub address: Option<std::net::Ipv6Addr>,
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,11 +196,19 @@ pub enum Command {
     },
     /// Talk to a running server over its control socket; prints JSON.
     Ctl {
-        /// The control socket [default: /var/lib/tandem/control.sock].
+        /// The control socket [default: /run/tandem/control.sock (the systemd
+        /// unit's) when it exists, else /var/lib/tandem/control.sock].
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
-        #[arg(value_enum)]
+        #[command(subcommand)]
         command: CtlCommand,
+    },
+    /// Print the manual page tandem(8) (roff) generated from these definitions.
+    Man,
+    /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
 }
 
@@ -201,29 +270,23 @@ pub fn run(cli: Cli) -> ExitCode {
             for w in c.warnings() {
                 tracing::warn!(key = %w.key, "{}: {}", config.display(), w.reason);
             }
-            if let Some(d) = data_dir {
-                c.data_dir = d;
+            if shards == Some(0) {
+                eprintln!("--shards: must be at least 1");
+                return ExitCode::from(2);
             }
-            if let Some(f) = failover_cpu {
-                c.runtime.failover_cpu = Some(f);
-            }
-            let mut s = crate::runtime::server::Settings::new(c);
-            if let Some(n) = shards {
-                if n == 0 {
-                    eprintln!("--shards: must be at least 1");
+            let cpus = match cpus.as_deref().map(parse_cpu_list).transpose() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("--cpus: {e}");
                     return ExitCode::from(2);
                 }
-                s.shards = n;
-            }
-            if let Some(list) = cpus {
-                match parse_cpu_list(&list) {
-                    Ok(v) => s.cpus = Some(v),
-                    Err(e) => {
-                        eprintln!("--cpus: {e}");
-                        return ExitCode::from(2);
-                    }
-                }
-            }
+            };
+            // Flags override the file, now and at every reload.
+            let overrides = crate::runtime::operator::Overrides { data_dir, failover_cpu, shards, cpus };
+            overrides.apply(&mut c);
+            let mut s = crate::runtime::server::Settings::new(c);
+            s.config_path = Some(config.clone());
+            s.overrides = overrides;
             s.metrics_listen = metrics_listen;
             if let Some(p) = control_socket {
                 s.control_socket = p;
@@ -279,24 +342,187 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         },
         Command::Ctl { socket, command } => {
-            let path = socket.unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_DATA_DIR).join("control.sock"));
-            let word = match command {
-                CtlCommand::Status => "status",
-                CtlCommand::PartnerDown => "partner-down",
-                CtlCommand::Shutdown => "shutdown",
-            };
-            match ctl(&path, word) {
-                Ok(reply) => {
-                    println!("{reply}");
-                    if reply.contains("\"ok\":false") { ExitCode::from(1) } else { ExitCode::SUCCESS }
+            let path = socket.unwrap_or_else(|| {
+                let unit = PathBuf::from(UNIT_CONTROL_SOCKET);
+                if unit.exists() { unit } else { PathBuf::from(crate::config::DEFAULT_DATA_DIR).join("control.sock") }
+            });
+            let request = match ctl_request(&command) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("tandem ctl: {e}");
+                    return ExitCode::from(2);
                 }
+            };
+            match ctl(&path, &request) {
+                Ok(reply) => ctl_exit(&command, &reply),
                 Err(e) => {
                     eprintln!("tandem ctl: {}: {e}", path.display());
                     ExitCode::from(1)
                 }
             }
         }
+        Command::Man => {
+            let mut out = Vec::new();
+            match man_page(&mut out) {
+                Ok(()) => {
+                    let _ = std::io::stdout().lock().write_all(&out);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tandem man: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "tandem", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
     }
+}
+
+/// Where the systemd unit (packaging/tandem.service) puts the control socket.
+const UNIT_CONTROL_SOCKET: &str = "/run/tandem/control.sock";
+
+/// The line sent for a `ctl` command: the old one-word commands as they
+/// were, the rest as one JSON object.
+fn ctl_request(c: &CtlCommand) -> Result<String, String> {
+    use serde_json::json;
+    let selector = |w: &LeaseSelector| -> Result<serde_json::Value, String> {
+        Ok(match (&w.address, &w.prefix) {
+            (Some(a), _) => json!({"address": a.to_string()}),
+            (None, Some(p)) => {
+                let p: crate::pool::Prefix = p.parse().map_err(|e| format!("--prefix {p}: {e}"))?;
+                json!({"prefix": p.to_string()})
+            }
+            (None, None) => json!({}),
+        })
+    };
+    Ok(match c {
+        CtlCommand::Status => "status".into(),
+        CtlCommand::PartnerDown => "partner-down".into(),
+        CtlCommand::Shutdown => "shutdown".into(),
+        CtlCommand::Reload => "reload".into(),
+        CtlCommand::Lease(l) => {
+            let mut v = match l {
+                LeaseCommand::Get { which, duid, iaid, all } => {
+                    let mut v = selector(which)?;
+                    if v.as_object().is_some_and(|o| o.is_empty()) && duid.is_none() {
+                        return Err("lease get: give --address, --prefix or --duid".into());
+                    }
+                    if let Some(d) = duid {
+                        crate::wire::Duid::from_hex(d).map_err(|e| format!("--duid {d}: {e}"))?;
+                        v["duid"] = json!(d.to_ascii_lowercase());
+                    }
+                    if let Some(i) = iaid {
+                        v["iaid"] = json!(i);
+                    }
+                    v["all"] = json!(all);
+                    v["command"] = json!("lease-get");
+                    v
+                }
+                LeaseCommand::Del { which } => {
+                    let mut v = selector(which)?;
+                    if v.as_object().is_some_and(|o| o.is_empty()) {
+                        return Err("lease del: give --address or --prefix".into());
+                    }
+                    v["command"] = json!("lease-del");
+                    v
+                }
+                LeaseCommand::Add { which, duid, iaid, valid_lifetime } => {
+                    let mut v = selector(which)?;
+                    if v.as_object().is_some_and(|o| o.is_empty()) {
+                        return Err("lease add: give --address or --prefix".into());
+                    }
+                    crate::wire::Duid::from_hex(duid).map_err(|e| format!("--duid {duid}: {e}"))?;
+                    v["duid"] = json!(duid.to_ascii_lowercase());
+                    v["iaid"] = json!(iaid);
+                    if let Some(s) = valid_lifetime {
+                        v["valid-lifetime"] = json!(s);
+                    }
+                    v["command"] = json!("lease-add");
+                    v
+                }
+                LeaseCommand::Wipe { subnet, yes } => {
+                    if !yes {
+                        return Err("lease wipe deletes every lease of the subnet: add --yes".into());
+                    }
+                    let p: crate::pool::Prefix = subnet.parse().map_err(|e| format!("--subnet {subnet}: {e}"))?;
+                    json!({"command": "lease-wipe", "subnet": p.to_string()})
+                }
+            };
+            if let Some(o) = v.as_object_mut() {
+                o.sort_keys();
+            }
+            v.to_string()
+        }
+    })
+}
+
+/// Print a `ctl` reply and pick the exit status (README "Operating tandem"):
+/// 0 done; 1 refused or failed (a lease command's reason goes to stderr).
+fn ctl_exit(c: &CtlCommand, reply: &str) -> ExitCode {
+    let v: serde_json::Value = serde_json::from_str(reply).unwrap_or(serde_json::Value::Null);
+    if v.get("ok") == Some(&serde_json::Value::Bool(false)) {
+        if matches!(c, CtlCommand::Lease(_)) {
+            eprintln!("tandem ctl: {}", v.get("error").and_then(|e| e.as_str()).unwrap_or(reply));
+        } else {
+            println!("{reply}");
+        }
+        return ExitCode::from(1);
+    }
+    match c {
+        CtlCommand::Lease(_) => {
+            let body = v.get("result").cloned().unwrap_or(v);
+            println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        CtlCommand::Reload => {
+            println!("{reply}");
+            if v.get("result").and_then(|r| r.as_str()) == Some("applied") { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        _ => {
+            println!("{reply}");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// tandem(8): the top-level page, then every subcommand's synopsis and options.
+fn man_page(out: &mut Vec<u8>) -> std::io::Result<()> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let man = clap_mangen::Man::new(cmd.clone()).section("8");
+    let mut top = Vec::new();
+    man.render(&mut top)?;
+    // One page for everything: the subcommand list names sections, not pages.
+    let mut top = String::from_utf8_lossy(&top).into_owned();
+    for c in cmd.get_subcommands() {
+        let n = c.get_name();
+        top = top.replace(&format!("tandem\\-{}(8)", n.replace('-', "\\-")), &format!("\\fBtandem {}\\fR", n.replace('-', "\\-")));
+    }
+    out.extend_from_slice(top.as_bytes());
+    let mut walk: Vec<(String, clap::Command)> = cmd.get_subcommands().map(|c| (format!("tandem {}", c.get_name()), c.clone())).collect();
+    while let Some((name, sub)) = walk.first().cloned() {
+        walk.remove(0);
+        if sub.get_name() == "help" {
+            continue;
+        }
+        writeln!(out, ".SH \"{}\"", name.to_uppercase())?;
+        let about = sub.get_long_about().or(sub.get_about()).map(|a| a.to_string()).unwrap_or_default();
+        writeln!(out, "{}", about.replace('\\', "\\\\").replace("\n.", "\n\\&."))?;
+        let m = clap_mangen::Man::new(sub.clone());
+        let mut opts = Vec::new();
+        m.render_options_section(&mut opts)?;
+        // The section's own heading is replaced by ours.
+        let text = String::from_utf8_lossy(&opts).replacen(".SH OPTIONS", ".PP", 1);
+        out.extend_from_slice(text.as_bytes());
+        let mut kids: Vec<(String, clap::Command)> =
+            sub.get_subcommands().filter(|c| c.get_name() != "help").map(|c| (format!("{name} {}", c.get_name()), c.clone())).collect();
+        kids.extend(walk);
+        walk = kids;
+    }
+    Ok(())
 }
 
 fn ctl(path: &std::path::Path, word: &str) -> std::io::Result<String> {
@@ -321,78 +547,3 @@ fn init_logging(level: &str, format: LogFormat) {
     }
 }
 
-/// The fields of one lease in the dump (shared/interface.md), in order.
-fn lease_fields(l: &Lease) -> Vec<(&'static str, serde_json::Value)> {
-    use serde_json::Value as V;
-    let mut f = vec![
-        ("type", V::from(l.key.ia_type().label())),
-        ("lease", V::from(l.key.to_string())),
-        ("duid", V::from(l.binding.duid.to_hex())),
-        ("iaid", V::from(l.binding.iaid)),
-        ("state", V::from(l.status.name())),
-        ("valid-lifetime-end", V::from(l.valid_end)),
-        ("cltt", V::from(l.cltt)),
-        ("preferred-lifetime", V::from(l.preferred_lifetime)),
-        ("valid-lifetime", V::from(l.valid_lifetime)),
-        ("t1", V::from(l.t1)),
-        ("t2", V::from(l.t2)),
-        ("start-time-of-state", V::from(l.start_time_of_state)),
-        ("state-expiration-time", V::from(l.state_expiration_time)),
-        ("partner-lifetime", V::from(l.partner_lifetime)),
-        ("acked-partner-lifetime", V::from(l.acked_partner_lifetime)),
-        ("expiration-time", V::from(l.expiration_time)),
-        ("partner-raw-clt-time", V::from(l.partner_raw_clt_time)),
-        ("update-partner", V::from(l.update_partner)),
-    ];
-    f.push((
-        "dns-name",
-        l.dns.as_ref().and_then(|d| d.name.as_ref()).map(|n| V::from(n.to_string())).unwrap_or(V::Null),
-    ));
-    f.push(("dns-flags", l.dns.as_ref().map(|d| V::from(d.dns_flags)).unwrap_or(V::Null)));
-    f
-}
-
-pub fn leases_json(leases: &[Lease]) -> String {
-    let arr: Vec<serde_json::Value> = leases
-        .iter()
-        .map(|l| serde_json::Value::Object(lease_fields(l).into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
-        .collect();
-    let mut s = serde_json::to_string_pretty(&arr).unwrap_or_else(|_| "[]".into());
-    s.push('\n');
-    s
-}
-
-pub fn leases_csv(leases: &[Lease]) -> String {
-    let header: Vec<&str> = match leases.first() {
-        Some(l) => lease_fields(l).iter().map(|(k, _)| *k).collect(),
-        None => lease_fields(&sample_for_header()).iter().map(|(k, _)| *k).collect(),
-    };
-    let mut s = header.join(",");
-    s.push('\n');
-    for l in leases {
-        let row: Vec<String> = lease_fields(l)
-            .into_iter()
-            .map(|(_, v)| match v {
-                serde_json::Value::Null => String::new(),
-                serde_json::Value::String(x) => x,
-                v => v.to_string(),
-            })
-            .collect();
-        s.push_str(&row.join(","));
-        s.push('\n');
-    }
-    s
-}
-
-fn sample_for_header() -> Lease {
-    use crate::lease::{Binding, IaType, LeaseKey};
-    Lease::active(
-        LeaseKey::Addr(std::net::Ipv6Addr::UNSPECIFIED),
-        Binding { duid: crate::wire::Duid::ll(1, &[0]), ia_type: IaType::Na, iaid: 0 },
-        0,
-        0,
-        0,
-        0,
-        0,
-    )
-}

@@ -74,6 +74,7 @@ struct RawConfig {
     ddns: Option<RawDdns>,
     #[serde(default)]
     limits: RawLimits,
+    user: Option<String>,
 }
 
 /// `[limits]` (RFC 9915 Security Considerations); 0 turns a limit off.
@@ -197,6 +198,8 @@ pub struct Config {
     pub failover: Option<Failover>,
     pub ddns: Option<Ddns>,
     pub limits: crate::server::limits::Limits,
+    /// Started as root: the user to run as once sockets and store are open.
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -450,6 +453,7 @@ impl Validator {
             failover,
             ddns,
             limits,
+            user: raw.user,
         }
     }
 
@@ -784,6 +788,8 @@ fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
     }
     Ok(out)
 }
+
+pub mod reload;
 
 #[cfg(test)]
 mod tests;

@@ -121,6 +121,14 @@ impl Driver {
         d
     }
 
+    /// A reload: the new pools (removed ones retired, see `SliceMap`),
+    /// records that new pools cover but another shard holds, and the
+    /// endpoint's live settings.
+    pub fn reconfigure(&mut self, slices: crate::server::SliceMap, away: Vec<(LeaseKey, usize)>, tunables: (u32, f64, u64)) {
+        self.router.reconfigure(slices, away);
+        self.ep.reconfigure(tunables.0, tunables.1, tunables.2);
+    }
+
     pub fn endpoint(&self) -> &Endpoint {
         &self.ep
     }

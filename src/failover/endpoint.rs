@@ -112,6 +112,17 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// A reload changed what may change while running (the rest of the
+    /// relationship's settings are fixed for the process): updates the
+    /// partner rejected go again now, since its configuration may have
+    /// changed as well (a pool added on both sides, one reload at a time).
+    pub fn reconfigure(&mut self, auto_partner_down: u32, pd_secondary_share: f64, pd_secondary_max: u64) {
+        self.cfg.auto_partner_down = auto_partner_down;
+        self.cfg.pd_secondary_share = pd_secondary_share;
+        self.cfg.pd_secondary_max = pd_secondary_max;
+        self.updates.retry_rejected();
+    }
+
     /// Start in STARTUP (§8.3) from what was persisted, if anything.
     pub fn new(cfg: FailoverConfig, persisted: Option<Persistent>, now: Time) -> (Endpoint, Vec<Output>) {
         // A lost store needs a full UPDREQALL, and keeps needing it across

@@ -51,6 +51,14 @@ impl ShardRouter {
         r
     }
 
+    /// A reload's pools, and the records they cover held away from their owner.
+    pub fn reconfigure(&mut self, slices: SliceMap, away: impl IntoIterator<Item = (LeaseKey, usize)>) {
+        self.slices = slices;
+        for (k, s) in away {
+            self.held_at(k, s);
+        }
+    }
+
     pub fn shards(&self) -> usize {
         self.shards
     }

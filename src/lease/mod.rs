@@ -212,4 +212,5 @@ impl LeaseChange {
 }
 
 pub mod codec;
+pub mod dump;
 pub mod store;

@@ -55,4 +55,57 @@ pub type DnsDone = DnsOutcome;
 /// Operator commands for the failover core (from the control socket).
 pub enum Command {
     PartnerDown(crossbeam_channel::Sender<String>),
+    /// A reload: the new pools, records new pools cover away from their
+    /// owner, (auto-partner-down, pd-secondary-share, pd-secondary-max), and
+    /// the TLS material re-read for the next connection.
+    Reconfigure {
+        slices: crate::server::SliceMap,
+        away: Vec<(crate::lease::LeaseKey, usize)>,
+        tunables: (u32, f64, u64),
+        tls: Option<super::tls::TlsSetup>,
+        reply: crossbeam_channel::Sender<()>,
+    },
+}
+
+/// Operator requests for one shard (a reload from the main thread, the
+/// lease commands from the control socket), polled by the shard's ticker.
+pub enum ShardOp {
+    /// Reload step 1: the records this shard holds that the new pools
+    /// cover while another shard owns them (`ShardCore::covered_elsewhere`).
+    Covered { slices: crate::server::SliceMap, reply: crossbeam_channel::Sender<Vec<crate::lease::LeaseKey>> },
+    /// Reload step 2: serve from the new configuration.
+    Reconfigure {
+        engine: Box<crate::server::EngineConfig>,
+        slices: crate::server::SliceMap,
+        blocked: Vec<crate::lease::LeaseKey>,
+        ifnames: Vec<(u32, String)>,
+        reply: crossbeam_channel::Sender<()>,
+    },
+    /// `ctl lease get`: the records matching, any state.
+    Find { query: LeaseQuery, reply: crossbeam_channel::Sender<Vec<Lease>> },
+    /// `ctl lease del` / `wipe`: reset the ACTIVE leases matching, a chunk
+    /// per tick; the reply is how many.
+    Reset { query: LeaseQuery, reply: crossbeam_channel::Sender<usize> },
+}
+
+/// Which leases an operator command means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseQuery {
+    Key(crate::lease::LeaseKey),
+    Client { duid: crate::wire::Duid, iaid: Option<u32> },
+    /// Every lease inside this prefix (`wipe --subnet`).
+    Within(crate::pool::Prefix),
+}
+
+impl LeaseQuery {
+    pub fn matches(&self, l: &Lease) -> bool {
+        match self {
+            LeaseQuery::Key(k) => l.key == *k,
+            LeaseQuery::Client { duid, iaid } => l.binding.duid == *duid && iaid.is_none_or(|i| l.binding.iaid == i),
+            LeaseQuery::Within(p) => match &l.key {
+                crate::lease::LeaseKey::Addr(a) => p.contains(*a),
+                crate::lease::LeaseKey::Prefix(q) => p.contains_prefix(q),
+            },
+        }
+    }
 }

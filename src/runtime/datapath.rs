@@ -361,6 +361,8 @@ impl Uring {
                     libc::EINVAL if !self.delivered => {
                         result = Err(Unsupported("the kernel refused a multishot recvmsg (Linux 6.0+ needed)".into()));
                     }
+                    // `close` cancels the receive at shutdown.
+                    libc::ECANCELED => {}
                     e => tracing::warn!("io_uring recvmsg: {}", io::Error::from_raw_os_error(e)),
                 }
                 continue;

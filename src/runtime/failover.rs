@@ -12,7 +12,7 @@
 //!   persisted state is written (on a blocking thread) before anything that
 //!   follows it is sent.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
@@ -29,6 +29,9 @@ use super::observe::{FailoverStatus, Shared, lock};
 use super::store::LmdbStore;
 use super::sys::unix_now;
 use super::tls::TlsSetup;
+
+/// The TLS material new connections use.
+type TlsSlot = Rc<RefCell<Option<Rc<TlsSetup>>>>;
 use crate::failover::preamble::{Preamble, Step};
 use crate::failover::{Action, Driver, Role};
 use crate::lease::store::{LeaseStore, meta};
@@ -90,7 +93,9 @@ struct Core {
     connecting: bool,
     next_conn_id: u64,
     events: async_channel::Sender<Event>,
-    tls: Option<Rc<TlsSetup>>,
+    /// The TLS material for the next connection (a reload re-reads it;
+    /// the current connection keeps what it started with).
+    tls: TlsSlot,
     listen: Option<SocketAddr>,
     peer: SocketAddr,
     refused: Rc<Cell<u64>>,
@@ -103,7 +108,7 @@ struct Core {
 pub async fn run(init: FailoverInit) {
     let FailoverInit { driver, role, listen, peer, tls, meta, to_shards, from_shards, shared, stop, ready, commands } = init;
     let (tx, rx) = async_channel::unbounded::<Event>();
-    let tls = tls.map(Rc::new);
+    let tls: TlsSlot = Rc::new(RefCell::new(tls.map(Rc::new)));
     let refused = Rc::new(Cell::new(0));
     // Channels to and from the shards (keep the executor awake while they connect).
     let connecting = super::shard::keep_awake();
@@ -151,7 +156,7 @@ pub async fn run(init: FailoverInit) {
                 return;
             }
         };
-        tracing::info!(listen = %addr, peer = %peer.ip(), tls = core.tls.is_some(), "failover: listening for the primary");
+        tracing::info!(listen = %addr, peer = %peer.ip(), tls = core.tls.borrow().is_some(), "failover: listening for the primary");
         glommio::spawn_local(listener(l, peer.ip(), core.tls.clone(), tx.clone(), refused.clone())).detach();
     }
     {
@@ -231,7 +236,7 @@ impl Core {
                 }
                 let (reader, writer) = futures_lite::io::split(io);
                 let task = glommio::spawn_local(read_bytes(id, reader, self.events.clone()));
-                tracing::info!(%peer, tls = self.tls.is_some(), "failover: connected");
+                tracing::info!(%peer, tls = self.tls.borrow().is_some(), "failover: connected");
                 self.connections += 1;
                 self.conn = Some(Conn { id, writer, _reader: task });
                 self.driver.connected(now);
@@ -250,6 +255,13 @@ impl Core {
                     self.conn = None;
                     self.driver.disconnected(now);
                 }
+            }
+            Event::Command(Command::Reconfigure { slices, away, tunables, tls, reply }) => {
+                self.driver.reconfigure(slices, away, tunables);
+                if let Some(t) = tls {
+                    *self.tls.borrow_mut() = Some(Rc::new(t));
+                }
+                let _ = reply.send(());
             }
             Event::Command(Command::PartnerDown(reply)) => {
                 let answer = match self.driver.partner_down(now) {
@@ -348,7 +360,7 @@ impl Core {
         self.connecting = true;
         let id = self.next_conn_id;
         self.next_conn_id += 1;
-        let (peer, bind, tls, tx) = (self.peer, self.listen.map(|l| l.ip()), self.tls.clone(), self.events.clone());
+        let (peer, bind, tls, tx) = (self.peer, self.listen.map(|l| l.ip()), self.tls.borrow().clone(), self.events.clone());
         glommio::spawn_local(async move {
             let r = futures_lite::future::or(connect_to(peer, bind, tls), async {
                 glommio::timer::sleep(CONNECT_TIMEOUT + HANDSHAKE_TIMEOUT).await;
@@ -466,7 +478,7 @@ async fn connect_to(peer: SocketAddr, bind: Option<IpAddr>, tls: Option<Rc<TlsSe
 }
 
 /// The secondary: accept, check the source, cap concurrency, handshake.
-async fn listener(l: TcpListener, peer: IpAddr, tls: Option<Rc<TlsSetup>>, tx: async_channel::Sender<Event>, refused: Rc<Cell<u64>>) {
+async fn listener(l: TcpListener, peer: IpAddr, tls: TlsSlot, tx: async_channel::Sender<Event>, refused: Rc<Cell<u64>>) {
     let handshaking = Rc::new(Cell::new(0usize));
     let mut next_id = 1u64 << 32;
     loop {
@@ -494,7 +506,7 @@ async fn listener(l: TcpListener, peer: IpAddr, tls: Option<Rc<TlsSetup>>, tx: a
         }
         let _ = s.set_nodelay(true);
         handshaking.set(handshaking.get() + 1);
-        let (tls, tx, hs, refused) = (tls.clone(), tx.clone(), handshaking.clone(), refused.clone());
+        let (tls, tx, hs, refused) = (tls.borrow().clone(), tx.clone(), handshaking.clone(), refused.clone());
         let id = next_id;
         next_id += 1;
         glommio::spawn_local(async move {

@@ -13,3 +13,4 @@ pub mod server;
 pub mod failover;
 pub mod tls;
 pub mod ddns;
+pub mod operator;

@@ -152,6 +152,15 @@ pub struct Shared {
     pub ddns_queue: std::sync::atomic::AtomicU64,
     pub ddns_failures: std::sync::atomic::AtomicU64,
     pub ddns_done: std::sync::atomic::AtomicU64,
+    /// Operator requests to each shard (`ctl lease …`).
+    pub ops: Mutex<Vec<crossbeam_channel::Sender<super::bus::ShardOp>>>,
+    /// `ctl reload` → the main thread, which answers on the enclosed sender.
+    pub reloads: Mutex<Option<crossbeam_channel::Sender<crossbeam_channel::Sender<String>>>>,
+    /// The running config file's digest and when it was loaded (unix s).
+    pub config: Mutex<(String, u64)>,
+    /// Reloads applied and refused.
+    pub reloads_applied: std::sync::atomic::AtomicU64,
+    pub reloads_refused: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -165,7 +174,30 @@ impl Shared {
             ddns_queue: Default::default(),
             ddns_failures: Default::default(),
             ddns_done: Default::default(),
+            ops: Mutex::new(Vec::new()),
+            reloads: Mutex::new(None),
+            config: Mutex::new((String::new(), 0)),
+            reloads_applied: Default::default(),
+            reloads_refused: Default::default(),
         }
+    }
+
+    /// A config file was loaded (at start or by a reload).
+    pub fn config_loaded(&self, digest: String) {
+        *lock(&self.config) = (digest, super::sys::unix_now());
+    }
+
+    /// `ctl reload`: ask the main thread, wait for its answer.
+    fn reload(&self) -> String {
+        let Some(tx) = lock(&self.reloads).clone() else {
+            return r#"{"result":"refused","changed":[],"errors":["the server is not running"]}"#.to_string();
+        };
+        let (rtx, rrx) = crossbeam_channel::bounded(1);
+        if tx.send(rtx).is_err() {
+            return r#"{"result":"refused","changed":[],"errors":["the server is stopping"]}"#.to_string();
+        }
+        rrx.recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| r#"{"result":"refused","changed":[],"errors":["no answer within 60 s"]}"#.to_string())
     }
 
     fn failover_json(&self) -> serde_json::Value {
@@ -273,6 +305,10 @@ impl Shared {
         o.push_str(&format!("# TYPE tandem_failover_communications_ok gauge\ntandem_failover_communications_ok {comms}\n"));
         o.push_str("# HELP tandem_failover_connections_refused_total Partner connections refused (address, cap, handshake).\n");
         o.push_str(&format!("# TYPE tandem_failover_connections_refused_total counter\ntandem_failover_connections_refused_total {refused}\n"));
+        o.push_str("# HELP tandem_config_reloads_total Config reloads (SIGHUP, ctl reload), by result.\n");
+        o.push_str("# TYPE tandem_config_reloads_total counter\n");
+        o.push_str(&format!("tandem_config_reloads_total{{result=\"applied\"}} {}\n", self.reloads_applied.load(Ordering::Relaxed)));
+        o.push_str(&format!("tandem_config_reloads_total{{result=\"refused\"}} {}\n", self.reloads_refused.load(Ordering::Relaxed)));
         o.push_str("# HELP tandem_failover_connections_total Connections established with the partner.\n");
         o.push_str(&format!("# TYPE tandem_failover_connections_total counter\ntandem_failover_connections_total {conns}\n"));
         o.push_str("# HELP tandem_store_commits_total Durable lease-store commits (group commits), all shards.\n");
@@ -368,6 +404,7 @@ impl Shared {
                 "done": self.ddns_done.load(Ordering::Relaxed),
             },
             "shards": self.shards.len(),
+            "config": {"digest": lock(&self.config).0, "loaded": lock(&self.config).1},
             "datapath": {"mode": datapath.mode, "reason": datapath.reason},
             "leases": {
                 "active": count(&|s| s == "ACTIVE"),
@@ -414,34 +451,50 @@ pub fn spawn_metrics(addr: SocketAddr, shared: Arc<Shared>) -> Result<(), String
 }
 
 /// The control socket: one command per connection (`status`,
-/// `partner-down`, `shutdown`), one JSON line back.
+/// `partner-down`, `shutdown`, `reload`, or a JSON object for the lease
+/// commands), one JSON line back. Mode 0660: the service's group may use it.
 pub fn spawn_control(path: &Path, shared: Arc<Shared>) -> Result<PathBuf, String> {
     let _ = std::fs::remove_file(path);
     let l = UnixListener::bind(path).map_err(|e| format!("control socket {}: {e}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(|e| format!("control socket {}: {e}", path.display()))?;
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
             for conn in l.incoming().flatten() {
-                let mut line = String::new();
-                let mut r = BufReader::new(&conn);
-                if r.read_line(&mut line).is_err() {
-                    continue;
-                }
-                let reply = match line.trim() {
-                    "status" => shared.status_json(),
-                    "shutdown" => {
-                        shared.stop.store(true, Ordering::SeqCst);
-                        r#"{"ok":true,"action":"shutdown"}"#.to_string()
-                    }
-                    "partner-down" => shared.partner_down(),
-                    other => serde_json::json!({"ok": false, "error": format!("unknown command {other:?}")}).to_string(),
-                };
-                let mut w = &conn;
-                let _ = writeln!(w, "{reply}");
+                // A thread per connection: a long `lease wipe` must not hold
+                // up `status`. Only local users with access to the socket connect.
+                let shared = shared.clone();
+                let _ = std::thread::Builder::new().name("control-conn".into()).spawn(move || control_connection(conn, &shared));
             }
         })
         .map_err(|e| e.to_string())?;
     Ok(path.to_owned())
+}
+
+fn control_connection(conn: std::os::unix::net::UnixStream, shared: &Shared) {
+    let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    let mut line = String::new();
+    let mut r = BufReader::new(&conn).take(64 << 10);
+    if r.read_line(&mut line).is_err() {
+        return;
+    }
+    let reply = match line.trim() {
+        "status" => shared.status_json(),
+        "shutdown" => {
+            shared.stop.store(true, Ordering::SeqCst);
+            r#"{"ok":true,"action":"shutdown"}"#.to_string()
+        }
+        "partner-down" => shared.partner_down(),
+        "reload" => shared.reload(),
+        l if l.starts_with('{') => match serde_json::from_str::<serde_json::Value>(l) {
+            Ok(req) => super::operator::lease_command(shared, &req),
+            Err(e) => serde_json::json!({"ok": false, "error": format!("bad request: {e}")}).to_string(),
+        },
+        other => serde_json::json!({"ok": false, "error": format!("unknown command {other:?}")}).to_string(),
+    };
+    let mut w = &conn;
+    let _ = writeln!(w, "{reply}");
 }
 
 #[cfg(test)]

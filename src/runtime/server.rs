@@ -46,6 +46,10 @@ pub struct Settings {
     pub resync_all: bool,
     /// `--datapath`: io_uring where the kernel has it, or the fallback.
     pub datapath: super::datapath::Choice,
+    /// The config file (reloads read it again); None: no reload.
+    pub config_path: Option<PathBuf>,
+    /// What the command line set over the file (kept across reloads).
+    pub overrides: super::operator::Overrides,
 }
 
 impl Settings {
@@ -64,6 +68,8 @@ impl Settings {
             port: crate::server::SERVER_PORT,
             resync_all: false,
             datapath: super::datapath::Choice::Auto,
+            config_path: None,
+            overrides: Default::default(),
         }
     }
 }
@@ -126,6 +132,12 @@ pub fn serve(s: Settings) -> Result<(), String> {
 
     let shard_stop = Arc::new(AtomicBool::new(false));
     let shared = Arc::new(Shared::new(n, server_duid.to_hex(), shard_stop.clone()));
+    if let Some(p) = &s.config_path {
+        shared.config_loaded(super::operator::digest(&std::fs::read(p).unwrap_or_default()));
+    }
+    let (op_tx, mut op_rx): (Vec<_>, Vec<_>) = (0..n).map(|_| crossbeam_channel::unbounded()).unzip();
+    *observe::lock(&shared.ops) = op_tx.clone();
+    let multicast = sockets[0].try_clone().map_err(|e| format!("socket: {e}"))?;
     if let Some(addr) = s.metrics_listen {
         observe::spawn_metrics(addr, shared.clone())?;
     }
@@ -139,6 +151,7 @@ pub fn serve(s: Settings) -> Result<(), String> {
         None => None,
     };
     let mclt = fo_cfg.as_ref().map(|f| persisted.as_ref().map(|p| p.mclt).unwrap_or(f.mclt).max(f.mclt));
+    let slices_at_start = slices.clone();
     let cfg = ShardsConfig {
         engine: EngineConfig {
             server_duid: server_duid.clone(),
@@ -246,6 +259,7 @@ pub fn serve(s: Settings) -> Result<(), String> {
             to,
             from,
             ifnames: ifnames.clone(),
+            ops: op_rx.remove(0),
             stop: shard_stop.clone(),
             ready: ready_tx.clone(),
             shared: shared.clone(),
@@ -338,6 +352,22 @@ pub fn serve(s: Settings) -> Result<(), String> {
             Err(_) => return Err("a shard did not start within 30 s".into()),
         }
     }
+    if let Some(f) = &s.ready_file {
+        std::fs::write(f, format!("{}\n", std::process::id())).map_err(|e| format!("ready-file {}: {e}", f.display()))?;
+    }
+    // Everything privileged is done: sockets bound, store open, rings set up.
+    match (&s.config.user, sys::is_root()) {
+        (Some(user), true) => {
+            let (uid, gid) = sys::lookup_user(user)?;
+            sys::chown_tree(&data_dir, uid, gid)?;
+            std::os::unix::fs::chown(&control, Some(uid), Some(gid)).map_err(|e| format!("chown {}: {e}", control.display()))?;
+            sys::drop_privileges(uid, gid)?;
+            tracing::info!(user = %user, uid, gid, "running as {user}, keeping only CAP_NET_BIND_SERVICE");
+        }
+        (Some(user), false) => tracing::info!(user = %user, "not started as root: `user` has nothing to drop"),
+        (None, true) => tracing::warn!("running as root: set `user` in the config (or run the systemd unit) to drop privileges after start-up"),
+        (None, false) => {}
+    }
     tracing::info!(
         shards = n,
         duid = %server_duid,
@@ -345,8 +375,21 @@ pub fn serve(s: Settings) -> Result<(), String> {
         control = %control.display(),
         "ready"
     );
-    if let Some(f) = &s.ready_file {
-        std::fs::write(f, format!("{}\n", std::process::id())).map_err(|e| format!("ready-file {}: {e}", f.display()))?;
+    sys::notify("READY=1\nSTATUS=serving");
+    let (reload_tx, reload_rx) = crossbeam_channel::unbounded::<crossbeam_channel::Sender<String>>();
+    let mut reloader = s.config_path.clone().map(|path| super::operator::Reloader {
+        path,
+        overrides: s.overrides.clone(),
+        running: s.config.clone(),
+        slices: slices_at_start.clone(),
+        engine: cfg.engine.clone(),
+        shards: op_tx.clone(),
+        multicast,
+        ifnames: ifnames.clone(),
+        shared: shared.clone(),
+    });
+    if reloader.is_some() {
+        *observe::lock(&shared.reloads) = Some(reload_tx);
     }
     let mut last_summary = std::time::Instant::now();
     let mut last_replies = 0;
@@ -359,9 +402,24 @@ pub fn serve(s: Settings) -> Result<(), String> {
                 last_replies = replies;
             }
         }
-        if let Some(sig) = sys::wait_signal(&mask, 200) {
-            tracing::info!(signal = sig, "stopping: finishing in-flight commits");
-            shard_stop.store(true, Ordering::SeqCst);
+        let mut reload_requests = Vec::new();
+        match sys::wait_signal(&mask, 200) {
+            Some(libc::SIGHUP) => reload_requests.push(None),
+            Some(sig) => {
+                tracing::info!(signal = sig, "stopping: finishing in-flight commits");
+                shard_stop.store(true, Ordering::SeqCst);
+            }
+            None => {}
+        }
+        reload_requests.extend(reload_rx.try_iter().map(Some));
+        for reply in reload_requests {
+            let answer = match reloader.as_mut() {
+                Some(r) => reload(r, &shared),
+                None => serde_json::json!({"result": "refused", "changed": [], "errors": ["started without a config file"]}),
+            };
+            if let Some(reply) = reply {
+                let _ = reply.send(answer.to_string());
+            }
         }
         if let Ok(who) = exited_rx.try_recv() {
             match who {
@@ -372,6 +430,7 @@ pub fn serve(s: Settings) -> Result<(), String> {
         }
     }
     shard_stop.store(true, Ordering::SeqCst);
+    sys::notify("STOPPING=1");
     // The shards finish their in-flight commits (and send what those
     // release to the failover core) first; then the failover core sends
     // DISCONNECT to the partner and persists its state.
@@ -399,6 +458,23 @@ pub fn serve(s: Settings) -> Result<(), String> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// One reload, logged, counted and told to systemd.
+fn reload(r: &mut super::operator::Reloader, shared: &Shared) -> serde_json::Value {
+    sys::notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", sys::monotonic_usec()));
+    tracing::info!(config = %r.path.display(), "reloading the configuration");
+    let answer = r.reload();
+    let applied = answer["result"] == "applied";
+    if applied {
+        shared.reloads_applied.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(changed = %answer["changed"], digest = %observe::lock(&shared.config).0, "configuration reloaded");
+    } else {
+        shared.reloads_refused.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(errors = %answer["errors"], "reload refused: the running configuration stays");
+    }
+    sys::notify("READY=1\nSTATUS=serving");
+    answer
 }
 
 /// Which executor ended.

@@ -24,7 +24,7 @@ use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedS
 use glommio::io::BufferedFile;
 use glommio::net::UdpSocket;
 
-use super::bus::{DnsDone, DnsWork, Forwarded, ReplyTo, ToFailover, ToShard};
+use super::bus::{DnsDone, DnsWork, Forwarded, LeaseQuery, ReplyTo, ShardOp, ToFailover, ToShard};
 use super::datapath::{self, Batch, Choice, SendTag, Uring};
 use super::observe::{Shared, Snapshot};
 use super::store::LmdbStore;
@@ -71,6 +71,8 @@ pub struct ShardInit {
     pub from: Vec<SharedReceiver<Forwarded>>,
     /// ifindex → interface name, for subnet selection.
     pub ifnames: Vec<(u32, String)>,
+    /// Operator requests (reload, lease commands).
+    pub ops: crossbeam_channel::Receiver<ShardOp>,
     pub stop: Arc<AtomicBool>,
     pub ready: mpsc::Sender<Result<usize, String>>,
     pub shared: Arc<Shared>,
@@ -117,7 +119,9 @@ struct State {
     outbox_kick: local_channel::LocalSender<()>,
     has_failover: bool,
     dns: Option<crossbeam_channel::Sender<DnsWork>>,
-    ifnames: Vec<(u32, String)>,
+    ifnames: RefCell<Vec<(u32, String)>>,
+    /// `ctl lease del`/`wipe` in progress.
+    resets: RefCell<VecDeque<Resetting>>,
     to: RefCell<Vec<Option<ConnectedSender<Forwarded>>>>,
     snap: RefCell<Snapshot>,
     shared: Arc<Shared>,
@@ -137,6 +141,7 @@ pub async fn run(init: ShardInit) {
         to,
         from,
         ifnames,
+        ops,
         stop,
         ready,
         shared,
@@ -177,7 +182,8 @@ pub async fn run(init: ShardInit) {
         outbox_kick,
         has_failover: failover.is_some(),
         dns: dns_to,
-        ifnames,
+        ifnames: RefCell::new(ifnames),
+        resets: RefCell::new(VecDeque::new()),
         to: RefCell::new(Vec::new()),
         snap: RefCell::new(Snapshot { datapath: Some(info), ..Snapshot::default() }),
         shared,
@@ -232,7 +238,7 @@ pub async fn run(init: ShardInit) {
         }
     }
     glommio::spawn_local(committer(st.clone(), kicked)).detach();
-    glommio::spawn_local(ticker(st.clone(), dns_from)).detach();
+    glommio::spawn_local(ticker(st.clone(), dns_from, ops)).detach();
     glommio::spawn_local(loop_lag(st.clone())).detach();
     let eventfd = match &*st.net.borrow() {
         Net::Uring(u) => Some(u.eventfd()),
@@ -525,7 +531,8 @@ impl State {
 
     fn process(&self, msg: Message, rcv: udp::Received) {
         let now = unix_now();
-        let ifname = self.ifnames.iter().find(|(i, _)| *i == rcv.ifindex).map(|(_, n)| n.as_str());
+        let ifnames = self.ifnames.borrow();
+        let ifname = ifnames.iter().find(|(i, _)| *i == rcv.ifindex).map(|(_, n)| n.as_str());
         let arrival = Arrival { interface: ifname, source: *rcv.source.ip(), destination: rcv.destination };
         let reply_to = ReplyTo {
             to: rcv.source,
@@ -770,9 +777,10 @@ fn merge(st: &Rc<State>, error_logged: &mut bool) {
     .detach();
 }
 
-/// Timers: expiry and PARTNER-DOWN reclamation once a second, DNS outcomes
-/// and the lazy flush more often, the shared snapshot once a second.
-async fn ticker(st: Rc<State>, dns: Option<crossbeam_channel::Receiver<DnsDone>>) {
+/// Timers: expiry and PARTNER-DOWN reclamation once a second, DNS outcomes,
+/// operator requests and the lazy flush more often, the shared snapshot
+/// once a second.
+async fn ticker(st: Rc<State>, dns: Option<crossbeam_channel::Receiver<DnsDone>>, ops: crossbeam_channel::Receiver<ShardOp>) {
     let mut last_second = 0;
     loop {
         glommio::timer::sleep(Duration::from_millis(50)).await;
@@ -783,12 +791,73 @@ async fn ticker(st: Rc<State>, dns: Option<crossbeam_channel::Receiver<DnsDone>>
                 core.dns_outcome(now, o);
             }
         }
+        while let Ok(op) = ops.try_recv() {
+            st.operator(op);
+        }
+        st.reset_chunk(now);
         if now != last_second {
             last_second = now;
             st.core.borrow_mut().tick(now);
             st.publish();
         }
         let _ = st.kick.try_send(());
+    }
+}
+
+/// An operator's `del`/`wipe`: keys left to reset, how many were, where the count goes.
+type Resetting = (Vec<crate::lease::LeaseKey>, usize, crossbeam_channel::Sender<usize>);
+
+/// Leases an operator command resets per tick (a wipe of a large subnet
+/// runs in chunks between packets).
+const RESETS_PER_TICK: usize = 2048;
+
+impl State {
+    fn operator(&self, op: ShardOp) {
+        match op {
+            ShardOp::Covered { slices, reply } => {
+                let _ = reply.send(self.core.borrow().covered_elsewhere(&slices));
+            }
+            ShardOp::Reconfigure { engine, slices, blocked, ifnames, reply } => {
+                self.core.borrow_mut().reconfigure(*engine, slices, blocked);
+                *self.ifnames.borrow_mut() = ifnames;
+                let _ = reply.send(());
+            }
+            ShardOp::Find { query, reply } => {
+                let core = self.core.borrow();
+                let found = match &query {
+                    LeaseQuery::Key(k) => core.record(k).cloned().into_iter().collect(),
+                    q => core.records_where(|l| q.matches(l)),
+                };
+                let _ = reply.send(found);
+            }
+            ShardOp::Reset { query, reply } => {
+                let core = self.core.borrow();
+                let keys: Vec<_> = match &query {
+                    LeaseQuery::Key(k) => core.record(k).filter(|l| l.is_active()).map(|l| l.key).into_iter().collect(),
+                    q => core.records_where(|l| l.is_active() && q.matches(l)).into_iter().map(|l| l.key).collect(),
+                };
+                self.resets.borrow_mut().push_back((keys, 0, reply));
+            }
+        }
+    }
+
+    /// Reset the next chunk of an operator's `del`/`wipe`.
+    fn reset_chunk(&self, now: u64) {
+        let mut resets = self.resets.borrow_mut();
+        let Some((keys, done, _)) = resets.front_mut() else { return };
+        let mut core = self.core.borrow_mut();
+        for _ in 0..RESETS_PER_TICK {
+            let Some(k) = keys.pop() else { break };
+            if let Some(l) = core.reset_lease(now, &k) {
+                tracing::info!(shard = self.id, lease = %l.key, client = %l.binding.duid, "lease reset by an operator command");
+                *done += 1;
+            }
+        }
+        if keys.is_empty()
+            && let Some((_, n, reply)) = resets.pop_front()
+        {
+            let _ = reply.send(n);
+        }
     }
 }
 

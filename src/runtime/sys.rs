@@ -117,8 +117,9 @@ pub fn generate_duid(prefer: &[String]) -> Duid {
     Duid::uuid(u)
 }
 
-/// Block SIGTERM and SIGINT in this thread (threads spawned later inherit
-/// it) so that only `wait_signal` sees them.
+/// Block SIGTERM, SIGINT and SIGHUP in this thread (threads spawned later
+/// inherit it) so that only `wait_signal` sees them: SIGHUP reloads, it
+/// never stops the server.
 pub fn block_signals() -> libc::sigset_t {
     // SAFETY: building and applying a signal set.
     unsafe {
@@ -126,12 +127,13 @@ pub fn block_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
 }
 
-/// Wait up to `ms` for SIGTERM/SIGINT; returns the signal number or None.
+/// Wait up to `ms` for SIGTERM/SIGINT/SIGHUP; returns the signal number or None.
 pub fn wait_signal(set: &libc::sigset_t, ms: u64) -> Option<i32> {
     let ts = libc::timespec { tv_sec: (ms / 1000) as i64, tv_nsec: ((ms % 1000) * 1_000_000) as i64 };
     // SAFETY: valid set and timespec.
@@ -168,4 +170,114 @@ pub fn release_free_memory() {
     // SAFETY: mi_collect takes no pointers; with another allocator in use
     // it finds mimalloc's heaps empty and does nothing.
     unsafe { mi_collect(true) }
+}
+
+/// Tell systemd (Type=notify) about a state change: `READY=1`,
+/// `RELOADING=1`, `STOPPING=1`, `STATUS=…`. Nothing without $NOTIFY_SOCKET.
+pub fn notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else { return };
+    let bytes = path.as_encoded_bytes();
+    let sent = if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name).and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
+    } else {
+        sock.send_to(state.as_bytes(), &path)
+    };
+    if let Err(e) = sent {
+        tracing::warn!("sd_notify {state:?}: {e}");
+    }
+}
+
+/// The monotonic clock in microseconds (systemd's RELOADING=1 wants it).
+pub fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}
+
+/// Is the process running as root?
+pub fn is_root() -> bool {
+    // SAFETY: no arguments, no failure.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The uid and gid of a user name.
+pub fn lookup_user(name: &str) -> Result<(u32, u32), String> {
+    let c = std::ffi::CString::new(name).map_err(|_| format!("user {name:?}: not a valid name"))?;
+    // SAFETY: NUL-terminated name; the result is read at once, before any
+    // other getpw* call (start-up is single-threaded here).
+    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+    if pw.is_null() {
+        return Err(format!("user {name:?} (config key `user`) does not exist"));
+    }
+    // SAFETY: getpwnam returned a valid passwd entry.
+    Ok(unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
+}
+
+/// CAP_NET_BIND_SERVICE (linux/capability.h).
+const CAP_NET_BIND_SERVICE: u32 = 10;
+
+/// Become `uid`/`gid` (every thread: glibc applies set*id process-wide),
+/// keeping only CAP_NET_BIND_SERVICE in this thread, so that threads it
+/// starts later can still bind port 547.
+pub fn drop_privileges(uid: u32, gid: u32) -> Result<(), String> {
+    let err = |what: &str| format!("dropping privileges ({what}): {}", io::Error::last_os_error());
+    // SAFETY: plain system calls with valid arguments; the capability
+    // header and data follow linux/capability.h version 3.
+    unsafe {
+        if libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0 {
+            return Err(err("PR_SET_KEEPCAPS"));
+        }
+        if libc::setgroups(1, &gid) != 0 {
+            return Err(err("setgroups"));
+        }
+        if libc::setgid(gid) != 0 {
+            return Err(err("setgid"));
+        }
+        if libc::setuid(uid) != 0 {
+            return Err(err("setuid"));
+        }
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        let hdr = Header { version: 0x2008_0522, pid: 0 };
+        let bit = 1u32 << CAP_NET_BIND_SERVICE;
+        let data = [Data { effective: bit, permitted: bit, inheritable: 0 }, Data { effective: 0, permitted: 0, inheritable: 0 }];
+        if libc::syscall(libc::SYS_capset, &hdr as *const Header, data.as_ptr()) != 0 {
+            return Err(err("capset"));
+        }
+        libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0);
+        if libc::setuid(0) == 0 {
+            return Err("dropping privileges: root could be regained".into());
+        }
+    }
+    Ok(())
+}
+
+/// Hand the data directory's files to the user the server will run as.
+pub fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<(), String> {
+    let one = |p: &Path| std::os::unix::fs::chown(p, Some(uid), Some(gid)).map_err(|e| format!("chown {}: {e}", p.display()));
+    one(dir)?;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))?.flatten() {
+            let p = e.path();
+            one(&p)?;
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+            }
+        }
+    }
+    Ok(())
 }

@@ -65,6 +65,10 @@ pub fn join_dhcp_multicast(s: &Socket, ifindex: u32) -> io::Result<()> {
     s.join_multicast_v6(&ALL_DHCP_RELAY_AGENTS_AND_SERVERS, ifindex)
 }
 
+pub fn leave_dhcp_multicast(s: &Socket, ifindex: u32) -> io::Result<()> {
+    s.leave_multicast_v6(&ALL_DHCP_RELAY_AGENTS_AND_SERVERS, ifindex)
+}
+
 fn set_int(fd: RawFd, level: i32, name: i32, v: i32) -> io::Result<()> {
     // SAFETY: valid fd and a pointer to a live i32 of the size given.
     let r = unsafe { libc::setsockopt(fd, level, name, &v as *const i32 as *const _, size_of::<i32>() as u32) };

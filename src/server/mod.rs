@@ -232,6 +232,70 @@ impl Engine {
         }
     }
 
+    /// Apply a reloaded configuration (the slice, DUID and hash key stay).
+    /// Pools still configured keep their allocators; a new pool starts as
+    /// at start-up, with the free records the table holds in it on its free
+    /// list. Leases in a removed pool stay until they end (a Renew gets
+    /// lifetimes 0). `blocked`: keys of new pools whose records another
+    /// shard holds.
+    pub fn reconfigure(&mut self, cfg: EngineConfig, blocked: impl IntoIterator<Item = LeaseKey>) {
+        let mut old = std::mem::take(&mut self.subnets);
+        let mut fresh_addr = Vec::new();
+        let mut fresh_pd = Vec::new();
+        for s in cfg.subnets {
+            let mut st = SubnetState::new(s, cfg.slice);
+            for p in &mut st.addr_pools {
+                let kept = old.iter_mut().flat_map(|o| o.addr_pools.iter_mut()).find(|o| o.range == p.range && o.alloc.size() > 0);
+                match kept {
+                    Some(o) => p.alloc = std::mem::take(&mut o.alloc),
+                    None => fresh_addr.push(p.range),
+                }
+            }
+            for p in &mut st.pd_pools {
+                let kept = old.iter_mut().flat_map(|o| o.pd_pools.iter_mut()).find(|o| o.pool == p.pool && o.alloc.size() > 0);
+                match kept {
+                    Some(o) => p.alloc = std::mem::take(&mut o.alloc),
+                    None => fresh_pd.push(p.pool.clone()),
+                }
+            }
+            self.subnets.push(st);
+        }
+        if !fresh_addr.is_empty() || !fresh_pd.is_empty() {
+            let free: Vec<LeaseKey> = self.leases.iter().filter(|l| !l.is_active()).map(|l| l.key).collect();
+            for k in free {
+                let fresh = match &k {
+                    LeaseKey::Addr(a) => fresh_addr.iter().any(|r| r.contains(*a)),
+                    LeaseKey::Prefix(p) => fresh_pd.iter().any(|pp| pp.delegated_length == p.len && pp.prefix.contains_prefix(p)),
+                };
+                if fresh {
+                    for s in &mut self.subnets {
+                        s.release(&k);
+                    }
+                }
+            }
+        }
+        self.blocked.extend(blocked);
+        self.naming = cfg.naming;
+        self.limits.limits = cfg.limits;
+        self.unicast_listen = cfg.unicast_listen;
+    }
+
+    /// `ctl lease del`: the ACTIVE lease of `key` becomes RESET (RFC 8156
+    /// §7.2: "made available by an operator command"), reused as a released
+    /// one is (with a partner, only after its ack). The client is not told.
+    pub fn reset(&mut self, now: Time, key: &LeaseKey, policy: &dyn Policy) -> Option<Lease> {
+        let mut l = self.leases.get(key).filter(|l| l.is_active())?.clone();
+        l.set_status(BindingStatus::Reset, now);
+        l.cltt = now;
+        l.update_partner = true;
+        mark_dns_removal(&mut l, policy);
+        for s in &mut self.subnets {
+            s.release(key);
+        }
+        self.leases.upsert(l.clone());
+        Some(l)
+    }
+
     pub fn server_duid(&self) -> &Duid {
         &self.server_duid
     }
@@ -931,11 +995,12 @@ impl Engine {
         }
         let held: Vec<LeaseKey> = self.leases.keys_of(&binding);
         let has_binding = held.iter().any(|k| self.leases.get(k).is_some_and(Lease::is_active));
-        // Addresses not appropriate for the link get lifetimes 0 (Renew/Rebind).
+        // Addresses not appropriate for the link get lifetimes 0 (Renew/Rebind),
+        // and so do ours from a pool a reload removed (RFC 9915 §18.3.4).
         if mode != IaMode::Assign {
             for a in &requested {
                 let mine = self.leases.get(&LeaseKey::Addr(*a)).is_some_and(|l| l.binding == binding);
-                if !subnet.on_link(*a) || (!mine && has_binding) {
+                if !subnet.on_link(*a) || (!mine && has_binding) || (mine && !subnet.serves(&LeaseKey::Addr(*a), &binding.duid)) {
                     out.push(zero_addr(*a));
                 }
             }
@@ -950,7 +1015,7 @@ impl Engine {
         let mut given = 0;
         for k in held {
             let LeaseKey::Addr(a) = k else { continue };
-            if !self.subnets[ctx.subnet].on_link(a) {
+            if !self.subnets[ctx.subnet].serves(&k, &binding.duid) {
                 continue;
             }
             let l = self.leases.get(&k).expect("indexed");
@@ -990,7 +1055,7 @@ impl Engine {
         // The address this client had before, if still free.
         for k in &self.leases.keys_of(binding) {
             if let LeaseKey::Addr(a) = k
-                && s.on_link(*a)
+                && s.serves(k, &binding.duid)
                 && self.available_for(ctx, k, binding)
             {
                 return Some(*a);
@@ -1032,7 +1097,8 @@ impl Engine {
                     continue;
                 }
                 let mine = self.leases.get(&LeaseKey::Prefix(*p)).is_some_and(|l| l.binding == binding);
-                if !self.subnets[ctx.subnet].prefix_on_link(p) || (!mine && has_binding) {
+                let s = &self.subnets[ctx.subnet];
+                if !s.prefix_on_link(p) || (!mine && has_binding) || (mine && !s.serves(&LeaseKey::Prefix(*p), &binding.duid)) {
                     out.push(zero_prefix(*p));
                 }
             }
@@ -1046,7 +1112,7 @@ impl Engine {
         let mut given = 0;
         for k in held {
             let LeaseKey::Prefix(p) = k else { continue };
-            if !self.subnets[ctx.subnet].prefix_on_link(&p) {
+            if !self.subnets[ctx.subnet].serves(&k, &binding.duid) {
                 continue;
             }
             let l = self.leases.get(&k).expect("indexed");
@@ -1083,7 +1149,7 @@ impl Engine {
         }
         for k in &self.leases.keys_of(binding) {
             if let LeaseKey::Prefix(p) = k
-                && s.prefix_on_link(p)
+                && s.serves(k, &binding.duid)
                 && self.available_for(ctx, k, binding)
             {
                 return Some(*p);

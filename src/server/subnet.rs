@@ -74,7 +74,7 @@ impl SubnetState {
             .map(|p| {
                 let bits = (p.delegated_length - p.prefix.len) as u32;
                 let size = if bits >= 128 { u128::MAX } else { 1u128 << bits };
-                PdPoolState { pool: p.clone(), alloc: SlotAllocator::new(size, 0, 0, slice) }
+                PdPoolState { pool: p.clone(), alloc: SlotAllocator::new(size, pd_slot_base(p), 0, slice) }
             })
             .collect();
         let reservations = cfg.reservations.iter().map(|r| (r.duid.clone(), (r.address, r.prefix))).collect();
@@ -98,6 +98,17 @@ impl SubnetState {
     /// Is this delegated prefix one this subnet hands out (a pool or a reservation)?
     pub fn prefix_on_link(&self, p: &Prefix) -> bool {
         self.pd_pools.iter().any(|pp| pp.pool.prefix.contains_prefix(p)) || self.reserved_keys.contains_key(&LeaseKey::Prefix(*p))
+    }
+
+    /// Is `key` still ours to give this client: in one of the subnet's pools
+    /// or reserved for it? (After a reload removed a pool, its leases are
+    /// renewed with lifetimes 0, RFC 9915 §18.3.4.)
+    pub fn serves(&self, key: &LeaseKey, duid: &Duid) -> bool {
+        let pooled = match key {
+            LeaseKey::Addr(a) => self.addr_pools.iter().any(|p| p.range.contains(*a)),
+            LeaseKey::Prefix(pfx) => self.pd_pools.iter().any(|p| p.slot(pfx).is_some()),
+        };
+        pooled || self.reserved_keys.get(key) == Some(duid)
     }
 
     /// Is this lease key reserved for a client other than `duid`?
@@ -139,14 +150,30 @@ impl SubnetState {
     }
 }
 
+/// The slicing value of a pool's first delegable prefix: prefixes are dealt
+/// to shards by their own number (the prefix shifted right by its host
+/// bits), not by their place in the pool, so a pool that grows or moves at a
+/// reload keeps every existing prefix with the same shard.
+pub(crate) fn pd_slot_base(p: &PdPool) -> u128 {
+    let shift = 128 - p.delegated_length as u32;
+    if shift >= 128 { 0 } else { p.prefix.first() >> shift }
+}
+
 /// Which shard's allocator owns each pool address and delegable prefix.
 /// Mirrors `SlotAllocator`'s grouping (addresses in pairs, prefixes one by
 /// one), so it agrees with every shard's `in_slice` without asking them.
+/// The owner of a key depends on the key and the shard count only; the
+/// pools decide whether it has one.
 #[derive(Debug, Clone)]
 pub struct SliceMap {
     shards: u32,
     addr: Vec<AddrRange>,
     pd: Vec<PdPool>,
+    /// Pools a reload removed: their records keep their owner (where they
+    /// live) until the next start places them again, but the pools are no
+    /// longer ours (`in_pool`).
+    retired_addr: Vec<AddrRange>,
+    retired_pd: Vec<PdPool>,
 }
 
 impl SliceMap {
@@ -155,32 +182,61 @@ impl SliceMap {
             shards: shards.max(1) as u32,
             addr: subnets.iter().flat_map(|s| s.pools.iter().copied()).collect(),
             pd: subnets.iter().flat_map(|s| s.pd_pools.iter().cloned()).collect(),
+            retired_addr: Vec::new(),
+            retired_pd: Vec::new(),
         }
+    }
+
+    /// The map after a reload to `subnets`: pools no longer configured are
+    /// retired, not forgotten.
+    pub fn reloaded(&self, subnets: &[Subnet]) -> SliceMap {
+        let mut m = SliceMap::new(subnets, self.shards as usize);
+        for r in self.addr.iter().chain(&self.retired_addr) {
+            if !m.addr.contains(r) && !m.retired_addr.contains(r) {
+                m.retired_addr.push(*r);
+            }
+        }
+        for p in self.pd.iter().chain(&self.retired_pd) {
+            if !m.pd.contains(p) && !m.retired_pd.contains(p) {
+                m.retired_pd.push(p.clone());
+            }
+        }
+        m
     }
 
     /// The shard that may allocate `key`; None for keys outside every pool
     /// (reservations), which only the client's own shard ever grants.
     pub fn owner(&self, key: &LeaseKey) -> Option<usize> {
+        self.owner_among(key, true)
+    }
+
+    fn owner_among(&self, key: &LeaseKey, retired: bool) -> Option<usize> {
         let n = self.shards as u128;
         match key {
             LeaseKey::Addr(a) => {
-                let r = self.addr.iter().find(|r| r.contains(*a))?;
-                let j = u128::from(*a) - u128::from(r.first);
-                Some((u128::from(r.first).wrapping_add(j) >> 1) % n)
+                let mut pools = self.addr.iter().chain(self.retired_addr.iter().filter(|_| retired));
+                pools.find(|r| r.contains(*a))?;
+                Some((u128::from(*a) >> 1) % n)
             }
             LeaseKey::Prefix(p) => {
-                let pool = self.pd.iter().find(|pp| p.len == pp.delegated_length && pp.prefix.contains_prefix(p))?;
+                let mut pools = self.pd.iter().chain(self.retired_pd.iter().filter(|_| retired));
+                let pool = pools.find(|pp| p.len == pp.delegated_length && pp.prefix.contains_prefix(p))?;
                 let shift = 128 - pool.delegated_length as u32;
-                let off = p.first() - pool.prefix.first();
-                Some(if shift == 128 { 0 } else { (off >> shift) % n })
+                Some(if shift >= 128 { 0 } else { (p.first() >> shift) % n })
             }
         }
         .map(|g| g as usize)
     }
 
+    /// Does this map have a pool `old` never had (current or retired)?
+    pub fn adds_to(&self, old: &SliceMap) -> bool {
+        self.addr.iter().any(|r| !old.addr.contains(r) && !old.retired_addr.contains(r))
+            || self.pd.iter().any(|p| !old.pd.contains(p) && !old.retired_pd.contains(p))
+    }
+
     /// Is the key in one of the configured pools (RFC 8156 §7.5.4)?
     pub fn in_pool(&self, key: &LeaseKey) -> bool {
-        self.owner(key).is_some()
+        self.owner_among(key, false).is_some()
     }
 
     /// Every delegable prefix of every pool, in order.
@@ -204,7 +260,7 @@ mod slice_map_tests {
     #[test]
     fn slice_map_agrees_with_every_shard_allocator() {
         let cfg: crate::config::Config = crate::config::Config::parse(
-            "data-dir = \"/tmp/x\"\ninterfaces = []\n[[subnet]]\nprefix = \"2001:db8:1::/64\"\npools = [\"2001:db8:1::1003-2001:db8:1::10ff\"]\npd-pools = [{ prefix = \"2001:db8:100::/48\", delegated-length = 56 }]\n",
+            "data-dir = \"/tmp/x\"\ninterfaces = []\n[[subnet]]\nprefix = \"2001:db8:1::/64\"\npools = [\"2001:db8:1::1003-2001:db8:1::10ff\"]\npd-pools = [{ prefix = \"2001:db8:101::/48\", delegated-length = 56 }]\n",
         )
         .unwrap();
         for shards in 1..5usize {
@@ -224,5 +280,35 @@ mod slice_map_tests {
             }
             assert_eq!(map.owner(&LeaseKey::Addr("2001:db8:2::1".parse().unwrap())), None);
         }
+    }
+}
+
+#[cfg(test)]
+mod reload_tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_retires_removed_pools_and_keeps_every_owner() {
+        let pd = |p: &str| PdPool { prefix: p.parse().unwrap(), delegated_length: 56 };
+        let s = |pools: &str, pd_pool: &str| Subnet {
+            pools: vec![pools.parse().unwrap()],
+            pd_pools: vec![pd(pd_pool)],
+            ..Subnet::test_default()
+        };
+        let old = SliceMap::new(&[s("2001:db8:1::1000-2001:db8:1::1fff", "2001:db8:100::/48")], 3);
+        // The PD pool grows to a /44 and the address pool moves.
+        let new = old.reloaded(&[s("2001:db8:1::5000-2001:db8:1::5fff", "2001:db8:100::/44")]);
+        assert!(new.adds_to(&old));
+        let a = LeaseKey::Addr("2001:db8:1::1234".parse().unwrap());
+        assert!(!new.in_pool(&a), "a removed pool is no longer ours (ConfigurationConflict)");
+        assert_eq!(new.owner(&a), old.owner(&a), "its records keep their home");
+        for p in ["2001:db8:100:ff00::/56", "2001:db8:100:1200::/56"] {
+            let k = LeaseKey::Prefix(p.parse().unwrap());
+            assert_eq!(new.owner(&k), old.owner(&k), "{p}: a grown pool keeps every prefix's shard");
+        }
+        let k = LeaseKey::Prefix("2001:db8:10f:100::/56".parse().unwrap());
+        assert_eq!((old.owner(&k), new.in_pool(&k)), (None, true));
+        // Reloading the same pools again adds nothing.
+        assert!(!new.reloaded(&[s("2001:db8:1::5000-2001:db8:1::5fff", "2001:db8:100::/44")]).adds_to(&new));
     }
 }

@@ -1052,3 +1052,74 @@ fn rfc8357_a_relay_on_its_own_port_gets_the_option_back_and_the_reply_on_that_po
     let (chain, _) = r.message.unwrap_relays();
     assert_eq!((chain[0].options.relay_port(), chain[1].options.relay_port()), (None, Some(0)));
 }
+
+// ---- Reload (README "Reload") ---------------------------------------------
+
+fn reconfigure(e: &mut Engine, cfg: &str) {
+    let c = Config::parse(cfg).unwrap();
+    let ec = EngineConfig { server_duid: server_duid(), subnets: c.subnets, slice: Slice::WHOLE, hash_key: 7, naming: None, limits: c.limits, unicast_listen: Vec::new() };
+    e.reconfigure(ec, Vec::new());
+}
+
+#[test]
+fn a_reload_that_moves_a_pool_renews_old_leases_with_lifetimes_zero_and_serves_from_the_new_one() {
+    // RFC 9915 §18.3.4: an address no longer appropriate gets lifetimes 0.
+    let mut e = engine();
+    let old = lease_for(&mut e, 1);
+    let held = DhcpOption::IaPd(IaPd { iaid: 4, t1: 0, t2: 0, options: Options::new() });
+    let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(1), sid(), held])));
+    let p = client_msg(&r).options.ia_pds().next().unwrap().options.ia_prefixes().next().unwrap().clone();
+    reconfigure(
+        &mut e,
+        &CONFIG
+            .replace("2001:db8:1::1000-2001:db8:1::ffff", "2001:db8:1::5:0-2001:db8:1::5:ffff")
+            .replace("2001:db8:100::/40", "2001:db8:200::/40"),
+    );
+    // The lease stays until it ends; the client hears it is over.
+    assert!(e.leases().get(&LeaseKey::Addr(old)).is_some_and(Lease::is_active));
+    let r = reply(e.handle(NOW + 100, &msg(MessageType::Renew, vec![cid(1), sid(), ia_na(1, &[&old.to_string()])]), &direct(), &Standalone));
+    let ia = client_msg(&r).options.ia_nas().next().unwrap().clone();
+    let zero = ia.options.ia_addrs().find(|x| x.addr == old).expect("the old address, with lifetimes 0");
+    assert_eq!((zero.preferred, zero.valid), (0, 0));
+    let fresh = ia.options.ia_addrs().find(|x| x.addr != old).expect("an address from the new pool");
+    assert!((0x5_0000..=0x5_ffff).contains(&(u128::from(fresh.addr) & 0xffff_ffff)), "{}", fresh.addr);
+    assert_eq!(fresh.valid, 4000);
+    let pd = DhcpOption::IaPd(IaPd { iaid: 4, t1: 0, t2: 0, options: vec![DhcpOption::IaPrefix(p.clone())].into() });
+    let r = reply(e.handle(NOW + 100, &msg(MessageType::Renew, vec![cid(1), sid(), pd]), &direct(), &Standalone));
+    let ia = client_msg(&r).options.ia_pds().next().unwrap().clone();
+    assert_eq!(ia.options.ia_prefixes().find(|x| x.prefix == p.prefix).map(|x| x.valid), Some(0));
+    assert!(ia.options.ia_prefixes().any(|x| x.valid == 4000 && "2001:db8:200::/40".parse::<Prefix>().unwrap().contains(x.prefix)));
+}
+
+#[test]
+fn a_reload_keeps_the_allocators_of_unchanged_pools_and_fills_new_pools_free_lists_from_the_table() {
+    // One address per pool: what is free after the reload must be found.
+    let one = CONFIG.replace("2001:db8:1::1000-2001:db8:1::ffff", "2001:db8:1::1000-2001:db8:1::1000");
+    let mut e = engine_with(&one);
+    let x = lease_for(&mut e, 1);
+    let r = reply(send(&mut e, msg(MessageType::Release, vec![cid(1), sid(), ia_na(1, &[&x.to_string()])])));
+    assert_eq!(r.changes[0].status, BindingStatus::Released);
+    // Remove the pool, then bring it back: it is new again, its free
+    // address comes from the table.
+    reconfigure(&mut e, &one.replace("2001:db8:1::1000-2001:db8:1::1000", "2001:db8:1::2000-2001:db8:1::2000"));
+    reconfigure(&mut e, &one);
+    assert!(e.free_listed(&LeaseKey::Addr(x)));
+    assert_eq!(lease_for(&mut e, 2), x);
+    // Unchanged: the pool is full and stays so.
+    reconfigure(&mut e, &one.replace("valid-lifetime = 4000", "valid-lifetime = 5000"));
+    let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(3), sid(), ia_na(1, &[])])));
+    assert_eq!(ia_status(&r), Some(StatusCode::NO_ADDRS_AVAIL));
+    let r = reply(e.handle(NOW + 10, &msg(MessageType::Renew, vec![cid(2), sid(), ia_na(1, &[&x.to_string()])]), &direct(), &Standalone));
+    assert_eq!(first_addr(&r), (x, 3000, 5000), "the new lifetime applies at the next renewal");
+}
+
+#[test]
+fn an_operator_reset_ends_the_lease_like_a_release() {
+    // RFC 8156 §7.2: RESET, "made available by an operator command".
+    let mut e = engine_with(&CONFIG.replace("2001:db8:1::1000-2001:db8:1::ffff", "2001:db8:1::1000-2001:db8:1::1000"));
+    let x = lease_for(&mut e, 1);
+    let l = e.reset(NOW + 5, &LeaseKey::Addr(x), &Standalone).expect("an ACTIVE lease");
+    assert_eq!((l.status, l.cltt), (BindingStatus::Reset, NOW + 5));
+    assert!(e.reset(NOW + 6, &LeaseKey::Addr(x), &Standalone).is_none(), "only an ACTIVE lease is reset");
+    assert_eq!(lease_for(&mut e, 2), x, "standalone: reusable at once, as a released one");
+}

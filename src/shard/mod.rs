@@ -361,6 +361,53 @@ impl<C> ShardCore<C> {
         self.engine.limits.take_log()
     }
 
+    /// Reload, step 1: the records this shard holds that `new`'s added
+    /// pools cover while another shard owns them there (records left
+    /// outside every pool, at their client's shard). Their owner must never
+    /// allocate them: step 2 blocks them there.
+    pub fn covered_elsewhere(&self, new: &SliceMap) -> Vec<LeaseKey> {
+        if !new.adds_to(&self.slices) {
+            return Vec::new();
+        }
+        self.engine
+            .leases()
+            .iter()
+            .filter(|l| self.slices.owner(&l.key).is_none() && new.owner(&l.key).is_some_and(|o| o != self.id))
+            .map(|l| l.key)
+            .collect()
+    }
+
+    /// Reload, step 2: serve from the new configuration. `blocked`: keys
+    /// this shard now owns whose records live at another shard.
+    pub fn reconfigure(&mut self, engine: EngineConfig, slices: SliceMap, blocked: Vec<LeaseKey>) {
+        let slice = Slice { shards: self.shards as u32, shard: self.id as u32 };
+        self.engine.reconfigure(EngineConfig { slice, ..engine }, blocked);
+        self.slices = slices;
+    }
+
+    /// The records this shard holds that `pred` picks (`ctl lease get`, `wipe`).
+    pub fn records_where(&self, pred: impl Fn(&Lease) -> bool) -> Vec<Lease> {
+        self.engine.leases().iter().filter(|l| !self.moved.contains_key(&l.key) && pred(l)).cloned().collect()
+    }
+
+    /// The record of `key`, if this shard holds it.
+    pub fn record(&self, key: &LeaseKey) -> Option<&Lease> {
+        self.engine.leases().get(key).filter(|_| !self.moved.contains_key(key))
+    }
+
+    /// `ctl lease del`: reset the ACTIVE lease of `key` if this shard holds it.
+    pub fn reset_lease(&mut self, now: Time, key: &LeaseKey) -> Option<Lease> {
+        if self.moved.contains_key(key) {
+            return None;
+        }
+        let l = match &self.policy {
+            Some(p) if !self.ignore_policy => self.engine.reset(now, key, p),
+            _ => self.engine.reset(now, key, &Standalone),
+        }?;
+        self.push(l.clone(), true, now);
+        Some(l)
+    }
+
     pub fn engine(&self) -> &Engine {
         &self.engine
     }

@@ -326,3 +326,61 @@ fn a_free_record_on_hold_after_the_partners_loss_goes_back_to_the_free_list_when
     c[0].tick(lost + 60);
     assert!(c[0].engine().free_listed(&key) && c[0].held.is_empty());
 }
+
+#[test]
+fn an_operator_reset_in_a_pair_reaches_the_partner_and_frees_the_address_only_on_its_ack() {
+    // RFC 8156 §7.2 RESET, Figure 2 events (4)–(6): like a Release.
+    let mut c = cores(1, Role::Primary, ServerState::Normal);
+    // One odd address: the primary's to allocate.
+    let slices = c[0].slices.clone();
+    c[0].reconfigure(
+        EngineConfig { subnets: vec![Subnet { pools: vec!["2001:db8:1::1001-2001:db8:1::1001".parse().unwrap()], ..subnet() }], ..config(1, Role::Primary).engine },
+        slices,
+        Vec::new(),
+    );
+    let mut store = MemoryStore::new();
+    c[0].handle(NOW, &solicit(1), &arrival(), 1);
+    commit(&mut c[0], &mut store, NOW);
+    let key = LeaseKey::Addr("2001:db8:1::1001".parse().unwrap());
+    let reset = c[0].reset_lease(NOW + 1, &key).expect("the ACTIVE lease");
+    assert_eq!(reset.status, BindingStatus::Reset);
+    let done = commit(&mut c[0], &mut store, NOW + 1);
+    let ToFailover::Committed { leases, .. } = &done.to_failover[0] else { panic!("{:?}", done.to_failover) };
+    assert_eq!((leases[0].key, leases[0].status), (key, BindingStatus::Reset), "a BNDUPD carries the RESET");
+    assert_eq!(stored(&store, &key).unwrap().status, BindingStatus::Reset);
+    // Before the ack nobody gets it.
+    c[0].handle(NOW + 2, &solicit(2), &arrival(), 2);
+    assert!(c[0].pending_since(0).iter().all(|l| l.key != key || l.binding.duid != duid(2)), "not re-granted before the ack");
+    c[0].bus(NOW + 3, ToShard::Acks(vec![Ack { sent: leases[0].clone(), accepted: true, partner_lifetime_sent: None, take_back: false }]));
+    assert_eq!(c[0].engine().leases().get(&key).unwrap().status, BindingStatus::Free);
+    commit(&mut c[0], &mut store, NOW + 3);
+    c[0].handle(NOW + 4, &solicit(3), &arrival(), 3);
+    assert_eq!(c[0].pending_since(0).iter().find(|l| l.binding.duid == duid(3)).map(|l| l.key), Some(key), "free after the ack");
+}
+
+#[test]
+fn a_reload_blocks_at_their_new_owner_the_keys_a_new_pool_covers_held_elsewhere() {
+    // A record outside every pool lives at its client's shard; a pool
+    // added by a reload makes another shard its owner, which must never
+    // allocate it while the record lives on.
+    let cfg = config(2, Role::Primary);
+    let mut b = build::<u32>(&ShardsConfig { failover: None, ..cfg.clone() }, vec![Vec::new(); 2]);
+    let addr: std::net::Ipv6Addr = "2001:db8:1::2003".parse().unwrap();
+    let key = LeaseKey::Addr(addr);
+    let new_owner = ((u128::from(addr) >> 1) % 2) as usize;
+    let holder = 1 - new_owner;
+    let l = Lease::active(key, Binding { duid: duid(7), ia_type: IaType::Na, iaid: 1 }, NOW, 300, 600, 150, 240);
+    b.cores[holder].engine.apply_external(l);
+    let mut grown = subnet();
+    grown.pools = vec!["2001:db8:1::1000-2001:db8:1::2fff".parse().unwrap()];
+    let slices = b.cores[0].slices.reloaded(std::slice::from_ref(&grown));
+    assert_eq!(b.cores[new_owner].covered_elsewhere(&slices), Vec::new());
+    let away = b.cores[holder].covered_elsewhere(&slices);
+    assert_eq!(away, vec![key]);
+    let engine = EngineConfig { subnets: vec![grown], ..cfg.engine };
+    b.cores[new_owner].reconfigure(engine.clone(), slices.clone(), away);
+    b.cores[holder].reconfigure(engine, slices.clone(), Vec::new());
+    assert!(b.cores[new_owner].engine().is_blocked(&key));
+    // And a second reload with the same pools finds nothing new.
+    assert_eq!(b.cores[holder].covered_elsewhere(&slices.reloaded(&[subnet()])), Vec::new());
+}

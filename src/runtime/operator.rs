@@ -1,0 +1,249 @@
+//! The operator's commands on a running server: reload (SIGHUP and `ctl
+//! reload`, carried out by the main thread) and the lease API (`ctl lease
+//! …`, answered on the control socket's thread). Both reach the shards as
+//! `ShardOp` messages; each shard changes only its own table.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::bus::{Command, LeaseQuery, ShardOp};
+use super::observe::{Shared, lock};
+use super::udp;
+use crate::config::{Config, Tls};
+use crate::lease::{Lease, LeaseKey};
+use crate::server::{EngineConfig, SliceMap};
+
+/// How long an operator command waits for a shard's answer.
+const SHARD_ANSWER: Duration = Duration::from_secs(10);
+/// A wipe of a large subnet runs in chunks; it may take this long.
+const WIPE_ANSWER: Duration = Duration::from_secs(600);
+
+/// What the command line set over the file: a reload compares (and
+/// keeps) these effective values.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub failover_cpu: Option<usize>,
+    pub shards: Option<usize>,
+    pub cpus: Option<Vec<usize>>,
+}
+
+impl Overrides {
+    pub fn apply(&self, c: &mut Config) {
+        if let Some(d) = &self.data_dir {
+            c.data_dir = d.clone();
+        }
+        if let Some(f) = self.failover_cpu {
+            c.runtime.failover_cpu = Some(f);
+        }
+        if let Some(n) = self.shards {
+            c.runtime.shards = Some(n);
+        }
+        if let Some(c2) = &self.cpus {
+            c.runtime.cpus = Some(c2.clone());
+        }
+    }
+}
+
+/// The config file's digest (SHA-256, hex) for `ctl status`.
+pub fn digest(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The engine settings a configuration gives (the slice is each shard's own).
+pub fn engine_config(c: &Config, template: &EngineConfig) -> EngineConfig {
+    EngineConfig {
+        subnets: c.subnets.clone(),
+        naming: c.ddns.as_ref().map(|d| crate::server::fqdn::Naming {
+            policy: d.fqdn_policy,
+            qualifying_suffix: d.qualifying_suffix.clone(),
+            synthesize_pattern: d.synthesize_pattern.clone(),
+            forward_zone: d.forward_zone.clone(),
+        }),
+        limits: c.limits,
+        unicast_listen: c.unicast_listen.clone(),
+        ..template.clone()
+    }
+}
+
+/// The main thread's reload: everything it needs to apply a new config.
+pub struct Reloader {
+    pub path: PathBuf,
+    pub overrides: Overrides,
+    pub running: Config,
+    pub slices: SliceMap,
+    pub engine: EngineConfig,
+    pub shards: Vec<crossbeam_channel::Sender<ShardOp>>,
+    /// Shard 0's socket (a duplicate): multicast intake joins and leaves there.
+    pub multicast: socket2::Socket,
+    pub ifnames: Vec<(u32, String)>,
+    pub shared: Arc<Shared>,
+}
+
+impl Reloader {
+    /// Read, check and apply the config file; the answer of `ctl reload`.
+    pub fn reload(&mut self) -> serde_json::Value {
+        let file = self.path.display().to_string();
+        let refused = |errors: Vec<String>| json!({"result": "refused", "changed": [], "errors": errors});
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) => return refused(vec![format!("{file}: (file): cannot read: {e}")]),
+        };
+        let mut new = match std::str::from_utf8(&bytes).map_err(|e| e.to_string()).and_then(|t| Config::parse(t).map_err(|p| {
+            p.iter().map(|p| format!("{file}: {}: {}", p.key, p.reason)).collect::<Vec<_>>().join("\n")
+        })) {
+            Ok(c) => c,
+            Err(e) => return refused(e.lines().map(str::to_string).collect()),
+        };
+        self.overrides.apply(&mut new);
+        let mut changed = match crate::config::reload::changes(&self.running, &new) {
+            Ok(c) => c,
+            Err(p) => return refused(p.iter().map(|p| format!("{file}: {}: {}", p.key, p.reason)).collect()),
+        };
+        // Everything that can fail is checked before anything is applied.
+        let mut ifnames = Vec::new();
+        for name in &new.interfaces {
+            match udp::ifindex(name) {
+                Some(i) => ifnames.push((i, name.clone())),
+                None => return refused(vec![format!("{file}: interfaces: interface {name:?} does not exist")]),
+            }
+        }
+        let tls = match new.failover.as_ref().map(|f| &f.tls) {
+            Some(Tls::Mutual { cert, key, ca, peer_name }) => match super::tls::load(cert, key, ca, peer_name.as_deref()) {
+                Ok(t) => Some(t),
+                Err(e) => return refused(vec![format!("{file}: failover.tls: {e}")]),
+            },
+            _ => None,
+        };
+        let slices = self.slices.reloaded(&new.subnets);
+        // Step 1: records the new pools cover that another shard holds.
+        let mut away: Vec<(LeaseKey, usize)> = Vec::new();
+        for (holder, tx) in self.shards.iter().enumerate() {
+            let (reply, answer) = crossbeam_channel::bounded(1);
+            if tx.send(ShardOp::Covered { slices: slices.clone(), reply }).is_err() {
+                return refused(vec![format!("shard {holder} is not running")]);
+            }
+            match answer.recv_timeout(SHARD_ANSWER) {
+                Ok(keys) => away.extend(keys.into_iter().map(|k| (k, holder))),
+                Err(_) => return refused(vec![format!("shard {holder} did not answer")]),
+            }
+        }
+        // Step 2: every shard serves from the new configuration.
+        let engine = engine_config(&new, &self.engine);
+        for (id, tx) in self.shards.iter().enumerate() {
+            let blocked: Vec<LeaseKey> = away.iter().filter(|(k, _)| slices.owner(k) == Some(id)).map(|(k, _)| *k).collect();
+            let (reply, answer) = crossbeam_channel::bounded(1);
+            let op = ShardOp::Reconfigure { engine: Box::new(engine.clone()), slices: slices.clone(), blocked, ifnames: ifnames.clone(), reply };
+            if tx.send(op).is_err() || answer.recv_timeout(SHARD_ANSWER).is_err() {
+                // Shards before this one run the new configuration: say so.
+                tracing::error!(shard = id, "reload: a shard did not apply the new configuration");
+                return json!({"result": "refused", "changed": changed, "errors": [format!("shard {id} did not apply the configuration; the server runs a mix: restart it")]});
+            }
+        }
+        if let Some(f) = &new.failover {
+            let tx = lock(&self.shared.commands).clone();
+            let (reply, answer) = crossbeam_channel::bounded(1);
+            let cmd = Command::Reconfigure {
+                slices: slices.clone(),
+                away: away.clone(),
+                tunables: (f.auto_partner_down, f.pd_secondary_share, f.pd_secondary_max),
+                tls,
+                reply,
+            };
+            if tx.is_none_or(|tx| tx.send(cmd).is_err()) || answer.recv_timeout(SHARD_ANSWER).is_err() {
+                tracing::error!("reload: the failover core did not apply the new configuration");
+            }
+            if matches!(f.tls, Tls::Mutual { .. }) && !changed.iter().any(|c| c == "failover.tls") {
+                changed.push("failover.tls (files re-read)".into());
+            }
+        }
+        // Multicast intake follows `interfaces`.
+        for (i, name) in &ifnames {
+            if !self.ifnames.iter().any(|(j, _)| j == i)
+                && let Err(e) = udp::join_dhcp_multicast(&self.multicast, *i)
+            {
+                tracing::error!(interface = %name, "reload: join ff02::1:2: {e}");
+            }
+        }
+        for (i, name) in &self.ifnames {
+            if !ifnames.iter().any(|(j, _)| j == i)
+                && let Err(e) = udp::leave_dhcp_multicast(&self.multicast, *i)
+            {
+                tracing::warn!(interface = %name, "reload: leave ff02::1:2: {e}");
+            }
+        }
+        self.ifnames = ifnames;
+        self.slices = slices;
+        self.engine = engine;
+        self.running = new;
+        self.shared.config_loaded(digest(&bytes));
+        json!({"result": "applied", "changed": changed, "errors": []})
+    }
+}
+
+/// A `ctl lease …` request (one JSON object) → the JSON line answered.
+pub fn lease_command(shared: &Shared, req: &serde_json::Value) -> String {
+    match lease_command_inner(shared, req) {
+        Ok(v) => json!({"ok": true, "result": v}).to_string(),
+        Err(e) => json!({"ok": false, "error": e}).to_string(),
+    }
+}
+
+fn lease_command_inner(shared: &Shared, req: &serde_json::Value) -> Result<serde_json::Value, String> {
+    let s = |k: &str| req.get(k).and_then(|v| v.as_str());
+    let key = if let Some(a) = s("address") {
+        Some(LeaseKey::Addr(a.parse().map_err(|e| format!("address {a}: {e}"))?))
+    } else if let Some(p) = s("prefix") {
+        Some(LeaseKey::Prefix(p.parse().map_err(|e| format!("prefix {p}: {e}"))?))
+    } else {
+        None
+    };
+    let ops = lock(&shared.ops).clone();
+    match s("command") {
+        Some("lease-get") => {
+            let query = match (key, s("duid")) {
+                (Some(k), _) => LeaseQuery::Key(k),
+                (None, Some(d)) => LeaseQuery::Client {
+                    duid: crate::wire::Duid::from_hex(d).map_err(|e| format!("duid {d}: {e}"))?,
+                    iaid: req.get("iaid").and_then(|v| v.as_u64()).map(|i| i as u32),
+                },
+                (None, None) => return Err("lease-get needs an address, a prefix or a DUID".into()),
+            };
+            let all = req.get("all").and_then(|v| v.as_bool()).unwrap_or(false);
+            let mut found: Vec<Lease> = Vec::new();
+            for (id, tx) in ops.iter().enumerate() {
+                let (reply, answer) = crossbeam_channel::bounded(1);
+                tx.send(ShardOp::Find { query: query.clone(), reply }).map_err(|_| format!("shard {id} is not running"))?;
+                found.extend(answer.recv_timeout(SHARD_ANSWER).map_err(|_| format!("shard {id} did not answer"))?);
+            }
+            found.retain(|l| all || l.is_active());
+            found.sort_by_key(|l| l.key);
+            Ok(serde_json::Value::Array(found.iter().map(crate::lease::dump::lease_json).collect()))
+        }
+        Some(c @ ("lease-del" | "lease-wipe")) => {
+            let query = match (c, key, s("subnet")) {
+                ("lease-del", Some(k), _) => LeaseQuery::Key(k),
+                ("lease-wipe", _, Some(p)) => LeaseQuery::Within(p.parse().map_err(|e| format!("subnet {p}: {e}"))?),
+                _ => return Err(format!("{c}: give an address or prefix (del) or a subnet (wipe)")),
+            };
+            let wait = if c == "lease-wipe" { WIPE_ANSWER } else { SHARD_ANSWER };
+            let mut answers = Vec::new();
+            for (id, tx) in ops.iter().enumerate() {
+                let (reply, answer) = crossbeam_channel::bounded(1);
+                tx.send(ShardOp::Reset { query: query.clone(), reply }).map_err(|_| format!("shard {id} is not running"))?;
+                answers.push((id, answer));
+            }
+            let mut deleted = 0;
+            for (id, a) in answers {
+                deleted += a.recv_timeout(wait).map_err(|_| format!("shard {id} did not answer"))?;
+            }
+            tracing::info!(command = c, deleted, "leases reset by an operator command");
+            Ok(json!({"deleted": deleted}))
+        }
+        Some("lease-add") => Err("lease add is not supported by this version (see README, Operating tandem)".into()),
+        other => Err(format!("unknown lease command {other:?}")),
+    }
+}
