@@ -193,6 +193,28 @@ fn a_reload_under_load_moves_a_pool_adds_a_subnet_refuses_fixed_keys_and_sighup_
     assert_eq!(wiped["deleted"].as_u64(), Some(active), "{wiped}");
     let (_, gone, _) = ctl(&sock, &format!("lease get --duid {duid_hex}"));
     assert_eq!(gone, serde_json::json!([]));
+    // Add leases back for six wiped clients (on both shards: each key's
+    // slice owner and its client's shard differ for about half): each
+    // client's Renew then finds its lease.
+    let server = Duid::from_hex(lab_status(&sock)["server-duid"].as_str().unwrap()).unwrap();
+    for g in g2.iter().take(6) {
+        let hex = duid(g.client).to_hex();
+        let (code, added, err) = ctl(&sock, &format!("lease add --address {} --duid {hex} --iaid 1 --valid-lifetime 600", g.addr));
+        assert_eq!(code, 0, "{err}");
+        assert_eq!((added["state"].as_str(), added["valid-lifetime"].as_u64()), (Some("ACTIVE"), Some(600)), "{added}");
+        let (c, g2_, srv) = (g.client, g.addr, server.clone());
+        let answers = in_netns(&lab.cli.clone(), move || {
+            let s = client_socket(546);
+            exchange(&s, ifindex, &ask(MessageType::Renew, c, 0x78_0000 | c as u32, Some(&srv), Some(g2_), None), Duration::from_secs(3))
+        });
+        assert!(answers.first().is_some_and(|a| a.addrs.iter().any(|(x, v)| *x == g.addr && *v > 0)), "{answers:?}");
+    }
+    let (code, _, err) = ctl(&sock, &format!("lease add --address {} --duid {} --iaid 9", g2[0].addr, duid(999).to_hex()));
+    assert_eq!(code, 1);
+    assert!(err.contains("leased to client"), "{err}");
+    let (code, _, err) = ctl(&sock, &format!("lease add --address 2001:db8:7::1 --duid {} --iaid 9", duid(999).to_hex()));
+    assert_eq!(code, 1);
+    assert!(err.contains("none of the configured pools"), "{err}");
     assert_eq!(lab.stop_server(false), Some(0), "SIGTERM exits 0:\n{}", lab.server_log());
 }
 
@@ -256,6 +278,16 @@ fn in_a_pair_both_reload_without_reconnecting_and_a_deleted_lease_reaches_the_pa
     assert!(eventually(10, || free(state_of(PRIMARY)) && free(state_of(SECONDARY))), "primary {:?}, secondary {:?}:\n{}", state_of(PRIMARY), state_of(SECONDARY), pair.logs());
     let (_, none, _) = ctl(&sock, &format!("lease get --address {x}"));
     assert_eq!(none, serde_json::json!([]));
+    // Added on the primary in NORMAL: the secondary's store has it too.
+    // The secondary allocates nothing in NORMAL (RFC 8156 §8.8.1): refused.
+    let d = duid(77).to_hex();
+    let (code, added, err) = ctl(&sock, &format!("lease add --address {x} --duid {d} --iaid 1"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(added["duid"], d);
+    assert!(eventually(10, || pair.leases(SECONDARY).iter().any(|l| l["lease"] == x.to_string() && l["duid"] == d && l["state"] == "ACTIVE")), "{}", pair.logs());
+    let (code, _, err) = ctl(&pair.data(SECONDARY).join("control.sock"), &format!("lease add --address {} --duid {d} --iaid 2", held[1]));
+    assert_eq!(code, 1);
+    assert!(err.contains("may not be allocated") || err.contains("leased to client"), "{err}");
     assert_eq!((conns(PRIMARY), conns(SECONDARY)), before);
     assert_eq!(pair.stop(SECONDARY, false), Some(0));
     assert_eq!(pair.stop(PRIMARY, false), Some(0));

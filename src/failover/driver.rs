@@ -129,6 +129,12 @@ impl Driver {
         self.ep.reconfigure(tunables.0, tunables.1, tunables.2);
     }
 
+    /// A record now lives at `shard` (`ctl lease add` for a client of
+    /// another shard than the key's slice owner).
+    pub fn held_at(&mut self, key: LeaseKey, shard: usize) {
+        self.router.held_at(key, shard);
+    }
+
     pub fn endpoint(&self) -> &Endpoint {
         &self.ep
     }

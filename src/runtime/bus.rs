@@ -55,6 +55,9 @@ pub type DnsDone = DnsOutcome;
 /// Operator commands for the failover core (from the control socket).
 pub enum Command {
     PartnerDown(crossbeam_channel::Sender<String>),
+    /// `ctl lease add` placed the record of `key` at `shard`, away from its
+    /// slice owner: route the partner's updates there.
+    HeldAt { key: crate::lease::LeaseKey, shard: usize },
     /// A reload: the new pools, records new pools cover away from their
     /// owner, (auto-partner-down, pd-secondary-share, pd-secondary-max), and
     /// the TLS material re-read for the next connection.
@@ -86,6 +89,26 @@ pub enum ShardOp {
     /// `ctl lease del` / `wipe`: reset the ACTIVE leases matching, a chunk
     /// per tick; the reply is how many.
     Reset { query: LeaseQuery, reply: crossbeam_channel::Sender<usize> },
+    /// `ctl lease add`, at the key's slice owner when another shard serves
+    /// the client: hand the key to shard `to` (`ShardCore::lend`).
+    Lend {
+        key: crate::lease::LeaseKey,
+        binding: crate::lease::Binding,
+        to: usize,
+        reply: crossbeam_channel::Sender<Result<Option<Lease>, String>>,
+    },
+    /// The client's shard refused: take the key back.
+    Unlend { key: crate::lease::LeaseKey, record: Option<Lease> },
+    /// The client's shard holds the key's record now: forget ours.
+    Handed { key: crate::lease::LeaseKey },
+    /// `ctl lease add` at the client's shard.
+    Add {
+        key: crate::lease::LeaseKey,
+        binding: crate::lease::Binding,
+        valid: Option<u32>,
+        lent: Option<Lease>,
+        reply: crossbeam_channel::Sender<Result<Lease, (String, Option<Lease>)>>,
+    },
 }
 
 /// Which leases an operator command means.

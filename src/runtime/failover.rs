@@ -263,6 +263,7 @@ impl Core {
                 }
                 let _ = reply.send(());
             }
+            Event::Command(Command::HeldAt { key, shard }) => self.driver.held_at(key, shard),
             Event::Command(Command::PartnerDown(reply)) => {
                 let answer = match self.driver.partner_down(now) {
                     Ok(()) => serde_json::json!({"ok": true, "action": "partner-down", "state": self.driver.endpoint().state().name()}),

@@ -156,6 +156,8 @@ pub struct Shared {
     pub ops: Mutex<Vec<crossbeam_channel::Sender<super::bus::ShardOp>>>,
     /// `ctl reload` → the main thread, which answers on the enclosed sender.
     pub reloads: Mutex<Option<crossbeam_channel::Sender<crossbeam_channel::Sender<String>>>>,
+    /// The running pools' slice map (`ctl lease add` finds a key's owner).
+    pub slices: Mutex<Option<crate::server::SliceMap>>,
     /// The running config file's digest and when it was loaded (unix s).
     pub config: Mutex<(String, u64)>,
     /// Reloads applied and refused.
@@ -176,6 +178,7 @@ impl Shared {
             ddns_done: Default::default(),
             ops: Mutex::new(Vec::new()),
             reloads: Mutex::new(None),
+            slices: Mutex::new(None),
             config: Mutex::new((String::new(), 0)),
             reloads_applied: Default::default(),
             reloads_refused: Default::default(),

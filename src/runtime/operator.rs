@@ -176,6 +176,7 @@ impl Reloader {
             }
         }
         self.ifnames = ifnames;
+        *lock(&self.shared.slices) = Some(slices.clone());
         self.slices = slices;
         self.engine = engine;
         self.running = new;
@@ -243,7 +244,61 @@ fn lease_command_inner(shared: &Shared, req: &serde_json::Value) -> Result<serde
             tracing::info!(command = c, deleted, "leases reset by an operator command");
             Ok(json!({"deleted": deleted}))
         }
-        Some("lease-add") => Err("lease add is not supported by this version (see README, Operating tandem)".into()),
+        Some("lease-add") => {
+            let key = key.ok_or("lease-add needs an address or a prefix")?;
+            let d = s("duid").ok_or("lease-add needs a DUID")?;
+            let duid = crate::wire::Duid::from_hex(d).map_err(|e| format!("duid {d}: {e}"))?;
+            let iaid = req.get("iaid").and_then(|v| v.as_u64()).and_then(|i| u32::try_from(i).ok()).ok_or("lease-add needs an IAID")?;
+            let valid = req.get("valid-lifetime").and_then(|v| v.as_u64()).map(|v| v.min(u64::from(u32::MAX)) as u32);
+            let ia_type = match key {
+                LeaseKey::Addr(_) => crate::lease::IaType::Na,
+                LeaseKey::Prefix(_) => crate::lease::IaType::Pd,
+            };
+            let binding = crate::lease::Binding { duid, ia_type, iaid };
+            add_lease(shared, &ops, key, binding, valid).map(|l| crate::lease::dump::lease_json(&l))
+        }
         other => Err(format!("unknown lease command {other:?}")),
+    }
+}
+
+/// `ctl lease add`: the record lives at the client's shard (where its
+/// packets go); when another shard's slice owns the key, that shard hands
+/// it over first and keeps it blocked (`ShardCore::lend`).
+fn add_lease(
+    shared: &Shared,
+    ops: &[crossbeam_channel::Sender<ShardOp>],
+    key: LeaseKey,
+    binding: crate::lease::Binding,
+    valid: Option<u32>,
+) -> Result<Lease, String> {
+    let n = ops.len().max(1);
+    let client = crate::pool::hash::shard_of(binding.duid.as_bytes(), n as u32) as usize;
+    let owner = lock(&shared.slices).as_ref().and_then(|m| m.owner(&key)).filter(|o| *o != client && *o < n);
+    let ask = |i: usize, op: ShardOp| ops[i].send(op).map_err(|_| format!("shard {i} is not running"));
+    let lent = match owner {
+        Some(o) => {
+            let (reply, answer) = crossbeam_channel::bounded(1);
+            ask(o, ShardOp::Lend { key, binding: binding.clone(), to: client, reply })?;
+            answer.recv_timeout(SHARD_ANSWER).map_err(|_| format!("shard {o} did not answer"))??
+        }
+        None => None,
+    };
+    let (reply, answer) = crossbeam_channel::bounded(1);
+    ask(client, ShardOp::Add { key, binding, valid, lent, reply })?;
+    let r = answer.recv_timeout(SHARD_ANSWER).map_err(|_| format!("shard {client} did not answer"))?;
+    match (r, owner) {
+        (Ok(l), Some(o)) => {
+            ask(o, ShardOp::Handed { key })?;
+            if let Some(tx) = lock(&shared.commands).clone() {
+                let _ = tx.send(Command::HeldAt { key, shard: client });
+            }
+            Ok(l)
+        }
+        (Ok(l), None) => Ok(l),
+        (Err((e, record)), Some(o)) => {
+            ask(o, ShardOp::Unlend { key, record })?;
+            Err(e)
+        }
+        (Err((e, _)), None) => Err(e),
     }
 }

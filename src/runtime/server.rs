@@ -152,6 +152,7 @@ pub fn serve(s: Settings) -> Result<(), String> {
     };
     let mclt = fo_cfg.as_ref().map(|f| persisted.as_ref().map(|p| p.mclt).unwrap_or(f.mclt).max(f.mclt));
     let slices_at_start = slices.clone();
+    *observe::lock(&shared.slices) = Some(slices.clone());
     let cfg = ShardsConfig {
         engine: EngineConfig {
             server_duid: server_duid.clone(),

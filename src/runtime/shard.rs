@@ -830,6 +830,20 @@ impl State {
                 };
                 let _ = reply.send(found);
             }
+            ShardOp::Lend { key, binding, to, reply } => {
+                let _ = reply.send(self.core.borrow_mut().lend(unix_now(), &key, &binding, to));
+            }
+            ShardOp::Unlend { key, record } => self.core.borrow_mut().unlend(&key, record),
+            ShardOp::Handed { key } => {
+                let _ = self.core.borrow_mut().bus(unix_now(), ToShard::Drop { key });
+            }
+            ShardOp::Add { key, binding, valid, lent, reply } => {
+                let r = self.core.borrow_mut().add_lease(unix_now(), key, &binding, valid, lent);
+                if let Ok(l) = &r {
+                    tracing::info!(shard = self.id, lease = %l.key, client = %l.binding.duid, iaid = l.binding.iaid, valid_lifetime = l.valid_lifetime, "lease added by an operator command");
+                }
+                let _ = reply.send(r);
+            }
             ShardOp::Reset { query, reply } => {
                 let core = self.core.borrow();
                 let keys: Vec<_> = match &query {

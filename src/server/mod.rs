@@ -215,6 +215,8 @@ struct Ctx<'p> {
     /// New leases offered in this message but not in the table (an
     /// Advertise commits nothing), per IA type, for the per-client limit.
     offered: [u32; 2],
+    /// `ctl lease add --valid-lifetime`: instead of the subnet's.
+    valid_override: Option<u32>,
 }
 
 impl Engine {
@@ -278,6 +280,67 @@ impl Engine {
         self.naming = cfg.naming;
         self.limits.limits = cfg.limits;
         self.unicast_listen = cfg.unicast_listen;
+    }
+
+    /// `ctl lease add`: create an ACTIVE lease of `key` for `binding`, as a
+    /// grant would (the lifetimes, the MCLT cap of RFC 8156 §4.4, the BNDUPD
+    /// flag, the DNS intent), if the key is in one of our pools (or
+    /// reserved for this client), free, and ours to allocate in the current
+    /// failover state.
+    pub fn add_lease(&mut self, now: Time, key: LeaseKey, binding: &Binding, valid: Option<u32>, policy: &dyn Policy) -> Result<Lease, String> {
+        let subnet = self
+            .subnets
+            .iter()
+            .position(|s| s.serves(&key, &binding.duid))
+            .ok_or_else(|| format!("{key} is in none of the configured pools and not reserved for this client"))?;
+        let s = &self.subnets[subnet];
+        if s.reserved_for_other(&key, &binding.duid) {
+            return Err(format!("{key} is reserved for another client"));
+        }
+        if self.blocked.contains(&key) {
+            return Err(format!("{key} is held by another shard (a move in progress): try again"));
+        }
+        if matches!(key, LeaseKey::Addr(a) if crate::pool::reserved::is_reserved(u128::from(a))) {
+            return Err(format!("{key} is a reserved interface identifier (RFC 5453)"));
+        }
+        let existing = self.leases.get(&key);
+        if let Some(l) = existing.filter(|l| l.is_active()) {
+            return Err(format!("{key} is leased to client {} (IAID {}) until {}: delete it first", l.binding.duid, l.binding.iaid, l.valid_end));
+        }
+        if !policy.may_allocate(&key, existing, binding, now) {
+            return Err(format!(
+                "{key} may not be allocated by this server now (RFC 8156: in NORMAL only the primary allocates, each server takes only its own free leases, and a released lease waits for the partner's acknowledgement)"
+            ));
+        }
+        if self.limits.lease_cap_reached(self.leases.active_of_client(&binding.duid, binding.ia_type)) {
+            return Err(format!("client {} holds the most leases [limits] allows", binding.duid));
+        }
+        let mut ctx = Ctx {
+            now,
+            subnet,
+            duid: binding.duid.clone(),
+            policy,
+            commit: true,
+            changes: Vec::new(),
+            min_preferred: None,
+            capped: false,
+            fqdn: None,
+            fqdn_reply: None,
+            offered: [0; 2],
+            valid_override: valid,
+        };
+        let mut l = self.grant(&mut ctx, key, binding);
+        // T1/T2 as a Reply with this lease alone would carry (§18.3.2).
+        let mut o = Options::new();
+        o.push(match key {
+            LeaseKey::Addr(_) => DhcpOption::IaNa(IaNa { iaid: binding.iaid, t1: 0, t2: 0, options: vec![iaaddr(&l)].into() }),
+            LeaseKey::Prefix(_) => DhcpOption::IaPd(IaPd { iaid: binding.iaid, t1: 0, t2: 0, options: vec![iaprefix(&l)].into() }),
+        });
+        self.set_t1_t2(&mut ctx, &mut o);
+        if let Some(t) = self.leases.get(&key) {
+            l = t.clone();
+        }
+        Ok(l)
     }
 
     /// `ctl lease del`: the ACTIVE lease of `key` becomes RESET (RFC 8156
@@ -393,6 +456,17 @@ impl Engine {
             self.blocked.insert(*key);
         }
         Some(l)
+    }
+
+    /// A key handed back to this shard without a record (`ctl lease add`
+    /// refused at the client's shard).
+    pub fn unblock(&mut self, key: &LeaseKey) {
+        self.blocked.remove(key);
+    }
+
+    /// Remove a record adopted a moment ago (nothing written), leaving no block.
+    pub fn take_back(&mut self, key: &LeaseKey) -> Option<Lease> {
+        self.leases.remove(key)
     }
 
     /// The record's home is this shard now.
@@ -579,6 +653,7 @@ impl Engine {
             fqdn: client.options.client_fqdn().cloned(),
             fqdn_reply: None,
             offered: [0; 2],
+            valid_override: None,
         };
         let options = match t {
             T::Solicit => {
@@ -802,7 +877,7 @@ impl Engine {
     /// Lifetimes for a lease: the subnet's, capped by the failover policy.
     fn lifetimes(&self, ctx: &mut Ctx<'_>, probe: &Lease) -> (u32, u32) {
         let s = &self.subnets[ctx.subnet].cfg;
-        let mut valid = s.valid_lifetime;
+        let mut valid = ctx.valid_override.unwrap_or(s.valid_lifetime);
         if let Some(cap) = ctx.policy.lifetime_cap(probe, ctx.now)
             && cap < valid
         {

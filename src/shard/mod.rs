@@ -395,6 +395,71 @@ impl<C> ShardCore<C> {
         self.engine.leases().get(key).filter(|_| !self.moved.contains_key(key))
     }
 
+    /// `ctl lease add` for a key this shard's slice owns, for a client
+    /// another shard (`to`) serves: hand the key over. Refused if its lease
+    /// is ACTIVE or the policy would not let us allocate it. The record (if
+    /// any) leaves the table now and the store on `ToShard::Drop`; what
+    /// arrives for it meanwhile is forwarded; the key is blocked here.
+    pub fn lend(&mut self, now: Time, key: &LeaseKey, binding: &crate::lease::Binding, to: usize) -> Result<Option<Lease>, String> {
+        if self.moved.contains_key(key) || self.engine.is_blocked(key) {
+            return Err(format!("{key} is held by another shard (a move in progress): try again"));
+        }
+        let existing = self.engine.leases().get(key);
+        if let Some(l) = existing.filter(|l| l.is_active()) {
+            return Err(format!("{key} is leased to client {} (IAID {}) until {}: delete it first", l.binding.duid, l.binding.iaid, l.valid_end));
+        }
+        let allowed = match &self.policy {
+            Some(p) if !self.ignore_policy => crate::server::Policy::may_allocate(p, key, existing, binding, now),
+            _ => crate::server::Policy::may_allocate(&Standalone, key, existing, binding, now),
+        };
+        if !allowed {
+            return Err(format!("{key} may not be allocated by this server now (RFC 8156: in NORMAL only the primary allocates, each server takes only its own free leases, and a released lease waits for the partner's acknowledgement)"));
+        }
+        let record = self.engine.evict(key);
+        self.engine.block(*key);
+        if record.is_some() {
+            self.moved.insert(*key, to);
+        }
+        Ok(record)
+    }
+
+    /// The client's shard refused the lent key: take it back.
+    pub fn unlend(&mut self, key: &LeaseKey, record: Option<Lease>) {
+        self.moved.remove(key);
+        match record {
+            Some(l) => self.engine.adopt(l),
+            None => self.engine.unblock(key),
+        }
+    }
+
+    /// `ctl lease add` at the client's shard (`lent`: the key's record,
+    /// handed over by its slice owner). On a refusal the lent record comes
+    /// back with the reason.
+    pub fn add_lease(
+        &mut self,
+        now: Time,
+        key: LeaseKey,
+        binding: &crate::lease::Binding,
+        valid: Option<u32>,
+        lent: Option<Lease>,
+    ) -> Result<Lease, (String, Option<Lease>)> {
+        let had = lent.is_some();
+        if let Some(l) = lent {
+            self.engine.adopt(l);
+        }
+        let r = match &self.policy {
+            Some(p) if !self.ignore_policy => self.engine.add_lease(now, key, binding, valid, p),
+            _ => self.engine.add_lease(now, key, binding, valid, &Standalone),
+        };
+        match r {
+            Ok(l) => {
+                self.push(l.clone(), true, now);
+                Ok(l)
+            }
+            Err(e) => Err((e, if had { self.engine.take_back(&key) } else { None })),
+        }
+    }
+
     /// `ctl lease del`: reset the ACTIVE lease of `key` if this shard holds it.
     pub fn reset_lease(&mut self, now: Time, key: &LeaseKey) -> Option<Lease> {
         if self.moved.contains_key(key) {

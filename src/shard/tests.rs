@@ -384,3 +384,37 @@ fn a_reload_blocks_at_their_new_owner_the_keys_a_new_pool_covers_held_elsewhere(
     // And a second reload with the same pools finds nothing new.
     assert_eq!(b.cores[holder].covered_elsewhere(&slices.reloaded(&[subnet()])), Vec::new());
 }
+
+#[test]
+fn an_operator_add_for_a_client_of_another_shard_hands_the_key_over_and_respects_the_failover_rules() {
+    // The lease lives where its client's packets go; the key's slice owner
+    // hands over its record and keeps the key blocked.
+    let mut c = cores(2, Role::Primary, ServerState::Normal);
+    let mut stores = [MemoryStore::new(), MemoryStore::new()];
+    let client = (1u8..).find(|n| shard_of(duid(*n).as_bytes(), 2) == 0).unwrap();
+    let binding = Binding { duid: duid(client), ia_type: IaType::Na, iaid: 3 };
+    // An odd address (the primary's half) whose slice owner is shard 1.
+    let addr: std::net::Ipv6Addr = (0x1001u16..).step_by(2).map(|x| format!("2001:db8:1::{x:x}").parse().unwrap()).find(|a: &std::net::Ipv6Addr| (u128::from(*a) >> 1) % 2 == 1).unwrap();
+    let key = LeaseKey::Addr(addr);
+    let lent = c[1].lend(NOW, &key, &binding, 0).expect("free and the primary's");
+    let l = c[0].add_lease(NOW, key, &binding, Some(120), lent).expect("added");
+    assert_eq!((l.status, l.valid_lifetime, l.valid_end), (BindingStatus::Active, 60, NOW + 60), "the MCLT caps a new lease (§4.4): {l:?}");
+    assert!(l.update_partner, "a BNDUPD carries it, as a grant");
+    c[1].bus(NOW, ToShard::Drop { key });
+    assert!(c[1].engine().is_blocked(&key), "its slice owner never allocates it meanwhile");
+    let done = commit(&mut c[0], &mut stores[0], NOW);
+    assert!(matches!(&done.to_failover[0], ToFailover::Committed { leases, .. } if leases[0].key == key));
+    assert_eq!(stored(&stores[0], &key).unwrap().binding, binding);
+    // A second add of the same key is refused, at either shard.
+    assert!(c[1].lend(NOW, &key, &binding, 0).is_err());
+    assert!(c[0].add_lease(NOW, key, &binding, None, None).unwrap_err().0.contains("leased to client"));
+    // Outside the pools: refused with the reason.
+    let out = LeaseKey::Addr("2001:db8:9::1".parse().unwrap());
+    assert!(c[0].add_lease(NOW, out, &binding, None, None).unwrap_err().0.contains("none of the configured pools"));
+    // The secondary in NORMAL allocates nothing (§8.8.1): refused, and a
+    // lent record goes back to its owner.
+    let mut s = cores(2, Role::Secondary, ServerState::Normal);
+    let lent = s[1].lend(NOW, &key, &binding, 0);
+    assert!(lent.is_err(), "{lent:?}");
+    assert!(!s[1].engine().is_blocked(&key));
+}
