@@ -296,7 +296,7 @@ fn add_lease(
         }
         (Ok(l), None) => Ok(l),
         (Err((e, record)), Some(o)) => {
-            ask(o, ShardOp::Unlend { key, record })?;
+            ask(o, ShardOp::Unlend { key, record: record.map(|r| *r) })?;
             Err(e)
         }
         (Err((e, _)), None) => Err(e),

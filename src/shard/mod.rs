@@ -442,7 +442,7 @@ impl<C> ShardCore<C> {
         binding: &crate::lease::Binding,
         valid: Option<u32>,
         lent: Option<Lease>,
-    ) -> Result<Lease, (String, Option<Lease>)> {
+    ) -> Result<Lease, (String, Option<Box<Lease>>)> {
         let had = lent.is_some();
         if let Some(l) = lent {
             self.engine.adopt(l);
@@ -456,7 +456,7 @@ impl<C> ShardCore<C> {
                 self.push(l.clone(), true, now);
                 Ok(l)
             }
-            Err(e) => Err((e, if had { self.engine.take_back(&key) } else { None })),
+            Err(e) => Err((e, if had { self.engine.take_back(&key).map(Box::new) } else { None })),
         }
     }
 
