@@ -107,7 +107,7 @@ pub enum ShardOp {
         binding: crate::lease::Binding,
         valid: Option<u32>,
         lent: Option<Lease>,
-        reply: crossbeam_channel::Sender<Result<Lease, (String, Option<Box<Lease>>)>>,
+        reply: crossbeam_channel::Sender<Result<Lease, crate::shard::AddRefused>>,
     },
 }
 

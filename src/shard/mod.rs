@@ -52,6 +52,10 @@ impl<C> Default for Done<C> {
     }
 }
 
+/// A refused `ctl lease add`: the reason, and the record its slice owner
+/// lent (to be handed back).
+pub type AddRefused = (String, Option<Box<Lease>>);
+
 /// What a batch waits to release.
 struct Waiting<C> {
     replies: Vec<(C, Reply)>,
@@ -442,7 +446,7 @@ impl<C> ShardCore<C> {
         binding: &crate::lease::Binding,
         valid: Option<u32>,
         lent: Option<Lease>,
-    ) -> Result<Lease, (String, Option<Box<Lease>>)> {
+    ) -> Result<Lease, AddRefused> {
         let had = lent.is_some();
         if let Some(l) = lent {
             self.engine.adopt(l);
