@@ -246,19 +246,32 @@ fn in_a_pair_both_reload_without_reconnecting_and_a_deleted_lease_reaches_the_pa
         (1..=4u64).map(|c| exchange(&s, ifindex, &ask(MessageType::Solicit, c, 0x20_0000 | c as u32, None, None, None), Duration::from_secs(3))).collect::<Vec<_>>()
     });
     let held: Vec<Ipv6Addr> = answers.iter().map(|a| a.iter().find_map(|x| x.held().0).expect("an address")).collect();
+    assert_eq!(held.len(), 4);
 
-    // Add a second pool on the secondary first, then on the primary: the
-    // pair keeps its connection; between the two reloads updates about the
-    // new pool would be refused by the primary and sent again after.
+    // Add a second pool on the primary first, then on the secondary: the
+    // pair keeps its connection. Between the two reloads the primary grants
+    // from the new pool; the secondary answers that BNDUPD with
+    // ConfigurationConflict (§7.5.4), and it goes again after its reload.
     let grown = |c: &str| c.replace(
         "pools = [\"2001:db8:1::1000-2001:db8:1::1fff\"]",
         "pools = [\"2001:db8:1::1000-2001:db8:1::1fff\", \"2001:db8:1::3000-2001:db8:1::3fff\"]",
     );
-    for (who, c) in [(SECONDARY, &c1), (PRIMARY, &c0)] {
-        std::fs::write(pair.path(&format!("tandem-{who}.toml")), grown(c)).unwrap();
-        let r = pair.ctl(who, "reload");
-        assert_eq!(r["result"], "applied", "{who}: {r}");
-    }
+    std::fs::write(pair.path("tandem-0.toml"), grown(&c0)).unwrap();
+    assert_eq!(pair.ctl(PRIMARY, "reload")["result"], "applied");
+    // An odd address (the primary's half) in the slice of client 9's shard.
+    let shard = tandem::pool::hash::shard_of(duid(9).as_bytes(), 2) as u128;
+    let hint: Ipv6Addr = ["2001:db8:1::3001", "2001:db8:1::3003"].iter().map(|a| a.parse().unwrap()).find(|a: &Ipv6Addr| (u128::from(*a) >> 1) % 2 == shard).unwrap();
+    let got = in_netns(&cns.clone(), move || {
+        let s = client_socket(546);
+        exchange(&s, ifindex, &ask(MessageType::Solicit, 9, 0x20_0009, None, Some(hint), None), Duration::from_secs(3))
+    });
+    assert!(got.iter().any(|a| a.held().0 == Some(hint)), "the primary grants the hint from its new pool: {got:?}");
+    let on_secondary = || pair.leases(SECONDARY).iter().any(|l| l["lease"] == hint.to_string() && l["state"] == "ACTIVE");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!on_secondary(), "the secondary has no such pool yet");
+    std::fs::write(pair.path("tandem-1.toml"), grown(&c1)).unwrap();
+    assert_eq!(pair.ctl(SECONDARY, "reload")["result"], "applied");
+    assert!(eventually(20, on_secondary), "the refused update goes again after the second reload:\n{}", pair.logs());
     // A fixed failover key is refused on either side.
     std::fs::write(pair.path("tandem-0.toml"), grown(&c0).replace("mclt = 10", "mclt = 20")).unwrap();
     let r = pair.ctl(PRIMARY, "reload");
@@ -269,7 +282,15 @@ fn in_a_pair_both_reload_without_reconnecting_and_a_deleted_lease_reaches_the_pa
 
     // Delete one lease on the primary: RESET, sent to the secondary, FREE
     // once acknowledged — and never granted again before.
-    let x = held[0];
+    // (A fresh grant: in NORMAL a new lease gets the MCLT, 10 s here.)
+    let fresh = in_netns(&cns.clone(), move || {
+        let s = client_socket(546);
+        exchange(&s, ifindex, &ask(MessageType::Solicit, 5, 0x20_0005, None, None, None), Duration::from_secs(3))
+    });
+    let x = fresh.iter().find_map(|a| a.held().0).expect("an address");
+    // An end within 5 s of the grant is the same moment to the partner
+    // (RFC 8156 §7.1), which keeps the lease ACTIVE then: wait past that.
+    std::thread::sleep(Duration::from_secs(6));
     let sock = pair.data(PRIMARY).join("control.sock");
     let (code, del, err) = ctl(&sock, &format!("lease del --address {x}"));
     assert_eq!((code, &del), (0, &serde_json::json!({"deleted": 1})), "{err}");

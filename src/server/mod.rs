@@ -1139,7 +1139,9 @@ impl Engine {
         let seed = hash::hash_bytes(self.hash_key ^ binding.iaid as u64, binding.duid.as_bytes());
         let hint = requested.first().copied();
         let n = self.subnets[ctx.subnet].addr_pools.len();
-        for i in 0..n {
+        // The pool of the client's hint first (RFC 9915 §18.3.9), then in order.
+        let first = hint.and_then(|a| self.subnets[ctx.subnet].addr_pools.iter().position(|p| p.slot(a).is_some())).unwrap_or(0);
+        for i in (first..n).chain(0..first) {
             let pool = &mut self.subnets[ctx.subnet].addr_pools[i];
             let h = hint.and_then(|a| pool.slot(a));
             let first = u128::from(pool.range.first);

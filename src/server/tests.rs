@@ -1123,3 +1123,14 @@ fn an_operator_reset_ends_the_lease_like_a_release() {
     assert!(e.reset(NOW + 6, &LeaseKey::Addr(x), &Standalone).is_none(), "only an ACTIVE lease is reset");
     assert_eq!(lease_for(&mut e, 2), x, "standalone: reusable at once, as a released one");
 }
+
+#[test]
+fn a_hint_in_the_second_pool_is_honoured_while_the_first_has_room() {
+    // RFC 9915 §18.3.9: the hint's pool is tried first.
+    let mut e = engine_with(&CONFIG.replace(
+        "pools = [\"2001:db8:1::1000-2001:db8:1::ffff\"]",
+        "pools = [\"2001:db8:1::1000-2001:db8:1::1fff\", \"2001:db8:1::3000-2001:db8:1::3fff\"]",
+    ));
+    let r = reply(send(&mut e, msg(MessageType::Solicit, vec![cid(1), ia_na(1, &["2001:db8:1::3001"])])));
+    assert_eq!(first_addr(&r).0, a("2001:db8:1::3001"));
+}
