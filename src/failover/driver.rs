@@ -126,7 +126,8 @@ impl Driver {
     /// endpoint's live settings.
     pub fn reconfigure(&mut self, slices: crate::server::SliceMap, away: Vec<(LeaseKey, usize)>, tunables: (u32, f64, u64)) {
         self.router.reconfigure(slices, away);
-        self.ep.reconfigure(tunables.0, tunables.1, tunables.2);
+        let router = &self.router;
+        self.ep.reconfigure(tunables.0, tunables.1, tunables.2, |k| router.owns(k));
     }
 
     /// A record now lives at `shard` (`ctl lease add` for a client of
@@ -238,8 +239,13 @@ impl Driver {
             ToFailover::Committed { shard, leases, settled, counts } => {
                 for l in leases {
                     self.router.held_at(l.key, shard);
-                    if l.update_partner {
+                    if l.update_partner && self.router.owns(&l.key) {
                         self.ep.lease_committed(l);
+                    } else if l.update_partner {
+                        // Outside our pools (one a reload removed, a
+                        // reservation outside them): the partner would only
+                        // answer ConfigurationConflict (§7.5.4), every retry.
+                        self.ep.lease_settled(&l.key);
                     }
                 }
                 // After the snapshots: a batch may hold an older flagged
@@ -250,7 +256,7 @@ impl Driver {
                 self.set_counts(shard, counts);
             }
             ToFailover::Loaded { shard, leases, done } => {
-                for l in leases {
+                for l in leases.into_iter().filter(|l| self.router.owns(&l.key)) {
                     self.ep.lease_committed(l);
                 }
                 if done {

@@ -116,10 +116,12 @@ impl Endpoint {
     /// relationship's settings are fixed for the process): updates the
     /// partner rejected go again now, since its configuration may have
     /// changed as well (a pool added on both sides, one reload at a time).
-    pub fn reconfigure(&mut self, auto_partner_down: u32, pd_secondary_share: f64, pd_secondary_max: u64) {
+    /// `ours`: is a key in our pools now.
+    pub fn reconfigure(&mut self, auto_partner_down: u32, pd_secondary_share: f64, pd_secondary_max: u64, ours: impl Fn(&LeaseKey) -> bool) {
         self.cfg.auto_partner_down = auto_partner_down;
         self.cfg.pd_secondary_share = pd_secondary_share;
         self.cfg.pd_secondary_max = pd_secondary_max;
+        self.updates.forget_unless(ours);
         self.updates.retry_rejected();
     }
 

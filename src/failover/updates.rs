@@ -223,6 +223,15 @@ impl Updates {
         }
     }
 
+    /// Keys a reload took out of our pools: nothing queued or rejected about
+    /// them goes out again (the partner answers ConfigurationConflict).
+    pub fn forget_unless(&mut self, ours: impl Fn(&LeaseKey) -> bool) {
+        let gone: Vec<LeaseKey> = self.pending.keys().chain(self.rejected.keys()).filter(|k| !ours(k)).copied().collect();
+        for k in gone {
+            self.settled(&k);
+        }
+    }
+
     /// Rejected updates go back in the queue (the periodic retry, §7.7).
     pub fn retry_rejected(&mut self) {
         let mut r: Vec<Lease> = std::mem::take(&mut self.rejected).into_values().collect();

@@ -195,6 +195,7 @@ pub struct Engine {
     pub stats: Stats,
     pub limits: limits::Tracker,
     unicast_listen: Vec<Ipv6Addr>,
+    slice: Slice,
 }
 
 /// Per-message context shared by the IA handlers.
@@ -231,6 +232,20 @@ impl Engine {
             stats: Stats::default(),
             limits: limits::Tracker::new(cfg.limits),
             unicast_listen: cfg.unicast_listen,
+            slice: cfg.slice,
+        }
+    }
+
+    /// The settings this engine serves from.
+    pub fn config(&self) -> EngineConfig {
+        EngineConfig {
+            server_duid: self.server_duid.clone(),
+            subnets: self.subnets.iter().map(|s| s.cfg.clone()).collect(),
+            slice: self.slice,
+            hash_key: self.hash_key,
+            naming: self.naming.clone(),
+            limits: self.limits.limits,
+            unicast_listen: self.unicast_listen.clone(),
         }
     }
 
@@ -382,6 +397,14 @@ impl Engine {
     /// Is `key` blocked here (its record lives in another shard)?
     pub fn is_blocked(&self, key: &LeaseKey) -> bool {
         self.blocked.contains(key)
+    }
+
+    /// Is `key` in one of the configured pools (any slice)?
+    pub fn in_pools(&self, key: &LeaseKey) -> bool {
+        self.subnets.iter().any(|s| match key {
+            LeaseKey::Addr(a) => s.addr_pools.iter().any(|p| p.range.contains(*a)),
+            LeaseKey::Prefix(p) => s.pd_pools.iter().any(|pp| pp.slot(p).is_some()),
+        })
     }
 
     /// Is `key` in this engine's slice of a pool?

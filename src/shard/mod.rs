@@ -477,6 +477,11 @@ impl<C> ShardCore<C> {
         Some(l)
     }
 
+    /// The engine settings this shard serves from (its slice included).
+    pub fn engine_config(&self) -> EngineConfig {
+        self.engine.config()
+    }
+
     pub fn engine(&self) -> &Engine {
         &self.engine
     }

@@ -80,6 +80,12 @@ enum Ev {
     DropConnection,
     /// Crash server `i` if it is recovering (RECOVER, RECOVER-WAIT) now.
     CrashIfRecovering(usize),
+    /// The operator reloads server `i` with the extra pools (true) or without.
+    Reload(usize, bool),
+    /// `ctl lease del` of a random ACTIVE lease on server `i`.
+    OperatorReset(usize),
+    /// `ctl lease add` of a random key for a client outside the simulation.
+    OperatorAdd(usize),
     /// Inside server `i` (incarnation `inc`): a message to a shard, to the
     /// driver, or a commit that completed.
     ToShard(usize, u64, usize, ToShard),
@@ -124,6 +130,8 @@ struct Server {
     /// Incarnation: events of an earlier run of this server are stale.
     inc: u64,
     subnets: Vec<Subnet>,
+    /// The running pools (a reload retires removed ones; a start forgets them).
+    slices: SliceMap,
     shards: usize,
     /// The durable stores, one per shard (they survive crashes).
     stores: Vec<MemoryStore>,
@@ -176,6 +184,10 @@ pub struct Sim {
     rng: Rng,
     /// The second stream (version 2 draws).
     rng2: Rng,
+    /// The operator's stream (`Scenario::operator`).
+    rng3: Rng,
+    /// `ctl lease add`s so far (each for a client of its own).
+    added: u64,
     now: Time,
     seq: u64,
     events: BinaryHeap<Reverse<(Time, u64, usize)>>,
@@ -218,6 +230,7 @@ impl Sim {
     pub fn new(sc: Scenario) -> Sim {
         let mut rng = Rng::new(sc.seed);
         let rng2 = Rng::new(sc.seed ^ 0x5eed_0000_0000_0003);
+        let rng3 = Rng::new(sc.seed ^ 0x5eed_0000_0000_0005);
         let subnets = Config::parse(&subnet_config(sc.pools, sc.valid)).expect("sim subnet config").subnets;
         let servers = (0..2)
             .map(|i| Server {
@@ -226,6 +239,7 @@ impl Sim {
                 up: false,
                 skew: 0,
                 inc: 0,
+                slices: SliceMap::new(&subnets, sc.shards[i].max(1)),
                 subnets: subnets.clone(),
                 shards: sc.shards[i].max(1),
                 stores: (0..sc.shards[i].max(1)).map(|_| MemoryStore::new()).collect(),
@@ -244,6 +258,8 @@ impl Sim {
         let mut s = Sim {
             rng,
             rng2,
+            rng3,
+            added: 0,
             now: T0,
             seq: 0,
             events: BinaryHeap::new(),
@@ -274,6 +290,9 @@ impl Sim {
             s.schedule_faults();
             if s.sc.version >= 2 {
                 s.schedule_faults_v2();
+            }
+            if s.sc.operator {
+                s.schedule_operator();
             }
         }
         if s.sc.preload > 0 {
@@ -373,6 +392,186 @@ impl Sim {
             self.at_abs(T0 + t + 1, Ev::Crash(1, false));
             self.at_abs(T0 + t + 20, Ev::Restart(0));
             self.at_abs(T0 + t + 20 + gap, Ev::Restart(1));
+        }
+    }
+
+    /// Operator commands (`Scenario::operator`), from the third stream.
+    fn schedule_operator(&mut self) {
+        let chaos = self.sc.chaos;
+        // Both servers reload, one after the other: between the two, the
+        // partner answers updates about the new pools ConfigurationConflict.
+        let t = 60 + self.rng3.below(chaos / 2);
+        let first = self.rng3.below(2) as usize;
+        let gap = self.rng3.below(90);
+        self.at_abs(T0 + t, Ev::Reload(first, true));
+        self.at_abs(T0 + t + gap, Ev::Reload(1 - first, true));
+        if self.rng3.below(2) == 0 {
+            let t2 = t + gap + 60 + self.rng3.below(chaos / 2);
+            let first = self.rng3.below(2) as usize;
+            let gap = self.rng3.below(90);
+            self.at_abs(T0 + t2, Ev::Reload(first, false));
+            self.at_abs(T0 + t2 + gap, Ev::Reload(1 - first, false));
+        }
+        for _ in 0..2 + self.rng3.below(5) {
+            let t = 60 + self.rng3.below(chaos);
+            let ev = if self.rng3.below(2) == 0 { Ev::OperatorReset(self.rng3.below(2) as usize) } else { Ev::OperatorAdd(self.rng3.below(2) as usize) };
+            self.at_abs(T0 + t, ev);
+        }
+    }
+
+    /// The first subnet with (`grow`) or without the operator's extra pools.
+    fn reloaded_subnets(&self, i: usize, grow: bool) -> Vec<Subnet> {
+        let extra_addr: crate::pool::AddrRange = "2001:db8:1::2:0-2001:db8:1::2:3f".parse().expect("literal");
+        let extra_pd = crate::server::settings::PdPool { prefix: "2001:db8:200::/56".parse().expect("literal"), delegated_length: 60 };
+        let mut subnets = self.servers[i].subnets.clone();
+        let s = &mut subnets[0];
+        s.pools.retain(|r| *r != extra_addr);
+        s.pd_pools.retain(|p| *p != extra_pd);
+        if grow {
+            s.pools.push(extra_addr);
+            s.pd_pools.push(extra_pd);
+        }
+        subnets
+    }
+
+    /// A reload, as `runtime::operator::Reloader` carries it out: the
+    /// records new pools cover away from their owner, every shard, the driver.
+    fn reload(&mut self, i: usize, grow: bool) {
+        let subnets = self.reloaded_subnets(i, grow);
+        self.log(format!("operator: server {i} reloads {} the extra pools", if grow { "with" } else { "without" }));
+        let auto_pd = if self.servers[i].role == Role::Secondary { self.sc.auto_partner_down } else { 0 };
+        let s = &mut self.servers[i];
+        s.subnets = subnets.clone();
+        if !s.up {
+            return; // the file changed; the next start reads it
+        }
+        let slices = s.slices.reloaded(&subnets);
+        let mut away = Vec::new();
+        for (holder, c) in s.cores.iter().enumerate() {
+            away.extend(c.covered_elsewhere(&slices).into_iter().map(|k| (k, holder)));
+        }
+        for (id, c) in s.cores.iter_mut().enumerate() {
+            let engine = EngineConfig { subnets: subnets.clone(), ..c.engine_config() };
+            let blocked = away.iter().filter(|(k, _)| slices.owner(k) == Some(id)).map(|(k, _)| *k).collect();
+            c.reconfigure(engine, slices.clone(), blocked);
+        }
+        if let Some(d) = s.driver.as_mut() {
+            d.reconfigure(slices.clone(), away, (auto_pd, 0.5, 2048));
+        }
+        s.slices = slices;
+        let mut q = VecDeque::new();
+        self.actions(i, &mut q);
+        self.work(i, q);
+    }
+
+    /// `ctl lease del` of a random ACTIVE lease: its client is gone (the
+    /// operator's reason to delete it), so nobody holds it any longer.
+    fn operator_reset(&mut self, i: usize) {
+        if !self.servers[i].up {
+            return;
+        }
+        let now = self.server_now(i);
+        let active: Vec<(usize, LeaseKey)> = self.servers[i]
+            .cores
+            .iter()
+            .enumerate()
+            .flat_map(|(s, c)| c.engine().leases().iter().filter(|l| l.is_active()).map(move |l| (s, l.key)))
+            .collect();
+        if active.is_empty() {
+            return;
+        }
+        let (shard, key) = active[self.rng3.below(active.len() as u64) as usize];
+        if self.servers[i].cores[shard].reset_lease(now, &key).is_none() {
+            return;
+        }
+        self.log(format!("operator: server {i} deletes the lease of {key}"));
+        for c in &mut self.clients {
+            let holds = c.addr.is_some_and(|(a, _, _)| LeaseKey::Addr(a) == key) || c.prefix.is_some_and(|(p, _, _)| LeaseKey::Prefix(p) == key);
+            if holds {
+                // Gone for good: no timer fires, no reply in flight counts.
+                c.addr = None;
+                c.prefix = None;
+                c.active = false;
+                c.generation += 1;
+                c.xid ^= 0x80_0000;
+            }
+        }
+        self.phantom.remove(&key);
+        self.work(i, VecDeque::from([Work::Commit(shard)]));
+    }
+
+    /// `ctl lease add`, as `runtime::operator` carries it out: at the
+    /// client's shard, the key handed over by its slice owner.
+    fn operator_add(&mut self, i: usize) {
+        if !self.servers[i].up {
+            return;
+        }
+        let now = self.server_now(i);
+        let sub = &self.servers[i].subnets[0];
+        let key = if self.rng3.below(2) == 0 {
+            let r = sub.pools[self.rng3.below(sub.pools.len() as u64) as usize];
+            LeaseKey::Addr(Ipv6Addr::from(u128::from(r.first) + u128::from(self.rng3.below(r.size().min(4096) as u64))))
+        } else {
+            let p = &sub.pd_pools[self.rng3.below(sub.pd_pools.len() as u64) as usize];
+            let shift = 128 - p.delegated_length as u32;
+            let j = u128::from(self.rng3.below(4096)) % (1u128 << (p.delegated_length - p.prefix.len));
+            LeaseKey::Prefix(crate::pool::Prefix { addr: Ipv6Addr::from(p.prefix.first() + (j << shift)), len: p.delegated_length })
+        };
+        self.added += 1;
+        let ia_type = key.ia_type();
+        let binding = Binding { duid: Duid::en(88, &self.added.to_be_bytes()), ia_type, iaid: 1 };
+        let s = &mut self.servers[i];
+        let n = s.shards;
+        let client = if n > 1 { shard_of(binding.duid.as_bytes(), n as u32) as usize } else { 0 };
+        let owner = s.slices.owner(&key).filter(|o| *o != client);
+        let lent = match owner {
+            Some(o) => match s.cores[o].lend(now, &key, &binding, client) {
+                Ok(r) => r,
+                Err(_) => return,
+            },
+            None => None,
+        };
+        let policy = s.cores[client].policy();
+        match s.cores[client].add_lease(now, key, &binding, None, lent) {
+            Ok(l) => {
+                if let Some(o) = owner {
+                    s.cores[o].bus(now, ToShard::Drop { key });
+                    if let Some(d) = s.driver.as_mut() {
+                        d.held_at(key, client);
+                    }
+                }
+                let state = policy.map(|p| p.state).unwrap_or(ServerState::Startup);
+                self.log(format!("operator: server {i} ({}) adds {key} until t+{}", state.name(), l.valid_end.saturating_sub(T0)));
+                if let Some(p) = policy {
+                    self.check_grant(i, &p, &l, now, false);
+                }
+                let holders: Vec<usize> = (0..self.clients.len())
+                    .filter(|c| {
+                        let cl = &self.clients[*c];
+                        cl.addr.is_some_and(|(a, end, _)| LeaseKey::Addr(a) == key && end > self.now)
+                            || cl.prefix.is_some_and(|(p, end, _)| LeaseKey::Prefix(p) == key && end > self.now)
+                    })
+                    .collect();
+                if !self.misconfigured {
+                    for c in holders {
+                        self.violate(format!("duplicate: server {i} added {key} for an operator while client {c} holds it"));
+                    }
+                    if self.phantom.get(&key).is_some_and(|end| *end > self.now) {
+                        self.violate(format!("duplicate: server {i} added {key} for an operator while another outside client holds it"));
+                    }
+                }
+                self.phantom.insert(key, l.valid_end);
+                let mut q = VecDeque::from([Work::Commit(client)]);
+                if let Some(o) = owner {
+                    q.push_back(Work::Commit(o));
+                }
+                self.work(i, q);
+            }
+            Err((_, back)) => {
+                if let Some(o) = owner {
+                    s.cores[o].unlend(&key, back.map(|b| *b));
+                }
+            }
         }
     }
 
@@ -492,7 +691,8 @@ impl Sim {
             resync_all: false,
             min_mclt: crate::failover::MIN_LEASE_TIME,
         };
-        let router = ShardRouter::new(SliceMap::new(&s.subnets, s.shards), s.shards, built.away.iter().copied());
+        s.slices = SliceMap::new(&s.subnets, s.shards);
+        let router = ShardRouter::new(s.slices.clone(), s.shards, built.away.iter().copied());
         let driver = Driver::new(fc, persisted, router, now);
         s.cores = built.cores;
         if sc.ignore_failover_policy {
@@ -916,6 +1116,9 @@ impl Sim {
                     self.at(d, Ev::Restart(i));
                 }
             }
+            Ev::Reload(i, grow) => self.reload(i, grow),
+            Ev::OperatorReset(i) => self.operator_reset(i),
+            Ev::OperatorAdd(i) => self.operator_add(i),
             Ev::Restart(i) => {
                 if !self.servers[i].up {
                     self.start_server(i);
@@ -1104,7 +1307,7 @@ impl Sim {
         // A prefix on hold after the partner lost its store is not ours to
         // give yet (README Conformance (d)).
         let on_hold = |l: &Lease| core.policy().is_some_and(|p| p.held_after_partner_loss(l, now));
-        let held = e.free_backup_prefixes().find(|l| !e.is_blocked(&l.key) && !on_hold(l)).map(|l| l.key);
+        let held = e.free_backup_prefixes().find(|l| !e.is_blocked(&l.key) && !on_hold(l) && e.in_pools(&l.key)).map(|l| l.key);
         if let Some(k) = held {
             self.violate(format!("server {s} ({}) answered NoPrefixAvail holding FREE-BACKUP {k}", state.name()));
         }
@@ -1252,6 +1455,12 @@ impl Sim {
             let leases: Box<dyn Iterator<Item = &Lease>> =
                 if t.all { Box::new(c.engine().leases().iter()) } else { Box::new(t.keys.iter().filter_map(|k| c.engine().leases().get(k))) };
             for l in leases {
+                // A pool that one server does not serve (between two reloads,
+                // or removed from both): its records are not exchanged
+                // (ConfigurationConflict, RFC 8156 §7.5.4) and may differ.
+                if !self.servers.iter().all(|s| s.slices.in_pool(&l.key)) {
+                    continue;
+                }
                 let free_addr = matches!(l.status, BindingStatus::Free | BindingStatus::FreeBackup) && matches!(l.key, LeaseKey::Addr(_));
                 let free_prefix = l.key.ia_type() == IaType::Pd && l.status == BindingStatus::Free;
                 if free_addr || free_prefix {

@@ -71,6 +71,11 @@ pub struct Scenario {
     pub vanish: bool,
     /// Count the BNDUPDs sent about each lease (`Report::bndupds`).
     pub count_updates: bool,
+    /// Operator commands during the faults (a third stream): both servers
+    /// reload a config with one more address and prefix pool, one after the
+    /// other (and maybe back); `ctl lease del` and `ctl lease add` on
+    /// random leases and keys.
+    pub operator: bool,
 }
 
 impl Scenario {
@@ -100,6 +105,7 @@ impl Scenario {
             faults: true,
             vanish: false,
             count_updates: false,
+            operator: false,
         }
     }
 
@@ -134,6 +140,8 @@ impl Scenario {
         }
         sc.crash_in_recovery = r.below(6) == 0;
         sc.startup_meet = r.below(6) == 0;
+        // A stream of its own: the draws above stay what they were.
+        sc.operator = Rng::new(seed ^ 0x5eed_0000_0000_0004).below(4) == 0;
         sc
     }
 }
