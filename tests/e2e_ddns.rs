@@ -340,3 +340,38 @@ fn in_a_pair_only_the_granting_server_adds_a_release_anywhere_removes_once_and_t
     assert!(bind.dig("PTR", &reverse_name(b)).is_empty());
     assert_eq!(removed(&pair, SECONDARY, "pairhost2."), 1);
 }
+
+#[test]
+fn a_reload_fixes_a_wrong_key_and_removes_and_adds_ddns_without_a_restart() {
+    require_root!();
+    assert!(tool("named") && tool("dig"), "named/dig missing: tests/run.sh installs bind9 and bind9-dnsutils");
+    let mut lab = Lab::new("ddns-reload");
+    let bind = Bind::start(&lab.srv, &lab.dir, "::1;");
+    lab.start_server(&lab_config(&lab, 3600, WRONG), &["--shards", "2"]);
+    let (ifx, cli, cfg) = (lab.cli_ifindex(), lab.cli.clone(), lab.path("tandem.toml"));
+    let sock = || client_socket(546);
+    let reload = |lab: &Lab, text: &str| -> serde_json::Value {
+        std::fs::write(&cfg, text).unwrap();
+        let o = Command::new(BIN).args(["ctl", "--socket"]).arg(lab.path("data").join("control.sock")).arg("reload").output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    // The wrong key: the add waits for a retry.
+    let (a6, _, _) = in_netns(&cli, move || get_named(&sock(), ifx, 6, "host6"));
+    assert!(eventually(15, || ctl_status(&lab)["ddns"]["failures"].as_u64().unwrap_or(0) > 0), "{}", lab.server_log());
+    // The right key, by a reload: what waited goes out at once.
+    let r = reload(&lab, &lab_config(&lab, 3600, SECRET));
+    assert_eq!(r["changed"], serde_json::json!(["ddns"]), "{r}");
+    assert!(eventually(10, || bind.dig("AAAA", "host6.example.test") == a6.to_string()), "{}", lab.server_log());
+    // Without [ddns]: new clients get no records.
+    let without = lab_config(&lab, 3600, SECRET).split("\n[ddns]").next().unwrap().to_string();
+    reload(&lab, &without);
+    let (a7, f7, _) = in_netns(&cli, move || get_named(&sock(), ifx, 7, "host7"));
+    assert!(f7.is_none(), "no FQDN handling without [ddns]");
+    // With it again: they do.
+    reload(&lab, &lab_config(&lab, 3600, SECRET));
+    let (a8, _, _) = in_netns(&cli, move || get_named(&sock(), ifx, 8, "host8"));
+    assert!(eventually(10, || bind.dig("AAAA", "host8.example.test") == a8.to_string()), "{}", lab.server_log());
+    assert!(bind.dig("AAAA", "host7.example.test").is_empty(), "{a7}");
+    assert_eq!(lab.stop_server(false), Some(0));
+}

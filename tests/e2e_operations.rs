@@ -156,12 +156,13 @@ fn a_reload_under_load_moves_a_pool_adds_a_subnet_refuses_fixed_keys_and_sighup_
     assert!(r["errors"][0].as_str().unwrap().contains("runtime.shards"), "{r}");
 
     // SIGHUP: the same reload, and the server keeps running.
-    let c = b.replace("valid-lifetime = 4000", "valid-lifetime = 7200");
+    let c = format!("log-level = \"debug\"\n{}", b.replace("valid-lifetime = 4000", "valid-lifetime = 7200"));
     std::fs::write(&cfg_path, &c).unwrap();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid as i32, libc::SIGHUP) };
     assert!(eventually(10, || lab_status(&sock)["config"]["digest"] == sha256_hex(c.as_bytes())), "{}", lab.server_log());
     assert!(lab.server_log().contains("configuration reloaded"));
+    assert!(lab.server_log().contains(r#"changed=["log-level","subnet[2001:db8:1::/64]"]"#), "{}", lab.server_log());
     assert_eq!(lab_status(&sock)["dropped"], 0);
 
     // The lease API.
@@ -212,6 +213,9 @@ fn a_reload_under_load_moves_a_pool_adds_a_subnet_refuses_fixed_keys_and_sighup_
     let (code, _, err) = ctl(&sock, &format!("lease add --address {} --duid {} --iaid 9", g2[0].addr, duid(999).to_hex()));
     assert_eq!(code, 1);
     assert!(err.contains("leased to client"), "{err}");
+    // A malformed datagram is logged at debug level only.
+    in_netns(&lab.cli.clone(), move || client_socket(546).send_to(b"\x01not dhcp", all_servers(ifindex)).unwrap());
+    assert!(eventually(5, || lab.server_log().contains("DEBUG")), "log-level = debug applies at the reload");
     let (code, _, err) = ctl(&sock, &format!("lease add --address 2001:db8:7::1 --duid {} --iaid 9", duid(999).to_hex()));
     assert_eq!(code, 1);
     assert!(err.contains("none of the configured pools"), "{err}");

@@ -130,9 +130,10 @@ pub enum Command {
         /// Lease store directory [key data-dir].
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
-        /// error, warn, info, debug or trace (debug logs one line per lease event).
-        #[arg(long, value_name = "LEVEL", default_value = "info")]
-        log_level: String,
+        /// error, warn, info, debug or trace (debug logs one line per lease
+        /// event), or a tracing filter [key log-level; default: info].
+        #[arg(long, value_name = "LEVEL")]
+        log_level: Option<String>,
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
         /// Serve Prometheus metrics at http://ADDR:PORT/metrics.
@@ -259,7 +260,6 @@ pub fn run(cli: Cli) -> ExitCode {
             resync_all,
             datapath,
         } => {
-            init_logging(&log_level, log_format);
             let mut c = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -267,6 +267,13 @@ pub fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
+            if let Some(l) = &log_level
+                && let Err(e) = tracing_subscriber::EnvFilter::try_new(l)
+            {
+                eprintln!("--log-level {l}: {e}");
+                return ExitCode::from(2);
+            }
+            init_logging(log_level.as_deref().or(c.log_level.as_deref()).unwrap_or("info"), log_format);
             for w in c.warnings() {
                 tracing::warn!(key = %w.key, "{}: {}", config.display(), w.reason);
             }
@@ -282,7 +289,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             };
             // Flags override the file, now and at every reload.
-            let overrides = crate::runtime::operator::Overrides { data_dir, failover_cpu, shards, cpus };
+            let overrides = crate::runtime::operator::Overrides { data_dir, failover_cpu, shards, cpus, log_level };
             overrides.apply(&mut c);
             let mut s = crate::runtime::server::Settings::new(c);
             s.config_path = Some(config.clone());
@@ -534,16 +541,21 @@ fn ctl(path: &std::path::Path, word: &str) -> std::io::Result<String> {
     Ok(line.trim_end().to_string())
 }
 
+/// Logging to stderr, with a filter a reload can change (`log-level`).
 fn init_logging(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Text => b.init(),
-        LogFormat::Json => b.json().init(),
+        LogFormat::Text => registry.with(fmt).init(),
+        LogFormat::Json => registry.with(fmt.json()).init(),
     }
+    crate::runtime::observe::set_log_level_control(Box::new(move |l| {
+        let f = tracing_subscriber::EnvFilter::try_new(l).map_err(|e| e.to_string())?;
+        handle.reload(f).map_err(|e| e.to_string())
+    }));
 }
 

@@ -75,6 +75,7 @@ struct RawConfig {
     #[serde(default)]
     limits: RawLimits,
     user: Option<String>,
+    log_level: Option<String>,
 }
 
 /// `[limits]` (RFC 9915 Security Considerations); 0 turns a limit off.
@@ -200,6 +201,8 @@ pub struct Config {
     pub limits: crate::server::limits::Limits,
     /// Started as root: the user to run as once sockets and store are open.
     pub user: Option<String>,
+    /// The log filter (`--log-level` overrides it).
+    pub log_level: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -454,6 +457,13 @@ impl Validator {
             ddns,
             limits,
             user: raw.user,
+            log_level: raw.log_level.filter(|l| match tracing_subscriber::EnvFilter::try_new(l) {
+                Ok(_) => true,
+                Err(e) => {
+                    self.bad("log-level", format!("{l:?}: {e}"));
+                    false
+                }
+            }),
         }
     }
 

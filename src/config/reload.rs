@@ -22,8 +22,6 @@ pub fn changes(running: &Config, new: &Config) -> Result<Vec<String>, Vec<Proble
     fixed("runtime.cpus", running.runtime.cpus != new.runtime.cpus);
     fixed("runtime.failover-cpu", running.runtime.failover_cpu != new.runtime.failover_cpu);
     fixed("user", running.user != new.user);
-    // The DNS update queue is built at start (its server, key and zones).
-    fixed("ddns", running.ddns != new.ddns);
     match (&running.failover, &new.failover) {
         (None, None) => {}
         (Some(a), Some(b)) => {
@@ -63,6 +61,12 @@ pub fn changes(running: &Config, new: &Config) -> Result<Vec<String>, Vec<Proble
     }
     if running.limits != new.limits {
         changed.push("limits".into());
+    }
+    if running.ddns != new.ddns {
+        changed.push("ddns".into());
+    }
+    if running.log_level != new.log_level {
+        changed.push("log-level".into());
     }
     for s in &new.subnets {
         match running.subnets.iter().find(|o| o.prefix == s.prefix) {

@@ -40,7 +40,11 @@ const BACKOFF_MAX: Duration = Duration::from_secs(300);
 pub type Intent = (usize, LeaseKey);
 
 pub struct DdnsInit {
-    pub cfg: Ddns,
+    /// None: no `[ddns]` (or `fqdn-policy = "none"`): the queue holds what
+    /// shards send until a reload configures it.
+    pub cfg: Option<Ddns>,
+    /// A reload's new `[ddns]` (checked with `prepare` first).
+    pub reconfig: crossbeam_channel::Receiver<Option<Ddns>>,
     pub shared: Arc<Shared>,
     pub stop: Arc<AtomicBool>,
     pub work: crossbeam_channel::Receiver<DnsWork>,
@@ -50,10 +54,15 @@ pub struct DdnsInit {
     pub cpu: Option<usize>,
 }
 
-struct Worker {
-    cfg: Ddns,
+/// Where updates go and how they are signed (from `[ddns]`).
+pub struct Target {
+    server: SocketAddr,
     zones: Zones,
     signer: Option<TSigner>,
+}
+
+struct Worker {
+    target: Option<Target>,
     done: Vec<crossbeam_channel::Sender<DnsDone>>,
     shared: Arc<Shared>,
     /// The latest committed snapshot of each lease with DNS work.
@@ -65,13 +74,14 @@ struct Worker {
     next_id: u16,
 }
 
-pub fn spawn(init: DdnsInit) -> Result<std::thread::JoinHandle<()>, String> {
+/// Check `[ddns]` and build what the queue sends with (start-up and reloads).
+pub fn prepare(cfg: &Ddns) -> Result<Target, String> {
     let zones = Zones {
-        forward: Name::from_ascii(init.cfg.forward_zone.to_string()).map_err(|e| format!("ddns.forward-zone: {e}"))?,
-        reverse: Name::from_ascii(init.cfg.reverse_zone.to_string()).map_err(|e| format!("ddns.reverse-zone: {e}"))?,
+        forward: Name::from_ascii(cfg.forward_zone.to_string()).map_err(|e| format!("ddns.forward-zone: {e}"))?,
+        reverse: Name::from_ascii(cfg.reverse_zone.to_string()).map_err(|e| format!("ddns.reverse-zone: {e}"))?,
         ttl: 600,
     };
-    let signer = match &init.cfg.tsig {
+    let signer = match &cfg.tsig {
         None => None,
         Some(t) => {
             let alg = match t.algorithm.as_str() {
@@ -84,10 +94,18 @@ pub fn spawn(init: DdnsInit) -> Result<std::thread::JoinHandle<()>, String> {
             Some(TSigner::new(t.secret.clone(), alg, name, 300).map_err(|e| format!("ddns TSIG key: {e}"))?)
         }
     };
+    Ok(Target { server: cfg.server, zones, signer })
+}
+
+/// Does this `[ddns]` update anything (a policy other than `none`)?
+pub fn updates(cfg: Option<&Ddns>) -> Option<&Ddns> {
+    cfg.filter(|d| d.fqdn_policy != crate::config::FqdnPolicy::None)
+}
+
+pub fn spawn(init: DdnsInit) -> Result<std::thread::JoinHandle<()>, String> {
+    let target = updates(init.cfg.as_ref()).map(prepare).transpose()?;
     let mut w = Worker {
-        cfg: init.cfg,
-        zones,
-        signer,
+        target,
         done: init.done,
         shared: init.shared,
         leases: HashMap::new(),
@@ -96,7 +114,7 @@ pub fn spawn(init: DdnsInit) -> Result<std::thread::JoinHandle<()>, String> {
         later: HashMap::new(),
         next_id: (unix_now() & 0xffff) as u16,
     };
-    let (stop, rx, cpu) = (init.stop, init.work, init.cpu);
+    let (stop, rx, cpu, reconfig) = (init.stop, init.work, init.cpu, init.reconfig);
     std::thread::Builder::new()
         .name("ddns".into())
         .spawn(move || {
@@ -104,8 +122,13 @@ pub fn spawn(init: DdnsInit) -> Result<std::thread::JoinHandle<()>, String> {
             if let Some(c) = cpu {
                 super::sys::pin_current_thread(c);
             }
-            tracing::info!(server = %w.cfg.server, "DNS update queue started");
+            if let Some(t) = &w.target {
+                tracing::info!(server = %t.server, "DNS update queue started");
+            }
             while !stop.load(Ordering::Relaxed) {
+                while let Ok(cfg) = reconfig.try_recv() {
+                    w.reconfigure(cfg.as_ref());
+                }
                 match rx.recv_timeout(Duration::from_millis(200)) {
                     Ok(d) => {
                         w.take(d);
@@ -135,6 +158,27 @@ pub fn spawn(init: DdnsInit) -> Result<std::thread::JoinHandle<()>, String> {
 }
 
 impl Worker {
+    /// A reload changed `[ddns]`: what waits goes to the new server, with
+    /// the new key; without `[ddns]` it waits.
+    fn reconfigure(&mut self, cfg: Option<&Ddns>) {
+        match updates(cfg).map(prepare) {
+            Some(Ok(t)) => {
+                tracing::info!(server = %t.server, "DNS update queue: configuration reloaded");
+                self.target = Some(t);
+                let waiting: Vec<Intent> = self.leases.keys().copied().collect();
+                for i in waiting {
+                    self.later.remove(&i);
+                    self.push(i);
+                }
+            }
+            Some(Err(e)) => tracing::error!("DNS update queue: {e}; the previous configuration stays"),
+            None => {
+                tracing::info!("DNS update queue: no [ddns] any more; pending updates wait");
+                self.target = None;
+            }
+        }
+    }
+
     /// A shard committed a lease with DNS work (its latest snapshot wins).
     fn take(&mut self, d: DnsWork) {
         let i = (d.shard, d.lease.key);
@@ -162,6 +206,9 @@ impl Worker {
     }
 
     fn process(&mut self, i: Intent) {
+        if self.target.is_none() {
+            return; // kept in `leases` until a reload configures `[ddns]`
+        }
         let (shard, key) = i;
         let Some(lease) = self.leases.get(&i).cloned() else {
             self.later.remove(&i);
@@ -173,7 +220,9 @@ impl Worker {
         let flags = dns.dns_flags;
         let mut new = dns.clone();
         if flags & F::PENDING_ADD != 0 && lease.is_active() {
-            self.zones.ttl = (lease.valid_lifetime / 3).max(600);
+            if let Some(t) = self.target.as_mut() {
+                t.zones.ttl = (lease.valid_lifetime / 3).max(600);
+            }
             let job = Job { name: name.clone(), addr, duid: lease.binding.duid.clone(), add: true };
             match self.run(&job) {
                 Ok(true) => {
@@ -244,8 +293,9 @@ impl Worker {
     fn send(&mut self, job: &Job, step: Step) -> Result<ResponseCode, String> {
         self.next_id = self.next_id.wrapping_add(1);
         let id = self.next_id;
-        let mut m = job.message(step, &self.zones, id)?;
-        let mut verifier = match &self.signer {
+        let t = self.target.as_ref().ok_or("no [ddns] configured")?;
+        let mut m = job.message(step, &t.zones, id)?;
+        let mut verifier = match &t.signer {
             Some(s) => m.finalize(s, unix_now()).map_err(|e| format!("TSIG: {e}"))?,
             None => None,
         };
@@ -265,14 +315,19 @@ impl Worker {
         Ok(rcode)
     }
 
+    fn server(&self) -> Result<SocketAddr, String> {
+        self.target.as_ref().map(|t| t.server).ok_or_else(|| "no [ddns] configured".to_string())
+    }
+
     fn exchange_udp(&self, bytes: &[u8], id: u16) -> Result<Vec<u8>, String> {
-        let bind: SocketAddr = if self.cfg.server.is_ipv6() { "[::]:0".parse().unwrap() } else { "0.0.0.0:0".parse().unwrap() };
+        let server = self.server()?;
+        let bind: SocketAddr = if server.is_ipv6() { "[::]:0".parse().unwrap() } else { "0.0.0.0:0".parse().unwrap() };
         let s = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
-        s.connect(self.cfg.server).map_err(|e| format!("{}: {e}", self.cfg.server))?;
+        s.connect(server).map_err(|e| format!("{server}: {e}"))?;
         s.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
         let mut buf = vec![0u8; 4096];
         for _ in 0..2 {
-            s.send(bytes).map_err(|e| format!("{}: {e}", self.cfg.server))?;
+            s.send(bytes).map_err(|e| format!("{server}: {e}"))?;
             let deadline = Instant::now() + TIMEOUT;
             while Instant::now() < deadline {
                 match s.recv(&mut buf) {
@@ -282,11 +337,12 @@ impl Worker {
                 }
             }
         }
-        Err(format!("no answer from {} (timeout)", self.cfg.server))
+        Err(format!("no answer from {server} (timeout)"))
     }
 
     fn exchange_tcp(&self, bytes: &[u8]) -> Result<Vec<u8>, String> {
-        let mut s = TcpStream::connect_timeout(&self.cfg.server, TIMEOUT).map_err(|e| format!("{} (TCP): {e}", self.cfg.server))?;
+        let server = self.server()?;
+        let mut s = TcpStream::connect_timeout(&server, TIMEOUT).map_err(|e| format!("{server} (TCP): {e}"))?;
         s.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
         let _ = s.set_nodelay(true);
         let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();

@@ -419,6 +419,19 @@ impl Shared {
     }
 }
 
+/// Changes the log filter (`log-level`), set once by whoever set up logging.
+type LogLevelControl = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+static LOG_LEVEL: std::sync::OnceLock<LogLevelControl> = std::sync::OnceLock::new();
+
+pub fn set_log_level_control(f: LogLevelControl) {
+    let _ = LOG_LEVEL.set(f);
+}
+
+/// A reload's `log-level` (nothing when logging was set up elsewhere, as in tests).
+pub fn set_log_level(level: &str) -> Result<(), String> {
+    LOG_LEVEL.get().map_or(Ok(()), |f| f(level))
+}
+
 /// Lock a snapshot; a poisoned lock (a panicked writer) still holds the
 /// last snapshot, which is what an observer wants.
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -29,6 +29,7 @@ pub struct Overrides {
     pub failover_cpu: Option<usize>,
     pub shards: Option<usize>,
     pub cpus: Option<Vec<usize>>,
+    pub log_level: Option<String>,
 }
 
 impl Overrides {
@@ -44,6 +45,9 @@ impl Overrides {
         }
         if let Some(c2) = &self.cpus {
             c.runtime.cpus = Some(c2.clone());
+        }
+        if let Some(l) = &self.log_level {
+            c.log_level = Some(l.clone());
         }
     }
 }
@@ -80,6 +84,8 @@ pub struct Reloader {
     /// Shard 0's socket (a duplicate): multicast intake joins and leaves there.
     pub multicast: socket2::Socket,
     pub ifnames: Vec<(u32, String)>,
+    /// The DNS update queue's new `[ddns]`.
+    pub ddns: crossbeam_channel::Sender<Option<crate::config::Ddns>>,
     pub shared: Arc<Shared>,
 }
 
@@ -118,6 +124,9 @@ impl Reloader {
             },
             _ => None,
         };
+        if let Some(Err(e)) = super::ddns::updates(new.ddns.as_ref()).map(super::ddns::prepare) {
+            return refused(vec![format!("{file}: {e}")]);
+        }
         let slices = self.slices.reloaded(&new.subnets);
         // Step 1: records the new pools cover that another shard holds.
         let mut away: Vec<(LeaseKey, usize)> = Vec::new();
@@ -159,6 +168,14 @@ impl Reloader {
             if matches!(f.tls, Tls::Mutual { .. }) && !changed.iter().any(|c| c == "failover.tls") {
                 changed.push("failover.tls (files re-read)".into());
             }
+        }
+        if self.running.log_level != new.log_level
+            && let Err(e) = super::observe::set_log_level(new.log_level.as_deref().unwrap_or("info"))
+        {
+            tracing::error!("reload: log-level: {e}");
+        }
+        if self.running.ddns != new.ddns {
+            let _ = self.ddns.send(new.ddns.clone());
         }
         // Multicast intake follows `interfaces`.
         for (i, name) in &ifnames {

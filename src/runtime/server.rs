@@ -215,27 +215,26 @@ pub fn serve(s: Settings) -> Result<(), String> {
             fo_links.push(None);
         }
     }
-    // The DNS update queue (with `[ddns]` and a policy that updates).
+    // The DNS update queue: always there, so that a reload can add, change
+    // or remove `[ddns]` (idle without it).
     let mut dns_links: Vec<Option<shard::DnsLink>> = (0..n).map(|_| None).collect();
-    let mut ddns_handle = None;
-    if let Some(d) = s.config.ddns.as_ref().filter(|d| d.fqdn_policy != crate::config::FqdnPolicy::None) {
-        let (work_tx, work_rx) = crossbeam_channel::unbounded();
-        let mut done = Vec::new();
-        for link in dns_links.iter_mut() {
-            let (tx, rx) = crossbeam_channel::unbounded();
-            done.push(tx);
-            *link = Some(shard::DnsLink { to: work_tx.clone(), from: rx });
-        }
-        ddns_handle = Some(ddns::spawn(DdnsInit {
-            cfg: d.clone(),
-            shared: shared.clone(),
-            stop: shard_stop.clone(),
-            work: work_rx,
-            done,
-            cpu: s.config.runtime.failover_cpu,
-        })?);
+    let (work_tx, work_rx) = crossbeam_channel::unbounded();
+    let mut done = Vec::new();
+    for link in dns_links.iter_mut() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        done.push(tx);
+        *link = Some(shard::DnsLink { to: work_tx.clone(), from: rx });
     }
-
+    let (ddns_reconfig, reconfig_rx) = crossbeam_channel::unbounded();
+    let ddns_handle = ddns::spawn(DdnsInit {
+        cfg: s.config.ddns.clone(),
+        reconfig: reconfig_rx,
+        shared: shared.clone(),
+        stop: shard_stop.clone(),
+        work: work_rx,
+        done,
+        cpu: s.config.runtime.failover_cpu,
+    })?;
     let (ready_tx, ready_rx) = mpsc::channel();
     let (exited_tx, exited_rx) = mpsc::channel::<Exited>();
     let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -387,6 +386,7 @@ pub fn serve(s: Settings) -> Result<(), String> {
         shards: op_tx.clone(),
         multicast,
         ifnames: ifnames.clone(),
+        ddns: ddns_reconfig,
         shared: shared.clone(),
     });
     if reloader.is_some() {
@@ -447,9 +447,7 @@ pub fn serve(s: Settings) -> Result<(), String> {
     {
         failed = true;
     }
-    if let Some(h) = ddns_handle {
-        let _ = h.join();
-    }
+    let _ = ddns_handle.join();
     if let Some(f) = &s.ready_file {
         let _ = std::fs::remove_file(f);
     }
