@@ -165,6 +165,30 @@ fn a_reload_under_load_moves_a_pool_adds_a_subnet_refuses_fixed_keys_and_sighup_
     assert!(lab.server_log().contains(r#"changed=["log-level","subnet[2001:db8:1::/64]"]"#), "{}", lab.server_log());
     assert_eq!(lab_status(&sock)["dropped"], 0);
 
+    // A second link: a reload joins ff02::1:2 on its interface and adds
+    // its subnet; dhclient on it gets an address from that subnet.
+    let (s2, c2) = (format!("t{}s2", lab.tag), format!("t{}c2", lab.tag));
+    must(&format!("ip link add {s2} type veth peer name {c2}"));
+    must(&format!("ip link set {s2} netns {} && ip link set {c2} netns {}", lab.srv, lab.cli));
+    must(&format!("ip netns exec {} sysctl -qw net.ipv6.conf.{s2}.accept_dad=0", lab.srv));
+    must(&format!("ip netns exec {} sysctl -qw net.ipv6.conf.{c2}.accept_dad=0", lab.cli));
+    must(&format!("ip -n {} addr add 2001:db8:4::1/64 dev {s2} nodad && ip -n {} link set {s2} up", lab.srv, lab.srv));
+    must(&format!("ip -n {} link set {c2} up", lab.cli));
+    assert!(eventually(10, || sh(&format!("ip -n {} -6 addr show dev {c2} scope link | grep -v tentative | grep -q 'inet6 fe80'", lab.cli)).status.success()));
+    let d = c.replace(&format!("interfaces = [\"{}\"]", lab.srv_if), &format!("interfaces = [\"{}\", \"{s2}\"]", lab.srv_if))
+        + &format!("[[subnet]]\nprefix = \"2001:db8:4::/64\"\ninterface = \"{s2}\"\npools = [\"2001:db8:4::1000-2001:db8:4::1fff\"]\n");
+    std::fs::write(&cfg_path, &d).unwrap();
+    let (code, r, _) = ctl(&sock, "reload");
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["changed"], serde_json::json!(["interfaces", "subnet[2001:db8:4::/64] (added)"]), "{r}");
+    let (lf2, pf2) = (lab.path("dh2.leases"), lab.path("dh2.pid"));
+    let o = lab.exec(&lab.cli, &format!("timeout 30 dhclient -6 -1 -sf {} -lf {} -pf {} {c2}", hook.display(), lf2.display(), pf2.display()));
+    assert!(o.status.success(), "dhclient on the new link: {}\n{}", String::from_utf8_lossy(&o.stderr), lab.server_log());
+    let _ = lab.exec(&lab.cli, &format!("dhclient -6 -x -pf {}", pf2.display()));
+    let leases2 = std::fs::read_to_string(&lf2).unwrap();
+    let got2: Ipv6Addr = leases2.split("iaaddr ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(in_range(got2, "2001:db8:4::1000", "2001:db8:4::1fff"), "dhclient got {got2} on the new link");
+
     // The lease API.
     let x = g2[0].addr;
     let (code, got, err) = ctl(&sock, &format!("lease get --address {x}"));
@@ -184,8 +208,8 @@ fn a_reload_under_load_moves_a_pool_adds_a_subnet_refuses_fixed_keys_and_sighup_
     let (code, _, err) = ctl(&sock, "lease get --address 2001:db8:1::zz");
     assert_ne!(code, 0, "{err}");
     // Wipe the subnet: every ACTIVE lease in it is reset.
-    // Addresses only: the Renew above also got a prefix, outside the subnet.
-    let active = lab.leases_json().as_array().unwrap().iter().filter(|l| l["state"] == "ACTIVE" && l["type"] == "na").count() as u64;
+    // This subnet's addresses (the Renew above also got a prefix, outside it).
+    let active = lab.leases_json().as_array().unwrap().iter().filter(|l| l["state"] == "ACTIVE" && l["type"] == "na" && l["lease"].as_str().unwrap().starts_with("2001:db8:1::")).count() as u64;
     assert!(active > 200, "{active}");
     let (code, _, err) = ctl(&sock, "lease wipe --subnet 2001:db8:1::/64");
     assert_eq!(code, 2, "--yes is required: {err}");
@@ -357,4 +381,62 @@ fn started_as_root_with_user_it_drops_to_that_user_keeping_only_net_bind_service
     let (code, r, _) = ctl(&sock, "reload");
     assert_eq!((code, &r["result"]), (0, &serde_json::json!("applied")), "{r}");
     assert_eq!(lab.stop_server(false), Some(0), "{}", lab.server_log());
+}
+
+#[test]
+fn a_restored_backup_started_with_resync_all_takes_every_lease_from_its_partner() {
+    // README "Back up and restore a data-dir": a restored store is older
+    // than what the partner granted since; --resync-all makes the server
+    // fetch everything (UPDREQALL) before it serves.
+    require_root!();
+    let mut pair = Pair::new("restore");
+    let tls = pair.gen_tls("tls");
+    let cfg = |who: usize| pair.config(who, "", &pair.tls(who, &tls));
+    let (c0, c1) = (cfg(PRIMARY), cfg(SECONDARY));
+    pair.start(PRIMARY, &c0, &[]);
+    pair.start(SECONDARY, &c1, &[]);
+    pair.wait_state(PRIMARY, "NORMAL", 60);
+    pair.wait_state(SECONDARY, "NORMAL", 60);
+    let ifindex = pair.client_ifindex();
+    let cns = pair.ns[2].clone();
+    let grant = |first: u64| {
+        let cns = cns.clone();
+        in_netns(&cns, move || {
+            let s = client_socket(546);
+            (first..first + 3)
+                .map(|c| exchange(&s, ifindex, &ask(MessageType::Solicit, c, 0x30_0000 | c as u32, None, None, None), Duration::from_secs(3)))
+                .filter(|a| a.iter().any(|x| x.held().0.is_some()))
+                .count()
+        })
+    };
+    assert_eq!(grant(1), 3);
+    // The backup: the secondary stopped, its data-dir copied, started again.
+    assert_eq!(pair.stop(SECONDARY, false), Some(0));
+    let backup = pair.path("backup");
+    must(&format!("cp -a {} {}", pair.data(SECONDARY).display(), backup.display()));
+    pair.start(SECONDARY, &c1, &[]);
+    pair.wait_state(SECONDARY, "NORMAL", 60);
+    // Leases granted after the backup.
+    assert_eq!(grant(11), 3);
+    // What the primary granted the later clients (an address and a prefix each).
+    let later: Vec<String> = (11..14u64).map(|c| duid(c).to_hex()).collect();
+    let of_later = |pair: &Pair, who: usize| -> Vec<(String, String)> {
+        let mut v: Vec<_> = pair.lease_set(who).into_iter().filter(|(_, d, _)| later.contains(d)).map(|(l, d, _)| (l, d)).collect();
+        v.sort();
+        v
+    };
+    let want = of_later(&pair, PRIMARY);
+    assert_eq!(want.len(), 6, "{want:?}");
+    assert!(eventually(10, || of_later(&pair, SECONDARY) == want), "the secondary has them before the restore");
+    // Restore the backup and start with --resync-all.
+    assert_eq!(pair.stop(SECONDARY, false), Some(0));
+    must(&format!("rm -rf {d} && cp -a {b} {d}", d = pair.data(SECONDARY).display(), b = backup.display()));
+    assert_eq!(of_later(&pair, SECONDARY), Vec::new(), "the backup predates them");
+    pair.start_args(SECONDARY, &c1, 2, "debug", &[], &["--resync-all"]);
+    pair.wait_state(SECONDARY, "NORMAL", 90);
+    pair.wait_state(PRIMARY, "NORMAL", 30);
+    assert!(pair.log(SECONDARY).contains("RECOVER"), "it recovered from its partner:\n{}", pair.log(SECONDARY));
+    assert_eq!(of_later(&pair, SECONDARY), want, "every lease granted since the backup is back");
+    assert_eq!(pair.stop(SECONDARY, false), Some(0));
+    assert_eq!(pair.stop(PRIMARY, false), Some(0));
 }

@@ -201,7 +201,7 @@ impl Worker {
     fn retry(&mut self, i: Intent, why: &str) {
         self.shared.ddns_failures.fetch_add(1, Ordering::Relaxed);
         let backoff = self.later.get(&i).map(|(_, b)| (*b * 2).min(BACKOFF_MAX)).unwrap_or(BACKOFF_MIN);
-        tracing::warn!(lease = %i.1, retry_in = ?backoff, "DNS update failed: {why}");
+        tracing::warn!(lease = %i.1, retry_in = ?backoff, error = %why, "DNS update failed");
         self.later.insert(i, (Instant::now() + backoff, backoff));
     }
 

@@ -251,7 +251,7 @@ impl Core {
             }
             Event::Closed { id, why } => {
                 if self.conn.as_ref().is_some_and(|c| c.id == id) {
-                    tracing::warn!("failover: connection to the partner lost: {why}");
+                    tracing::warn!(reason = %why, "failover: connection to the partner lost");
                     self.conn = None;
                     self.driver.disconnected(now);
                 }
@@ -301,7 +301,7 @@ impl Core {
                     if let Err(e) = r {
                         // Sending on would let the partner act on a state we
                         // could lose: drop the connection until the disk heals.
-                        tracing::error!("failover: cannot persist the endpoint state: {e}; closing the connection");
+                        tracing::error!(error = %e, "store error: cannot persist the failover state; closing the connection");
                         if let Some(mut c) = self.conn.take() {
                             let _ = c.writer.close().await;
                             self.driver.disconnected(unix_now());
@@ -313,7 +313,7 @@ impl Core {
                 }
                 Action::Close(why) => {
                     if let Some(mut c) = self.conn.take() {
-                        tracing::info!("failover: closing the connection: {why}");
+                        tracing::info!(reason = %why, "failover: closing the connection");
                         let _ = c.writer.close().await;
                     }
                 }

@@ -133,7 +133,9 @@ pub fn serve(s: Settings) -> Result<(), String> {
     let shard_stop = Arc::new(AtomicBool::new(false));
     let shared = Arc::new(Shared::new(n, server_duid.to_hex(), shard_stop.clone()));
     if let Some(p) = &s.config_path {
-        shared.config_loaded(super::operator::digest(&std::fs::read(p).unwrap_or_default()));
+        let digest = super::operator::digest(&std::fs::read(p).unwrap_or_default());
+        tracing::info!(config = %p.display(), digest = %digest, "configuration loaded");
+        shared.config_loaded(digest);
     }
     let (op_tx, mut op_rx): (Vec<_>, Vec<_>) = (0..n).map(|_| crossbeam_channel::unbounded()).unzip();
     *observe::lock(&shared.ops) = op_tx.clone();

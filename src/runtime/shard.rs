@@ -689,7 +689,7 @@ async fn committer(st: Rc<State>, kicked: local_channel::LocalReceiver<()>) {
                 let leases = match res {
                     Some(Ok(l)) => l,
                     Some(Err(e)) => {
-                        tracing::error!(shard = st.id, "reading the store for the partner: {e}");
+                        tracing::error!(shard = st.id, error = %e, "store error: reading the store for the partner");
                         Vec::new()
                     }
                     None => Vec::new(),
@@ -730,7 +730,7 @@ async fn committer(st: Rc<State>, kicked: local_channel::LocalReceiver<()>) {
                     // Never a reply without a durable lease: these clients
                     // retransmit, and their leases are committed then.
                     let full = matches!(e, StoreError::Full(_));
-                    tracing::error!(shard = st.id, withheld = done.replies.len(), full, "lease commit failed, replies withheld: {e}");
+                    tracing::error!(shard = st.id, withheld = done.replies.len(), full, error = %e, "store error: lease commit failed, replies withheld");
                     for _ in &done.replies {
                         st.count_drop(if full { "store_full" } else { "store_error" });
                     }
@@ -761,7 +761,7 @@ fn merge(st: &Rc<State>, error_logged: &mut bool) {
                 *error_logged = false;
             }
             Err(e) if !*error_logged => {
-                tracing::error!(shard = st.id, "merging the journal into the lease table failed (the journal keeps every change; retried): {e}");
+                tracing::error!(shard = st.id, error = %e, "store error: merging the journal into the lease table failed (the journal keeps every change; retried)");
                 *error_logged = true;
             }
             Err(_) => {}

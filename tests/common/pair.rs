@@ -162,6 +162,11 @@ startup-time = 2
 
     /// Start `tandem serve --shards SHARDS --log-level LEVEL` for `who`.
     pub fn start_with(&mut self, who: usize, config: &str, shards: usize, level: &str, env: &[(&str, &str)]) {
+        self.start_args(who, config, shards, level, env, &[])
+    }
+
+    /// `start_with`, with more `serve` flags.
+    pub fn start_args(&mut self, who: usize, config: &str, shards: usize, level: &str, env: &[(&str, &str)], args: &[&str]) {
         let cfg = self.path(&format!("tandem-{who}.toml"));
         std::fs::write(&cfg, config).unwrap();
         let ready = self.path(&format!("ready-{who}"));
@@ -173,6 +178,7 @@ startup-time = 2
             .arg(&cfg)
             .arg("--ready-file")
             .arg(&ready)
+            .args(args)
             // Test-only: an MCLT of seconds (documented in the README).
             .env("TANDEM_TEST_SHORT_TIMES", "1")
             .stdout(Stdio::null())
