@@ -1,12 +1,11 @@
 //! What operators see of a running server: Prometheus metrics over HTTP and
-//! the JSON control socket (`tandem ctl`). Shards publish a snapshot of
-//! their counters about once a second; these threads only read snapshots.
+//! the status the control socket (`runtime::operator`) answers with. Shards
+//! publish a snapshot of their counters about once a second; these threads
+//! only read snapshots.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -191,7 +190,7 @@ impl Shared {
     }
 
     /// `ctl reload`: ask the main thread, wait for its answer.
-    fn reload(&self) -> String {
+    pub fn reload(&self) -> String {
         let Some(tx) = lock(&self.reloads).clone() else {
             return r#"{"result":"refused","changed":[],"errors":["the server is not running"]}"#.to_string();
         };
@@ -222,7 +221,7 @@ impl Shared {
     }
 
     /// `ctl partner-down`: ask the failover core, wait for its answer.
-    fn partner_down(&self) -> String {
+    pub fn partner_down(&self) -> String {
         let Some(tx) = lock(&self.commands).clone() else {
             return r#"{"ok":false,"error":"this server has no failover partner"}"#.to_string();
         };
@@ -464,53 +463,6 @@ pub fn spawn_metrics(addr: SocketAddr, shared: Arc<Shared>) -> Result<(), String
         })
         .map_err(|e| e.to_string())?;
     Ok(())
-}
-
-/// The control socket: one command per connection (`status`,
-/// `partner-down`, `shutdown`, `reload`, or a JSON object for the lease
-/// commands), one JSON line back. Mode 0660: the service's group may use it.
-pub fn spawn_control(path: &Path, shared: Arc<Shared>) -> Result<PathBuf, String> {
-    let _ = std::fs::remove_file(path);
-    let l = UnixListener::bind(path).map_err(|e| format!("control socket {}: {e}", path.display()))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(|e| format!("control socket {}: {e}", path.display()))?;
-    std::thread::Builder::new()
-        .name("control".into())
-        .spawn(move || {
-            for conn in l.incoming().flatten() {
-                // A thread per connection: a long `lease wipe` must not hold
-                // up `status`. Only local users with access to the socket connect.
-                let shared = shared.clone();
-                let _ = std::thread::Builder::new().name("control-conn".into()).spawn(move || control_connection(conn, &shared));
-            }
-        })
-        .map_err(|e| e.to_string())?;
-    Ok(path.to_owned())
-}
-
-fn control_connection(conn: std::os::unix::net::UnixStream, shared: &Shared) {
-    let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(10)));
-    let mut line = String::new();
-    let mut r = BufReader::new(&conn).take(64 << 10);
-    if r.read_line(&mut line).is_err() {
-        return;
-    }
-    let reply = match line.trim() {
-        "status" => shared.status_json(),
-        "shutdown" => {
-            shared.stop.store(true, Ordering::SeqCst);
-            r#"{"ok":true,"action":"shutdown"}"#.to_string()
-        }
-        "partner-down" => shared.partner_down(),
-        "reload" => shared.reload(),
-        l if l.starts_with('{') => match serde_json::from_str::<serde_json::Value>(l) {
-            Ok(req) => super::operator::lease_command(shared, &req),
-            Err(e) => serde_json::json!({"ok": false, "error": format!("bad request: {e}")}).to_string(),
-        },
-        other => serde_json::json!({"ok": false, "error": format!("unknown command {other:?}")}).to_string(),
-    };
-    let mut w = &conn;
-    let _ = writeln!(w, "{reply}");
 }
 
 #[cfg(test)]

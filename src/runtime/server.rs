@@ -143,7 +143,7 @@ pub fn serve(s: Settings) -> Result<(), String> {
     if let Some(addr) = s.metrics_listen {
         observe::spawn_metrics(addr, shared.clone())?;
     }
-    let control = observe::spawn_control(&s.control_socket, shared.clone())?;
+    let control = super::operator::spawn_control(&s.control_socket, shared.clone())?;
 
     // The shards and what they hold (records held away from their slice
     // owner block the key there, see failover::router).
