@@ -305,6 +305,7 @@ fn in_a_pair_both_reload_without_reconnecting_and_a_deleted_lease_reaches_the_pa
     let r = pair.ctl(PRIMARY, "reload");
     assert_eq!(r["result"], "refused");
     assert!(r["errors"][0].as_str().unwrap().contains("failover.mclt"), "{r}");
+    std::fs::write(pair.path("tandem-0.toml"), grown(&c0)).unwrap();
     assert_eq!((conns(PRIMARY), conns(SECONDARY)), before, "a reload keeps the failover connection:\n{}", pair.logs());
     assert_eq!(pair.state(PRIMARY), "NORMAL");
 
@@ -337,7 +338,25 @@ fn in_a_pair_both_reload_without_reconnecting_and_a_deleted_lease_reaches_the_pa
     let (code, _, err) = ctl(&pair.data(SECONDARY).join("control.sock"), &format!("lease add --address {} --duid {d} --iaid 2", held[1]));
     assert_eq!(code, 1);
     assert!(err.contains("may not be allocated") || err.contains("leased to client"), "{err}");
-    assert_eq!((conns(PRIMARY), conns(SECONDARY)), before);
+
+    // New TLS material (another CA) under the same file names: a reload
+    // re-reads it for the next connection; the current one stays up.
+    let fresh = pair.gen_tls("tls-new");
+    must(&format!("cp {}/* {}/", fresh.display(), tls.display()));
+    for who in [PRIMARY, SECONDARY] {
+        let r = pair.ctl(who, "reload");
+        assert_eq!(r["result"], "applied", "{r}");
+        assert!(r["changed"].as_array().unwrap().iter().any(|c| c == "failover.tls (files re-read)"), "{r}");
+    }
+    assert_eq!((conns(PRIMARY), conns(SECONDARY)), before, "the current connection stays");
+    // The next connection is made with the new CA on both sides (a side
+    // still on the old one could not complete the handshake).
+    pair.fo_link(false);
+    pair.wait_state(PRIMARY, "COMMUNICATIONS-INTERRUPTED", 30);
+    pair.fo_link(true);
+    pair.wait_state(PRIMARY, "NORMAL", 60);
+    pair.wait_state(SECONDARY, "NORMAL", 60);
+    assert!(conns(PRIMARY) > before.0, "a new connection, with the new certificates");
     assert_eq!(pair.stop(SECONDARY, false), Some(0));
     assert_eq!(pair.stop(PRIMARY, false), Some(0));
 }

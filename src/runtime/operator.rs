@@ -369,3 +369,37 @@ fn add_lease(
         (Err((e, _)), None) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_keep_overriding_the_file_at_a_reload() {
+        let file = |shards: usize, level: &str| {
+            Config::parse(&format!(
+                "log-level = \"{level}\"\ndata-dir = \"/tmp/x\"\ninterfaces = []\n[runtime]\nshards = {shards}\n[[subnet]]\nprefix = \"2001:db8:1::/64\"\npools = [\"2001:db8:1::100-2001:db8:1::1ff\"]\n"
+            ))
+            .unwrap()
+        };
+        let flags = Overrides { shards: Some(2), data_dir: Some("/srv/tandem".into()), log_level: Some("debug".into()), ..Default::default() };
+        let mut running = file(4, "info");
+        flags.apply(&mut running);
+        // The file's shards and log-level changed: the flags still win, so
+        // nothing changed and nothing is refused.
+        let mut new = file(8, "warn");
+        flags.apply(&mut new);
+        assert_eq!(crate::config::reload::changes(&running, &new).unwrap(), Vec::<String>::new());
+        assert_eq!((new.runtime.shards, new.data_dir.to_str(), new.log_level.as_deref()), (Some(2), Some("/srv/tandem"), Some("debug")));
+        // Without the flag the file's change is refused, named.
+        let (mut a, mut b) = (file(4, "info"), file(8, "info"));
+        Overrides::default().apply(&mut a);
+        Overrides::default().apply(&mut b);
+        assert_eq!(crate::config::reload::changes(&a, &b).unwrap_err()[0].key, "runtime.shards");
+    }
+
+    #[test]
+    fn the_digest_is_the_files_sha256() {
+        assert_eq!(digest(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+}
