@@ -360,7 +360,12 @@ pub fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match ctl(&path, &request) {
+            let wait = match &command {
+                CtlCommand::Lease(LeaseCommand::Wipe { .. }) => 610,
+                CtlCommand::Reload => 65,
+                _ => 15,
+            };
+            match ctl(&path, &request, std::time::Duration::from_secs(wait)) {
                 Ok(reply) => ctl_exit(&command, &reply),
                 Err(e) => {
                     eprintln!("tandem ctl: {}: {e}", path.display());
@@ -532,12 +537,19 @@ fn man_page(out: &mut Vec<u8>) -> std::io::Result<()> {
     Ok(())
 }
 
-fn ctl(path: &std::path::Path, word: &str) -> std::io::Result<String> {
+/// One request, one JSON line back; `wait` bounds the answer (a wipe of a
+/// large subnet, or a reload, takes longer than a status).
+fn ctl(path: &std::path::Path, word: &str, wait: std::time::Duration) -> std::io::Result<String> {
     let mut s = std::os::unix::net::UnixStream::connect(path)?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    s.set_read_timeout(Some(wait))?;
     writeln!(s, "{word}")?;
     let mut line = String::new();
-    BufReader::new(&s).read_line(&mut line)?;
+    BufReader::new(&s).read_line(&mut line).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            std::io::Error::new(e.kind(), format!("no answer within {} s", wait.as_secs()))
+        }
+        _ => e,
+    })?;
     Ok(line.trim_end().to_string())
 }
 

@@ -815,11 +815,16 @@ impl State {
     fn operator(&self, op: ShardOp) {
         match op {
             ShardOp::Covered { slices, reply } => {
-                let _ = reply.send(self.core.borrow().covered_elsewhere(&slices));
+                let t = Instant::now();
+                let keys = self.core.borrow().covered_elsewhere(&slices);
+                tracing::debug!(shard = self.id, records = keys.len(), ms = t.elapsed().as_millis() as u64, "reload: records new pools cover elsewhere");
+                let _ = reply.send(keys);
             }
             ShardOp::Reconfigure { engine, slices, blocked, ifnames, reply } => {
+                let t = Instant::now();
                 self.core.borrow_mut().reconfigure(*engine, slices, blocked);
                 *self.ifnames.borrow_mut() = ifnames;
+                tracing::info!(shard = self.id, ms = t.elapsed().as_millis() as u64, "configuration applied");
                 let _ = reply.send(());
             }
             ShardOp::Find { query, reply } => {
