@@ -178,9 +178,17 @@ fn a_reload_under_load_moves_a_pool_adds_a_subnet_refuses_fixed_keys_and_sighup_
     let d = c.replace(&format!("interfaces = [\"{}\"]", lab.srv_if), &format!("interfaces = [\"{}\", \"{s2}\"]", lab.srv_if))
         + &format!("[[subnet]]\nprefix = \"2001:db8:4::/64\"\ninterface = \"{s2}\"\npools = [\"2001:db8:4::1000-2001:db8:4::1fff\"]\n");
     std::fs::write(&cfg_path, &d).unwrap();
+    // Under load on the first link.
+    let cli = lab.cli.clone();
+    let busy = std::thread::spawn(move || {
+        in_netns(&cli, move || rapid_commit_load(&client_socket(546), all_servers(ifindex), 20_000, 400, 4, Instant::now() + Duration::from_secs(30)))
+    });
+    std::thread::sleep(Duration::from_millis(50));
     let (code, r, _) = ctl(&sock, "reload");
     assert_eq!(code, 0, "{r}");
     assert_eq!(r["changed"], serde_json::json!(["interfaces", "subnet[2001:db8:4::/64] (added)"]), "{r}");
+    let (g, dups) = busy.join().unwrap();
+    assert_eq!((g.len(), dups), (400, 0), "every client of the first link answered once across the reload");
     let (lf2, pf2) = (lab.path("dh2.leases"), lab.path("dh2.pid"));
     let o = lab.exec(&lab.cli, &format!("timeout 30 dhclient -6 -1 -sf {} -lf {} -pf {} {c2}", hook.display(), lf2.display(), pf2.display()));
     assert!(o.status.success(), "dhclient on the new link: {}\n{}", String::from_utf8_lossy(&o.stderr), lab.server_log());
