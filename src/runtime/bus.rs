@@ -73,9 +73,14 @@ pub enum Command {
 /// Operator requests for one shard (a reload from the main thread, the
 /// lease commands from the control socket), polled by the shard's ticker.
 pub enum ShardOp {
-    /// Reload step 1: the records this shard holds that the new pools
-    /// cover while another shard owns them (`ShardCore::covered_elsewhere`).
-    Covered { slices: crate::server::SliceMap, reply: crossbeam_channel::Sender<Vec<crate::lease::LeaseKey>> },
+    /// Reload step 1: the keys of records this shard holds that another
+    /// shard could grant under the new configuration, and that shard
+    /// (`ShardCore::covered_elsewhere`).
+    Covered {
+        slices: crate::server::SliceMap,
+        reserved: std::collections::HashMap<crate::lease::LeaseKey, crate::wire::Duid>,
+        reply: crossbeam_channel::Sender<Vec<(crate::lease::LeaseKey, usize)>>,
+    },
     /// Reload step 2: serve from the new configuration.
     Reconfigure {
         engine: Box<crate::server::EngineConfig>,

@@ -140,7 +140,9 @@ pub fn spawn(init: DdnsInit) -> Result<std::thread::JoinHandle<()>, String> {
                     Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
                 }
                 let now = Instant::now();
-                let due: Vec<Intent> = w.later.iter().filter(|(_, (t, _))| *t <= now).map(|(i, _)| *i).collect();
+                // Without `[ddns]` nothing is due: a reload re-queues everything.
+                let due: Vec<Intent> =
+                    if w.target.is_none() { Vec::new() } else { w.later.iter().filter(|(_, (t, _))| *t <= now).map(|(i, _)| *i).collect() };
                 for i in due {
                     w.push(i);
                 }

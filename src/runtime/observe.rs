@@ -155,6 +155,8 @@ pub struct Shared {
     pub ops: Mutex<Vec<crossbeam_channel::Sender<super::bus::ShardOp>>>,
     /// `ctl reload` → the main thread, which answers on the enclosed sender.
     pub reloads: Mutex<Option<crossbeam_channel::Sender<crossbeam_channel::Sender<String>>>>,
+    /// Held by a reload and by `ctl lease add`: one operator change at a time.
+    pub operator: Mutex<()>,
     /// The running pools' slice map (`ctl lease add` finds a key's owner).
     pub slices: Mutex<Option<crate::server::SliceMap>>,
     /// The running config file's digest and when it was loaded (unix s).
@@ -177,6 +179,7 @@ impl Shared {
             ddns_done: Default::default(),
             ops: Mutex::new(Vec::new()),
             reloads: Mutex::new(None),
+            operator: Mutex::new(()),
             slices: Mutex::new(None),
             config: Mutex::new((String::new(), 0)),
             reloads_applied: Default::default(),

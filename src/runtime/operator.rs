@@ -130,23 +130,48 @@ impl Reloader {
         if let Some(Err(e)) = super::ddns::updates(new.ddns.as_ref()).map(super::ddns::prepare) {
             return refused(vec![format!("{file}: {e}")]);
         }
+        if let Some(e) = self.slices.pd_overlap(&new.subnets) {
+            return refused(vec![format!("{file}: pd-pools: {e}")]);
+        }
         let slices = self.slices.reloaded(&new.subnets);
-        // Step 1: records the new pools cover that another shard holds.
+        let reserved = crate::shard::reserved_keys(&new.subnets);
+        // One operator change at a time: no `lease add` meets a half-done reload.
+        let _serial = lock(&self.shared.operator);
+        // Step 1: records another shard could grant under the new
+        // configuration (their slice owner, a client they are now reserved for).
         let mut away: Vec<(LeaseKey, usize)> = Vec::new();
+        let mut blocks: Vec<(LeaseKey, usize)> = Vec::new();
         for (holder, tx) in self.shards.iter().enumerate() {
             let (reply, answer) = crossbeam_channel::bounded(1);
-            if tx.send(ShardOp::Covered { slices: slices.clone(), reply }).is_err() {
+            if tx.send(ShardOp::Covered { slices: slices.clone(), reserved: reserved.clone(), reply }).is_err() {
                 return refused(vec![format!("shard {holder} is not running")]);
             }
             match answer.recv_timeout(SHARD_ANSWER) {
-                Ok(keys) => away.extend(keys.into_iter().map(|k| (k, holder))),
+                Ok(pairs) => {
+                    for (k, at) in pairs {
+                        if !away.iter().any(|(x, _)| *x == k) {
+                            away.push((k, holder));
+                        }
+                        blocks.push((k, at));
+                    }
+                }
                 Err(_) => return refused(vec![format!("shard {holder} did not answer")]),
             }
         }
-        // Step 2: every shard serves from the new configuration.
+        // The failover core first, owning the old and the new pools while
+        // the shards switch: nothing a shard commits meanwhile is dropped
+        // as someone else's (the new pools only, after step 2).
         let engine = engine_config(&new, &self.engine);
+        let tunables = new.failover.as_ref().map(|f| (f.auto_partner_down, f.pd_secondary_share, f.pd_secondary_max));
+        if let Some(t) = tunables
+            && !self.failover(slices.widened(&self.slices), away.clone(), t, None)
+        {
+            return refused(vec!["the failover core did not answer; nothing was changed".into()]);
+        }
+        *lock(&self.shared.slices) = Some(slices.clone());
+        // Step 2: every shard serves from the new configuration.
         for (id, tx) in self.shards.iter().enumerate() {
-            let blocked: Vec<LeaseKey> = away.iter().filter(|(k, _)| slices.owner(k) == Some(id)).map(|(k, _)| *k).collect();
+            let blocked: Vec<LeaseKey> = blocks.iter().filter(|(_, at)| *at == id).map(|(k, _)| *k).collect();
             let (reply, answer) = crossbeam_channel::bounded(1);
             let op = ShardOp::Reconfigure { engine: Box::new(engine.clone()), slices: slices.clone(), blocked, ifnames: ifnames.clone(), reply };
             if tx.send(op).is_err() || answer.recv_timeout(SHARD_ANSWER).is_err() {
@@ -155,18 +180,10 @@ impl Reloader {
                 return json!({"result": "refused", "changed": changed, "errors": [format!("shard {id} did not apply the configuration; the server runs a mix: restart it")]});
             }
         }
-        if let Some(f) = &new.failover {
-            let tx = lock(&self.shared.commands).clone();
-            let (reply, answer) = crossbeam_channel::bounded(1);
-            let cmd = Command::Reconfigure {
-                slices: slices.clone(),
-                away: away.clone(),
-                tunables: (f.auto_partner_down, f.pd_secondary_share, f.pd_secondary_max),
-                tls,
-                reply,
-            };
-            if tx.is_none_or(|tx| tx.send(cmd).is_err()) || answer.recv_timeout(SHARD_ANSWER).is_err() {
-                tracing::error!("reload: the failover core did not apply the new configuration");
+        if let (Some(f), Some(t)) = (&new.failover, tunables) {
+            if !self.failover(slices.clone(), Vec::new(), t, tls) {
+                tracing::error!("reload: the failover core did not apply the new pools");
+                return json!({"result": "refused", "changed": changed, "errors": ["the failover core did not apply the new pools; the server runs a mix: restart it"]});
             }
             if matches!(f.tls, Tls::Mutual { .. }) && !changed.iter().any(|c| c == "failover.tls") {
                 changed.push("failover.tls (files re-read)".into());
@@ -196,7 +213,6 @@ impl Reloader {
             }
         }
         self.ifnames = ifnames;
-        *lock(&self.shared.slices) = Some(slices.clone());
         self.slices = slices;
         self.engine = engine;
         self.running = new;
@@ -250,6 +266,15 @@ fn control_connection(conn: std::os::unix::net::UnixStream, shared: &Shared) {
     };
     let mut w = &conn;
     let _ = writeln!(w, "{reply}");
+}
+
+impl Reloader {
+    /// Tell the failover core the pools (and the rest); false if it did not answer.
+    fn failover(&self, slices: SliceMap, away: Vec<(LeaseKey, usize)>, tunables: (u32, f64, u64), tls: Option<super::tls::TlsSetup>) -> bool {
+        let Some(tx) = lock(&self.shared.commands).clone() else { return false };
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        tx.send(Command::Reconfigure { slices, away, tunables, tls, reply }).is_ok() && answer.recv_timeout(SHARD_ANSWER).is_ok()
+    }
 }
 
 /// A `ctl lease …` request (one JSON object) → the JSON line answered.
@@ -338,6 +363,7 @@ fn add_lease(
     binding: crate::lease::Binding,
     valid: Option<u32>,
 ) -> Result<Lease, String> {
+    let _serial = lock(&shared.operator);
     let n = ops.len().max(1);
     let client = crate::pool::hash::shard_of(binding.duid.as_bytes(), n as u32) as usize;
     let owner = lock(&shared.slices).as_ref().and_then(|m| m.owner(&key)).filter(|o| *o != client && *o < n);
@@ -355,10 +381,12 @@ fn add_lease(
     let r = answer.recv_timeout(SHARD_ANSWER).map_err(|_| format!("shard {client} did not answer"))?;
     match (r, owner) {
         (Ok(l), Some(o)) => {
-            ask(o, ShardOp::Handed { key })?;
+            // The router first, so that no partner update reaches the old
+            // holder after it forgot the record.
             if let Some(tx) = lock(&shared.commands).clone() {
                 let _ = tx.send(Command::HeldAt { key, shard: client });
             }
+            ask(o, ShardOp::Handed { key })?;
             Ok(l)
         }
         (Ok(l), None) => Ok(l),

@@ -814,10 +814,10 @@ const RESETS_PER_TICK: usize = 2048;
 impl State {
     fn operator(&self, op: ShardOp) {
         match op {
-            ShardOp::Covered { slices, reply } => {
+            ShardOp::Covered { slices, reserved, reply } => {
                 let t = Instant::now();
-                let keys = self.core.borrow().covered_elsewhere(&slices);
-                tracing::debug!(shard = self.id, records = keys.len(), ms = t.elapsed().as_millis() as u64, "reload: records new pools cover elsewhere");
+                let keys = self.core.borrow().covered_elsewhere(&slices, &reserved);
+                tracing::debug!(shard = self.id, records = keys.len(), ms = t.elapsed().as_millis() as u64, "reload: records another shard must not grant");
                 let _ = reply.send(keys);
             }
             ShardOp::Reconfigure { engine, slices, blocked, ifnames, reply } => {

@@ -267,7 +267,8 @@ pub fn drop_privileges(uid: u32, gid: u32) -> Result<(), String> {
 
 /// Hand the data directory's files to the user the server will run as.
 pub fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<(), String> {
-    let one = |p: &Path| std::os::unix::fs::chown(p, Some(uid), Some(gid)).map_err(|e| format!("chown {}: {e}", p.display()));
+    // lchown: a link planted in the data-dir must not hand its target over.
+    let one = |p: &Path| std::os::unix::fs::lchown(p, Some(uid), Some(gid)).map_err(|e| format!("chown {}: {e}", p.display()));
     one(dir)?;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

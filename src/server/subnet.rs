@@ -228,6 +228,44 @@ impl SliceMap {
         .map(|g| g as usize)
     }
 
+    /// During a reload: this map, with `old`'s current pools counted as
+    /// ours too (`in_pool`) until every shard serves the new ones.
+    pub fn widened(&self, old: &SliceMap) -> SliceMap {
+        let mut m = self.clone();
+        for r in &old.addr {
+            if !m.addr.contains(r) {
+                m.addr.push(*r);
+            }
+        }
+        for p in &old.pd {
+            if !m.pd.contains(p) {
+                m.pd.push(p.clone());
+            }
+        }
+        m.retired_addr.retain(|r| !m.addr.contains(r));
+        m.retired_pd.retain(|p| !m.pd.contains(p));
+        m
+    }
+
+    /// A pd-pool of `subnets` overlapping a running or retired one with
+    /// another delegated-length: the running delegations would overlap the
+    /// new ones (a prefix is checked only against records of its own length).
+    pub fn pd_overlap(&self, subnets: &[Subnet]) -> Option<String> {
+        let new = subnets.iter().flat_map(|s| s.pd_pools.iter());
+        for p in new {
+            for q in self.pd.iter().chain(&self.retired_pd) {
+                let overlap = p.prefix.contains_prefix(&q.prefix) || q.prefix.contains_prefix(&p.prefix);
+                if overlap && p.delegated_length != q.delegated_length {
+                    return Some(format!(
+                        "{} (delegated-length {}) overlaps {} (delegated-length {}), whose delegations may still be in use: restart once they have ended",
+                        p.prefix, p.delegated_length, q.prefix, q.delegated_length
+                    ));
+                }
+            }
+        }
+        None
+    }
+
     /// Does this map have a pool `old` never had (current or retired)?
     pub fn adds_to(&self, old: &SliceMap) -> bool {
         self.addr.iter().any(|r| !old.addr.contains(r) && !old.retired_addr.contains(r))
@@ -308,6 +346,11 @@ mod reload_tests {
         }
         let k = LeaseKey::Prefix("2001:db8:10f:100::/56".parse().unwrap());
         assert_eq!((old.owner(&k), new.in_pool(&k)), (None, true));
+        // Another delegated-length over a running pool is refused.
+        let mut other = s("2001:db8:1::5000-2001:db8:1::5fff", "2001:db8:100::/44");
+        other.pd_pools[0].delegated_length = 60;
+        assert!(new.pd_overlap(std::slice::from_ref(&other)).is_some_and(|e| e.contains("overlaps")));
+        assert_eq!(new.pd_overlap(&[s("2001:db8:1::5000-2001:db8:1::5fff", "2001:db8:100::/44")]), None);
         // Reloading the same pools again adds nothing.
         assert!(!new.reloaded(&[s("2001:db8:1::5000-2001:db8:1::5fff", "2001:db8:100::/44")]).adds_to(&new));
     }

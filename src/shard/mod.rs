@@ -329,7 +329,54 @@ pub fn build<C>(cfg: &ShardsConfig, mut stored: Vec<Vec<Lease>>) -> Built<C> {
             cores[o].engine.block(*key);
         }
     }
+    // A key reserved for a client of another shard while an ACTIVE lease
+    // of someone else holds it: that shard must not grant it yet.
+    let reserved = reserved_keys(&cfg.engine.subnets);
+    if !reserved.is_empty() {
+        let mut blocks = Vec::new();
+        for (id, c) in cores.iter().enumerate() {
+            for k in reserved.keys() {
+                if let Some(l) = c.engine.leases().get(k) {
+                    blocks.extend(blockers(l, id, n, &SliceMap::new(&[], n), &reserved));
+                }
+            }
+        }
+        for (key, at) in blocks {
+            cores[at].engine.block(key);
+        }
+    }
     Built { cores, away, loaded, dns }
+}
+
+/// Every key reserved in these subnets, and for whom.
+pub fn reserved_keys(subnets: &[crate::server::settings::Subnet]) -> HashMap<LeaseKey, crate::wire::Duid> {
+    let mut m = HashMap::new();
+    for r in subnets.iter().flat_map(|s| &s.reservations) {
+        if let Some(a) = r.address {
+            m.insert(LeaseKey::Addr(a), r.duid.clone());
+        }
+        if let Some(p) = r.prefix {
+            m.insert(LeaseKey::Prefix(p), r.duid.clone());
+        }
+    }
+    m
+}
+
+/// The shards other than `holder` that could grant `l`'s key and must not:
+/// its slice owner, and (an ACTIVE lease of another client) the shard of
+/// the client the key is reserved for.
+fn blockers(l: &Lease, holder: usize, shards: usize, slices: &SliceMap, reserved: &HashMap<LeaseKey, crate::wire::Duid>) -> Vec<(LeaseKey, usize)> {
+    let mut out = Vec::new();
+    if let Some(o) = slices.owner(&l.key).filter(|o| *o != holder) {
+        out.push((l.key, o));
+    }
+    if let Some(d) = reserved.get(&l.key).filter(|d| l.is_active() && **d != l.binding.duid) {
+        let c = crate::pool::hash::shard_of(d.as_bytes(), shards.max(1) as u32) as usize;
+        if c != holder && !out.contains(&(l.key, c)) {
+            out.push((l.key, c));
+        }
+    }
+    out
 }
 
 fn has_dns_work(l: &Lease) -> bool {
@@ -365,20 +412,13 @@ impl<C> ShardCore<C> {
         self.engine.limits.take_log()
     }
 
-    /// Reload, step 1: the records this shard holds that `new`'s added
-    /// pools cover while another shard owns them there (records left
-    /// outside every pool, at their client's shard). Their owner must never
-    /// allocate them: step 2 blocks them there.
-    pub fn covered_elsewhere(&self, new: &SliceMap) -> Vec<LeaseKey> {
-        if !new.adds_to(&self.slices) {
-            return Vec::new();
-        }
-        self.engine
-            .leases()
-            .iter()
-            .filter(|l| self.slices.owner(&l.key).is_none() && new.owner(&l.key).is_some_and(|o| o != self.id))
-            .map(|l| l.key)
-            .collect()
+    /// Reload, step 1: for every record this shard holds, the other shards
+    /// that could grant its key under the new configuration and so must
+    /// block it: its slice owner (a pool added, or a record held away), and
+    /// for an ACTIVE lease the shard of another client the key is now
+    /// reserved for. Pairs (key, shard that must block it).
+    pub fn covered_elsewhere(&self, new: &SliceMap, reserved: &HashMap<LeaseKey, crate::wire::Duid>) -> Vec<(LeaseKey, usize)> {
+        self.engine.leases().iter().flat_map(|l| blockers(l, self.id, self.shards, new, reserved)).collect()
     }
 
     /// Reload, step 2: serve from the new configuration. `blocked`: keys
@@ -839,6 +879,11 @@ impl<C> ShardCore<C> {
         for (i, c) in changes.into_iter().enumerate() {
             let LeaseChange::Upsert(l) = c else { continue };
             if last.get(&l.key) != Some(&i) {
+                continue;
+            }
+            if self.moved.contains_key(&l.key) && self.engine.leases().get(&l.key).is_none() {
+                // Handed to another shard while this batch was being written
+                // (`lend`): its new holder reports it; this version is history.
                 continue;
             }
             if !has_dns_work(&l) {

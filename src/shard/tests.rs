@@ -374,15 +374,45 @@ fn a_reload_blocks_at_their_new_owner_the_keys_a_new_pool_covers_held_elsewhere(
     let mut grown = subnet();
     grown.pools = vec!["2001:db8:1::1000-2001:db8:1::2fff".parse().unwrap()];
     let slices = b.cores[0].slices.reloaded(std::slice::from_ref(&grown));
-    assert_eq!(b.cores[new_owner].covered_elsewhere(&slices), Vec::new());
-    let away = b.cores[holder].covered_elsewhere(&slices);
-    assert_eq!(away, vec![key]);
-    let engine = EngineConfig { subnets: vec![grown], ..cfg.engine };
-    b.cores[new_owner].reconfigure(engine.clone(), slices.clone(), away);
+    let none = HashMap::new();
+    assert_eq!(b.cores[new_owner].covered_elsewhere(&slices, &none), Vec::new());
+    let away = b.cores[holder].covered_elsewhere(&slices, &none);
+    assert_eq!(away, vec![(key, new_owner)]);
+    let engine = EngineConfig { subnets: vec![grown.clone()], ..cfg.engine.clone() };
+    b.cores[new_owner].reconfigure(engine.clone(), slices.clone(), vec![key]);
     b.cores[holder].reconfigure(engine, slices.clone(), Vec::new());
     assert!(b.cores[new_owner].engine().is_blocked(&key));
-    // And a second reload with the same pools finds nothing new.
-    assert_eq!(b.cores[holder].covered_elsewhere(&slices.reloaded(&[subnet()])), Vec::new());
+    // A reservation of that key for a client of the other shard: while
+    // the ACTIVE lease of client 7 lives, that shard must not grant it.
+    let other = (1u8..).find(|n| shard_of(duid(*n).as_bytes(), 2) as usize == new_owner && *n != 7).unwrap();
+    let mut reserving = grown;
+    reserving.reservations.push(crate::server::settings::Reservation { duid: duid(other), address: Some(addr), prefix: None });
+    let reserved = reserved_keys(std::slice::from_ref(&reserving));
+    assert_eq!(b.cores[holder].covered_elsewhere(&slices, &reserved), vec![(key, new_owner)], "blocked once, at the shard that would grant it");
+}
+
+#[test]
+fn a_key_reserved_for_a_client_of_another_shard_is_blocked_there_while_someone_else_holds_it() {
+    // Review finding 1: a reservation added for client d2 (shard C) while
+    // client e's lease of the key lives at shard E must not give it to d2.
+    let cfg = config(2, Role::Primary);
+    let addr: std::net::Ipv6Addr = "2001:db8:9::5".parse().unwrap(); // outside the pools: no slice owner
+    let key = LeaseKey::Addr(addr);
+    let e = (1u8..).find(|n| shard_of(duid(*n).as_bytes(), 2) == 0).unwrap();
+    let d2 = (1u8..).find(|n| shard_of(duid(*n).as_bytes(), 2) == 1).unwrap();
+    let held = Lease::active(key, Binding { duid: duid(e), ia_type: IaType::Na, iaid: 1 }, NOW, 300, 600, 150, 240);
+    let mut reserving = subnet();
+    reserving.reservations.push(crate::server::settings::Reservation { duid: duid(d2), address: Some(addr), prefix: None });
+    // At start-up.
+    let b = build::<u32>(
+        &ShardsConfig { engine: EngineConfig { subnets: vec![reserving.clone()], ..cfg.engine.clone() }, failover: None, ..cfg.clone() },
+        vec![vec![held.clone()], Vec::new()],
+    );
+    assert!(b.cores[1].engine().is_blocked(&key), "the reserved client's shard does not grant it");
+    // At a reload.
+    let b = build::<u32>(&ShardsConfig { failover: None, ..cfg.clone() }, vec![vec![held], Vec::new()]);
+    let slices = b.cores[0].slices.reloaded(std::slice::from_ref(&reserving));
+    assert_eq!(b.cores[0].covered_elsewhere(&slices, &reserved_keys(std::slice::from_ref(&reserving))), vec![(key, 1)]);
 }
 
 #[test]

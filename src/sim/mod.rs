@@ -445,18 +445,28 @@ impl Sim {
         if !s.up {
             return; // the file changed; the next start reads it
         }
+        // The same steps, in the same order, as `runtime::operator::Reloader`.
         let slices = s.slices.reloaded(&subnets);
-        let mut away = Vec::new();
+        let reserved = crate::shard::reserved_keys(&subnets);
+        let (mut away, mut blocks) = (Vec::new(), Vec::new());
         for (holder, c) in s.cores.iter().enumerate() {
-            away.extend(c.covered_elsewhere(&slices).into_iter().map(|k| (k, holder)));
+            for (k, at) in c.covered_elsewhere(&slices, &reserved) {
+                if !away.iter().any(|(x, _): &(LeaseKey, usize)| *x == k) {
+                    away.push((k, holder));
+                }
+                blocks.push((k, at));
+            }
+        }
+        if let Some(d) = s.driver.as_mut() {
+            d.reconfigure(slices.widened(&s.slices), away, (auto_pd, 0.5, 2048));
         }
         for (id, c) in s.cores.iter_mut().enumerate() {
             let engine = EngineConfig { subnets: subnets.clone(), ..c.engine_config() };
-            let blocked = away.iter().filter(|(k, _)| slices.owner(k) == Some(id)).map(|(k, _)| *k).collect();
+            let blocked = blocks.iter().filter(|(_, at)| *at == id).map(|(k, _)| *k).collect();
             c.reconfigure(engine, slices.clone(), blocked);
         }
         if let Some(d) = s.driver.as_mut() {
-            d.reconfigure(slices.clone(), away, (auto_pd, 0.5, 2048));
+            d.reconfigure(slices.clone(), Vec::new(), (auto_pd, 0.5, 2048));
         }
         s.slices = slices;
         let mut q = VecDeque::new();
@@ -535,10 +545,10 @@ impl Sim {
         match s.cores[client].add_lease(now, key, &binding, None, lent) {
             Ok(l) => {
                 if let Some(o) = owner {
-                    s.cores[o].bus(now, ToShard::Drop { key });
                     if let Some(d) = s.driver.as_mut() {
                         d.held_at(key, client);
                     }
+                    s.cores[o].bus(now, ToShard::Drop { key });
                 }
                 let state = policy.map(|p| p.state).unwrap_or(ServerState::Startup);
                 self.log(format!("operator: server {i} ({}) adds {key} until t+{}", state.name(), l.valid_end.saturating_sub(T0)));
