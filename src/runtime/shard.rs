@@ -122,6 +122,11 @@ struct State {
     ifnames: RefCell<Vec<(u32, String)>>,
     /// `ctl lease del`/`wipe` in progress.
     resets: RefCell<VecDeque<Resetting>>,
+    /// Batches taken for commit so far (numbers them).
+    batches_taken: Cell<u64>,
+    /// `ctl lease add` answers waiting for their lease to be durable: the
+    /// batch that carries it.
+    durable_waiters: RefCell<Vec<DurableWaiter>>,
     to: RefCell<Vec<Option<ConnectedSender<Forwarded>>>>,
     snap: RefCell<Snapshot>,
     shared: Arc<Shared>,
@@ -184,6 +189,8 @@ pub async fn run(init: ShardInit) {
         dns: dns_to,
         ifnames: RefCell::new(ifnames),
         resets: RefCell::new(VecDeque::new()),
+        batches_taken: Cell::new(0),
+        durable_waiters: RefCell::new(Vec::new()),
         to: RefCell::new(Vec::new()),
         snap: RefCell::new(Snapshot { datapath: Some(info), ..Snapshot::default() }),
         shared,
@@ -700,6 +707,8 @@ async fn committer(st: Rc<State>, kicked: local_channel::LocalReceiver<()>) {
             }
             let batch = st.core.borrow_mut().take_batch(unix_now());
             let Some(changes) = batch else { break };
+            st.batches_taken.set(st.batches_taken.get() + 1);
+            let this_batch = st.batches_taken.get();
             st.committing.set(true);
             let Some((res, changes)) = with_store(&st, move |s| (s.commit(&changes), changes)).await else { break };
             st.committing.set(false);
@@ -708,6 +717,13 @@ async fn committer(st: Rc<State>, kicked: local_channel::LocalReceiver<()>) {
             match res {
                 Ok(()) => {
                     backoff = Duration::from_millis(10);
+                    st.durable_waiters.borrow_mut().retain(|(b, l, reply)| {
+                        let due = *b <= this_batch;
+                        if due {
+                            let _ = reply.send(Ok(l.clone()));
+                        }
+                        !due
+                    });
                     {
                         let mut s = st.snap.borrow_mut();
                         s.commits += 1;
@@ -804,6 +820,9 @@ async fn ticker(st: Rc<State>, dns: Option<crossbeam_channel::Receiver<DnsDone>>
     }
 }
 
+/// An added lease's answer, sent once batch `.0` is durable.
+type DurableWaiter = (u64, crate::lease::Lease, crossbeam_channel::Sender<Result<crate::lease::Lease, crate::shard::AddRefused>>);
+
 /// An operator's `del`/`wipe`: keys left to reset, how many were, where the count goes.
 type Resetting = (Vec<crate::lease::LeaseKey>, usize, crossbeam_channel::Sender<usize>);
 
@@ -844,10 +863,17 @@ impl State {
             }
             ShardOp::Add { key, binding, valid, lent, reply } => {
                 let r = self.core.borrow_mut().add_lease(unix_now(), key, &binding, valid, lent);
-                if let Ok(l) = &r {
-                    tracing::info!(shard = self.id, lease = %l.key, client = %l.binding.duid, iaid = l.binding.iaid, valid_lifetime = l.valid_lifetime, "lease added by an operator command");
+                match r {
+                    Ok(l) => {
+                        tracing::info!(shard = self.id, lease = %l.key, client = %l.binding.duid, iaid = l.binding.iaid, valid_lifetime = l.valid_lifetime, "lease added by an operator command");
+                        // Answered once durable: the next batch carries it.
+                        self.durable_waiters.borrow_mut().push((self.batches_taken.get() + 1, l, reply));
+                        let _ = self.kick.try_send(());
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
                 }
-                let _ = reply.send(r);
             }
             ShardOp::Reset { query, reply } => {
                 let core = self.core.borrow();
