@@ -112,8 +112,9 @@ pub struct LeaseSelector {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server in the foreground; logs go to stderr. SIGTERM/SIGINT stop
-    /// intake, finish in-flight commits and exit 0. Every flag overrides the
-    /// config key of the same meaning.
+    /// intake, finish in-flight commits and exit 0; SIGHUP reloads the config
+    /// file (as `tandem ctl reload`). Every flag overrides the config key of
+    /// the same meaning, also at reloads.
     Serve {
         /// The TOML configuration file.
         #[arg(long, short = 'c', value_name = "FILE")]
