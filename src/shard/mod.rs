@@ -670,8 +670,9 @@ impl<C> ShardCore<C> {
                         break;
                     }
                     // Only prefixes the secondary has acknowledged as its own:
-                    // an offer must not overtake the update that gave it.
-                    if !l.update_partner && !self.offered.contains(&l.key) {
+                    // an offer must not overtake the update that gave it. And
+                    // only from pools we still serve (a reload may have retired one).
+                    if !l.update_partner && !self.offered.contains(&l.key) && self.engine.in_pools(&l.key) {
                         leases.push(l.clone());
                     }
                 }
