@@ -260,17 +260,23 @@ fn lab_status(sock: &std::path::Path) -> serde_json::Value {
     v
 }
 
-#[test]
-fn in_a_pair_both_reload_without_reconnecting_and_a_deleted_lease_reaches_the_partner() {
-    require_root!();
-    let mut pair = Pair::new("reload");
+/// A pair with mutual TLS, both servers in NORMAL: the pair, its TLS
+/// directory and the two configs.
+fn pair_in_normal(name: &str) -> (Pair, std::path::PathBuf, String, String) {
+    let mut pair = Pair::new(name);
     let tls = pair.gen_tls("tls");
-    let cfg = |who: usize| pair.config(who, "", &pair.tls(who, &tls));
-    let (c0, c1) = (cfg(PRIMARY), cfg(SECONDARY));
+    let (c0, c1) = (pair.config(PRIMARY, "", &pair.tls(PRIMARY, &tls)), pair.config(SECONDARY, "", &pair.tls(SECONDARY, &tls)));
     pair.start(PRIMARY, &c0, &[]);
     pair.start(SECONDARY, &c1, &[]);
     pair.wait_state(PRIMARY, "NORMAL", 60);
     pair.wait_state(SECONDARY, "NORMAL", 60);
+    (pair, tls, c0, c1)
+}
+
+#[test]
+fn in_a_pair_both_reload_without_reconnecting_and_a_deleted_lease_reaches_the_partner() {
+    require_root!();
+    let (mut pair, tls, c0, c1) = pair_in_normal("reload");
     let conns = |who: usize| pair.ctl(who, "status")["failover"]["connections"].as_u64().unwrap();
     let before = (conns(PRIMARY), conns(SECONDARY));
 
@@ -416,14 +422,7 @@ fn a_restored_backup_started_with_resync_all_takes_every_lease_from_its_partner(
     // than what the partner granted since; --resync-all makes the server
     // fetch everything (UPDREQALL) before it serves.
     require_root!();
-    let mut pair = Pair::new("restore");
-    let tls = pair.gen_tls("tls");
-    let cfg = |who: usize| pair.config(who, "", &pair.tls(who, &tls));
-    let (c0, c1) = (cfg(PRIMARY), cfg(SECONDARY));
-    pair.start(PRIMARY, &c0, &[]);
-    pair.start(SECONDARY, &c1, &[]);
-    pair.wait_state(PRIMARY, "NORMAL", 60);
-    pair.wait_state(SECONDARY, "NORMAL", 60);
+    let (mut pair, _, _, c1) = pair_in_normal("restore");
     let ifindex = pair.client_ifindex();
     let cns = pair.ns[2].clone();
     let grant = |first: u64| {

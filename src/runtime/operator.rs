@@ -139,25 +139,18 @@ impl Reloader {
         let _serial = lock(&self.shared.operator);
         // Step 1: records another shard could grant under the new
         // configuration (their slice owner, a client they are now reserved for).
-        let mut away: Vec<(LeaseKey, usize)> = Vec::new();
-        let mut blocks: Vec<(LeaseKey, usize)> = Vec::new();
+        let mut answers = Vec::new();
         for (holder, tx) in self.shards.iter().enumerate() {
             let (reply, answer) = crossbeam_channel::bounded(1);
             if tx.send(ShardOp::Covered { slices: slices.clone(), reserved: reserved.clone(), reply }).is_err() {
                 return refused(vec![format!("shard {holder} is not running")]);
             }
             match answer.recv_timeout(SHARD_ANSWER) {
-                Ok(pairs) => {
-                    for (k, at) in pairs {
-                        if !away.iter().any(|(x, _)| *x == k) {
-                            away.push((k, holder));
-                        }
-                        blocks.push((k, at));
-                    }
-                }
+                Ok(pairs) => answers.push((holder, pairs)),
                 Err(_) => return refused(vec![format!("shard {holder} did not answer")]),
             }
         }
+        let (away, blocks) = crate::shard::plan_blocks(answers);
         // The failover core first, owning the old and the new pools while
         // the shards switch: nothing a shard commits meanwhile is dropped
         // as someone else's (the new pools only, after step 2).

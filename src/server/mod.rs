@@ -401,10 +401,7 @@ impl Engine {
 
     /// Is `key` in one of the configured pools (any slice)?
     pub fn in_pools(&self, key: &LeaseKey) -> bool {
-        self.subnets.iter().any(|s| match key {
-            LeaseKey::Addr(a) => s.addr_pools.iter().any(|p| p.range.contains(*a)),
-            LeaseKey::Prefix(p) => s.pd_pools.iter().any(|pp| pp.slot(p).is_some()),
-        })
+        self.subnets.iter().any(|s| s.in_pools(key))
     }
 
     /// Is `key` in this engine's slice of a pool?

@@ -104,11 +104,15 @@ impl SubnetState {
     /// or reserved for it? (After a reload removed a pool, its leases are
     /// renewed with lifetimes 0, RFC 9915 §18.3.4.)
     pub fn serves(&self, key: &LeaseKey, duid: &Duid) -> bool {
-        let pooled = match key {
+        self.in_pools(key) || self.reserved_keys.get(key) == Some(duid)
+    }
+
+    /// Is `key` in one of this subnet's pools (any shard's slice)?
+    pub fn in_pools(&self, key: &LeaseKey) -> bool {
+        match key {
             LeaseKey::Addr(a) => self.addr_pools.iter().any(|p| p.range.contains(*a)),
             LeaseKey::Prefix(pfx) => self.pd_pools.iter().any(|p| p.slot(pfx).is_some()),
-        };
-        pooled || self.reserved_keys.get(key) == Some(duid)
+        }
     }
 
     /// Is this lease key reserved for a client other than `duid`?

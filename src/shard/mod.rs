@@ -348,6 +348,24 @@ pub fn build<C>(cfg: &ShardsConfig, mut stored: Vec<Vec<Lease>>) -> Built<C> {
     Built { cores, away, loaded, dns }
 }
 
+/// Keys with a shard: where a record is held, or which shard must block it.
+pub type KeyShards = Vec<(LeaseKey, usize)>;
+
+/// Reload step 1's answers, per holding shard, as (the router's records
+/// held away: key → holder, the blocks: key → shard that must block it).
+pub fn plan_blocks(answers: impl IntoIterator<Item = (usize, KeyShards)>) -> (KeyShards, KeyShards) {
+    let (mut away, mut blocks): (KeyShards, KeyShards) = (Vec::new(), Vec::new());
+    for (holder, pairs) in answers {
+        for (k, at) in pairs {
+            if !away.iter().any(|(x, _)| *x == k) {
+                away.push((k, holder));
+            }
+            blocks.push((k, at));
+        }
+    }
+    (away, blocks)
+}
+
 /// Every key reserved in these subnets, and for whom.
 pub fn reserved_keys(subnets: &[crate::server::settings::Subnet]) -> HashMap<LeaseKey, crate::wire::Duid> {
     let mut m = HashMap::new();

@@ -448,15 +448,7 @@ impl Sim {
         // The same steps, in the same order, as `runtime::operator::Reloader`.
         let slices = s.slices.reloaded(&subnets);
         let reserved = crate::shard::reserved_keys(&subnets);
-        let (mut away, mut blocks) = (Vec::new(), Vec::new());
-        for (holder, c) in s.cores.iter().enumerate() {
-            for (k, at) in c.covered_elsewhere(&slices, &reserved) {
-                if !away.iter().any(|(x, _): &(LeaseKey, usize)| *x == k) {
-                    away.push((k, holder));
-                }
-                blocks.push((k, at));
-            }
-        }
+        let (away, blocks) = crate::shard::plan_blocks(s.cores.iter().enumerate().map(|(h, c)| (h, c.covered_elsewhere(&slices, &reserved))));
         if let Some(d) = s.driver.as_mut() {
             d.reconfigure(slices.widened(&s.slices), away, (auto_pd, 0.5, 2048));
         }
