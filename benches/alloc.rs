@@ -18,7 +18,7 @@ fn engine(pools: &str, pd: &str) -> Engine {
         "interfaces = [\"eth1\"]\n[[subnet]]\nprefix = \"2001:db8:1::/64\"\ninterface = \"eth1\"\npools = [{pools}]\npd-pools = [{pd}]\n"
     );
     let c = Config::parse(&cfg).unwrap();
-    Engine::new(EngineConfig { server_duid: Duid::ll(1, &[0xaa; 6]), subnets: c.subnets, slice: Slice::WHOLE, hash_key: 3, naming: None, limits: Default::default(), unicast_listen: Vec::new() })
+    Engine::new(EngineConfig { server_duid: Duid::ll(1, &[0xaa; 6]), subnets: c.subnets, slice: Slice::WHOLE, hash_key: 3, naming: None, limits: Default::default(), unicast_listen: Vec::new(), provisioning: Default::default() })
 }
 
 fn request(n: u64, na: bool, pd: bool) -> Message {

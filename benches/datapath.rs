@@ -30,6 +30,7 @@ fn engine() -> Engine {
         naming: None,
         limits: Default::default(),
         unicast_listen: Vec::new(),
+        provisioning: Default::default(),
     })
 }
 

@@ -106,3 +106,43 @@ fn check_config_accepts_the_pair_examples_and_checks_their_certificates() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn check_config_reports_bad_options_unknown_classes_and_overlapping_reservations() {
+    let text = r#"[[class]]
+name = "cpe"
+match = { remote-id = "port7" }
+[[subnet]]
+prefix = "2001:db8::/64"
+pools = ["2001:db8::1000-2001:db8::1fff", { range = "2001:db8::2000-2001:db8::2fff", client-classes = ["nosuch"] }]
+options = [{ name = "sip-server-addresses", value = ["nope"] }]
+reservations = [
+  { duid = "000300010200000000aa", address = "2001:db8::77" },
+  { duid = "000300010200000000bb", address = "2001:db8::77" },
+]
+"#;
+    let p = tmp("provisioning-bad.toml", text);
+    let o = Command::new(BIN).arg("check-config").arg("--config").arg(&p).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    for key in ["subnet[0].options[0].value", "subnet[0].pools[1].client-classes", "overlapping reservations"] {
+        assert!(err.lines().any(|l| l.starts_with(&format!("{}: ", p.display())) && l.contains(key)), "no line names {key}:\n{err}");
+    }
+    assert!(err.contains("\"nope\"") && err.contains("\"nosuch\""), "{err}");
+}
+
+#[test]
+fn check_config_accepts_the_kea_migration_examples() {
+    let mut missing = Vec::new();
+    for name in ["kea-a-cable.toml", "kea-b-enterprise.toml", "kea-c-shared-network.toml"] {
+        let path = format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"));
+        if !std::path::Path::new(&path).exists() {
+            missing.push(name);
+            continue;
+        }
+        let o = Command::new(BIN).args(["check-config", "--config", &path]).output().unwrap();
+        assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("ok"), "{name}: {}", String::from_utf8_lossy(&o.stdout));
+    }
+    assert!(missing.is_empty(), "examples missing: {missing:?}");
+}

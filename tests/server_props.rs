@@ -130,7 +130,7 @@ fn check_ia_times(m: &ClientMessage) -> Result<(), TestCaseError> {
 fn run(clients: usize, steps: Vec<(usize, Act, u16, bool)>) -> Result<(), TestCaseError> {
     let cfg = Config::parse(CONFIG).unwrap();
     let server = Duid::llt(1, 1, &[0xaa; 6]);
-    let mut e = Engine::new(EngineConfig { server_duid: server.clone(), subnets: cfg.subnets, slice: Slice::WHOLE, hash_key: 1, naming: None, limits: Default::default(), unicast_listen: Vec::new() });
+    let mut e = Engine::new(EngineConfig { server_duid: server.clone(), subnets: cfg.subnets, slice: Slice::WHOLE, hash_key: 1, naming: None, limits: Default::default(), unicast_listen: Vec::new(), provisioning: Default::default() });
     let arrival = Arrival { interface: Some("eth1"), source: "fe80::1".parse().unwrap(), destination: "ff02::1:2".parse().unwrap() };
     let mut views = vec![ClientView::default(); clients];
     let mut now: Time = 1_800_000_000;

@@ -36,24 +36,32 @@ fn a_thousand_seeds_hold_every_invariant() {
                 let mut bad = Vec::new();
                 let mut replies = 0;
                 let mut grants = std::collections::BTreeMap::new();
+                let mut reserved = std::collections::BTreeMap::new();
                 for seed in (w..1000).step_by(2) {
                     let r = run_seed(seed);
                     replies += r.replies;
                     for (k, n) in &r.grants {
                         *grants.entry(*k).or_insert(0u64) += n;
                     }
+                    for (st, n) in &r.reserved_grants {
+                        *reserved.entry(*st).or_insert(0u64) += n;
+                    }
                     if !r.violations.is_empty() {
                         bad.push(r);
                     }
                 }
-                (bad, replies, grants)
+                (bad, replies, grants, reserved)
             })
         })
         .collect();
     let mut replies = 0;
     let mut grants = std::collections::BTreeMap::new();
+    let mut reserved = std::collections::BTreeMap::new();
     for h in handles {
-        let (bad, n, g) = h.join().unwrap();
+        let (bad, n, g, rg) = h.join().unwrap();
+        for (k, v) in rg {
+            *reserved.entry(k).or_insert(0u64) += v;
+        }
         replies += n;
         for (k, v) in g {
             *grants.entry(k).or_insert(0u64) += v;
@@ -70,6 +78,10 @@ fn a_thousand_seeds_hold_every_invariant() {
         for t in [IaType::Na, IaType::Pd] {
             assert!(grants.get(&(st, t)).is_some_and(|n| *n > 0), "no {} lease given in {}: {grants:?}", t.label(), st.name());
         }
+    }
+    // Reserved addresses of the partner's half were granted outside the split.
+    for st in [S::CommunicationsInterrupted, S::PartnerDown] {
+        assert!(reserved.get(&st).is_some_and(|n| *n > 0), "no reserved address of the partner's half granted in {}: {reserved:?}", st.name());
     }
 }
 

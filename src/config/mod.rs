@@ -11,7 +11,8 @@ use serde::Deserialize;
 pub use crate::failover::{FailoverConfig, Role};
 use crate::pool::{AddrRange, Prefix};
 pub use crate::server::fqdn::FqdnPolicy;
-pub use crate::server::settings::{PdPool, Reservation, Subnet};
+pub use crate::server::settings::{ClassDef, OptionData, PdPool, PoolScope, Provisioning, Reservation, ReservedFor, Subnet};
+use options::{RawClass, RawOption};
 use crate::wire::{DomainName, Duid};
 
 /// One configuration problem: the key it concerns and the reason.
@@ -76,6 +77,10 @@ struct RawConfig {
     limits: RawLimits,
     user: Option<String>,
     log_level: Option<String>,
+    #[serde(default)]
+    options: Vec<RawOption>,
+    #[serde(default)]
+    class: Vec<RawClass>,
 }
 
 /// `[limits]` (RFC 9915 Security Considerations); 0 turns a limit off.
@@ -103,9 +108,12 @@ struct RawSubnet {
     relay_links: Vec<String>,
     server_unicast: Option<String>,
     #[serde(default)]
-    pools: Vec<String>,
+    pools: Vec<RawPool>,
     #[serde(default)]
     pd_pools: Vec<RawPdPool>,
+    #[serde(default)]
+    options: Vec<RawOption>,
+    shared_network: Option<String>,
     preferred_lifetime: Option<u32>,
     valid_lifetime: Option<u32>,
     renew_time: Option<u32>,
@@ -126,19 +134,49 @@ struct RawSubnet {
     reservations: Vec<RawReservation>,
 }
 
+/// An address pool: `"first-last"`, or a table with classes and options.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawPool {
+    Range(String),
+    Table(RawPoolTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawPoolTable {
+    range: String,
+    #[serde(default)]
+    client_classes: Vec<String>,
+    #[serde(default)]
+    options: Vec<RawOption>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawPdPool {
     prefix: String,
     delegated_length: u8,
+    #[serde(default)]
+    client_classes: Vec<String>,
+    #[serde(default)]
+    options: Vec<RawOption>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawReservation {
-    duid: String,
+    duid: Option<String>,
+    hw_address: Option<String>,
     address: Option<String>,
+    #[serde(default)]
+    addresses: Vec<String>,
     prefix: Option<String>,
+    #[serde(default)]
+    prefixes: Vec<String>,
+    hostname: Option<String>,
+    #[serde(default)]
+    options: Vec<RawOption>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,6 +241,8 @@ pub struct Config {
     pub user: Option<String>,
     /// The log filter (`--log-level` overrides it).
     pub log_level: Option<String>,
+    /// Global `options` and the `[[class]]`es.
+    pub provisioning: Provisioning,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -342,7 +382,7 @@ impl Config {
 
     pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| vec![toml_problem(text, &e)])?;
-        let mut v = Validator { problems: Vec::new() };
+        let mut v = Validator { problems: Vec::new(), reserved: Vec::new(), reserved_prefixes: Vec::new() };
         let cfg = v.config(raw);
         if v.problems.is_empty() { Ok(cfg) } else { Err(v.problems) }
     }
@@ -365,6 +405,10 @@ fn toml_problem(text: &str, e: &toml::de::Error) -> Problem {
 
 struct Validator {
     problems: Vec<Problem>,
+    /// Every reserved range and the key of its reservation (for overlaps).
+    reserved: Vec<(u128, u128, String)>,
+    /// Every reserved prefix and its key (checked against every pd-pool).
+    reserved_prefixes: Vec<(Prefix, String)>,
 }
 
 impl Validator {
@@ -426,9 +470,22 @@ impl Validator {
         if raw.subnet.is_empty() {
             self.bad("subnet", "at least one [[subnet]] is required");
         }
-        let subnets: Vec<Subnet> =
-            raw.subnet.into_iter().enumerate().filter_map(|(i, s)| self.subnet(i, s, &raw.interfaces)).collect();
+        let provisioning = {
+            let mut found = Vec::new();
+            let mut enc = options::Encoder { problems: &mut found };
+            let p = Provisioning { options: enc.options("options", &raw.options), classes: enc.classes(&raw.class, &raw.interfaces) };
+            self.file(found);
+            p
+        };
+        let subnets: Vec<Subnet> = raw
+            .subnet
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, s)| self.subnet(i, s, &raw.interfaces, &provisioning.classes, runtime.shards))
+            .collect();
         self.check_overlaps(&subnets);
+        self.check_reservations(&subnets);
+        self.check_networks(&subnets);
         let failover = raw.failover.and_then(|f| self.failover(f));
         if failover.is_some() && !short_times_allowed() {
             for (i, sn) in subnets.iter().enumerate() {
@@ -457,6 +514,7 @@ impl Validator {
             ddns,
             limits,
             user: raw.user,
+            provisioning,
             log_level: raw.log_level.filter(|l| match tracing_subscriber::EnvFilter::try_new(l) {
                 Ok(_) => true,
                 Err(e) => {
@@ -481,7 +539,32 @@ impl Validator {
         Runtime { shards: r.shards, cpus, failover_cpu: r.failover_cpu }
     }
 
-    fn subnet(&mut self, i: usize, s: RawSubnet, interfaces: &[String]) -> Option<Subnet> {
+    /// File the problems an `options::Encoder` found.
+    fn file(&mut self, found: Vec<(String, String)>) {
+        for (k, r) in found {
+            self.bad(k, r);
+        }
+    }
+
+    /// Encode a scope's options.
+    fn options(&mut self, key: &str, raw: &[RawOption]) -> Vec<OptionData> {
+        let mut found = Vec::new();
+        let out = options::Encoder { problems: &mut found }.options(key, raw);
+        self.file(found);
+        out
+    }
+
+    /// A pool's `client-classes` must name defined classes.
+    fn pool_scope(&mut self, key: &str, client_classes: &[String], raw: &[RawOption], classes: &[ClassDef]) -> PoolScope {
+        for c in client_classes {
+            if !classes.iter().any(|d| &d.name == c) {
+                self.bad(format!("{key}.client-classes"), format!("unknown class {c:?} (define it with [[class]])"));
+            }
+        }
+        PoolScope { client_classes: client_classes.to_vec(), options: self.options(&format!("{key}.options"), raw) }
+    }
+
+    fn subnet(&mut self, i: usize, s: RawSubnet, interfaces: &[String], classes: &[ClassDef], shards: Option<usize>) -> Option<Subnet> {
         let k = |f: &str| format!("subnet[{i}].{f}");
         let prefix = self.prefix(&k("prefix"), &s.prefix)?;
         if let Some(ifname) = &s.interface
@@ -492,17 +575,26 @@ impl Validator {
         let relay_links = s.relay_links.iter().filter_map(|a| self.addr(&k("relay-links"), a)).collect();
         let server_unicast = s.server_unicast.as_deref().and_then(|a| self.addr(&k("server-unicast"), a));
         let mut pools = Vec::new();
-        for p in &s.pools {
+        let mut pool_scopes = Vec::new();
+        for (j, raw) in s.pools.iter().enumerate() {
+            let (p, scope) = match raw {
+                RawPool::Range(p) => (p, PoolScope::default()),
+                RawPool::Table(t) => (&t.range, self.pool_scope(&k(&format!("pools[{j}]")), &t.client_classes, &t.options, classes)),
+            };
             match p.parse::<AddrRange>() {
                 Ok(r) if !prefix.contains(r.first) || !prefix.contains(r.last) => {
                     self.bad(k("pools"), format!("range {p} is not inside {prefix}"))
                 }
-                Ok(r) => pools.push(r),
+                Ok(r) => {
+                    pools.push(r);
+                    pool_scopes.push(scope);
+                }
                 Err(e) => self.bad(k("pools"), e),
             }
         }
         let mut pd_pools = Vec::new();
-        for p in &s.pd_pools {
+        let mut pd_pool_scopes = Vec::new();
+        for (j, p) in s.pd_pools.iter().enumerate() {
             let Some(pp) = self.prefix(&k("pd-pools.prefix"), &p.prefix) else { continue };
             if p.delegated_length < pp.len || p.delegated_length > 128 {
                 self.bad(
@@ -512,6 +604,7 @@ impl Validator {
                 continue;
             }
             pd_pools.push(PdPool { prefix: pp, delegated_length: p.delegated_length });
+            pd_pool_scopes.push(self.pool_scope(&k(&format!("pd-pools[{j}]")), &p.client_classes, &p.options, classes));
         }
         if pools.is_empty() && pd_pools.is_empty() && s.reservations.is_empty() {
             self.bad(k("pools"), "a subnet needs at least one address pool, pd-pool or reservation");
@@ -554,26 +647,81 @@ impl Validator {
                 self.name(&k("domain-search"), &fq)
             })
             .collect();
-        let mut reservations = Vec::new();
-        for r in &s.reservations {
-            let duid = match Duid::from_hex(&r.duid) {
-                Ok(d) => d,
-                Err(e) => {
-                    self.bad(k("reservations.duid"), e);
+        let options = self.options(&k("options"), &s.options);
+        for (key, code, set) in [
+            ("dns-servers", 23, !s.dns_servers.is_empty()),
+            ("domain-search", 24, !s.domain_search.is_empty()),
+            ("ntp-servers", 56, !s.ntp_servers.is_empty()),
+        ] {
+            if set && options.iter().any(|o| o.code == code) {
+                self.bad(k("options"), format!("option {code} is also set by the subnet's `{key}` key: set it one way"));
+            }
+        }
+        let mut reservations: Vec<Reservation> = Vec::new();
+        for (j, r) in s.reservations.iter().enumerate() {
+            let rk = |f: &str| k(&format!("reservations[{j}].{f}"));
+            let client = match (&r.duid, &r.hw_address) {
+                (Some(d), None) => match Duid::from_hex(d) {
+                    Ok(d) => ReservedFor::Duid(d),
+                    Err(e) => {
+                        self.bad(rk("duid"), e);
+                        continue;
+                    }
+                },
+                (None, Some(h)) => match options::hw_address(h) {
+                    Ok(h) => ReservedFor::HwAddress(h),
+                    Err(e) => {
+                        self.bad(rk("hw-address"), e);
+                        continue;
+                    }
+                },
+                _ => {
+                    self.bad(k(&format!("reservations[{j}]")), "a reservation names its client by duid or by hw-address (one of them)");
                     continue;
                 }
             };
-            let address = r.address.as_deref().and_then(|a| self.addr(&k("reservations.address"), a));
-            if let Some(a) = address
-                && !prefix.contains(a)
-            {
-                self.bad(k("reservations.address"), format!("{a} is not inside {prefix}"));
+            if reservations.iter().any(|o| o.client == client) {
+                self.bad(k(&format!("reservations[{j}]")), "this client already has a reservation in this subnet");
             }
-            let rp = r.prefix.as_deref().and_then(|p| self.prefix(&k("reservations.prefix"), p));
-            if address.is_none() && rp.is_none() {
-                self.bad(k("reservations"), "a reservation needs an address or a prefix");
+            let mut addresses = Vec::new();
+            for (n, a) in r.address.iter().chain(&r.addresses).enumerate() {
+                let key = if r.address.is_some() && n == 0 { rk("address") } else { rk(&format!("addresses[{}]", n - usize::from(r.address.is_some()))) };
+                let Some(a) = self.addr(&key, a) else { continue };
+                if !prefix.contains(a) {
+                    self.bad(key, format!("{a} is not inside {prefix}"));
+                } else if crate::pool::reserved::is_reserved(u128::from(a)) {
+                    self.bad(key, format!("{a} has a reserved interface identifier (RFC 9915 §13.1, RFC 5453)"));
+                } else if !addresses.contains(&a) {
+                    addresses.push(a);
+                }
             }
-            reservations.push(Reservation { duid, address, prefix: rp });
+            let mut prefixes = Vec::new();
+            for (n, p) in r.prefix.iter().chain(&r.prefixes).enumerate() {
+                let key = if r.prefix.is_some() && n == 0 { rk("prefix") } else { rk(&format!("prefixes[{}]", n - usize::from(r.prefix.is_some()))) };
+                let Some(p) = self.prefix(&key, p) else { continue };
+                if !prefixes.contains(&p) {
+                    prefixes.push(p);
+                    self.reserved_prefixes.push((p, key));
+                }
+            }
+            let hostname = r.hostname.as_deref().and_then(|h| self.name(&rk("hostname"), h));
+            let options = self.options(&rk("options"), &r.options);
+            let given = r.address.is_some() || !r.addresses.is_empty() || r.prefix.is_some() || !r.prefixes.is_empty() || r.hostname.is_some() || !r.options.is_empty();
+            if !given {
+                self.bad(k(&format!("reservations[{j}]")), "a reservation needs an address, a prefix, a hostname or options");
+            }
+            // hw-address reservations need one shard: clients reach shards
+            // by DUID, and one host's two DUIDs could reach two shards.
+            if matches!(client, ReservedFor::HwAddress(_)) && shards != Some(1) {
+                self.bad(
+                    rk("hw-address"),
+                    "hw-address reservations need runtime.shards = 1 (clients are spread over shards by DUID, and one host's two DUIDs could reach two shards); reserve by duid to run more shards",
+                );
+            }
+            let at = k(&format!("reservations[{j}]"));
+            self.reserved.extend(addresses.iter().map(|a| (u128::from(*a), u128::from(*a), at.clone())));
+            self.reserved.extend(prefixes.iter().map(|p| (p.first(), p.last(), at.clone())));
+            reservations.push(Reservation { client, addresses, prefixes, hostname, options });
         }
         Some(Subnet {
             prefix,
@@ -595,7 +743,51 @@ impl Validator {
             sol_max_rt: s.sol_max_rt,
             inf_max_rt: s.inf_max_rt,
             reservations,
+            options,
+            pool_scopes,
+            pd_pool_scopes,
+            shared_network: s.shared_network,
         })
+    }
+
+    /// No address or prefix is reserved twice (or overlapping), across subnets.
+    /// A reserved prefix overlapping any subnet's pd-pool must be one of
+    /// its delegations: a prefix is checked only against records of its own
+    /// length.
+    fn check_reservations(&mut self, subnets: &[Subnet]) {
+        for (p, key) in std::mem::take(&mut self.reserved_prefixes) {
+            let pool = subnets.iter().flat_map(|s| &s.pd_pools).find(|pp| pp.prefix.contains_prefix(&p) || p.contains_prefix(&pp.prefix));
+            if let Some(pp) = pool.filter(|pp| pp.delegated_length != p.len || !pp.prefix.contains_prefix(&p)) {
+                self.bad(key, format!("{p} overlaps pd-pool {} but is not one of its /{} delegations", pp.prefix, pp.delegated_length));
+            }
+        }
+        let mut keys = std::mem::take(&mut self.reserved);
+        keys.sort();
+        for w in keys.windows(2) {
+            if w[1].0 <= w[0].1 {
+                self.bad(w[1].2.clone(), format!("overlapping reservations: also reserved in {}", w[0].2));
+            }
+        }
+    }
+
+    /// The subnets of one shared network are on one link: they may not name
+    /// different interfaces.
+    fn check_networks(&mut self, subnets: &[Subnet]) {
+        for (i, s) in subnets.iter().enumerate() {
+            let Some(name) = &s.shared_network else { continue };
+            if name.is_empty() {
+                self.bad(format!("subnet[{i}].shared-network"), "must not be empty");
+            }
+            let other = subnets[..i].iter().find(|o| {
+                o.shared_network.as_ref() == Some(name) && o.interface.is_some() && s.interface.is_some() && o.interface != s.interface
+            });
+            if let Some(o) = other {
+                self.bad(
+                    format!("subnet[{i}].interface"),
+                    format!("shared network {name:?} is one link: {:?} differs from {:?} of {}", s.interface.as_deref().unwrap_or(""), o.interface.as_deref().unwrap_or(""), o.prefix),
+                );
+            }
+        }
     }
 
     fn check_overlaps(&mut self, subnets: &[Subnet]) {
@@ -799,6 +991,7 @@ fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+pub mod options;
 pub mod reload;
 
 #[cfg(test)]

@@ -68,6 +68,12 @@ pub fn changes(running: &Config, new: &Config) -> Result<Vec<String>, Vec<Proble
     if running.log_level != new.log_level {
         changed.push("log-level".into());
     }
+    if running.provisioning.options != new.provisioning.options {
+        changed.push("options".into());
+    }
+    if running.provisioning.classes != new.provisioning.classes {
+        changed.push("class".into());
+    }
     for s in &new.subnets {
         match running.subnets.iter().find(|o| o.prefix == s.prefix) {
             None => changed.push(format!("subnet[{}] (added)", s.prefix)),

@@ -153,3 +153,75 @@ fn limits_default_to_values_a_normal_client_never_reaches_and_zero_turns_one_off
     assert_eq!(c.limits, crate::server::limits::Limits { leases_per_client: 4, declines_per_client_per_hour: 0 });
     assert!(problems(&format!("{base}[limits]\nleases = 4\n"))[0].contains("leases"));
 }
+
+const BASE: &str = "interfaces = [\"eth1\"]\n[[subnet]]\nprefix = \"2001:db8:1::/64\"\npools = [\"2001:db8:1::1000-2001:db8:1::1fff\"]\npd-pools = [{ prefix = \"2001:db8:100::/48\", delegated-length = 56 }]\n";
+
+fn has(problems: &[String], key: &str, why: &str) -> bool {
+    problems.iter().any(|p| p.starts_with(&format!("{key}: ")) && p.contains(why))
+}
+
+#[test]
+fn the_interface_contract_example_of_options_classes_and_reservations_parses() {
+    let text = r#"
+interfaces = ["eth1"]
+options = [ { name = "sip-server-addresses", value = ["2001:db8::5"] },
+            { name = "bootfile-url", value = "http://[2001:db8::1]/boot.efi" },
+            { code = 65000, type = "string", value = "hello", always-send = true },
+            { name = "vendor-opts", enterprise = 4491, sub = [ { code = 1, type = "string", value = "x" } ] } ]
+[runtime]
+shards = 1
+[[class]]
+name = "cpe"
+match = { vendor-class = { enterprise = 3561 } }
+options = [ { name = "dns-servers", value = ["2001:db8::53"] } ]
+[[subnet]]
+prefix = "2001:db8:1::/64"
+pools = ["2001:db8:1::1000-2001:db8:1::1fff", { range = "2001:db8:1::2000-2001:db8:1::2fff", client-classes = ["cpe"] }]
+reservations = [ { duid = "00030001020000000005", address = "2001:db8:1::5", hostname = "printer", options = [ { name = "bootfile-url", value = "x" } ] },
+                 { hw-address = "02:00:5e:00:00:10", prefix = "2001:db8:200::/56" } ]
+pd-pools = [{ prefix = "2001:db8:100::/40", delegated-length = 56, client-classes = ["cpe"] }]
+shared-network = "lan-a"
+"#;
+    let c = Config::parse(text).unwrap_or_else(|p| panic!("{p:?}"));
+    assert_eq!(c.provisioning.options.len(), 4);
+    assert_eq!(c.provisioning.classes[0].name, "cpe");
+    let s = &c.subnets[0];
+    assert_eq!(s.pool_scopes[1].client_classes, vec!["cpe".to_string()]);
+    assert_eq!(s.pd_pool_scopes[0].client_classes, vec!["cpe".to_string()]);
+    assert_eq!(s.reservations.len(), 2);
+    assert_eq!(s.reservations[0].hostname.as_ref().unwrap().to_string(), "printer");
+    assert_eq!(s.reservations[1].client, ReservedFor::HwAddress(vec![2, 0, 0x5e, 0, 0, 0x10]));
+    assert_eq!(s.shared_network.as_deref(), Some("lan-a"));
+}
+
+#[test]
+fn bad_options_classes_and_reservations_are_reported_by_key() {
+    let p = problems(&BASE.replace(
+        "pd-pools",
+        "options = [{ name = \"dns-servers\", value = [\"2001:db8::53\"] }, { code = 65000, type = \"u16\", value = -1 }]\ndns-servers = [\"2001:db8::1\"]\npd-pools",
+    ));
+    assert!(has(&p, "subnet[0].options", "also set by the subnet's `dns-servers` key"), "{p:?}");
+    assert!(has(&p, "subnet[0].options[1].value", "0 to 65535"), "{p:?}");
+    let p = problems(&BASE.replace("pools = [\"2001:db8:1::1000-2001:db8:1::1fff\"]", "pools = [{ range = \"2001:db8:1::1000-2001:db8:1::1fff\", client-classes = [\"nope\"] }]"));
+    assert!(has(&p, "subnet[0].pools[0].client-classes", "unknown class \"nope\""), "{p:?}");
+    let two = format!("{BASE}[[subnet]]\nprefix = \"2001:db8:2::/64\"\nreservations = [{{ duid = \"000a0b01\", address = \"2001:db8:2::5\" }}, {{ duid = \"000a0c01\", addresses = [\"2001:db8:2::5\"] }}]\n");
+    assert!(has(&problems(&two), "subnet[1].reservations[1]", "overlapping reservations"), "{:?}", problems(&two));
+    let bad = format!("{BASE}reservations = [{{ duid = \"000a0b01\", hw-address = \"02:00:00:00:00:01\", address = \"2001:db8:1::5\" }}, {{ duid = \"000a0c01\", prefix = \"2001:db8:100::/60\" }}, {{ duid = \"000a0d01\" }}, {{ hw-address = \"02:00:00:00:00:02\", address = \"2001:db8:1::6\" }}, {{ duid = \"000a0e01\", address = \"2001:db8:9::1\" }}]\n");
+    let p = problems(&bad);
+    assert!(has(&p, "subnet[0].reservations[0]", "duid or by hw-address"), "{p:?}");
+    assert!(has(&p, "subnet[0].reservations[1].prefix", "not one of its /56 delegations"), "{p:?}");
+    assert!(has(&p, "subnet[0].reservations[2]", "needs an address"), "{p:?}");
+    assert!(!has(&p, "subnet[0].reservations[1]", "needs an address"), "{p:?}: the prefix is wrong, not missing");
+    assert!(has(&p, "subnet[0].reservations[3].hw-address", "runtime.shards = 1"), "{p:?}");
+    assert!(!has(&p, "subnet[0].reservations[4]", "needs an address"), "{p:?}: the address is wrong, not missing");
+    assert!(has(&p, "subnet[0].reservations[4].address", "not inside"), "{p:?}");
+    let classes = BASE.replacen("[[subnet]]", "[[class]]\nname = \"a\"\nmatch = {}\n[[class]]\nname = \"a\"\nmatch = { interface = \"eth9\", duid-type = \"weird\", hw-address = \"zz\" }\n[[subnet]]", 1);
+    let p = problems(&classes);
+    assert!(has(&p, "class[0].match", "at least one match key"), "{p:?}");
+    assert!(has(&p, "class[1].name", "defined twice"), "{p:?}");
+    assert!(has(&p, "class[1].match.interface", "not listed"), "{p:?}");
+    assert!(has(&p, "class[1].match.duid-type", "one of"), "{p:?}");
+    assert!(has(&p, "class[1].match.hw-address", "link-layer address"), "{p:?}");
+    let net = "interfaces = [\"eth1\", \"eth2\"]\n[[subnet]]\nprefix = \"2001:db8:1::/64\"\ninterface = \"eth1\"\nshared-network = \"n\"\npools = [\"2001:db8:1::1000-2001:db8:1::1fff\"]\n[[subnet]]\nprefix = \"2001:db8:2::/64\"\ninterface = \"eth2\"\nshared-network = \"n\"\npools = [\"2001:db8:2::1000-2001:db8:2::1fff\"]\n";
+    assert!(has(&problems(net), "subnet[1].interface", "is one link"), "{:?}", problems(net));
+}

@@ -197,8 +197,9 @@ fn dns_flags_of(o: &Options) -> Option<u16> {
     })
 }
 
-/// §7.5.3–§7.5.4: take a BNDUPD apart. `owns` says whether a key is in one
-/// of our pools (a lease outside them is a ConfigurationConflict).
+/// §7.5.3–§7.5.4: take a BNDUPD apart. `owns` says whether a key is one we
+/// share with the partner, in a pool or reserved (a lease of another key is
+/// a ConfigurationConflict).
 pub fn parse(m: &FailoverMessage, owns: impl Fn(&LeaseKey) -> bool) -> Parsed {
     let mut items = Vec::new();
     let base_of = |o: &Options| o.u32_of(opt::LQ_BASE_TIME).map(from_abs);

@@ -52,6 +52,9 @@ struct Judging {
     missing: usize,
     /// The connection it came on; an answer for an older one is dropped.
     conn: u64,
+    /// Items stored but answered ConfigurationConflict (a key we reserve
+    /// for another client).
+    conflicts: Vec<usize>,
 }
 
 /// The UPDREQALL answer being read from the stores, shard by shard.
@@ -88,6 +91,9 @@ pub struct Driver {
     counts: Vec<PdCounts>,
     /// Records being moved: key → the shard to drop it once adopted.
     moving: HashMap<LeaseKey, usize>,
+    /// Reserved keys the partner granted to another client (logged once
+    /// each: the partner retries the refused update every 30 s).
+    conflicts_logged: std::collections::HashSet<LeaseKey>,
 }
 
 impl Driver {
@@ -115,6 +121,7 @@ impl Driver {
             loading: n,
             counts: vec![PdCounts::default(); n],
             moving: HashMap::new(),
+            conflicts_logged: Default::default(),
         };
         d.publish_state();
         d.outputs(now, out);
@@ -126,6 +133,7 @@ impl Driver {
     /// endpoint's live settings.
     pub fn reconfigure(&mut self, slices: crate::server::SliceMap, away: Vec<(LeaseKey, usize)>, tunables: (u32, f64, u64)) {
         self.router.reconfigure(slices, away);
+        self.conflicts_logged.clear();
         let router = &self.router;
         self.ep.reconfigure(tunables.0, tunables.1, tunables.2, |k| router.owns(k));
     }
@@ -242,9 +250,9 @@ impl Driver {
                     if l.update_partner && self.router.owns(&l.key) {
                         self.ep.lease_committed(l);
                     } else if l.update_partner {
-                        // Outside our pools (one a reload removed, a
-                        // reservation outside them): the partner would only
-                        // answer ConfigurationConflict (§7.5.4), every retry.
+                        // Neither in our pools nor reserved (a pool a reload
+                        // removed): the partner would only answer
+                        // ConfigurationConflict (§7.5.4), every retry.
                         self.ep.lease_settled(&l.key);
                     }
                 }
@@ -454,7 +462,24 @@ impl Driver {
         self.next_req += 1;
         let mut verdicts = Vec::with_capacity(parsed.items.len());
         let mut missing = 0;
+        let mut conflicts = Vec::new();
         for (i, item) in parsed.items.into_iter().enumerate() {
+            // The partner granted a key we reserve for another client: its
+            // reservations differ from ours (README "Reservations"). The
+            // answer is ConfigurationConflict (so the partner never counts
+            // on our ack of its lifetime), but the binding is stored: the
+            // key stays out of the reserved client's reach while the other
+            // may hold it.
+            if let Ok(r) = &item
+                && let Some(b) = &r.binding
+                && r.status == crate::wire::BindingStatus::Active
+                && self.router.slices().reserved_against(&r.key, &b.duid)
+            {
+                if self.conflicts_logged.insert(r.key) {
+                    tracing::warn!(key = %r.key, client = %b.duid, "partner granted a key reserved here for another client: answered ConfigurationConflict; compare the reservations digest of ctl status on both servers");
+                }
+                conflicts.push(i);
+            }
             match item {
                 Err(code) => verdicts.push(Some(Err(code))),
                 Ok(r) => {
@@ -465,7 +490,7 @@ impl Driver {
                 }
             }
         }
-        self.judging.insert(req, Judging { msg: m, verdicts, missing, conn });
+        self.judging.insert(req, Judging { msg: m, verdicts, missing, conn, conflicts });
         if missing == 0 {
             self.answer(now, req);
         }
@@ -477,7 +502,12 @@ impl Driver {
         if Some(j.conn) != self.conn {
             return; // the connection it came on is gone: the partner resends
         }
-        let v: Vec<Result<(), StatusCode>> = j.verdicts.into_iter().map(|v| v.unwrap_or(Ok(()))).collect();
+        let mut v: Vec<Result<(), StatusCode>> = j.verdicts.into_iter().map(|v| v.unwrap_or(Ok(()))).collect();
+        for i in j.conflicts {
+            if let Some(x) = v.get_mut(i) {
+                *x = Err(StatusCode::CONFIGURATION_CONFLICT);
+            }
+        }
         let reply = bndupd::reply(&j.msg, &v, now);
         self.frame(&reply);
     }

@@ -133,6 +133,15 @@ impl Policy for EndpointPolicy {
         }
     }
 
+    fn may_reuse(&self, _key: &LeaseKey, existing: Option<&Lease>, client: &Binding, now: Time) -> bool {
+        // §7.2, §4.2.2.1: only FREE or FREE-BACKUP (an EXPIRED or RELEASED
+        // record waits for the partner's ack, or in PARTNER-DOWN the MCLT),
+        // and not while on hold after the partner lost its store.
+        existing.is_none_or(|l| {
+            matches!(l.status, BindingStatus::Free | BindingStatus::FreeBackup) && !(l.binding != *client && self.held_after_partner_loss(l, now))
+        })
+    }
+
     fn lifetime_cap(&self, lease: &Lease, now: Time) -> Option<u32> {
         if !self.mclt_applies() {
             return None;

@@ -9,7 +9,9 @@
 //!
 //! - an ACTIVE record lives with its client's shard (its renewals find it);
 //! - any other record lives with its key's slice owner (it can be given out
-//!   again); a key outside every pool (a reservation) stays with its client;
+//!   again); a key outside every pool stays with its client;
+//! - every record of a key reserved by DUID lives with the reserved
+//!   client's shard, the one shard that grants it;
 //! - while a key's record lives elsewhere, its slice owner blocks the key.
 //!
 //! A shard whose record now belongs elsewhere hands it off (`Handoff`); the
@@ -26,11 +28,26 @@ use crate::wire::Duid;
 
 /// Where `lease` belongs among `shards` shards (see the module doc).
 pub fn home_of(slices: &SliceMap, shards: usize, lease: &Lease) -> usize {
+    if let Some(s) = reserved_home(slices, shards, &lease.key) {
+        return s;
+    }
     let client = || shard_of(lease.binding.duid.as_bytes(), shards as u32) as usize;
     match slices.owner(&lease.key) {
         Some(_) if lease.is_active() => client(),
         Some(owner) => owner,
         None => client(),
+    }
+}
+
+/// Every record of a key reserved by DUID lives with the reserved client's
+/// shard, whoever it binds: that shard alone grants the key, and must see
+/// another client's lease on it (one the partner granted under another
+/// configuration, or before a reload reserved it).
+fn reserved_home(slices: &SliceMap, shards: usize, key: &LeaseKey) -> Option<usize> {
+    match slices.reserved_for(key)? {
+        crate::server::settings::ReservedFor::Duid(d) => Some(shard_of(d.as_bytes(), shards as u32) as usize),
+        // hw-address reservations run on one shard (config).
+        crate::server::settings::ReservedFor::HwAddress(_) => None,
     }
 }
 
@@ -67,9 +84,10 @@ impl ShardRouter {
         &self.slices
     }
 
-    /// Is the key in one of our pools (RFC 8156 §7.5.4)?
+    /// Is the key one we share with the partner (RFC 8156 §7.5.4): in one
+    /// of our pools, or reserved?
     pub fn owns(&self, key: &LeaseKey) -> bool {
-        self.slices.in_pool(key)
+        self.slices.shared(key)
     }
 
     /// The shard holding `key`'s record (or that would create it); `client`
@@ -77,6 +95,9 @@ impl ShardRouter {
     pub fn holder(&self, key: &LeaseKey, client: Option<&Duid>) -> usize {
         if let Some(s) = self.away.get(key) {
             return *s;
+        }
+        if let Some(s) = reserved_home(&self.slices, self.shards, key) {
+            return s;
         }
         match (self.slices.owner(key), client) {
             (Some(o), _) => o,
@@ -92,7 +113,7 @@ impl ShardRouter {
 
     /// `shard` holds `key`'s record now.
     pub fn held_at(&mut self, key: LeaseKey, shard: usize) {
-        match self.slices.owner(&key) {
+        match reserved_home(&self.slices, self.shards, &key).or_else(|| self.slices.owner(&key)) {
             Some(o) if o == shard => {
                 self.away.remove(&key);
             }

@@ -62,7 +62,7 @@ pub enum Command {
     /// owner, (auto-partner-down, pd-secondary-share, pd-secondary-max), and
     /// the TLS material re-read for the next connection.
     Reconfigure {
-        slices: crate::server::SliceMap,
+        slices: Box<crate::server::SliceMap>,
         away: Vec<(crate::lease::LeaseKey, usize)>,
         tunables: (u32, f64, u64),
         tls: Option<super::tls::TlsSetup>,

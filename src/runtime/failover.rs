@@ -257,7 +257,7 @@ impl Core {
                 }
             }
             Event::Command(Command::Reconfigure { slices, away, tunables, tls, reply }) => {
-                self.driver.reconfigure(slices, away, tunables);
+                self.driver.reconfigure(*slices, away, tunables);
                 if let Some(t) = tls {
                     *self.tls.borrow_mut() = Some(Rc::new(t));
                 }

@@ -161,6 +161,8 @@ pub struct Shared {
     pub slices: Mutex<Option<crate::server::SliceMap>>,
     /// The running config file's digest and when it was loaded (unix s).
     pub config: Mutex<(String, u64)>,
+    /// The reservations' count and digest (`ctl status` "reservations").
+    pub reservations: Mutex<(usize, String)>,
     /// Reloads applied and refused.
     pub reloads_applied: std::sync::atomic::AtomicU64,
     pub reloads_refused: std::sync::atomic::AtomicU64,
@@ -182,14 +184,16 @@ impl Shared {
             operator: Mutex::new(()),
             slices: Mutex::new(None),
             config: Mutex::new((String::new(), 0)),
+            reservations: Mutex::new((0, String::new())),
             reloads_applied: Default::default(),
             reloads_refused: Default::default(),
         }
     }
 
     /// A config file was loaded (at start or by a reload).
-    pub fn config_loaded(&self, digest: String) {
+    pub fn config_loaded(&self, digest: String, subnets: &[crate::config::Subnet]) {
         *lock(&self.config) = (digest, super::sys::unix_now());
+        *lock(&self.reservations) = super::operator::reservations_digest(subnets);
     }
 
     /// `ctl reload`: ask the main thread, wait for its answer.
@@ -410,6 +414,7 @@ impl Shared {
             },
             "shards": self.shards.len(),
             "config": {"digest": lock(&self.config).0, "loaded": lock(&self.config).1},
+            "reservations": {"count": lock(&self.reservations).0, "digest": lock(&self.reservations).1},
             "datapath": {"mode": datapath.mode, "reason": datapath.reason},
             "leases": {
                 "active": count(&|s| s == "ACTIVE"),

@@ -60,6 +60,28 @@ pub fn digest(bytes: &[u8]) -> String {
     ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The reservations' count and a digest of whom each reserves what
+/// (SHA-256 over sorted lines): failover partners must agree on it, since a
+/// reserved key is granted by either (README "Reservations").
+pub fn reservations_digest(subnets: &[crate::config::Subnet]) -> (usize, String) {
+    use crate::config::ReservedFor;
+    let mut lines: Vec<String> = subnets
+        .iter()
+        .flat_map(|s| &s.reservations)
+        .map(|r| {
+            let who = match &r.client {
+                ReservedFor::Duid(d) => format!("duid {}", d.to_hex()),
+                ReservedFor::HwAddress(h) => format!("hw {}", h.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+            };
+            let mut keys: Vec<String> = r.addresses.iter().map(|a| a.to_string()).chain(r.prefixes.iter().map(|p| p.to_string())).collect();
+            keys.sort();
+            format!("{who} {}\n", keys.join(" "))
+        })
+        .collect();
+    lines.sort();
+    (lines.len(), digest(lines.concat().as_bytes()))
+}
+
 /// The engine settings a configuration gives (the slice is each shard's own).
 pub fn engine_config(c: &Config, template: &EngineConfig) -> EngineConfig {
     EngineConfig {
@@ -72,6 +94,7 @@ pub fn engine_config(c: &Config, template: &EngineConfig) -> EngineConfig {
         }),
         limits: c.limits,
         unicast_listen: c.unicast_listen.clone(),
+        provisioning: c.provisioning.clone(),
         ..template.clone()
     }
 }
@@ -108,6 +131,14 @@ impl Reloader {
             Err(e) => return refused(e.lines().map(str::to_string).collect()),
         };
         self.overrides.apply(&mut new);
+        // As at start-up: `--shards` may say more than the file.
+        let hw_reserved = new.subnets.iter().flat_map(|s| &s.reservations).any(|r| matches!(r.client, crate::config::ReservedFor::HwAddress(_)));
+        if hw_reserved && self.shards.len() > 1 {
+            return refused(vec![format!(
+                "{file}: reservations: hw-address reservations need one shard; this server runs {} (clients reach shards by DUID)",
+                self.shards.len()
+            )]);
+        }
         let mut changed = match crate::config::reload::changes(&self.running, &new) {
             Ok(c) => c,
             Err(p) => return refused(p.iter().map(|p| format!("{file}: {}: {}", p.key, p.reason)).collect()),
@@ -209,7 +240,7 @@ impl Reloader {
         self.slices = slices;
         self.engine = engine;
         self.running = new;
-        self.shared.config_loaded(digest(&bytes));
+        self.shared.config_loaded(digest(&bytes), &self.running.subnets);
         json!({"result": "applied", "changed": changed, "errors": []})
     }
 }
@@ -266,7 +297,7 @@ impl Reloader {
     fn failover(&self, slices: SliceMap, away: Vec<(LeaseKey, usize)>, tunables: (u32, f64, u64), tls: Option<super::tls::TlsSetup>) -> bool {
         let Some(tx) = lock(&self.shared.commands).clone() else { return false };
         let (reply, answer) = crossbeam_channel::bounded(1);
-        tx.send(Command::Reconfigure { slices, away, tunables, tls, reply }).is_ok() && answer.recv_timeout(SHARD_ANSWER).is_ok()
+        tx.send(Command::Reconfigure { slices: Box::new(slices), away, tunables, tls, reply }).is_ok() && answer.recv_timeout(SHARD_ANSWER).is_ok()
     }
 }
 

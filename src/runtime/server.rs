@@ -97,6 +97,10 @@ pub fn serve(s: Settings) -> Result<(), String> {
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("data-dir {}: {e}", data_dir.display()))?;
     let _lock = sys::DataDirLock::acquire(&data_dir)?;
     let n = s.shards;
+    let hw_reserved = s.config.subnets.iter().flat_map(|x| &x.reservations).any(|r| matches!(r.client, crate::config::ReservedFor::HwAddress(_)));
+    if n > 1 && hw_reserved {
+        return Err(format!("{n} shards: hw-address reservations need runtime.shards = 1 (clients reach shards by DUID); reserve by duid to run more"));
+    }
     let slices = SliceMap::new(&s.config.subnets, n);
     let (mut stores, leases) =
         StoreSet::open(&data_dir, n, s.map_size, |l| home_of(&slices, n, l)).map_err(|e| e.to_string())?;
@@ -135,7 +139,9 @@ pub fn serve(s: Settings) -> Result<(), String> {
     if let Some(p) = &s.config_path {
         let digest = super::operator::digest(&std::fs::read(p).unwrap_or_default());
         tracing::info!(config = %p.display(), digest = %digest, "configuration loaded");
-        shared.config_loaded(digest);
+        shared.config_loaded(digest, &s.config.subnets);
+    } else {
+        *observe::lock(&shared.reservations) = super::operator::reservations_digest(&s.config.subnets);
     }
     let (op_tx, mut op_rx): (Vec<_>, Vec<_>) = (0..n).map(|_| crossbeam_channel::unbounded()).unzip();
     *observe::lock(&shared.ops) = op_tx.clone();
@@ -169,6 +175,7 @@ pub fn serve(s: Settings) -> Result<(), String> {
             }),
             limits: s.config.limits,
             unicast_listen: s.config.unicast_listen.clone(),
+            provisioning: s.config.provisioning.clone(),
         },
         shards: n,
         failover: fo_cfg.as_ref().zip(mclt).map(|(f, m)| (f.role, m)),

@@ -42,8 +42,10 @@ pub struct Decision {
 }
 
 impl Naming {
-    /// RFC 4704 §6.1 for a client's `fqdn` option (if any) and the address it gets.
-    pub fn decide(&self, fqdn: Option<&ClientFqdn>, addr: Ipv6Addr) -> Decision {
+    /// RFC 4704 §6.1 for a client's `fqdn` option (if any) and the address
+    /// it gets; `reserved`: the host name its reservation gives it (the
+    /// server's choice, which §6 allows, over the client's and a synthesized one).
+    pub fn decide(&self, fqdn: Option<&ClientFqdn>, addr: Ipv6Addr, reserved: Option<&DomainName>) -> Decision {
         let client_n = fqdn.is_some_and(|f| f.flags & FQDN_FLAG_N != 0);
         let client_s = fqdn.is_some_and(|f| f.flags & FQDN_FLAG_S != 0);
         // Flags: honour N when the policy lets the client decide; else we
@@ -57,8 +59,9 @@ impl Naming {
             flags |= FQDN_FLAG_O;
         }
         let requested = fqdn.map(|f| &f.name).filter(|n| !n.is_empty() && n.labels().next().is_some());
-        let (name, origin) = match (self.policy, requested) {
-            (FqdnPolicy::Client | FqdnPolicy::None, Some(n)) => (self.qualify(n), dns_flags::USING_REQUESTED),
+        let (name, origin) = match (self.policy, requested, reserved) {
+            (_, _, Some(r)) => (self.qualify(r), 0),
+            (FqdnPolicy::Client | FqdnPolicy::None, Some(n), None) => (self.qualify(n), dns_flags::USING_REQUESTED),
             _ => (self.synthesize(addr), dns_flags::SYNTHESIZED),
         };
         let in_zone = name.as_ref().is_some_and(|n| self.in_zone(n));
@@ -130,7 +133,7 @@ mod tests {
     #[test]
     fn a_partial_name_is_qualified_and_the_server_takes_the_forward_update() {
         // RFC 4704 §4.2 (partial names completed), §6.1 (S honoured).
-        let d = naming(FqdnPolicy::Client).decide(Some(&fqdn(FQDN_FLAG_S, "Host1")), A.parse().unwrap());
+        let d = naming(FqdnPolicy::Client).decide(Some(&fqdn(FQDN_FLAG_S, "Host1")), A.parse().unwrap(), None);
         assert_eq!(d.reply.as_ref().unwrap().flags, FQDN_FLAG_S);
         assert_eq!(d.info.name.as_ref().unwrap().to_string(), "host1.example.net.");
         assert!(d.update);
@@ -140,14 +143,14 @@ mod tests {
     #[test]
     fn s_zero_from_the_client_is_overridden_with_o() {
         // RFC 4704 §6.1: our S differs from the client's → O = 1.
-        let d = naming(FqdnPolicy::Client).decide(Some(&fqdn(0, "h.example.net.")), A.parse().unwrap());
+        let d = naming(FqdnPolicy::Client).decide(Some(&fqdn(0, "h.example.net.")), A.parse().unwrap(), None);
         assert_eq!(d.reply.unwrap().flags, FQDN_FLAG_S | FQDN_FLAG_O);
     }
 
     #[test]
     fn n_from_the_client_means_no_updates_but_a_name_all_the_same() {
         // RFC 4704 §6.1; RFC 8156 §9.5: the name is still kept and shared.
-        let d = naming(FqdnPolicy::Client).decide(Some(&fqdn(FQDN_FLAG_N, "h")), A.parse().unwrap());
+        let d = naming(FqdnPolicy::Client).decide(Some(&fqdn(FQDN_FLAG_N, "h")), A.parse().unwrap(), None);
         assert_eq!(d.reply.unwrap().flags, FQDN_FLAG_N);
         assert!(!d.update);
         assert!(d.info.name.is_some());
@@ -155,18 +158,18 @@ mod tests {
 
     #[test]
     fn server_policy_synthesizes_and_none_never_updates() {
-        let d = naming(FqdnPolicy::Server).decide(Some(&fqdn(FQDN_FLAG_S, "wanted")), A.parse().unwrap());
+        let d = naming(FqdnPolicy::Server).decide(Some(&fqdn(FQDN_FLAG_S, "wanted")), A.parse().unwrap(), None);
         assert_eq!(d.info.name.unwrap().to_string(), "dhcp-2001-db8-1--1001.example.net.");
         assert_eq!(d.info.dns_flags, dns_flags::SYNTHESIZED);
         assert!(d.update);
-        let d = naming(FqdnPolicy::None).decide(Some(&fqdn(FQDN_FLAG_S, "h")), A.parse().unwrap());
+        let d = naming(FqdnPolicy::None).decide(Some(&fqdn(FQDN_FLAG_S, "h")), A.parse().unwrap(), None);
         assert!(!d.update);
         assert_eq!(d.reply.unwrap().flags, FQDN_FLAG_N);
     }
 
     #[test]
     fn a_client_without_the_option_gets_a_synthesized_name_and_no_option() {
-        let d = naming(FqdnPolicy::Client).decide(None, A.parse().unwrap());
+        let d = naming(FqdnPolicy::Client).decide(None, A.parse().unwrap(), None);
         assert!(d.reply.is_none());
         assert!(d.update);
         assert!(d.info.name.unwrap().to_string().starts_with("dhcp-"));
@@ -174,9 +177,20 @@ mod tests {
 
     #[test]
     fn names_outside_the_forward_zone_are_not_updated() {
-        let d = naming(FqdnPolicy::Client).decide(Some(&fqdn(FQDN_FLAG_S, "h.elsewhere.org.")), A.parse().unwrap());
+        let d = naming(FqdnPolicy::Client).decide(Some(&fqdn(FQDN_FLAG_S, "h.elsewhere.org.")), A.parse().unwrap(), None);
         assert!(!d.update);
-        let d = naming(FqdnPolicy::Client).decide(Some(&fqdn(FQDN_FLAG_S, "h.notexample.net.")), A.parse().unwrap());
+        let d = naming(FqdnPolicy::Client).decide(Some(&fqdn(FQDN_FLAG_S, "h.notexample.net.")), A.parse().unwrap(), None);
         assert!(!d.update, "a suffix match must be label-aligned");
+    }
+
+    #[test]
+    fn a_reserved_host_name_wins_over_the_clients_and_a_synthesized_one() {
+        let host = DomainName::from_dotted("printer").unwrap();
+        let d = naming(FqdnPolicy::Client).decide(Some(&fqdn(FQDN_FLAG_S, "wanted")), A.parse().unwrap(), Some(&host));
+        assert_eq!(d.reply.unwrap().name.to_string(), "printer.example.net.");
+        assert!(d.update);
+        let d = naming(FqdnPolicy::Server).decide(None, A.parse().unwrap(), Some(&host));
+        assert_eq!(d.info.name.unwrap().to_string(), "printer.example.net.");
+        assert_eq!(d.info.dns_flags & (dns_flags::SYNTHESIZED | dns_flags::USING_REQUESTED), 0);
     }
 }

@@ -6,6 +6,7 @@
 //! drop. No sockets, clocks, disks or randomness: the allocation hash key is
 //! injected.
 
+pub mod classes;
 pub mod fqdn;
 pub mod limits;
 mod policy;
@@ -20,7 +21,7 @@ pub use policy::{Policy, Responsiveness, Standalone};
 pub use subnet::SliceMap;
 pub use table::LeaseTable;
 
-use settings::Subnet;
+use settings::{OptionData, Provisioning, Subnet};
 use crate::lease::{Binding, IaType, Lease, LeaseKey, Time};
 use crate::pool::{Prefix, Slice, hash};
 use crate::wire::{
@@ -160,6 +161,8 @@ pub struct EngineConfig {
     /// `unicast-listen`: the only unicast addresses Relay-forwards are
     /// accepted at; empty: any.
     pub unicast_listen: Vec<Ipv6Addr>,
+    /// Global options and the client classes.
+    pub provisioning: Provisioning,
 }
 
 /// Counters kept by the engine (exported as metrics by the runtime).
@@ -196,6 +199,12 @@ pub struct Engine {
     pub limits: limits::Tracker,
     unicast_listen: Vec<Ipv6Addr>,
     slice: Slice,
+    provisioning: Provisioning,
+    /// Every reserved key: (subnet, reservation) indexes.
+    reserved: std::collections::HashMap<LeaseKey, (usize, usize)>,
+    /// Per subnet: the subnets of its shared network, itself first, then
+    /// the others in configuration order (just itself without one).
+    networks: Vec<Vec<usize>>,
 }
 
 /// Per-message context shared by the IA handlers.
@@ -218,13 +227,23 @@ struct Ctx<'p> {
     offered: [u32; 2],
     /// `ctl lease add --valid-lifetime`: instead of the subnet's.
     valid_override: Option<u32>,
+    /// The client's classes (bit i: class i).
+    classes: u64,
+    /// The client's link-layer address, when known (RFC 6939, DUID-LL/LLT).
+    hw: Option<&'p [u8]>,
+    /// The client's reservation: (subnet, index).
+    reservation: Option<(usize, usize)>,
+    /// The first address and prefix given, whose subnet and pool options go out.
+    first_na: Option<LeaseKey>,
+    first_pd: Option<LeaseKey>,
 }
 
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Engine {
-        Engine {
+        let classes = &cfg.provisioning.classes;
+        let mut e = Engine {
             server_duid: cfg.server_duid,
-            subnets: cfg.subnets.into_iter().map(|s| SubnetState::new(s, cfg.slice)).collect(),
+            subnets: cfg.subnets.into_iter().map(|s| SubnetState::new(s, cfg.slice, classes)).collect(),
             leases: LeaseTable::new(),
             hash_key: cfg.hash_key,
             blocked: Default::default(),
@@ -233,7 +252,38 @@ impl Engine {
             limits: limits::Tracker::new(cfg.limits),
             unicast_listen: cfg.unicast_listen,
             slice: cfg.slice,
+            provisioning: cfg.provisioning,
+            reserved: Default::default(),
+            networks: Vec::new(),
+        };
+        e.index();
+        e
+    }
+
+    /// Rebuild what is derived from the subnets: reserved keys, networks.
+    fn index(&mut self) {
+        self.reserved.clear();
+        for (si, s) in self.subnets.iter().enumerate() {
+            for (ri, r) in s.cfg.reservations.iter().enumerate() {
+                for k in r.addresses.iter().map(|a| LeaseKey::Addr(*a)).chain(r.prefixes.iter().map(|p| LeaseKey::Prefix(*p))) {
+                    self.reserved.insert(k, (si, ri));
+                }
+            }
         }
+        self.networks = (0..self.subnets.len())
+            .map(|i| {
+                let mut n = vec![i];
+                if let Some(name) = &self.subnets[i].cfg.shared_network {
+                    n.extend((0..self.subnets.len()).filter(|j| *j != i && self.subnets[*j].cfg.shared_network.as_ref() == Some(name)));
+                }
+                n
+            })
+            .collect();
+    }
+
+    /// Is `key` reserved for a client other than this one?
+    fn reserved_for_other(&self, key: &LeaseKey, duid: &Duid, hw: Option<&[u8]>) -> bool {
+        self.reserved.get(key).is_some_and(|(s, r)| !self.subnets[*s].cfg.reservations[*r].client.is(duid, hw))
     }
 
     /// The settings this engine serves from.
@@ -246,6 +296,7 @@ impl Engine {
             naming: self.naming.clone(),
             limits: self.limits.limits,
             unicast_listen: self.unicast_listen.clone(),
+            provisioning: self.provisioning.clone(),
         }
     }
 
@@ -260,7 +311,7 @@ impl Engine {
         let mut fresh_addr = Vec::new();
         let mut fresh_pd = Vec::new();
         for s in cfg.subnets {
-            let mut st = SubnetState::new(s, cfg.slice);
+            let mut st = SubnetState::new(s, cfg.slice, &cfg.provisioning.classes);
             for p in &mut st.addr_pools {
                 let kept = old.iter_mut().flat_map(|o| o.addr_pools.iter_mut()).find(|o| o.range == p.range && o.alloc.size() > 0);
                 match kept {
@@ -292,6 +343,18 @@ impl Engine {
             }
         }
         self.blocked.extend(blocked);
+        self.provisioning = cfg.provisioning;
+        let was_reserved: Vec<LeaseKey> = self.reserved.keys().copied().collect();
+        self.index();
+        // A key no longer reserved: back on its allocator's free list
+        // (an allocator that met it while reserved dropped it), unless leased.
+        for k in was_reserved {
+            if !self.reserved.contains_key(&k) && !self.leases.get(&k).is_some_and(Lease::is_active) {
+                for s in &mut self.subnets {
+                    s.release(&k);
+                }
+            }
+        }
         self.naming = cfg.naming;
         self.limits.limits = cfg.limits;
         self.unicast_listen = cfg.unicast_listen;
@@ -306,10 +369,9 @@ impl Engine {
         let subnet = self
             .subnets
             .iter()
-            .position(|s| s.serves(&key, &binding.duid))
+            .position(|s| s.serves(&key, &binding.duid, None))
             .ok_or_else(|| format!("{key} is in none of the configured pools and not reserved for this client"))?;
-        let s = &self.subnets[subnet];
-        if s.reserved_for_other(&key, &binding.duid) {
+        if self.reserved_for_other(&key, &binding.duid, None) {
             return Err(format!("{key} is reserved for another client"));
         }
         if self.blocked.contains(&key) {
@@ -343,6 +405,11 @@ impl Engine {
             fqdn_reply: None,
             offered: [0; 2],
             valid_override: valid,
+            classes: 0,
+            hw: None,
+            reservation: None,
+            first_na: None,
+            first_pd: None,
         };
         let mut l = self.grant(&mut ctx, key, binding);
         // T1/T2 as a Reply with this lease alone would carry (§18.3.2).
@@ -556,7 +623,7 @@ impl Engine {
                         alloc.allocate(seed, None, true, true, |j| {
                             let k = LeaseKey::Prefix(pool.prefix(j));
                             !self.blocked.contains(&k)
-                                && !self.subnets[si].reserved_for_other(&k, &Duid::ll(0, &[0]))
+                                && !self.reserved.contains_key(&k)
                                 && self.leases.get(&k).is_none_or(|l| l.status == BindingStatus::Free)
                         })
                     };
@@ -661,6 +728,11 @@ impl Engine {
             return self.finish(client, &chain, arrival, o, Vec::new());
         }
         let duid = client.options.client_id().cloned();
+        let facts = classes::Facts::new(client, &chain, arrival);
+        let class_mask = if self.provisioning.classes.is_empty() { 0 } else { classes::classify(&self.provisioning.classes, &facts) };
+        let reservation = duid.as_ref().and_then(|d| {
+            self.networks[subnet].iter().find_map(|si| self.subnets[*si].reservation(d, facts.hw).map(|ri| (*si, ri)))
+        });
         let mut ctx = Ctx {
             now,
             subnet,
@@ -674,6 +746,11 @@ impl Engine {
             fqdn_reply: None,
             offered: [0; 2],
             valid_override: None,
+            classes: class_mask,
+            hw: facts.hw,
+            reservation,
+            first_na: None,
+            first_pd: None,
         };
         let options = match t {
             T::Solicit => {
@@ -720,8 +797,7 @@ impl Engine {
                 if addrs.is_empty() {
                     return Outcome::Drop(DropReason::NothingToSay);
                 }
-                let s = &self.subnets[subnet];
-                let status = if addrs.iter().all(|a| s.on_link(*a)) {
+                let status = if addrs.iter().all(|a| self.net_on_link(&ctx, *a)) {
                     Status::new(StatusCode::SUCCESS, "all addresses on link")
                 } else {
                     Status::new(StatusCode::NOT_ON_LINK, "not on link")
@@ -732,7 +808,7 @@ impl Engine {
             }
             T::InformationRequest => {
                 let mut o = self.reply_header(client);
-                self.config_options(subnet, client.options.oro(), true, &mut o);
+                self.config_options(&ctx, client.options.oro(), true, &mut o);
                 return self.finish(client, &chain, arrival, o, Vec::new());
             }
             _ => return Outcome::Drop(DropReason::NotForServer),
@@ -744,7 +820,7 @@ impl Engine {
         {
             options.push(DhcpOption::ClientFqdn(f));
         }
-        self.config_options(subnet, client.options.oro(), false, &mut options);
+        self.config_options(&ctx, client.options.oro(), false, &mut options);
         self.set_t1_t2(&mut ctx, &mut options);
         let changes = std::mem::take(&mut ctx.changes);
         self.finish(client, &chain, arrival, options, changes)
@@ -862,41 +938,100 @@ impl Engine {
         Outcome::Reply(Reply { message: m, reply_type, to: arrival.source, port, to_source_port, changes })
     }
 
-    /// Options from the client's ORO that the subnet supplies (RFC 9915 §18.3).
-    fn config_options(&self, subnet: usize, oro: &[u16], info_request: bool, out: &mut Options) {
-        let s = &self.subnets[subnet].cfg;
-        for code in oro {
-            match *code {
-                opt::DNS_SERVERS if !s.dns_servers.is_empty() => {
-                    out.push(DhcpOption::DnsServers(s.dns_servers.clone()))
+    /// Configuration options for the reply (RFC 9915 §18.3, §21.7): the
+    /// codes the client's ORO asks for and those any applicable scope marks
+    /// `always-send`, each from the most specific scope that sets it: the
+    /// reservation, the client's classes (in configuration order), the pool
+    /// of the first lease given, its subnet (with the subnet's shorthand
+    /// keys), then the global `options`.
+    fn config_options(&self, ctx: &Ctx<'_>, oro: &[u16], info_request: bool, out: &mut Options) {
+        let lease_subnet = ctx.first_na.or(ctx.first_pd).map_or(ctx.subnet, |k| self.subnet_of(ctx, &k));
+        let s = &self.subnets[lease_subnet].cfg;
+        // Most specific first; None stands for the subnet's shorthand keys.
+        let mut scopes: Vec<Option<&[OptionData]>> = Vec::new();
+        if let Some((si, ri)) = ctx.reservation {
+            scopes.push(Some(&self.subnets[si].cfg.reservations[ri].options));
+        }
+        if ctx.classes != 0 {
+            for (i, c) in self.provisioning.classes.iter().enumerate() {
+                if ctx.classes & (1 << i) != 0 {
+                    scopes.push(Some(&c.options));
                 }
-                opt::DOMAIN_LIST if !s.domain_search.is_empty() => {
-                    out.push(DhcpOption::DomainList(s.domain_search.clone()))
-                }
-                opt::NTP_SERVER if !s.ntp_servers.is_empty() => out.push(DhcpOption::NtpServer(
-                    s.ntp_servers.iter().map(|a| NtpSuboption::ServerAddress(*a)).collect(),
-                )),
-                opt::INFORMATION_REFRESH_TIME if info_request => out.push(DhcpOption::InformationRefreshTime(
-                    s.information_refresh_time.unwrap_or(IRT_DEFAULT).max(IRT_MINIMUM),
-                )),
-                opt::SOL_MAX_RT if !info_request => {
-                    if let Some(v) = s.sol_max_rt {
-                        out.push(DhcpOption::SolMaxRt(v));
-                    }
-                }
-                opt::INF_MAX_RT if info_request => {
-                    if let Some(v) = s.inf_max_rt {
-                        out.push(DhcpOption::InfMaxRt(v));
-                    }
-                }
-                _ => {}
+            }
+        }
+        for k in [ctx.first_na, ctx.first_pd].into_iter().flatten() {
+            if let Some(scope) = self.pool_scope(ctx, &k) {
+                scopes.push(Some(&scope.options));
+            }
+        }
+        scopes.push(Some(&s.options));
+        scopes.push(None);
+        scopes.push(Some(&self.provisioning.options));
+        let always: Vec<(u16, u32)> =
+            scopes.iter().flatten().flat_map(|sc| sc.iter()).filter(|o| o.always_send).map(|o| (o.code, enterprise_of(o))).collect();
+        let mut sent: Vec<(u16, u32)> = Vec::new();
+        for scope in scopes {
+            match scope {
+                Some(sc) => offer(sc, oro, &always, &mut sent, out),
+                None => shorthands(s, oro, &always, info_request, &mut sent, out),
             }
         }
     }
 
-    /// Lifetimes for a lease: the subnet's, capped by the failover policy.
+    /// The subnet of the client's network that `key` belongs to (its pools
+    /// or reservations); the selected subnet when none does.
+    fn subnet_of(&self, ctx: &Ctx<'_>, key: &LeaseKey) -> usize {
+        let net = &self.networks[ctx.subnet];
+        if net.len() == 1 {
+            return ctx.subnet;
+        }
+        net.iter().copied().find(|i| self.subnets[*i].in_pools(key) || self.subnets[*i].reserves(key)).unwrap_or(ctx.subnet)
+    }
+
+    /// The classes and options of the pool `key` is in.
+    fn pool_scope(&self, ctx: &Ctx<'_>, key: &LeaseKey) -> Option<&settings::PoolScope> {
+        let s = &self.subnets[self.subnet_of(ctx, key)];
+        match key {
+            LeaseKey::Addr(a) => s.addr_pools.iter().position(|p| p.range.contains(*a)).and_then(|i| s.cfg.pool_scopes.get(i)),
+            LeaseKey::Prefix(p) => s.pd_pools.iter().position(|pp| pp.slot(p).is_some()).and_then(|i| s.cfg.pd_pool_scopes.get(i)),
+        }
+    }
+
+    /// May the client's classes take `key` anew: reserved (for it: checked
+    /// by `available_for`), or in a pool open to them?
+    fn admits(&self, ctx: &Ctx<'_>, key: &LeaseKey) -> bool {
+        if self.reserved.contains_key(key) {
+            return true;
+        }
+        let s = &self.subnets[self.subnet_of(ctx, key)];
+        let pool = match key {
+            LeaseKey::Addr(a) => s.addr_pools.iter().find(|p| p.range.contains(*a)).map(|p| p.classes),
+            LeaseKey::Prefix(p) => s.pd_pools.iter().find(|pp| pp.slot(p).is_some()).map(|pp| pp.classes),
+        };
+        pool.is_none_or(|m| subnet::admits(m, ctx.classes))
+    }
+
+    /// Is the address on the client's link (any subnet of its network)?
+    fn net_on_link(&self, ctx: &Ctx<'_>, a: Ipv6Addr) -> bool {
+        self.networks[ctx.subnet].iter().any(|i| self.subnets[*i].on_link(a))
+    }
+
+    fn net_prefix_on_link(&self, ctx: &Ctx<'_>, p: &Prefix) -> bool {
+        self.networks[ctx.subnet].iter().any(|i| self.subnets[*i].prefix_on_link(p))
+    }
+
+    /// Is `key` still ours to give this client, in its network: reserved
+    /// for it (in any subnet), or in a pool and reserved for nobody else?
+    fn net_serves(&self, ctx: &Ctx<'_>, key: &LeaseKey, duid: &Duid) -> bool {
+        if self.reserved.contains_key(key) {
+            return !self.reserved_for_other(key, duid, ctx.hw);
+        }
+        self.networks[ctx.subnet].iter().any(|i| self.subnets[*i].serves(key, duid, ctx.hw))
+    }
+
+    /// Lifetimes for a lease: its subnet's, capped by the failover policy.
     fn lifetimes(&self, ctx: &mut Ctx<'_>, probe: &Lease) -> (u32, u32) {
-        let s = &self.subnets[ctx.subnet].cfg;
+        let s = &self.subnets[self.subnet_of(ctx, &probe.key)].cfg;
         let mut valid = ctx.valid_override.unwrap_or(s.valid_lifetime);
         if let Some(cap) = ctx.policy.lifetime_cap(probe, ctx.now)
             && cap < valid
@@ -915,7 +1050,8 @@ impl Engine {
     /// shortest preferred lifetime given; T1 ≤ T2 ≤ preferred. IAs that carry
     /// only a status get 0/0.
     fn set_t1_t2(&mut self, ctx: &mut Ctx<'_>, options: &mut Options) {
-        let s = &self.subnets[ctx.subnet].cfg;
+        let lease_subnet = ctx.first_na.or(ctx.first_pd).map_or(ctx.subnet, |k| self.subnet_of(ctx, &k));
+        let s = &self.subnets[lease_subnet].cfg;
         let (t1, t2) = match ctx.min_preferred {
             None => (0, 0),
             Some(INFINITY) => (INFINITY, INFINITY),
@@ -970,8 +1106,8 @@ impl Engine {
     /// Is `key` free for this client: not active for another client, not
     /// reserved for another, and grantable under the policy?
     fn available_for(&self, ctx: &Ctx<'_>, key: &LeaseKey, binding: &Binding) -> bool {
-        let s = &self.subnets[ctx.subnet];
-        if s.reserved_for_other(key, &binding.duid) || self.blocked.contains(key) {
+        let reserved = self.reserved.contains_key(key);
+        if (reserved && self.reserved_for_other(key, &binding.duid, ctx.hw)) || self.blocked.contains(key) {
             return false;
         }
         match self.leases.get(key) {
@@ -980,6 +1116,8 @@ impl Engine {
             // RFC 9915 §13.1: a reserved interface identifier is never given
             // (a lease already active on one, from an older version, renews).
             _ if matches!(key, LeaseKey::Addr(a) if crate::pool::reserved::is_reserved(u128::from(*a))) => false,
+            // Reserved for this client: outside the failover split.
+            existing if reserved => ctx.policy.may_grant_reserved(key, existing, binding, ctx.now),
             existing => ctx.policy.may_allocate(key, existing, binding, ctx.now),
         }
     }
@@ -1020,7 +1158,12 @@ impl Engine {
             None => Lease::active(key, binding.clone(), ctx.now, 0, 0, 0, 0),
         };
         let (preferred, valid) = self.lifetimes(ctx, &lease);
-        let desired = self.subnets[ctx.subnet].cfg.valid_lifetime;
+        let desired = self.subnets[self.subnet_of(ctx, &key)].cfg.valid_lifetime;
+        match key {
+            LeaseKey::Addr(_) if ctx.first_na.is_none() => ctx.first_na = Some(key),
+            LeaseKey::Prefix(_) if ctx.first_pd.is_none() => ctx.first_pd = Some(key),
+            _ => {}
+        }
         lease.set_status(BindingStatus::Active, ctx.now);
         lease.preferred_lifetime = preferred;
         lease.valid_lifetime = valid;
@@ -1044,7 +1187,8 @@ impl Engine {
     /// server adds; a renewal adds only what is missing, when the policy says so).
     fn name_lease(&self, naming: &fqdn::Naming, ctx: &mut Ctx<'_>, lease: &mut Lease, addr: Ipv6Addr) {
         use crate::lease::dns_flags as F;
-        let mut d = naming.decide(ctx.fqdn.as_ref(), addr);
+        let hostname = ctx.reservation.and_then(|(si, ri)| self.subnets[si].cfg.reservations[ri].hostname.as_ref());
+        let mut d = naming.decide(ctx.fqdn.as_ref(), addr, hostname);
         let before = self.leases.get(&lease.key).filter(|l| l.is_active() && l.binding == lease.binding).and_then(|l| l.dns.clone());
         if let Some(b) = &before
             && b.name.is_some()
@@ -1082,8 +1226,7 @@ impl Engine {
         let binding = Binding { duid: ctx.duid.clone(), ia_type: IaType::Na, iaid: ia.iaid };
         let mut out = Options::new();
         let requested: Vec<Ipv6Addr> = ia.options.ia_addrs().map(|a| a.addr).collect();
-        let subnet = &self.subnets[ctx.subnet];
-        if mode == IaMode::Assign && ctx.commit && requested.iter().any(|a| !subnet.on_link(*a)) {
+        if mode == IaMode::Assign && ctx.commit && requested.iter().any(|a| !self.net_on_link(ctx, *a)) {
             // RFC 9915 §18.3.2: Request with an address not on the link.
             out.push(DhcpOption::StatusCode(Status::new(StatusCode::NOT_ON_LINK, "address not on link")));
             return out;
@@ -1095,13 +1238,13 @@ impl Engine {
         if mode != IaMode::Assign {
             for a in &requested {
                 let mine = self.leases.get(&LeaseKey::Addr(*a)).is_some_and(|l| l.binding == binding);
-                if !subnet.on_link(*a) || (!mine && has_binding) || (mine && !subnet.serves(&LeaseKey::Addr(*a), &binding.duid)) {
+                if !self.net_on_link(ctx, *a) || (!mine && has_binding) || (mine && !self.net_serves(ctx, &LeaseKey::Addr(*a), &binding.duid)) {
                     out.push(zero_addr(*a));
                 }
             }
         }
         if mode == IaMode::Rebind && !has_binding && !self.subnets[ctx.subnet].cfg.rapid_commit {
-            if out.is_empty() && requested.iter().all(|a| self.subnets[ctx.subnet].on_link(*a)) {
+            if out.is_empty() && requested.iter().all(|a| self.net_on_link(ctx, *a)) {
                 out.push(DhcpOption::StatusCode(Status::new(StatusCode::NO_BINDING, "no binding")));
             }
             return out;
@@ -1110,12 +1253,13 @@ impl Engine {
         let mut given = 0;
         for k in held {
             let LeaseKey::Addr(a) = k else { continue };
-            if !self.subnets[ctx.subnet].serves(&k, &binding.duid) {
+            if !self.net_serves(ctx, &k, &binding.duid) {
                 continue;
             }
             let l = self.leases.get(&k).expect("indexed");
             let revived = !l.is_active();
-            let extend = !revived || (requested.contains(&a) && self.available_for(ctx, &k, &binding) && self.may_take_new(ctx, IaType::Na));
+            let extend = !revived
+                || (requested.contains(&a) && self.admits(ctx, &k) && self.available_for(ctx, &k, &binding) && self.may_take_new(ctx, IaType::Na));
             if extend {
                 ctx.offered[0] += u32::from(revived && !ctx.commit);
                 let l = self.grant(ctx, k, &binding);
@@ -1142,15 +1286,20 @@ impl Engine {
     }
 
     fn pick_address(&mut self, ctx: &Ctx<'_>, binding: &Binding, requested: &[Ipv6Addr]) -> Option<Ipv6Addr> {
-        let s = &self.subnets[ctx.subnet];
-        if let Some((Some(a), _)) = s.reservations.get(&binding.duid) {
-            let k = LeaseKey::Addr(*a);
-            return self.available_for(ctx, &k, binding).then_some(*a);
+        // A reservation first: its first address free for this IA (when
+        // all are taken, by its other IAs or a client that had one before
+        // the reservation, the pools serve).
+        if let Some((si, ri)) = ctx.reservation
+            && let Some(a) = self.subnets[si].cfg.reservations[ri].addresses.iter().copied().find(|a| self.available_for(ctx, &LeaseKey::Addr(*a), binding))
+        {
+            return Some(a);
         }
-        // The address this client had before, if still free.
+        // The address this client had before, if still free (and its pool
+        // still open to the client's classes).
         for k in &self.leases.keys_of(binding) {
             if let LeaseKey::Addr(a) = k
-                && s.serves(k, &binding.duid)
+                && self.net_serves(ctx, k, &binding.duid)
+                && self.admits(ctx, k)
                 && self.available_for(ctx, k, binding)
             {
                 return Some(*a);
@@ -1158,21 +1307,28 @@ impl Engine {
         }
         let seed = hash::hash_bytes(self.hash_key ^ binding.iaid as u64, binding.duid.as_bytes());
         let hint = requested.first().copied();
-        let n = self.subnets[ctx.subnet].addr_pools.len();
-        // The pool of the client's hint first (RFC 9915 §18.3.9), then in order.
-        let first = hint.and_then(|a| self.subnets[ctx.subnet].addr_pools.iter().position(|p| p.slot(a).is_some())).unwrap_or(0);
-        for i in (first..n).chain(0..first) {
-            let pool = &mut self.subnets[ctx.subnet].addr_pools[i];
-            let h = hint.and_then(|a| pool.slot(a));
-            let first = u128::from(pool.range.first);
-            // Take the allocator out so the availability check can borrow self.
-            let mut alloc = std::mem::take(&mut pool.alloc);
-            let found = alloc.allocate(seed, h, ctx.policy.fresh_slots(IaType::Na), ctx.commit, |j| {
-                self.available_for(ctx, &LeaseKey::Addr(Ipv6Addr::from(first + j)), binding)
-            });
-            self.subnets[ctx.subnet].addr_pools[i].alloc = alloc;
-            if let Some(j) = found {
-                return Some(self.subnets[ctx.subnet].addr_pools[i].addr(j));
+        // The subnet's pools, then the rest of its shared network's; in
+        // each, the pool of the client's hint first (RFC 9915 §18.3.9).
+        for ni in 0..self.networks[ctx.subnet].len() {
+            let si = self.networks[ctx.subnet][ni];
+            let n = self.subnets[si].addr_pools.len();
+            let first = hint.and_then(|a| self.subnets[si].addr_pools.iter().position(|p| p.slot(a).is_some())).unwrap_or(0);
+            for i in (first..n).chain(0..first) {
+                let pool = &mut self.subnets[si].addr_pools[i];
+                if !subnet::admits(pool.classes, ctx.classes) {
+                    continue;
+                }
+                let h = hint.and_then(|a| pool.slot(a));
+                let first = u128::from(pool.range.first);
+                // Take the allocator out so the availability check can borrow self.
+                let mut alloc = std::mem::take(&mut pool.alloc);
+                let found = alloc.allocate(seed, h, ctx.policy.fresh_slots(IaType::Na), ctx.commit, |j| {
+                    self.available_for(ctx, &LeaseKey::Addr(Ipv6Addr::from(first + j)), binding)
+                });
+                self.subnets[si].addr_pools[i].alloc = alloc;
+                if let Some(j) = found {
+                    return Some(self.subnets[si].addr_pools[i].addr(j));
+                }
             }
         }
         None
@@ -1194,8 +1350,7 @@ impl Engine {
                     continue;
                 }
                 let mine = self.leases.get(&LeaseKey::Prefix(*p)).is_some_and(|l| l.binding == binding);
-                let s = &self.subnets[ctx.subnet];
-                if !s.prefix_on_link(p) || (!mine && has_binding) || (mine && !s.serves(&LeaseKey::Prefix(*p), &binding.duid)) {
+                if !self.net_prefix_on_link(ctx, p) || (!mine && has_binding) || (mine && !self.net_serves(ctx, &LeaseKey::Prefix(*p), &binding.duid)) {
                     out.push(zero_prefix(*p));
                 }
             }
@@ -1209,13 +1364,13 @@ impl Engine {
         let mut given = 0;
         for k in held {
             let LeaseKey::Prefix(p) = k else { continue };
-            if !self.subnets[ctx.subnet].serves(&k, &binding.duid) {
+            if !self.net_serves(ctx, &k, &binding.duid) {
                 continue;
             }
             let l = self.leases.get(&k).expect("indexed");
             let asked = requested.iter().any(|(r, _)| *r == p);
             let revived = !l.is_active();
-            if !revived || (asked && self.available_for(ctx, &k, &binding) && self.may_take_new(ctx, IaType::Pd)) {
+            if !revived || (asked && self.admits(ctx, &k) && self.available_for(ctx, &k, &binding) && self.may_take_new(ctx, IaType::Pd)) {
                 ctx.offered[1] += u32::from(revived && !ctx.commit);
                 let l = self.grant(ctx, k, &binding);
                 out.push(iaprefix(&l));
@@ -1239,14 +1394,15 @@ impl Engine {
     }
 
     fn pick_prefix(&mut self, ctx: &Ctx<'_>, binding: &Binding, requested: &[(Prefix, bool)]) -> Option<Prefix> {
-        let s = &self.subnets[ctx.subnet];
-        if let Some((_, Some(p))) = s.reservations.get(&binding.duid) {
-            let k = LeaseKey::Prefix(*p);
-            return self.available_for(ctx, &k, binding).then_some(*p);
+        if let Some((si, ri)) = ctx.reservation
+            && let Some(p) = self.subnets[si].cfg.reservations[ri].prefixes.iter().copied().find(|p| self.available_for(ctx, &LeaseKey::Prefix(*p), binding))
+        {
+            return Some(p);
         }
         for k in &self.leases.keys_of(binding) {
             if let LeaseKey::Prefix(p) = k
-                && s.serves(k, &binding.duid)
+                && self.net_serves(ctx, k, &binding.duid)
+                && self.admits(ctx, k)
                 && self.available_for(ctx, k, binding)
             {
                 return Some(*p);
@@ -1255,25 +1411,28 @@ impl Engine {
         let seed = hash::hash_bytes(self.hash_key ^ 0x5044 ^ binding.iaid as u64, binding.duid.as_bytes());
         let hint_len = requested.first().map(|(p, _)| p.len).filter(|l| *l > 0);
         let hint = requested.iter().find(|(_, len_only)| !len_only).map(|(p, _)| *p);
-        let n = self.subnets[ctx.subnet].pd_pools.len();
-        // Pools whose delegated length matches the hint first (RFC 8168).
-        let mut order: Vec<usize> = (0..n).collect();
-        if let Some(l) = hint_len {
-            order.sort_by_key(|i| self.subnets[ctx.subnet].pd_pools[*i].pool.delegated_length != l);
-        }
-        for i in order {
-            let pool = &mut self.subnets[ctx.subnet].pd_pools[i];
-            let h = hint.and_then(|p| pool.slot(&p));
-            let mut alloc = std::mem::take(&mut pool.alloc);
-            let found = {
-                let pool = &self.subnets[ctx.subnet].pd_pools[i];
-                alloc.allocate(seed, h, ctx.policy.fresh_slots(IaType::Pd), ctx.commit, |j| {
-                    self.available_for(ctx, &LeaseKey::Prefix(pool.prefix(j)), binding)
-                })
-            };
-            self.subnets[ctx.subnet].pd_pools[i].alloc = alloc;
-            if let Some(j) = found {
-                return Some(self.subnets[ctx.subnet].pd_pools[i].prefix(j));
+        for ni in 0..self.networks[ctx.subnet].len() {
+            let si = self.networks[ctx.subnet][ni];
+            let n = self.subnets[si].pd_pools.len();
+            // Pools whose delegated length matches the hint first (RFC 8168).
+            let mut order: Vec<usize> = (0..n).filter(|i| subnet::admits(self.subnets[si].pd_pools[*i].classes, ctx.classes)).collect();
+            if let Some(l) = hint_len {
+                order.sort_by_key(|i| self.subnets[si].pd_pools[*i].pool.delegated_length != l);
+            }
+            for i in order {
+                let pool = &mut self.subnets[si].pd_pools[i];
+                let h = hint.and_then(|p| pool.slot(&p));
+                let mut alloc = std::mem::take(&mut pool.alloc);
+                let found = {
+                    let pool = &self.subnets[si].pd_pools[i];
+                    alloc.allocate(seed, h, ctx.policy.fresh_slots(IaType::Pd), ctx.commit, |j| {
+                        self.available_for(ctx, &LeaseKey::Prefix(pool.prefix(j)), binding)
+                    })
+                };
+                self.subnets[si].pd_pools[i].alloc = alloc;
+                if let Some(j) = found {
+                    return Some(self.subnets[si].pd_pools[i].prefix(j));
+                }
             }
         }
         None
@@ -1366,6 +1525,64 @@ enum IaMode {
     Assign,
     Renew,
     Rebind,
+}
+
+/// The enterprise number of a vendor-opts option (0 for other codes):
+/// vendor-opts are one option per enterprise.
+fn enterprise_of(o: &OptionData) -> u32 {
+    match o.data.get(..4) {
+        Some(e) if o.code == opt::VENDOR_OPTS => u32::from_be_bytes([e[0], e[1], e[2], e[3]]),
+        _ => 0,
+    }
+}
+
+/// Add the options of one scope whose code is wanted (in the ORO, or
+/// always-send in some applicable scope) and that no more specific scope
+/// gave; `sent` holds (code, enterprise) pairs.
+fn offer(scope: &[OptionData], oro: &[u16], always: &[(u16, u32)], sent: &mut Vec<(u16, u32)>, out: &mut Options) {
+    for o in scope {
+        let id = (o.code, enterprise_of(o));
+        if (oro.contains(&o.code) || always.contains(&id)) && !sent.contains(&id) {
+            out.push(DhcpOption::Unknown { code: o.code, data: o.data.clone() });
+            sent.push(id);
+        }
+    }
+}
+
+/// The subnet's own keys for options (`dns-servers`, `domain-search`,
+/// `ntp-servers`, and the timers): check-config refuses a code set both as
+/// a key and in the same subnet's `options`.
+fn shorthands(s: &Subnet, oro: &[u16], always: &[(u16, u32)], info_request: bool, sent: &mut Vec<(u16, u32)>, out: &mut Options) {
+    for code in oro.iter().copied().chain(always.iter().map(|(c, _)| *c)) {
+        if sent.iter().any(|(c, _)| *c == code) {
+            continue;
+        }
+        let before = out.len();
+        match code {
+            opt::DNS_SERVERS if !s.dns_servers.is_empty() => out.push(DhcpOption::DnsServers(s.dns_servers.clone())),
+            opt::DOMAIN_LIST if !s.domain_search.is_empty() => out.push(DhcpOption::DomainList(s.domain_search.clone())),
+            opt::NTP_SERVER if !s.ntp_servers.is_empty() => {
+                out.push(DhcpOption::NtpServer(s.ntp_servers.iter().map(|a| NtpSuboption::ServerAddress(*a)).collect()))
+            }
+            opt::INFORMATION_REFRESH_TIME if info_request => {
+                out.push(DhcpOption::InformationRefreshTime(s.information_refresh_time.unwrap_or(IRT_DEFAULT).max(IRT_MINIMUM)))
+            }
+            opt::SOL_MAX_RT if !info_request => {
+                if let Some(v) = s.sol_max_rt {
+                    out.push(DhcpOption::SolMaxRt(v));
+                }
+            }
+            opt::INF_MAX_RT if info_request => {
+                if let Some(v) = s.inf_max_rt {
+                    out.push(DhcpOption::InfMaxRt(v));
+                }
+            }
+            _ => {}
+        }
+        if out.len() > before {
+            sent.push((code, 0));
+        }
+    }
 }
 
 fn iaaddr(l: &Lease) -> DhcpOption {

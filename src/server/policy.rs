@@ -44,6 +44,30 @@ pub trait Policy {
     /// the engine filters those out first).
     fn may_allocate(&self, key: &LeaseKey, existing: Option<&Lease>, client: &Binding, now: Time) -> bool;
 
+    /// May this server grant a key reserved for `client` now? Reserved
+    /// keys are outside the failover split (README "Reservations"): any
+    /// state that allocates may grant one, whoever's half it is in. The
+    /// reserved client's own record may be revived unless it declined it; a
+    /// record another client held goes by the rules for a free lease (the
+    /// partner's acknowledgement of its end, the MCLT after PARTNER-DOWN),
+    /// since that client may still hold it at the partner.
+    fn may_grant_reserved(&self, key: &LeaseKey, existing: Option<&Lease>, client: &Binding, now: Time) -> bool {
+        if !self.allocates() {
+            return false;
+        }
+        match existing {
+            None => true,
+            Some(l) if l.binding.duid == client.duid => l.status != BindingStatus::Abandoned,
+            Some(_) => self.may_reuse(key, existing, client, now),
+        }
+    }
+
+    /// May a record another client held be given out again (its status,
+    /// and any hold), whoever's half or pool share it is in?
+    fn may_reuse(&self, key: &LeaseKey, existing: Option<&Lease>, client: &Binding, now: Time) -> bool {
+        self.may_allocate(key, existing, client, now)
+    }
+
     /// The longest valid lifetime this lease may be given now (the MCLT rule,
     /// RFC 8156 §4.4); None when there is no cap.
     fn lifetime_cap(&self, _lease: &Lease, _now: Time) -> Option<u32> {

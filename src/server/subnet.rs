@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
 
-use super::settings::{PdPool, Subnet};
+use super::classes::mask_of;
+use super::settings::{ClassDef, PdPool, PoolScope, ReservedFor, Subnet, duid_link_layer};
 use crate::lease::LeaseKey;
 use crate::pool::{AddrRange, Prefix, Slice, SlotAllocator};
 use crate::wire::Duid;
@@ -11,11 +12,19 @@ use crate::wire::Duid;
 pub(crate) struct AddrPoolState {
     pub range: AddrRange,
     pub alloc: SlotAllocator,
+    /// The classes it is restricted to (0: every client).
+    pub classes: u64,
 }
 
 pub(crate) struct PdPoolState {
     pub pool: PdPool,
     pub alloc: SlotAllocator,
+    pub classes: u64,
+}
+
+/// May a client in `classes` get new leases from a pool restricted to `pool`?
+pub(crate) fn admits(pool: u64, classes: u64) -> bool {
+    pool == 0 || pool & classes != 0
 }
 
 impl AddrPoolState {
@@ -51,43 +60,62 @@ pub(crate) struct SubnetState {
     pub cfg: Subnet,
     pub addr_pools: Vec<AddrPoolState>,
     pub pd_pools: Vec<PdPoolState>,
-    /// Reservations by client DUID.
-    pub reservations: HashMap<Duid, (Option<Ipv6Addr>, Option<Prefix>)>,
-    /// The same, by reserved address or prefix (checked on every allocation probe).
-    reserved_keys: HashMap<LeaseKey, Duid>,
+    /// Reservations (indexes into `cfg.reservations`) by client DUID and by
+    /// link-layer address.
+    by_duid: HashMap<Duid, usize>,
+    by_hw: HashMap<Vec<u8>, usize>,
+    /// The same, by reserved address or prefix.
+    reserved_keys: HashMap<LeaseKey, usize>,
 }
 
 impl SubnetState {
-    pub fn new(cfg: Subnet, slice: Slice) -> SubnetState {
+    pub fn new(cfg: Subnet, slice: Slice, classes: &[ClassDef]) -> SubnetState {
+        let scope_mask = |scopes: &[PoolScope], i: usize| scopes.get(i).map_or(0, |s| mask_of(classes, &s.client_classes));
         let addr_pools = cfg
             .pools
             .iter()
-            .map(|r| AddrPoolState {
+            .enumerate()
+            .map(|(i, r)| AddrPoolState {
                 range: *r,
                 // RFC 9915 §13.1: never the reserved interface identifiers.
                 alloc: SlotAllocator::new(r.size(), u128::from(r.first), 1, slice).skipping(crate::pool::reserved::run_end),
+                classes: scope_mask(&cfg.pool_scopes, i),
             })
             .collect();
         let pd_pools = cfg
             .pd_pools
             .iter()
-            .map(|p| {
+            .enumerate()
+            .map(|(i, p)| {
                 let bits = (p.delegated_length - p.prefix.len) as u32;
                 let size = if bits >= 128 { u128::MAX } else { 1u128 << bits };
-                PdPoolState { pool: p.clone(), alloc: SlotAllocator::new(size, pd_slot_base(p), 0, slice) }
+                PdPoolState { pool: p.clone(), alloc: SlotAllocator::new(size, pd_slot_base(p), 0, slice), classes: scope_mask(&cfg.pd_pool_scopes, i) }
             })
             .collect();
-        let reservations = cfg.reservations.iter().map(|r| (r.duid.clone(), (r.address, r.prefix))).collect();
-        let mut reserved_keys = HashMap::new();
-        for r in &cfg.reservations {
-            if let Some(a) = r.address {
-                reserved_keys.insert(LeaseKey::Addr(a), r.duid.clone());
+        let (mut by_duid, mut by_hw, mut reserved_keys) = (HashMap::new(), HashMap::new(), HashMap::new());
+        for (i, r) in cfg.reservations.iter().enumerate() {
+            match &r.client {
+                ReservedFor::Duid(d) => by_duid.insert(d.clone(), i),
+                ReservedFor::HwAddress(h) => by_hw.insert(h.clone(), i),
+            };
+            for a in &r.addresses {
+                reserved_keys.insert(LeaseKey::Addr(*a), i);
             }
-            if let Some(p) = r.prefix {
-                reserved_keys.insert(LeaseKey::Prefix(p), r.duid.clone());
+            for p in &r.prefixes {
+                reserved_keys.insert(LeaseKey::Prefix(*p), i);
             }
         }
-        SubnetState { cfg, addr_pools, pd_pools, reservations, reserved_keys }
+        SubnetState { cfg, addr_pools, pd_pools, by_duid, by_hw, reserved_keys }
+    }
+
+    /// The reservation for a client with this DUID (or link-layer address).
+    pub fn reservation(&self, duid: &Duid, hw: Option<&[u8]>) -> Option<usize> {
+        self.by_duid.get(duid).or_else(|| hw.or_else(|| duid_link_layer(duid)).and_then(|h| self.by_hw.get(h))).copied()
+    }
+
+    /// Is `key` reserved in this subnet?
+    pub fn reserves(&self, key: &LeaseKey) -> bool {
+        self.reserved_keys.contains_key(key)
     }
 
     /// Is this address appropriate for the subnet's link?
@@ -100,11 +128,15 @@ impl SubnetState {
         self.pd_pools.iter().any(|pp| pp.pool.prefix.contains_prefix(p)) || self.reserved_keys.contains_key(&LeaseKey::Prefix(*p))
     }
 
-    /// Is `key` still ours to give this client: in one of the subnet's pools
-    /// or reserved for it? (After a reload removed a pool, its leases are
-    /// renewed with lifetimes 0, RFC 9915 §18.3.4.)
-    pub fn serves(&self, key: &LeaseKey, duid: &Duid) -> bool {
-        self.in_pools(key) || self.reserved_keys.get(key) == Some(duid)
+    /// Is `key` still ours to give this client: reserved for it, or in one
+    /// of the subnet's pools and reserved for nobody else? (After a reload
+    /// removed a pool or reserved the key for another, its leases are renewed
+    /// with lifetimes 0, RFC 9915 §18.3.4.)
+    pub fn serves(&self, key: &LeaseKey, duid: &Duid, hw: Option<&[u8]>) -> bool {
+        match self.reserved_keys.get(key) {
+            Some(i) => self.cfg.reservations[*i].client.is(duid, hw),
+            None => self.in_pools(key),
+        }
     }
 
     /// Is `key` in one of this subnet's pools (any shard's slice)?
@@ -113,11 +145,6 @@ impl SubnetState {
             LeaseKey::Addr(a) => self.addr_pools.iter().any(|p| p.range.contains(*a)),
             LeaseKey::Prefix(pfx) => self.pd_pools.iter().any(|p| p.slot(pfx).is_some()),
         }
-    }
-
-    /// Is this lease key reserved for a client other than `duid`?
-    pub fn reserved_for_other(&self, key: &LeaseKey, duid: &Duid) -> bool {
-        self.reserved_keys.get(key).is_some_and(|d| d != duid)
     }
 
     /// Is `key` in one of this subnet's pools, in our shard's slice?
@@ -178,17 +205,44 @@ pub struct SliceMap {
     /// longer ours (`in_pool`).
     retired_addr: Vec<AddrRange>,
     retired_pd: Vec<PdPool>,
+    /// Reserved addresses and prefixes, and for whom: shared with the
+    /// failover partner whether in a pool or not.
+    reserved: HashMap<LeaseKey, ReservedFor>,
 }
 
 impl SliceMap {
     pub fn new(subnets: &[Subnet], shards: usize) -> SliceMap {
+        let mut reserved = HashMap::new();
+        for r in subnets.iter().flat_map(|s| &s.reservations) {
+            for k in r.addresses.iter().map(|a| LeaseKey::Addr(*a)).chain(r.prefixes.iter().map(|p| LeaseKey::Prefix(*p))) {
+                reserved.insert(k, r.client.clone());
+            }
+        }
         SliceMap {
             shards: shards.max(1) as u32,
             addr: subnets.iter().flat_map(|s| s.pools.iter().copied()).collect(),
             pd: subnets.iter().flat_map(|s| s.pd_pools.iter().cloned()).collect(),
             retired_addr: Vec::new(),
             retired_pd: Vec::new(),
+            reserved,
         }
+    }
+
+    /// Is the key one the failover partner shares with us (RFC 8156
+    /// §7.5.4): in a pool, or reserved?
+    pub fn shared(&self, key: &LeaseKey) -> bool {
+        self.reserved.contains_key(key) || self.in_pool(key)
+    }
+
+    /// Whom the key is reserved for, if anyone.
+    pub fn reserved_for(&self, key: &LeaseKey) -> Option<&ReservedFor> {
+        self.reserved.get(key)
+    }
+
+    /// Is the key reserved for a client that cannot be `duid`? (A partner
+    /// granting it so has another configuration: ConfigurationConflict.)
+    pub fn reserved_against(&self, key: &LeaseKey, duid: &crate::wire::Duid) -> bool {
+        self.reserved.get(key).is_some_and(|r| !r.may_be(duid))
     }
 
     /// The map after a reload to `subnets`: pools no longer configured are
@@ -308,7 +362,7 @@ mod slice_map_tests {
         for shards in 1..5usize {
             let map = SliceMap::new(&cfg.subnets, shards);
             let states: Vec<SubnetState> = (0..shards)
-                .map(|i| SubnetState::new(cfg.subnets[0].clone(), Slice { shards: shards as u32, shard: i as u32 }))
+                .map(|i| SubnetState::new(cfg.subnets[0].clone(), Slice { shards: shards as u32, shard: i as u32 }, &[]))
                 .collect();
             let pool = &states[0].addr_pools[0];
             for j in 0..pool.range.size() {

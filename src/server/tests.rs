@@ -50,7 +50,7 @@ fn client_duid(n: u8) -> Duid {
 
 fn engine_with(cfg: &str) -> Engine {
     let c = Config::parse(cfg).unwrap();
-    Engine::new(EngineConfig { server_duid: server_duid(), subnets: c.subnets, slice: Slice::WHOLE, hash_key: 7, naming: None, limits: Default::default(), unicast_listen: Vec::new() })
+    Engine::new(EngineConfig { server_duid: server_duid(), subnets: c.subnets, slice: Slice::WHOLE, hash_key: 7, naming: None, limits: Default::default(), unicast_listen: Vec::new(), provisioning: Default::default() })
 }
 
 fn engine() -> Engine {
@@ -669,8 +669,8 @@ fn prefix_renew_and_release() {
 #[test]
 fn reserved_address_goes_to_its_client_only() {
     let mut c = Config::parse(CONFIG).unwrap();
-    c.subnets[0].reservations.push(Reservation { duid: client_duid(9), address: Some(a("2001:db8:1::9")), prefix: None });
-    let mut e = Engine::new(EngineConfig { server_duid: server_duid(), subnets: c.subnets, slice: Slice::WHOLE, hash_key: 7, naming: None, limits: Default::default(), unicast_listen: Vec::new() });
+    c.subnets[0].reservations.push(Reservation { client: crate::config::ReservedFor::Duid(client_duid(9)), addresses: vec![a("2001:db8:1::9")], prefixes: vec![], hostname: None, options: vec![] });
+    let mut e = Engine::new(EngineConfig { server_duid: server_duid(), subnets: c.subnets, slice: Slice::WHOLE, hash_key: 7, naming: None, limits: Default::default(), unicast_listen: Vec::new(), provisioning: Default::default() });
     let r = reply(send(&mut e, msg(MessageType::Solicit, vec![cid(1), ia_na(1, &["2001:db8:1::9"])])));
     assert_ne!(first_addr(&r).0, a("2001:db8:1::9"));
     assert_eq!(lease_for(&mut e, 9), a("2001:db8:1::9"));
@@ -697,7 +697,7 @@ fn shards_allocate_only_from_their_slice() {
     let mut seen = std::collections::HashSet::new();
     for shard in 0..3 {
         let slice = Slice { shards: 3, shard };
-        let mut e = Engine::new(EngineConfig { server_duid: server_duid(), subnets: c.subnets.clone(), slice, hash_key: 7, naming: None, limits: Default::default(), unicast_listen: Vec::new() });
+        let mut e = Engine::new(EngineConfig { server_duid: server_duid(), subnets: c.subnets.clone(), slice, hash_key: 7, naming: None, limits: Default::default(), unicast_listen: Vec::new(), provisioning: Default::default() });
         let probe = crate::pool::SlotAllocator::new(0xf000, 0x1000, 1, slice);
         for n in 0..50u8 {
             let x = lease_for(&mut e, n);
@@ -780,7 +780,7 @@ fn engine_with_naming() -> Engine {
         synthesize_pattern: "dhcp-{addr}".into(),
         forward_zone: crate::wire::DomainName::from_dotted("example.net.").unwrap(),
     };
-    Engine::new(EngineConfig { server_duid: server_duid(), subnets: c.subnets, slice: Slice::WHOLE, hash_key: 7, naming: Some(naming), limits: Default::default(), unicast_listen: Vec::new() })
+    Engine::new(EngineConfig { server_duid: server_duid(), subnets: c.subnets, slice: Slice::WHOLE, hash_key: 7, naming: Some(naming), limits: Default::default(), unicast_listen: Vec::new(), provisioning: Default::default() })
 }
 
 /// What the DNS queue writes back after adding the records of the lease in
@@ -1011,6 +1011,7 @@ fn unicast_listen_limits_the_addresses_relays_may_send_to() {
         naming: None,
         limits: Default::default(),
         unicast_listen: vec![a("2001:db8:ffff::1")],
+        provisioning: Default::default(),
     });
     let m = relay("2001:db8:1::1", "fe80::c", 0, None, msg(MessageType::Solicit, vec![cid(1), ia_na(1, &[])]));
     let to = |d: &str| Arrival { interface: Some("eth0"), source: a("2001:db8:ffff::7"), destination: a(d) };
@@ -1057,7 +1058,7 @@ fn rfc8357_a_relay_on_its_own_port_gets_the_option_back_and_the_reply_on_that_po
 
 fn reconfigure(e: &mut Engine, cfg: &str) {
     let c = Config::parse(cfg).unwrap();
-    let ec = EngineConfig { server_duid: server_duid(), subnets: c.subnets, slice: Slice::WHOLE, hash_key: 7, naming: None, limits: c.limits, unicast_listen: Vec::new() };
+    let ec = EngineConfig { server_duid: server_duid(), subnets: c.subnets, slice: Slice::WHOLE, hash_key: 7, naming: None, limits: c.limits, unicast_listen: Vec::new(), provisioning: Default::default() };
     e.reconfigure(ec, Vec::new());
 }
 
@@ -1133,4 +1134,275 @@ fn a_hint_in_the_second_pool_is_honoured_while_the_first_has_room() {
     ));
     let r = reply(send(&mut e, msg(MessageType::Solicit, vec![cid(1), ia_na(1, &["2001:db8:1::3001"])])));
     assert_eq!(first_addr(&r).0, a("2001:db8:1::3001"));
+}
+
+// ---- Options, classes, reservations, shared networks (README "Options" …) ----
+
+/// An engine with everything the config holds (global options, classes).
+fn engine_full(cfg: &str, naming: Option<fqdn::Naming>) -> Engine {
+    let c = Config::parse(cfg).unwrap_or_else(|e| panic!("{e:?}"));
+    Engine::new(EngineConfig {
+        server_duid: server_duid(),
+        subnets: c.subnets,
+        slice: Slice::WHOLE,
+        hash_key: 7,
+        naming,
+        limits: Default::default(),
+        unicast_listen: Vec::new(),
+        provisioning: c.provisioning,
+    })
+}
+
+fn oro(codes: &[u16]) -> DhcpOption {
+    DhcpOption::Oro(codes.to_vec())
+}
+
+/// The body of option `code` in the client message of `r` (None: absent).
+fn opt_body(r: &Reply, code: u16) -> Option<Vec<u8>> {
+    client_msg(r).options.iter().find(|o| o.code() == code).map(|o| {
+        let mut b = Vec::new();
+        o.encode(&mut b).unwrap();
+        b[4..].to_vec()
+    })
+}
+
+const PROVISIONED: &str = r#"
+interfaces = ["eth1"]
+options = [ { name = "sip-server-addresses", value = ["2001:db8::5"] },
+            { name = "bootfile-url", value = "http://global/boot" },
+            { code = 65000, type = "string", value = "hello", always-send = true } ]
+[[class]]
+name = "cm"
+match = { vendor-class = { enterprise = 4491 } }
+options = [ { name = "bootfile-url", value = "http://cm/boot" } ]
+[[class]]
+name = "cpe"
+match = { user-class = "cpe" }
+options = [ { name = "vendor-opts", enterprise = 3561, sub = [ { code = 1, type = "string", value = "http://acs" } ] } ]
+[[subnet]]
+prefix = "2001:db8:1::/64"
+interface = "eth1"
+pools = [ { range = "2001:db8:1::100-2001:db8:1::1ff", client-classes = ["cm"], options = [ { name = "bootfile-url", value = "http://cmpool/boot" } ] }, { range = "2001:db8:1::200-2001:db8:1::2ff", client-classes = ["cpe"] }, "2001:db8:1::1000-2001:db8:1::1fff" ]
+pd-pools = [ { prefix = "2001:db8:100::/48", delegated-length = 56, client-classes = ["cpe"] } ]
+options = [ { name = "bootfile-url", value = "http://subnet/boot" }, { name = "aftr-name", value = "aftr.example.net" } ]
+dns-servers = ["2001:db8:1::53"]
+[[subnet.reservations]]
+hw-address = "02:00:00:00:00:0c"
+addresses = ["2001:db8:1::c", "2001:db8:1::d"]
+[[subnet.reservations]]
+duid = "0003000102000000000b"
+address = "2001:db8:1::b"
+hostname = "printer"
+options = [ { name = "bootfile-url", value = "http://printer/boot" } ]
+[runtime]
+shards = 1
+"#;
+
+fn vendor_class(enterprise: u32) -> DhcpOption {
+    DhcpOption::VendorClass(crate::wire::VendorClass { enterprise, data: vec![b"docsis3.0".to_vec()] })
+}
+
+fn user_class(s: &str) -> DhcpOption {
+    DhcpOption::UserClass(vec![s.as_bytes().to_vec()])
+}
+
+#[test]
+fn options_go_out_when_asked_or_always_sent_and_the_most_specific_scope_wins() {
+    // RFC 9915 §18.3, §21.7: ORO; README "Options": reservation > class > pool > subnet > global.
+    let mut e = engine_full(PROVISIONED, None);
+    let boot = |r: &Reply| opt_body(r, 59).map(|b| String::from_utf8(b).unwrap());
+    // A plain client: subnet wins over global; 22 from global; the always-send option unasked.
+    let r = reply(send(&mut e, msg(MessageType::Solicit, vec![cid(1), ia_na(1, &[]), oro(&[59, 22, 23])])));
+    assert_eq!(boot(&r).as_deref(), Some("http://subnet/boot"));
+    assert_eq!(opt_body(&r, 22).unwrap(), a("2001:db8::5").octets().to_vec());
+    assert_eq!(opt_body(&r, 23).unwrap(), a("2001:db8:1::53").octets().to_vec(), "the shorthand is the subnet's");
+    assert_eq!(opt_body(&r, 65000).unwrap(), b"hello".to_vec());
+    assert_eq!(opt_body(&r, 64), None, "not asked for, not always-send");
+    assert_eq!(client_msg(&r).options.count(59), 1);
+    // A cable modem: its class pool, whose option beats the class's.
+    let r = reply(send(&mut e, msg(MessageType::Solicit, vec![cid(2), ia_na(1, &[]), vendor_class(4491), oro(&[59])])));
+    assert!((a("2001:db8:1::100")..=a("2001:db8:1::1ff")).contains(&first_addr(&r).0));
+    assert_eq!(boot(&r).as_deref(), Some("http://cm/boot"), "class over pool");
+    // A reservation's option beats everything.
+    let r = reply(send(&mut e, msg(MessageType::Solicit, vec![cid(11), ia_na(1, &[]), vendor_class(4491), oro(&[59])])));
+    assert_eq!(first_addr(&r).0, a("2001:db8:1::b"));
+    assert_eq!(boot(&r).as_deref(), Some("http://printer/boot"));
+    // Information-request: the same scopes without leases.
+    let r = reply(send(&mut e, msg(MessageType::InformationRequest, vec![cid(3), user_class("cpe"), oro(&[17, 59])])));
+    let v = opt_body(&r, 17).unwrap();
+    assert_eq!(&v[..4], &3561u32.to_be_bytes());
+    assert_eq!(&v[4..8], &[0, 1, 0, 10]);
+    assert_eq!(boot(&r).as_deref(), Some("http://subnet/boot"));
+}
+
+#[test]
+fn class_restricted_pools_serve_only_their_classes() {
+    let mut e = engine_full(PROVISIONED, None);
+    let in_range = |x: Ipv6Addr, lo: &str, hi: &str| (a(lo)..=a(hi)).contains(&x);
+    for n in 20..40u8 {
+        let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(n), sid(), ia_na(1, &[])])));
+        assert!(in_range(first_addr(&r).0, "2001:db8:1::1000", "2001:db8:1::1fff"), "a client in no class gets the open pool");
+        // No class: the only pd-pool is for CPEs.
+        let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(n), sid(), ia_pd(1)])));
+        let ia = client_msg(&r).options.ia_pds().next().unwrap();
+        assert_eq!(ia.options.status().map(|s| s.code), Some(StatusCode::NO_PREFIX_AVAIL));
+        let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(n + 100), sid(), ia_na(1, &[]), ia_pd(1), user_class("cpe")])));
+        assert!(in_range(first_addr(&r).0, "2001:db8:1::200", "2001:db8:1::2ff"));
+        assert!(client_msg(&r).options.ia_pds().next().unwrap().options.ia_prefixes().next().is_some());
+    }
+    // A hint into a pool the client's classes do not open is not honoured.
+    let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(99), sid(), ia_na(1, &["2001:db8:1::150"])])));
+    assert!(!in_range(first_addr(&r).0, "2001:db8:1::100", "2001:db8:1::1ff"));
+}
+
+#[test]
+fn reservations_by_duid_and_hardware_address_go_to_their_client_only() {
+    let mut e = engine_full(PROVISIONED, None);
+    // client_duid(12) is DUID-LL 02:00:00:00:00:0c: the hw-address reservation, both addresses, one per IA.
+    let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(12), sid(), ia_na(1, &[]), ia_na(2, &[])])));
+    let got: Vec<Ipv6Addr> = client_msg(&r).options.ia_nas().map(|ia| ia.options.ia_addrs().next().unwrap().addr).collect();
+    assert_eq!(got, vec![a("2001:db8:1::c"), a("2001:db8:1::d")]);
+    // Others never get a reserved address, even asking for it.
+    for (n, x) in [(13u8, "2001:db8:1::b"), (14, "2001:db8:1::c")] {
+        let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(n), sid(), ia_na(1, &[x])])));
+        assert_ne!(first_addr(&r).0, a(x));
+    }
+    // A relayed client of another DUID type whose relay sends option 79 (RFC 6939) with the reserved MAC.
+    // Decoded from bytes, as a datagram is.
+    let relayed = |duid: Duid, iaid: u32| {
+        let inner = msg(MessageType::Request, vec![DhcpOption::ClientId(duid), sid(), ia_na(iaid, &[])]);
+        let Message::Relay(mut rm) = relay("2001:db8:1::1", "fe80::c", 0, None, inner) else { unreachable!() };
+        rm.options.0.insert(0, DhcpOption::ClientLinkLayerAddr { hw_type: 1, address: vec![2, 0, 0, 0, 0, 0x0c] });
+        Message::decode(&Message::Relay(rm).encode().unwrap()).unwrap()
+    };
+    let from_relay = Arrival { interface: Some("eth1"), source: a("2001:db8:1::7"), destination: a(MCAST) };
+    // Both reserved addresses are held by client 12: this DUID-EN client (the
+    // same host) gets a pool address, neither reserved one.
+    let r = reply(e.handle(NOW, &relayed(Duid::en(9, b"box"), 7), &from_relay, &Standalone));
+    let x = first_addr(&r).0;
+    assert!(x != a("2001:db8:1::c") && x != a("2001:db8:1::d"), "{x}: held by the DUID-LL client");
+    // Once client 12 released them, option 79 alone identifies the host.
+    let rel = msg(MessageType::Release, vec![cid(12), sid(), ia_na(1, &["2001:db8:1::c"]), ia_na(2, &["2001:db8:1::d"])]);
+    reply(send(&mut e, rel));
+    let r = reply(e.handle(NOW, &relayed(Duid::en(9, b"box"), 8), &from_relay, &Standalone));
+    assert_eq!(first_addr(&r).0, a("2001:db8:1::c"));
+}
+
+#[test]
+fn a_key_reserved_for_another_is_renewed_with_lifetimes_0() {
+    // RFC 9915 §18.3.4: an address no longer appropriate for the client.
+    let mut e = engine_full(PROVISIONED, None);
+    let x = lease_for(&mut e, 40);
+    let mut e2 = engine_full(&PROVISIONED.replace("address = \"2001:db8:1::b\"", &format!("address = \"{x}\"")), None);
+    for l in e.leases().iter() {
+        e2.load(l.clone());
+    }
+    let r = reply(send(&mut e2, msg(MessageType::Renew, vec![cid(40), sid(), ia_na(1, &[&x.to_string()])])));
+    let ia = client_msg(&r).options.ia_nas().next().unwrap();
+    let zero = ia.options.ia_addrs().find(|i| i.addr == x).unwrap();
+    assert_eq!((zero.preferred, zero.valid), (0, 0));
+}
+
+#[test]
+fn a_reserved_host_name_names_the_lease() {
+    let naming = fqdn::Naming {
+        policy: fqdn::FqdnPolicy::Client,
+        qualifying_suffix: crate::wire::DomainName::from_dotted("example.net.").unwrap(),
+        synthesize_pattern: "dhcp-{addr}".into(),
+        forward_zone: crate::wire::DomainName::from_dotted("example.net.").unwrap(),
+    };
+    let mut e = engine_full(PROVISIONED, Some(naming));
+    let want = crate::wire::ClientFqdn { flags: crate::wire::FQDN_FLAG_S, name: crate::wire::DomainName::from_dotted("laptop").unwrap() };
+    let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(11), sid(), ia_na(1, &[]), DhcpOption::ClientFqdn(want), oro(&[opt::CLIENT_FQDN])])));
+    let name = r.changes[0].dns.as_ref().unwrap().name.as_ref().unwrap().to_string();
+    assert_eq!(name, "printer.example.net.");
+    assert_eq!(client_msg(&r).options.client_fqdn().unwrap().name.to_string(), "printer.example.net.");
+}
+
+#[test]
+fn a_shared_network_spills_into_its_next_subnet_and_renews_there() {
+    let cfg = r#"
+interfaces = ["eth1"]
+[[subnet]]
+prefix = "2001:db8:1::/64"
+interface = "eth1"
+shared-network = "lan"
+pools = ["2001:db8:1::1000-2001:db8:1::1001"]
+valid-lifetime = 4000
+[[subnet]]
+prefix = "2001:db8:3::/64"
+shared-network = "lan"
+pools = ["2001:db8:3::1000-2001:db8:3::10ff"]
+preferred-lifetime = 500
+valid-lifetime = 900
+"#;
+    let mut e = engine_full(cfg, None);
+    let got: Vec<(Ipv6Addr, u32)> = (1..=4u8)
+        .map(|n| {
+            let r = reply(send(&mut e, msg(MessageType::Request, vec![cid(n), sid(), ia_na(1, &[])])));
+            let (x, _, valid) = first_addr(&r);
+            (x, valid)
+        })
+        .collect();
+    assert!(got[..2].iter().all(|(x, v)| (a("2001:db8:1::1000")..=a("2001:db8:1::1001")).contains(x) && *v == 4000), "{got:?}");
+    assert!(got[2..].iter().all(|(x, v)| (a("2001:db8:3::1000")..=a("2001:db8:3::10ff")).contains(x) && *v == 900), "{got:?}: the second subnet's lifetimes");
+    // A Renew of a lease in the second subnet, arriving on the first's link, is extended.
+    let x = got[3].0.to_string();
+    let r = reply(send(&mut e, msg(MessageType::Renew, vec![cid(4), sid(), ia_na(1, &[&x])])));
+    assert_eq!(first_addr(&r), (got[3].0, 500, 900));
+    // Confirm: on link.
+    let r = reply(send(&mut e, msg(MessageType::Confirm, vec![cid(4), ia_na(1, &[&x])])));
+    assert_eq!(client_msg(&r).options.status().unwrap().code, StatusCode::SUCCESS);
+}
+
+#[test]
+fn reserved_keys_are_outside_the_failover_split() {
+    // README "Reservations": whichever partner the client reaches grants it,
+    // in COMMUNICATIONS-INTERRUPTED too; the MCLT rule still caps it.
+    use crate::failover::{EndpointPolicy, Role, address_owner};
+    use crate::wire::ServerState;
+    let reserved = a("2001:db8:1::b");
+    for role in [Role::Primary, Role::Secondary] {
+        let mut e = engine_full(PROVISIONED, None);
+        let p = EndpointPolicy { role, state: ServerState::CommunicationsInterrupted, mclt: 60, partner_down_since: 0, partner_lost_store_at: 0 };
+        let r = reply(e.handle(NOW, &msg(MessageType::Request, vec![cid(11), sid(), ia_na(1, &[])]), &direct(), &p));
+        assert_eq!(first_addr(&r).0, reserved, "{role:?}");
+        assert!(first_addr(&r).2 <= 60, "MCLT rule");
+        // A client of the other half gets an address of this server's half only.
+        let r = reply(e.handle(NOW, &msg(MessageType::Request, vec![cid(50), sid(), ia_na(1, &[])]), &direct(), &p));
+        assert_eq!(address_owner(first_addr(&r).0), role);
+    }
+    // The secondary in NORMAL allocates nothing, reserved or not.
+    let mut e = engine_full(PROVISIONED, None);
+    let p = EndpointPolicy { role: Role::Secondary, state: ServerState::Normal, mclt: 60, partner_down_since: 0, partner_lost_store_at: 0 };
+    let r = reply(e.handle(NOW, &msg(MessageType::Request, vec![cid(12), sid(), ia_na(1, &[])]), &direct(), &p));
+    assert_eq!(ia_status(&r), Some(StatusCode::NO_ADDRS_AVAIL));
+}
+
+#[test]
+fn a_reserved_key_another_client_held_is_reused_only_as_a_free_lease() {
+    // RFC 8156 §7.2, §4.2.2.1: outside the split, but another client's
+    // EXPIRED record waits for the partner's ack (that client may hold an
+    // extension the partner gave); the reserved client's own record does not.
+    use crate::failover::{EndpointPolicy, Role};
+    use crate::wire::ServerState;
+    let reserved = a("2001:db8:1::b");
+    let ci = EndpointPolicy { role: Role::Secondary, state: ServerState::CommunicationsInterrupted, mclt: 60, partner_down_since: 0, partner_lost_store_at: 0 };
+    let other = crate::lease::Binding { duid: client_duid(30), ia_type: crate::lease::IaType::Na, iaid: 1 };
+    let own = crate::lease::Binding { duid: Duid::from_hex("0003000102000000000b").unwrap(), ia_type: crate::lease::IaType::Na, iaid: 1 };
+    for (holder, status, granted) in [
+        (&other, BindingStatus::Expired, false),
+        (&other, BindingStatus::Released, false),
+        (&other, BindingStatus::Free, true),
+        (&own, BindingStatus::Expired, true),
+        (&own, BindingStatus::Abandoned, false),
+    ] {
+        let mut e = engine_full(PROVISIONED, None);
+        let mut l = Lease::active(LeaseKey::Addr(reserved), holder.clone(), NOW - 500, 100, 200, 50, 80);
+        l.set_status(status, NOW - 100);
+        e.load(l);
+        let r = reply(e.handle(NOW, &msg(MessageType::Request, vec![cid(11), sid(), ia_na(1, &[])]), &direct(), &ci));
+        let got = client_msg(&r).options.ia_nas().next().unwrap().options.ia_addrs().next().map(|x| x.addr);
+        assert_eq!(got == Some(reserved), granted, "{status:?} of {}", holder.duid);
+    }
 }

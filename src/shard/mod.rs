@@ -329,8 +329,8 @@ pub fn build<C>(cfg: &ShardsConfig, mut stored: Vec<Vec<Lease>>) -> Built<C> {
             cores[o].engine.block(*key);
         }
     }
-    // A key reserved for a client of another shard while an ACTIVE lease
-    // of someone else holds it: that shard must not grant it yet.
+    // A key reserved for a client of another shard whose record is here
+    // (placed before the reservation): that shard must not grant it yet.
     let reserved = reserved_keys(&cfg.engine.subnets);
     if !reserved.is_empty() {
         let mut blocks = Vec::new();
@@ -369,26 +369,26 @@ pub fn plan_blocks(answers: impl IntoIterator<Item = (usize, KeyShards)>) -> (Ke
 /// Every key reserved in these subnets, and for whom.
 pub fn reserved_keys(subnets: &[crate::server::settings::Subnet]) -> HashMap<LeaseKey, crate::wire::Duid> {
     let mut m = HashMap::new();
+    // By DUID only: hw-address reservations run on one shard (config).
     for r in subnets.iter().flat_map(|s| &s.reservations) {
-        if let Some(a) = r.address {
-            m.insert(LeaseKey::Addr(a), r.duid.clone());
-        }
-        if let Some(p) = r.prefix {
-            m.insert(LeaseKey::Prefix(p), r.duid.clone());
+        let crate::server::settings::ReservedFor::Duid(d) = &r.client else { continue };
+        for k in r.addresses.iter().map(|a| LeaseKey::Addr(*a)).chain(r.prefixes.iter().map(|p| LeaseKey::Prefix(*p))) {
+            m.insert(k, d.clone());
         }
     }
     m
 }
 
 /// The shards other than `holder` that could grant `l`'s key and must not:
-/// its slice owner, and (an ACTIVE lease of another client) the shard of
-/// the client the key is reserved for.
+/// its slice owner, and the shard of the client the key is reserved for
+/// (which grants it, and must see every record of it: until this one moves
+/// there, at its next write, that shard blocks the key).
 fn blockers(l: &Lease, holder: usize, shards: usize, slices: &SliceMap, reserved: &HashMap<LeaseKey, crate::wire::Duid>) -> Vec<(LeaseKey, usize)> {
     let mut out = Vec::new();
     if let Some(o) = slices.owner(&l.key).filter(|o| *o != holder) {
         out.push((l.key, o));
     }
-    if let Some(d) = reserved.get(&l.key).filter(|d| l.is_active() && **d != l.binding.duid) {
+    if let Some(d) = reserved.get(&l.key) {
         let c = crate::pool::hash::shard_of(d.as_bytes(), shards.max(1) as u32) as usize;
         if c != holder && !out.contains(&(l.key, c)) {
             out.push((l.key, c));
@@ -433,8 +433,8 @@ impl<C> ShardCore<C> {
     /// Reload, step 1: for every record this shard holds, the other shards
     /// that could grant its key under the new configuration and so must
     /// block it: its slice owner (a pool added, or a record held away), and
-    /// for an ACTIVE lease the shard of another client the key is now
-    /// reserved for. Pairs (key, shard that must block it).
+    /// the shard of the client the key is now reserved for. Pairs (key,
+    /// shard that must block it).
     pub fn covered_elsewhere(&self, new: &SliceMap, reserved: &HashMap<LeaseKey, crate::wire::Duid>) -> Vec<(LeaseKey, usize)> {
         self.engine.leases().iter().flat_map(|l| blockers(l, self.id, self.shards, new, reserved)).collect()
     }

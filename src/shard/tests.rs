@@ -36,6 +36,7 @@ fn config(shards: usize, role: Role) -> ShardsConfig {
             naming: None,
             limits: Default::default(),
             unicast_listen: Vec::new(),
+            provisioning: Default::default(),
         },
         shards,
         failover: Some((role, 60)),
@@ -386,7 +387,7 @@ fn a_reload_blocks_at_their_new_owner_the_keys_a_new_pool_covers_held_elsewhere(
     // the ACTIVE lease of client 7 lives, that shard must not grant it.
     let other = (1u8..).find(|n| shard_of(duid(*n).as_bytes(), 2) as usize == new_owner && *n != 7).unwrap();
     let mut reserving = grown;
-    reserving.reservations.push(crate::server::settings::Reservation { duid: duid(other), address: Some(addr), prefix: None });
+    reserving.reservations.push(crate::server::settings::Reservation { client: crate::server::settings::ReservedFor::Duid(duid(other)), addresses: vec![addr], prefixes: vec![], hostname: None, options: vec![] });
     let reserved = reserved_keys(std::slice::from_ref(&reserving));
     assert_eq!(b.cores[holder].covered_elsewhere(&slices, &reserved), vec![(key, new_owner)], "blocked once, at the shard that would grant it");
 }
@@ -402,7 +403,7 @@ fn a_key_reserved_for_a_client_of_another_shard_is_blocked_there_while_someone_e
     let d2 = (1u8..).find(|n| shard_of(duid(*n).as_bytes(), 2) == 1).unwrap();
     let held = Lease::active(key, Binding { duid: duid(e), ia_type: IaType::Na, iaid: 1 }, NOW, 300, 600, 150, 240);
     let mut reserving = subnet();
-    reserving.reservations.push(crate::server::settings::Reservation { duid: duid(d2), address: Some(addr), prefix: None });
+    reserving.reservations.push(crate::server::settings::Reservation { client: crate::server::settings::ReservedFor::Duid(duid(d2)), addresses: vec![addr], prefixes: vec![], hostname: None, options: vec![] });
     // At start-up.
     let b = build::<u32>(
         &ShardsConfig { engine: EngineConfig { subnets: vec![reserving.clone()], ..cfg.engine.clone() }, failover: None, ..cfg.clone() },

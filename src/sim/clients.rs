@@ -39,7 +39,7 @@ pub(super) enum Phase {
 }
 
 /// The DUID of simulated client `n`.
-fn client_duid(n: u64) -> Duid {
+pub(crate) fn client_duid(n: u64) -> Duid {
     Duid::en(99, &n.to_be_bytes())
 }
 
@@ -251,6 +251,10 @@ impl Sim {
             })
             .collect();
         if self.misconfigured {
+            return;
+        }
+        if self.mismatched.contains(&key) && !clashes.is_empty() {
+            self.log(format!("server {s} gave {key} to client {c} while client {} holds it: the servers' reservations differ", clashes[0]));
             return;
         }
         if self.phantom.get(&key).is_some_and(|end| *end > now) {

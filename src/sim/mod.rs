@@ -37,11 +37,34 @@ use crate::server::{Arrival, EngineConfig, SliceMap};
 use crate::shard::{Handled, ShardCore, ShardsConfig};
 use crate::wire::{BindingStatus, Duid, FailoverMessage, FrameDecoder, MAX_FRAME_LEN, Message, MessageType, ServerState};
 
-fn subnet_config(pools: Pools, valid: u32) -> String {
+fn subnet_config(pools: Pools, valid: u32, reservations: bool) -> String {
     let (addrs, pd) = match pools {
         Pools::Small => ("2001:db8:1::100-2001:db8:1::13f", r#"{ prefix = "2001:db8:100::/56", delegated-length = 60 }"#),
         Pools::Large => ("2001:db8:1::1000-2001:db8:1::ffff", r#"{ prefix = "2001:db8:100::/48", delegated-length = 60 }"#),
         Pools::Huge => ("2001:db8:1::1000-2001:db8:1::ffff", r#"{ prefix = "3fff:100::/32", delegated-length = 64 }"#),
+    };
+    // Clients 1-4 (`clients::client_duid`): an address of each half of the
+    // pool, a delegable prefix, and an address outside the pools; both
+    // servers grant them in any state that allocates.
+    let reserved = if reservations {
+        let first = addrs.split('-').next().expect("range");
+        let base = u128::from(first.parse::<std::net::Ipv6Addr>().expect("pool start"));
+        let pd_first = match pools {
+            Pools::Huge => "3fff:100::/64",
+            _ => "2001:db8:100::/60",
+        };
+        let duid = |n: u64| clients::client_duid(n).to_hex();
+        format!(
+            "reservations = [ {{ duid = \"{}\", address = \"{}\" }}, {{ duid = \"{}\", address = \"{}\" }}, {{ duid = \"{}\", prefix = \"{pd_first}\" }}, {{ duid = \"{}\", address = \"2001:db8:1::5\" }} ]\n",
+            duid(1),
+            std::net::Ipv6Addr::from(base),
+            duid(2),
+            std::net::Ipv6Addr::from(base + 1),
+            duid(3),
+            duid(4),
+        )
+    } else {
+        String::new()
     };
     format!(
         r#"
@@ -54,7 +77,7 @@ pd-pools = [{pd}]
 preferred-lifetime = {pref}
 valid-lifetime = {valid}
 rapid-commit = false
-"#,
+{reserved}"#,
         pref = valid * 2 / 3
     )
 }
@@ -113,6 +136,9 @@ pub struct Report {
     pub bndupds: BTreeMap<LeaseKey, u32>,
     /// Leases granted or extended, by the state (as the shard saw it) and IA type.
     pub grants: BTreeMap<(ServerState, IaType), u64>,
+    /// New grants of a reserved address from the partner's half, by state
+    /// (reservations are outside the split, README "Reservations").
+    pub reserved_grants: BTreeMap<ServerState, u64>,
 }
 
 /// The failover connection as one server sees it.
@@ -213,6 +239,11 @@ pub struct Sim {
     /// RFC's premise is broken (operator error), duplicates are possible and
     /// only POTENTIAL-CONFLICT's resolution is checked.
     misconfigured: bool,
+    /// With reservations: what the operator's first growing reload also
+    /// reserves (fixed at that reload, the same for both servers).
+    late_reserved: Option<Vec<crate::config::Reservation>>,
+    /// Keys whose reservations differed between the servers (`note_mismatches`).
+    mismatched: HashSet<LeaseKey>,
     /// Server i has been in PARTNER-DOWN since the pair last communicated.
     pd_since_contact: [bool; 2],
     last_pair_check: Time,
@@ -222,6 +253,7 @@ pub struct Sim {
     last_home_check: Time,
     bndupds: BTreeMap<LeaseKey, u32>,
     grants: BTreeMap<(ServerState, IaType), u64>,
+    reserved_grants: BTreeMap<ServerState, u64>,
 }
 
 const T0: Time = 1_800_000_000;
@@ -231,8 +263,8 @@ impl Sim {
         let mut rng = Rng::new(sc.seed);
         let rng2 = Rng::new(sc.seed ^ 0x5eed_0000_0000_0003);
         let rng3 = Rng::new(sc.seed ^ 0x5eed_0000_0000_0005);
-        let subnets = Config::parse(&subnet_config(sc.pools, sc.valid)).expect("sim subnet config").subnets;
-        let servers = (0..2)
+        let subnets = Config::parse(&subnet_config(sc.pools, sc.valid, sc.reservations)).expect("sim subnet config").subnets;
+        let mut servers: Vec<Server> = (0..2)
             .map(|i| Server {
                 role: if i == 0 { Role::Primary } else { Role::Secondary },
                 duid: Duid::llt(1, 1, &[2, 0, 0, 0, 0, i as u8 + 1]),
@@ -252,6 +284,19 @@ impl Sim {
                 home_touched: Touched::everything(),
             })
             .collect();
+        if sc.reservations_differ {
+            // The secondary alone reserves base+5 (the primary's half) for client 7.
+            let s = &mut servers[1];
+            let base = u128::from(s.subnets[0].pools[0].first);
+            s.subnets[0].reservations.push(crate::config::Reservation {
+                client: crate::config::ReservedFor::Duid(clients::client_duid(7)),
+                addresses: vec![std::net::Ipv6Addr::from(base + 5)],
+                prefixes: Vec::new(),
+                hostname: None,
+                options: Vec::new(),
+            });
+            s.slices = SliceMap::new(&s.subnets, s.shards);
+        }
         let clients = (0..sc.clients)
             .map(|i| Client { duid_n: i as u64 + 1, wants_pd: rng.below(3) == 0, active: true, ..Default::default() })
             .collect();
@@ -278,14 +323,18 @@ impl Sim {
             events_run: 0,
             replies: 0,
             misconfigured: false,
+            late_reserved: None,
+            mismatched: HashSet::new(),
             pd_since_contact: [false; 2],
             last_pair_check: 0,
             pair_touched: Touched::everything(),
             last_home_check: 0,
             bndupds: BTreeMap::new(),
             grants: BTreeMap::new(),
+            reserved_grants: BTreeMap::new(),
             sc,
         };
+        s.note_mismatches();
         if s.sc.faults {
             s.schedule_faults();
             if s.sc.version >= 2 {
@@ -420,16 +469,59 @@ impl Sim {
     }
 
     /// The first subnet with (`grow`) or without the operator's extra pools.
-    fn reloaded_subnets(&self, i: usize, grow: bool) -> Vec<Subnet> {
+    fn reloaded_subnets(&mut self, i: usize, grow: bool) -> Vec<Subnet> {
         let extra_addr: crate::pool::AddrRange = "2001:db8:1::2:0-2001:db8:1::2:3f".parse().expect("literal");
         let extra_pd = crate::server::settings::PdPool { prefix: "2001:db8:200::/56".parse().expect("literal"), delegated_length: 60 };
         let mut subnets = self.servers[i].subnets.clone();
         let s = &mut subnets[0];
         s.pools.retain(|r| *r != extra_addr);
         s.pd_pools.retain(|p| *p != extra_pd);
+        // With reservations: the grown config also reserves, for clients 5
+        // and 6, two pool addresses other clients hold at the first such
+        // reload (the pair meets the reservation while the leases live).
+        let later = match (&self.late_reserved, self.sc.reservations && grow) {
+            (Some(l), _) => l.clone(),
+            (None, false) => Vec::new(),
+            (None, true) => {
+                let mine = [clients::client_duid(5), clients::client_duid(6)];
+                // Not a key either server reserves already (a configuration
+                // reserves a key once).
+                let taken: Vec<std::net::Ipv6Addr> =
+                    self.servers.iter().flat_map(|x| x.subnets.iter().flat_map(|sn| &sn.reservations)).flat_map(|r| r.addresses.iter().copied()).collect();
+                let mut held: Vec<std::net::Ipv6Addr> = self.servers[i]
+                    .cores
+                    .iter()
+                    .flat_map(|c| c.engine().leases().iter())
+                    .filter(|l| l.is_active() && !mine.contains(&l.binding.duid))
+                    .filter_map(|l| match l.key {
+                        LeaseKey::Addr(a) if s.pools.iter().any(|r| r.contains(a)) && !taken.contains(&a) => Some(a),
+                        _ => None,
+                    })
+                    .collect();
+                held.sort();
+                let l: Vec<crate::config::Reservation> = mine
+                    .iter()
+                    .zip(held)
+                    .map(|(d, a)| crate::config::Reservation {
+                        client: crate::config::ReservedFor::Duid(d.clone()),
+                        addresses: vec![a],
+                        prefixes: Vec::new(),
+                        hostname: None,
+                        options: Vec::new(),
+                    })
+                    .collect();
+                self.late_reserved = Some(l.clone());
+                l
+            }
+        };
+        let s = &mut subnets[0];
+        s.reservations.retain(|r| !later.contains(r));
         if grow {
             s.pools.push(extra_addr);
             s.pd_pools.push(extra_pd);
+            if self.sc.reservations {
+                s.reservations.extend(later);
+            }
         }
         subnets
     }
@@ -461,9 +553,29 @@ impl Sim {
             d.reconfigure(slices.clone(), Vec::new(), (auto_pd, 0.5, 2048));
         }
         s.slices = slices;
+        self.note_mismatches();
         let mut q = VecDeque::new();
         self.actions(i, &mut q);
         self.work(i, q);
+    }
+
+    /// Keys the two servers reserve differently (or one not at all): the
+    /// README's premise for reservations (the same on both servers) does
+    /// not hold, and outside the split two clients may get one of them in
+    /// COMMUNICATIONS-INTERRUPTED. Duplicates of these keys are logged, not
+    /// violations; every other invariant still holds.
+    fn note_mismatches(&mut self) {
+        let keys: Vec<LeaseKey> = self
+            .servers
+            .iter()
+            .flat_map(|s| s.subnets.iter().flat_map(|sn| &sn.reservations))
+            .flat_map(|r| r.addresses.iter().map(|a| LeaseKey::Addr(*a)).chain(r.prefixes.iter().map(|p| LeaseKey::Prefix(*p))))
+            .collect();
+        for k in keys {
+            if self.servers[0].slices.reserved_for(&k) != self.servers[1].slices.reserved_for(&k) {
+                self.mismatched.insert(k);
+            }
+        }
     }
 
     /// `ctl lease del` of a random ACTIVE lease: its client is gone (the
@@ -655,6 +767,7 @@ impl Sim {
                 naming: None,
                 limits: Default::default(),
                 unicast_listen: Vec::new(),
+                provisioning: Default::default(),
             },
             shards: s.shards,
             failover: Some((s.role, sc.mclt)),
@@ -960,6 +1073,7 @@ impl Sim {
             final_states: states,
             bndupds: self.bndupds,
             grants: self.grants,
+            reserved_grants: self.reserved_grants,
         }
     }
 
@@ -1330,7 +1444,13 @@ impl Sim {
                 continue;
             }
             let slices = SliceMap::new(&srv.subnets, srv.shards);
-            let misplaced_at = |at: usize, l: &Lease| l.is_active() && home_of(&slices, srv.shards, l) != at;
+            // A reload that reserves a key leaves its records where they are
+            // until their next write, with the reserved client's shard (the
+            // key's home now, the one that grants it) blocking the key.
+            let misplaced_at = |at: usize, l: &Lease| {
+                let home = home_of(&slices, srv.shards, l);
+                l.is_active() && home != at && !(slices.reserved_for(&l.key).is_some() && srv.cores[home].engine().is_blocked(&l.key))
+            };
             let mut misplaced = None;
             for (at, c) in srv.cores.iter().enumerate() {
                 let found = if srv.home_touched.all {
@@ -1394,7 +1514,26 @@ impl Sim {
             }
         }
         // 3: only what this server owns in this state (§4.2); renewals of
-        // any client's lease are allowed in the responsive states.
+        // any client's lease are allowed in the responsive states. A key
+        // reserved for the client is outside the split; for another, never.
+        let reserved = self.servers[s].subnets.iter().flat_map(|x| &x.reservations).find(|r| {
+            r.addresses.iter().any(|a| l.key == LeaseKey::Addr(*a)) || r.prefixes.iter().any(|p| l.key == LeaseKey::Prefix(*p))
+        });
+        if let Some(r) = reserved {
+            if !r.client.is(&l.binding.duid, None) {
+                self.violate(format!("reservation: server {s} granted {} to {}, reserved for another client", l.key, l.binding.duid));
+            }
+            if !renewal && !crate::server::Policy::allocates(policy) {
+                self.violate(format!("reservation: server {s} in {} granted {} anew", policy.state.name(), l.key));
+            }
+            if let LeaseKey::Addr(a) = l.key
+                && !renewal
+                && crate::failover::address_owner(a) != self.servers[s].role
+            {
+                *self.reserved_grants.entry(policy.state).or_default() += 1;
+            }
+            return;
+        }
         if renewal {
             return;
         }
@@ -1460,7 +1599,7 @@ impl Sim {
                 // A pool that one server does not serve (between two reloads,
                 // or removed from both): its records are not exchanged
                 // (ConfigurationConflict, RFC 8156 §7.5.4) and may differ.
-                if !self.servers.iter().all(|s| s.slices.in_pool(&l.key)) {
+                if !self.servers.iter().all(|s| s.slices.shared(&l.key)) {
                     continue;
                 }
                 let free_addr = matches!(l.status, BindingStatus::Free | BindingStatus::FreeBackup) && matches!(l.key, LeaseKey::Addr(_));

@@ -76,6 +76,14 @@ pub struct Scenario {
     /// other (and maybe back); `ctl lease del` and `ctl lease add` on
     /// random leases and keys.
     pub operator: bool,
+    /// Clients 1-4 have reservations (two addresses, one of each half, a
+    /// prefix, an address outside the pools) on both servers; the
+    /// operator's growing reload adds two more.
+    pub reservations: bool,
+    /// With reservations: the secondary also reserves an address of the
+    /// primary's half for client 7, which the primary does not (a
+    /// configuration mismatch: ConfigurationConflict, never a duplicate).
+    pub reservations_differ: bool,
 }
 
 impl Scenario {
@@ -106,6 +114,8 @@ impl Scenario {
             vanish: false,
             count_updates: false,
             operator: false,
+            reservations: false,
+            reservations_differ: false,
         }
     }
 
@@ -142,6 +152,9 @@ impl Scenario {
         sc.startup_meet = r.below(6) == 0;
         // A stream of its own: the draws above stay what they were.
         sc.operator = Rng::new(seed ^ 0x5eed_0000_0000_0004).below(4) == 0;
+        let mut r4 = Rng::new(seed ^ 0x5eed_0000_0000_0006);
+        sc.reservations = r4.below(4) == 0;
+        sc.reservations_differ = sc.reservations && r4.below(2) == 0;
         sc
     }
 }
