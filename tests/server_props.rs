@@ -1,7 +1,9 @@
 //! Property test of the engine: random client populations send random
 //! message sequences over simulated time. After every step: no address or
 //! prefix is held by two clients, T1 ≤ T2 ≤ preferred ≤ valid in every IA,
-//! and every reply encodes and decodes.
+//! and every reply encodes and decodes. With classes, reservations and a
+//! shared network: a class-restricted pool serves only its class, and a
+//! reserved address or prefix goes to its client only.
 
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
@@ -23,6 +25,34 @@ pd-pools = [{ prefix = "2001:db8:100::/60", delegated-length = 62 }]
 preferred-lifetime = 300
 valid-lifetime = 500
 rapid-commit = true
+"#;
+
+/// Client c is in class "a" (c % 3 == 0), "b" (1) or none (2); clients 0
+/// and 1 have reservations; the second subnet shares the link.
+const PROVISIONED: &str = r#"
+interfaces = ["eth1"]
+[[class]]
+name = "a"
+match = { user-class = "a" }
+[[class]]
+name = "b"
+match = { user-class = "b" }
+[[subnet]]
+prefix = "2001:db8:1::/64"
+interface = "eth1"
+shared-network = "lan"
+pools = [{ range = "2001:db8:1::10-2001:db8:1::13", client-classes = ["a"] }, { range = "2001:db8:1::20-2001:db8:1::23", client-classes = ["b"] }, "2001:db8:1::30-2001:db8:1::31"]
+pd-pools = [{ prefix = "2001:db8:100::/60", delegated-length = 62, client-classes = ["a"] }]
+reservations = [{ duid = "00030001020000000000", address = "2001:db8:1::12", prefix = "2001:db8:100::/62" }, { duid = "00030001020000000001", address = "2001:db8:1::99" }]
+preferred-lifetime = 300
+valid-lifetime = 500
+rapid-commit = true
+[[subnet]]
+prefix = "2001:db8:3::/64"
+shared-network = "lan"
+pools = ["2001:db8:3::10-2001:db8:3::13"]
+preferred-lifetime = 200
+valid-lifetime = 400
 "#;
 
 #[derive(Debug, Clone, Copy)]
@@ -127,10 +157,12 @@ fn check_ia_times(m: &ClientMessage) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn run(clients: usize, steps: Vec<(usize, Act, u16, bool)>) -> Result<(), TestCaseError> {
-    let cfg = Config::parse(CONFIG).unwrap();
+fn run(config: &str, clients: usize, steps: Vec<(usize, Act, u16, bool)>) -> Result<(), TestCaseError> {
+    let cfg = Config::parse(config).unwrap();
+    let provisioned = !cfg.provisioning.classes.is_empty();
     let server = Duid::llt(1, 1, &[0xaa; 6]);
-    let mut e = Engine::new(EngineConfig { server_duid: server.clone(), subnets: cfg.subnets, slice: Slice::WHOLE, hash_key: 1, naming: None, limits: Default::default(), unicast_listen: Vec::new(), provisioning: Default::default() });
+    let mut e = Engine::new(EngineConfig { server_duid: server.clone(), subnets: cfg.subnets, slice: Slice::WHOLE, hash_key: 1, naming: None, limits: Default::default(), unicast_listen: Vec::new(), provisioning: cfg.provisioning });
+    let in_range = |a: Ipv6Addr, lo: &str, hi: &str| (lo.parse::<Ipv6Addr>().unwrap()..=hi.parse().unwrap()).contains(&a);
     let arrival = Arrival { interface: Some("eth1"), source: "fe80::1".parse().unwrap(), destination: "ff02::1:2".parse().unwrap() };
     let mut views = vec![ClientView::default(); clients];
     let mut now: Time = 1_800_000_000;
@@ -144,6 +176,9 @@ fn run(clients: usize, steps: Vec<(usize, Act, u16, bool)>) -> Result<(), TestCa
         }
         let v = &mut views[c];
         let mut opts = vec![DhcpOption::ClientId(duid(c))];
+        if provisioned && c % 3 < 2 {
+            opts.push(DhcpOption::UserClass(vec![if c % 3 == 0 { b"a".to_vec() } else { b"b".to_vec() }]));
+        }
         let with_server = matches!(act, Act::Request | Act::Renew | Act::Release | Act::Decline);
         if with_server {
             opts.push(DhcpOption::ServerId(server.clone()));
@@ -194,6 +229,16 @@ fn run(clients: usize, steps: Vec<(usize, Act, u16, bool)>) -> Result<(), TestCa
                 for (o, ov) in views.iter().enumerate() {
                     prop_assert!(o == c || !ov.addrs.contains_key(&a.addr), "{} offered/given to {c} while {o} holds it", a.addr);
                 }
+                if provisioned {
+                    let reserved_for = match a.addr.to_string().as_str() {
+                        "2001:db8:1::12" => Some(0),
+                        "2001:db8:1::99" => Some(1),
+                        _ => None,
+                    };
+                    prop_assert!(reserved_for.is_none_or(|r| r == c), "{} reserved for {reserved_for:?} given to {c}", a.addr);
+                    prop_assert!(reserved_for.is_some() || !in_range(a.addr, "2001:db8:1::10", "2001:db8:1::13") || c % 3 == 0, "class a pool gave {} to {c}", a.addr);
+                    prop_assert!(!in_range(a.addr, "2001:db8:1::20", "2001:db8:1::23") || c % 3 == 1, "class b pool gave {} to {c}", a.addr);
+                }
                 if binding {
                     views[c].addrs.insert(a.addr, now + a.valid as Time);
                 }
@@ -208,6 +253,10 @@ fn run(clients: usize, steps: Vec<(usize, Act, u16, bool)>) -> Result<(), TestCa
                 }
                 for (o, ov) in views.iter().enumerate() {
                     prop_assert!(o == c || !ov.prefixes.contains_key(&k), "{:?} given to {c} while {o} holds it", k);
+                }
+                if provisioned {
+                    let reserved = k == ("2001:db8:100::".parse().unwrap(), 62);
+                    prop_assert!(if reserved { c == 0 } else { c % 3 == 0 }, "{:?} (class a pool, or reserved for 0) given to {c}", k);
                 }
                 if binding {
                     views[c].prefixes.insert(k, now + p.valid as Time);
@@ -226,6 +275,14 @@ proptest! {
         clients in 1usize..24,
         steps in prop::collection::vec((0usize..24, act(), 0u16..200, any::<bool>()), 1..300),
     ) {
-        run(clients, steps)?;
+        run(CONFIG, clients, steps)?;
+    }
+
+    #[test]
+    fn class_pools_and_reservations_serve_only_their_clients(
+        clients in 1usize..24,
+        steps in prop::collection::vec((0usize..24, act(), 0u16..200, any::<bool>()), 1..300),
+    ) {
+        run(PROVISIONED, clients, steps)?;
     }
 }

@@ -191,9 +191,11 @@ impl Shared {
     }
 
     /// A config file was loaded (at start or by a reload).
-    pub fn config_loaded(&self, digest: String, subnets: &[crate::config::Subnet]) {
+    /// A configuration is running: its file's digest, and its reservations'
+    /// count and digest (`operator::reservations_digest`).
+    pub fn config_loaded(&self, digest: String, reservations: (usize, String)) {
         *lock(&self.config) = (digest, super::sys::unix_now());
-        *lock(&self.reservations) = super::operator::reservations_digest(subnets);
+        *lock(&self.reservations) = reservations;
     }
 
     /// `ctl reload`: ask the main thread, wait for its answer.

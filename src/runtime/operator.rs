@@ -240,7 +240,7 @@ impl Reloader {
         self.slices = slices;
         self.engine = engine;
         self.running = new;
-        self.shared.config_loaded(digest(&bytes), &self.running.subnets);
+        self.shared.config_loaded(digest(&bytes), reservations_digest(&self.running.subnets));
         json!({"result": "applied", "changed": changed, "errors": []})
     }
 }

@@ -139,7 +139,7 @@ pub fn serve(s: Settings) -> Result<(), String> {
     if let Some(p) = &s.config_path {
         let digest = super::operator::digest(&std::fs::read(p).unwrap_or_default());
         tracing::info!(config = %p.display(), digest = %digest, "configuration loaded");
-        shared.config_loaded(digest, &s.config.subnets);
+        shared.config_loaded(digest, super::operator::reservations_digest(&s.config.subnets));
     } else {
         *observe::lock(&shared.reservations) = super::operator::reservations_digest(&s.config.subnets);
     }
