@@ -177,7 +177,7 @@ fn run(config: &str, clients: usize, steps: Vec<(usize, Act, u16, bool)>) -> Res
         let v = &mut views[c];
         let mut opts = vec![DhcpOption::ClientId(duid(c))];
         if provisioned && c % 3 < 2 {
-            opts.push(DhcpOption::UserClass(vec![if c % 3 == 0 { b"a".to_vec() } else { b"b".to_vec() }]));
+            opts.push(DhcpOption::UserClass(vec![if c.is_multiple_of(3) { b"a".to_vec() } else { b"b".to_vec() }]));
         }
         let with_server = matches!(act, Act::Request | Act::Renew | Act::Release | Act::Decline);
         if with_server {
@@ -236,7 +236,7 @@ fn run(config: &str, clients: usize, steps: Vec<(usize, Act, u16, bool)>) -> Res
                         _ => None,
                     };
                     prop_assert!(reserved_for.is_none_or(|r| r == c), "{} reserved for {reserved_for:?} given to {c}", a.addr);
-                    prop_assert!(reserved_for.is_some() || !in_range(a.addr, "2001:db8:1::10", "2001:db8:1::13") || c % 3 == 0, "class a pool gave {} to {c}", a.addr);
+                    prop_assert!(reserved_for.is_some() || !in_range(a.addr, "2001:db8:1::10", "2001:db8:1::13") || c.is_multiple_of(3), "class a pool gave {} to {c}", a.addr);
                     prop_assert!(!in_range(a.addr, "2001:db8:1::20", "2001:db8:1::23") || c % 3 == 1, "class b pool gave {} to {c}", a.addr);
                 }
                 if binding {
@@ -256,7 +256,7 @@ fn run(config: &str, clients: usize, steps: Vec<(usize, Act, u16, bool)>) -> Res
                 }
                 if provisioned {
                     let reserved = k == ("2001:db8:100::".parse().unwrap(), 62);
-                    prop_assert!(if reserved { c == 0 } else { c % 3 == 0 }, "{:?} (class a pool, or reserved for 0) given to {c}", k);
+                    prop_assert!(if reserved { c == 0 } else { c.is_multiple_of(3) }, "{:?} (class a pool, or reserved for 0) given to {c}", k);
                 }
                 if binding {
                     views[c].prefixes.insert(k, now + p.valid as Time);
