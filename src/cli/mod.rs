@@ -40,7 +40,7 @@ pub enum DumpFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum CtlCommand {
-    /// Server DUID, shards, lease counts, failover state, config digest (JSON).
+    /// Server DUID, shards, lease counts, failover state, config and reservations digests (JSON).
     Status,
     /// Tell the failover endpoint its partner is down (RFC 8156 §8).
     PartnerDown,
