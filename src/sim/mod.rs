@@ -1437,6 +1437,7 @@ impl Sim {
             return;
         }
         self.last_home_check = self.now;
+        let late = self.late_reserved.clone().unwrap_or_default();
         for i in 0..2 {
             let srv = &self.servers[i];
             let Some(d) = srv.driver.as_ref() else { continue };
@@ -1444,12 +1445,18 @@ impl Sim {
                 continue;
             }
             let slices = SliceMap::new(&srv.subnets, srv.shards);
-            // A reload that reserves a key leaves its records where they are
-            // until their next write, with the reserved client's shard (the
-            // key's home now, the one that grants it) blocking the key.
+            // A reload that reserves a key changes its records' home: they
+            // stay where they are until their next write, with the new home
+            // (the one shard that grants the key) blocking it meanwhile. A
+            // reload that no longer reserves it leaves them at the old home,
+            // the key's slice owner or blocked there, until the next write:
+            // a renewal reaching the client's shard meanwhile gets a new
+            // lease (the duplicate checks still hold everywhere).
+            let unreserved = |k: &LeaseKey| slices.reserved_for(k).is_none() && late.iter().any(|r| r.addresses.iter().any(|a| *k == LeaseKey::Addr(*a)));
             let misplaced_at = |at: usize, l: &Lease| {
                 let home = home_of(&slices, srv.shards, l);
-                l.is_active() && home != at && !(slices.reserved_for(&l.key).is_some() && srv.cores[home].engine().is_blocked(&l.key))
+                let waits = (slices.reserved_for(&l.key).is_some() && srv.cores[home].engine().is_blocked(&l.key)) || unreserved(&l.key);
+                l.is_active() && home != at && !waits
             };
             let mut misplaced = None;
             for (at, c) in srv.cores.iter().enumerate() {
