@@ -22,8 +22,10 @@ pub struct Facts<'m> {
 }
 
 impl<'m> Facts<'m> {
-    pub fn new(client: &'m ClientMessage, chain: &'m [&'m RelayMessage], arrival: &Arrival<'m>) -> Facts<'m> {
-        Facts { client, chain, interface: arrival.interface, hw: link_layer(client, chain) }
+    /// `hw`: read the link-layer address (only classes and hw-address
+    /// reservations look at it).
+    pub fn new(client: &'m ClientMessage, chain: &'m [&'m RelayMessage], arrival: &Arrival<'m>, hw: bool) -> Facts<'m> {
+        Facts { client, chain, interface: arrival.interface, hw: if hw { link_layer(client, chain) } else { None } }
     }
 }
 

@@ -205,6 +205,9 @@ pub struct Engine {
     /// Per subnet: the subnets of its shared network, itself first, then
     /// the others in configuration order (just itself without one).
     networks: Vec<Vec<usize>>,
+    /// Classes or hw-address reservations exist: messages are read for the
+    /// client's link-layer address.
+    uses_hw: bool,
 }
 
 /// Per-message context shared by the IA handlers.
@@ -255,6 +258,7 @@ impl Engine {
             provisioning: cfg.provisioning,
             reserved: Default::default(),
             networks: Vec::new(),
+            uses_hw: false,
         };
         e.index();
         e
@@ -270,6 +274,8 @@ impl Engine {
                 }
             }
         }
+        self.uses_hw = !self.provisioning.classes.is_empty()
+            || self.subnets.iter().flat_map(|s| &s.cfg.reservations).any(|r| matches!(r.client, settings::ReservedFor::HwAddress(_)));
         self.networks = (0..self.subnets.len())
             .map(|i| {
                 let mut n = vec![i];
@@ -728,7 +734,7 @@ impl Engine {
             return self.finish(client, &chain, arrival, o, Vec::new());
         }
         let duid = client.options.client_id().cloned();
-        let facts = classes::Facts::new(client, &chain, arrival);
+        let facts = classes::Facts::new(client, &chain, arrival, self.uses_hw);
         let class_mask = if self.provisioning.classes.is_empty() { 0 } else { classes::classify(&self.provisioning.classes, &facts) };
         let reservation = duid.as_ref().and_then(|d| {
             self.networks[subnet].iter().find_map(|si| self.subnets[*si].reservation(d, facts.hw).map(|ri| (*si, ri)))
@@ -948,29 +954,18 @@ impl Engine {
         let lease_subnet = ctx.first_na.or(ctx.first_pd).map_or(ctx.subnet, |k| self.subnet_of(ctx, &k));
         let s = &self.subnets[lease_subnet].cfg;
         // Most specific first; None stands for the subnet's shorthand keys.
-        let mut scopes: Vec<Option<&[OptionData]>> = Vec::new();
-        if let Some((si, ri)) = ctx.reservation {
-            scopes.push(Some(&self.subnets[si].cfg.reservations[ri].options));
-        }
-        if ctx.classes != 0 {
-            for (i, c) in self.provisioning.classes.iter().enumerate() {
-                if ctx.classes & (1 << i) != 0 {
-                    scopes.push(Some(&c.options));
-                }
-            }
-        }
-        for k in [ctx.first_na, ctx.first_pd].into_iter().flatten() {
-            if let Some(scope) = self.pool_scope(ctx, &k) {
-                scopes.push(Some(&scope.options));
-            }
-        }
-        scopes.push(Some(&s.options));
-        scopes.push(None);
-        scopes.push(Some(&self.provisioning.options));
+        // (An iterator, walked twice: nothing allocated per reply.)
+        let scopes = || {
+            let reservation = ctx.reservation.map(|(si, ri)| self.subnets[si].cfg.reservations[ri].options.as_slice());
+            let classes = self.provisioning.classes.iter().enumerate().filter(|(i, _)| ctx.classes & (1 << i) != 0).map(|(_, c)| c.options.as_slice());
+            let pools = [ctx.first_na, ctx.first_pd].into_iter().flatten().filter_map(|k| self.pool_scope(ctx, &k)).map(|p| p.options.as_slice());
+            let rest = [Some(s.options.as_slice()), None, Some(self.provisioning.options.as_slice())];
+            reservation.into_iter().chain(classes).chain(pools).map(Some).chain(rest)
+        };
         let always: Vec<(u16, u32)> =
-            scopes.iter().flatten().flat_map(|sc| sc.iter()).filter(|o| o.always_send).map(|o| (o.code, enterprise_of(o))).collect();
+            scopes().flatten().flat_map(|sc| sc.iter()).filter(|o| o.always_send).map(|o| (o.code, enterprise_of(o))).collect();
         let mut sent: Vec<(u16, u32)> = Vec::new();
-        for scope in scopes {
+        for scope in scopes() {
             match scope {
                 Some(sc) => offer(sc, oro, &always, &mut sent, out),
                 None => shorthands(s, oro, &always, info_request, &mut sent, out),
