@@ -81,6 +81,20 @@ struct RawConfig {
     options: Vec<RawOption>,
     #[serde(default)]
     class: Vec<RawClass>,
+    leasequery: Option<RawLeasequery>,
+}
+
+/// `[leasequery]` (RFC 5007, RFC 5460).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawLeasequery {
+    #[serde(default)]
+    allowed: Vec<String>,
+    bulk: Option<bool>,
+    bulk_max_connections: Option<usize>,
+    bulk_data_timeout: Option<u32>,
+    #[serde(default)]
+    sensitive_options: Vec<u16>,
 }
 
 /// `[limits]` (RFC 9915 Security Considerations); 0 turns a limit off.
@@ -243,6 +257,30 @@ pub struct Config {
     pub log_level: Option<String>,
     /// Global `options` and the `[[class]]`es.
     pub provisioning: Provisioning,
+    /// `[leasequery]`: None answers no leasequery (they are dropped).
+    pub leasequery: Option<Leasequery>,
+}
+
+/// `[leasequery]`: who may ask, and Bulk Leasequery over TCP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Leasequery {
+    /// Requestors (source addresses) allowed to query; others get NotAllowed
+    /// (UDP) or their connection closed (TCP).
+    pub allowed: Vec<Prefix>,
+    /// Bulk Leasequery on TCP, on the DHCP port (RFC 5460).
+    pub bulk: bool,
+    /// BULK_LQ_MAX_CONNS.
+    pub bulk_max_connections: usize,
+    /// BULK_LQ_DATA_TIMEOUT, seconds.
+    pub bulk_data_timeout: u32,
+    /// Option codes never returned to a requestor (RFC 5007 §4.4.2).
+    pub sensitive_options: Vec<u16>,
+}
+
+impl Leasequery {
+    pub fn allows(&self, a: Ipv6Addr) -> bool {
+        self.allowed.iter().any(|p| p.contains(a))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -503,7 +541,9 @@ impl Validator {
             leases_per_client: raw.limits.leases_per_client.unwrap_or(d.leases_per_client),
             declines_per_client_per_hour: raw.limits.declines_per_client_per_hour.unwrap_or(d.declines_per_client_per_hour),
         };
+        let leasequery = raw.leasequery.map(|l| self.leasequery(l));
         Config {
+            leasequery,
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             interfaces: raw.interfaces,
             unicast_listen,
@@ -523,6 +563,29 @@ impl Validator {
                 }
             }),
         }
+    }
+
+    fn leasequery(&mut self, l: RawLeasequery) -> Leasequery {
+        let mut allowed = Vec::new();
+        for (i, a) in l.allowed.iter().enumerate() {
+            let key = format!("leasequery.allowed[{i}]");
+            let p = if a.contains('/') { self.prefix(&key, a) } else { self.addr(&key, a).and_then(|x| Prefix::new(x, 128)) };
+            allowed.extend(p);
+        }
+        let bulk_max_connections = l.bulk_max_connections.unwrap_or(10);
+        if bulk_max_connections == 0 {
+            self.bad("leasequery.bulk-max-connections", "must be at least 1 (turn Bulk Leasequery off with bulk = false)");
+        }
+        let bulk_data_timeout = l.bulk_data_timeout.unwrap_or(300);
+        if bulk_data_timeout == 0 {
+            self.bad("leasequery.bulk-data-timeout", "must be at least 1 s (RFC 5460 recommends the default, 300)");
+        }
+        for c in &l.sensitive_options {
+            if matches!(*c, crate::wire::opt::CLIENTID | crate::wire::opt::IAADDR | crate::wire::opt::IAPREFIX | crate::wire::opt::CLT_TIME) {
+                self.bad("leasequery.sensitive-options", format!("option {c} is part of every answer (RFC 5007 §4.4.2)"));
+            }
+        }
+        Leasequery { allowed, bulk: l.bulk.unwrap_or(true), bulk_max_connections, bulk_data_timeout, sensitive_options: l.sensitive_options }
     }
 
     fn runtime(&mut self, r: RawRuntime) -> Runtime {

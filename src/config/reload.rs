@@ -65,6 +65,9 @@ pub fn changes(running: &Config, new: &Config) -> Result<Vec<String>, Vec<Proble
     if running.ddns != new.ddns {
         changed.push("ddns".into());
     }
+    if running.leasequery != new.leasequery {
+        changed.push("leasequery".into());
+    }
     if running.log_level != new.log_level {
         changed.push("log-level".into());
     }

@@ -109,12 +109,16 @@ pub fn build(l: &Lease, now: Time, xid: u32) -> FailoverMessage {
             .into(),
         }),
     };
-    let cd: Options = vec![
+    let mut cd: Options = vec![
         DhcpOption::ClientId(l.binding.duid.clone()), // MUST
         DhcpOption::LqBaseTime(base),                 // MUST
-        ia,
     ]
     .into();
+    if let Some(r) = &l.relay {
+        // "if any exists" (§7.4): the partner answers leasequeries the same.
+        cd.push(DhcpOption::LqRelayData(crate::wire::LqRelayData { peer_address: r.peer, relay_message: r.message.clone() }));
+    }
+    cd.push(ia);
     FailoverMessage::new(MessageType::BndUpd, xid, base).with(DhcpOption::ClientData(cd))
 }
 
@@ -143,6 +147,8 @@ pub struct Received {
     pub fqdn: Option<crate::wire::ClientFqdn>,
     /// OPTION_F_DNS_FLAGS inside OPTION_F_DNS_REMOVAL_INFO.
     pub dns_flags: Option<u16>,
+    /// OPTION_LQ_RELAY_DATA of the client (RFC 5007 §4.1.2.4).
+    pub relay: Option<Box<crate::lease::RelayData>>,
 }
 
 impl Received {
@@ -229,6 +235,7 @@ pub fn parse(m: &FailoverMessage, owns: impl Fn(&LeaseKey) -> bool) -> Parsed {
                             partner_raw_clt: None,
                             fqdn: None,
                             dns_flags: None,
+                            relay: None,
                         })
                     } else {
                         // A stand-alone IAPREFIX only moves a delegable prefix.
@@ -242,6 +249,12 @@ pub fn parse(m: &FailoverMessage, owns: impl Fn(&LeaseKey) -> bool) -> Parsed {
         Ok(crate::wire::failover::BindingBody::ClientData(cd)) => {
             let (Some(duid), Some(base)) = (cd.client_id().cloned(), base_of(cd)) else { return Parsed { items } };
             let vpn_conflict = foreign_vpn(cd);
+            let relay = cd.iter().find_map(|o| match o {
+                DhcpOption::LqRelayData(r) if r.relay_message.len() <= crate::lease::MAX_RELAY_DATA => {
+                    Some(Box::new(crate::lease::RelayData { peer: r.peer_address, message: r.relay_message.clone() }))
+                }
+                _ => None,
+            });
             for o in cd.iter() {
                 let (ia_type, iaid, t1, t2, inner) = match o {
                     DhcpOption::IaNa(ia) => (IaType::Na, ia.iaid, ia.t1, ia.t2, &ia.options),
@@ -282,6 +295,7 @@ pub fn parse(m: &FailoverMessage, owns: impl Fn(&LeaseKey) -> bool) -> Parsed {
                             partner_raw_clt: lopts.u32_of(opt::F_PARTNER_RAW_CLT_TIME).map(from_abs),
                             fqdn: lopts.client_fqdn().cloned(),
                             dns_flags: dns_flags_of(lopts),
+                            relay: relay.clone(),
                         }),
                         _ => Err(StatusCode::MISSING_BINDING_INFORMATION),
                     });
@@ -580,6 +594,11 @@ fn store_received(local: Option<Lease>, key: LeaseKey, binding: Binding, r: &Rec
         l.partner_lifetime = e; // replaces partner-lifetime only if later
     }
     l.update_partner = partner_needs_ours;
+    // The relay chain of the latest contact: ours when our grant is the
+    // newer one, else the partner's.
+    if !matches!(ours, Some((_, true))) {
+        l.relay = r.relay.clone();
+    }
     received_dns(&mut l, r);
     l
 }

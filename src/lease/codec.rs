@@ -11,7 +11,7 @@
 
 use std::net::Ipv6Addr;
 
-use super::{Binding, DnsInfo, IaType, Lease, LeaseKey};
+use super::{Binding, DnsInfo, IaType, Lease, LeaseKey, RelayData};
 use crate::pool::Prefix;
 use crate::wire::{BindingStatus, DomainName, Duid};
 
@@ -92,9 +92,19 @@ pub fn encode_lease_into(l: &Lease, o: &mut Vec<u8>) {
             o.extend_from_slice(w);
         }
     }
-    // Extension entries: none defined yet.
-    o.extend_from_slice(&0u16.to_be_bytes());
+    // Extension entries (tag, length, value).
+    let n = l.relay.is_some() as u16;
+    o.extend_from_slice(&n.to_be_bytes());
+    if let Some(r) = &l.relay {
+        o.extend_from_slice(&TAG_RELAY.to_be_bytes());
+        o.extend_from_slice(&((16 + r.message.len()) as u16).to_be_bytes());
+        o.extend_from_slice(&r.peer.octets());
+        o.extend_from_slice(&r.message);
+    }
 }
+
+/// Extension tag: the relay chain (peer address, then the relay message).
+const TAG_RELAY: u16 = 1;
 
 struct Cur<'a>(&'a [u8]);
 
@@ -151,15 +161,22 @@ pub fn decode_lease(b: &[u8]) -> Result<Lease, String> {
             Some(DnsInfo { flags, name, dns_flags })
         }
     };
+    let mut relay = None;
     if v >= 2 {
-        // Each entry: tag, length, value. No tag is defined yet, so any
-        // entry is a field of a newer version.
+        // Each entry: tag, length, value. A tag not known here is a field
+        // of a newer version.
         let n = u16::from_be_bytes(c.take(2)?.try_into().unwrap());
-        if n > 0 {
+        for _ in 0..n {
             let tag = u16::from_be_bytes(c.take(2)?.try_into().unwrap());
             let len = u16::from_be_bytes(c.take(2)?.try_into().unwrap()) as usize;
-            c.take(len)?;
-            return Err(format!("lease record field {tag} is unknown here (written by a newer tandem?)"));
+            let value = c.take(len)?;
+            match tag {
+                TAG_RELAY if len >= 16 => {
+                    let peer: [u8; 16] = value[..16].try_into().unwrap();
+                    relay = Some(Box::new(RelayData { peer: Ipv6Addr::from(peer), message: value[16..].to_vec() }));
+                }
+                _ => return Err(format!("lease record field {tag} is unknown here (written by a newer tandem?)")),
+            }
         }
         if !c.0.is_empty() {
             return Err(format!("{} bytes after the lease record", c.0.len()));
@@ -183,6 +200,7 @@ pub fn decode_lease(b: &[u8]) -> Result<Lease, String> {
         state_expiration_time: t[7],
         update_partner,
         dns,
+        relay,
     })
 }
 
@@ -209,6 +227,9 @@ pub(crate) mod tests_support {
         l.update_partner = i.is_multiple_of(3);
         if i.is_multiple_of(5) {
             l.dns = Some(DnsInfo { flags: 1, name: Some(DomainName::from_dotted("h.example.").unwrap()), dns_flags: 9 });
+        }
+        if i.is_multiple_of(4) {
+            l.relay = Some(Box::new(RelayData { peer: "fe80::1".parse().unwrap(), message: vec![12, 0, 0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 37, 0, 5, 0, 0, 0, 9, 7] }));
         }
         l
     }
@@ -247,6 +268,8 @@ mod tests {
         for i in 0..10 {
             let l = sample(i);
             // Version 1 was version 2 without the extension count.
+            let mut l = l;
+            l.relay = None;
             let mut v1 = encode_lease(&l);
             v1.truncate(v1.len() - 2);
             v1[0] = 1;

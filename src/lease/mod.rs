@@ -98,6 +98,89 @@ pub struct DnsInfo {
     pub dns_flags: u16,
 }
 
+/// How long a stored relay chain may be: a longer one is not kept (a
+/// leasequery then has no relay data for the lease, RFC 5007 §4.1.2.4).
+pub const MAX_RELAY_DATA: usize = 1024;
+
+/// The relay chain the client's last relayed message came through (RFC
+/// 5007 §4.1.2.4): what leasequery answers with and looks leases up by
+/// (relay-id, remote-id), and what the failover partner is told (RFC 8156
+/// §7.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayData {
+    /// The relay agent the server received the message from.
+    pub peer: Ipv6Addr,
+    /// The RELAY-FORW message as received, the client's message removed
+    /// (the innermost OPTION_RELAY_MSG).
+    pub message: Vec<u8>,
+}
+
+impl RelayData {
+    /// The option `code` of the relay level nearest the client that has one.
+    pub fn option(&self, code: u16) -> Option<&[u8]> {
+        let mut found = None;
+        self.each_level(|_, options| {
+            if let Some(v) = tlv(options, code) {
+                found = Some(v);
+            }
+        });
+        found
+    }
+
+    /// OPTION_RELAY_ID (RFC 5460): the relay's DUID.
+    pub fn relay_id(&self) -> Option<&[u8]> {
+        self.option(crate::wire::opt::RELAY_ID)
+    }
+
+    /// OPTION_REMOTE_ID (RFC 4649): enterprise number and remote-id.
+    pub fn remote_id(&self) -> Option<&[u8]> {
+        self.option(crate::wire::opt::REMOTE_ID)
+    }
+
+    /// The innermost non-zero link-address: the client's link (RFC 9915 §13.1).
+    pub fn link_address(&self) -> Option<Ipv6Addr> {
+        let mut link = None;
+        self.each_level(|l, _| {
+            if !l.is_unspecified() {
+                link = Some(l);
+            }
+        });
+        link
+    }
+
+    /// Each relay level, outermost first: its link-address and options.
+    /// Reads the octets in place (a bulk query looks at every lease).
+    fn each_level<'a>(&'a self, mut f: impl FnMut(Ipv6Addr, &'a [u8])) {
+        let mut m = self.message.as_slice();
+        for _ in 0..=crate::wire::HOP_COUNT_LIMIT {
+            if m.len() < 34 || m[0] != 12 {
+                return;
+            }
+            let link: [u8; 16] = m[2..18].try_into().expect("16 octets");
+            let options = &m[34..];
+            f(Ipv6Addr::from(link), options);
+            match tlv(options, crate::wire::opt::RELAY_MSG) {
+                Some(inner) => m = inner,
+                None => return,
+            }
+        }
+    }
+}
+
+/// The body of the first option `code` in a run of options.
+fn tlv(mut options: &[u8], code: u16) -> Option<&[u8]> {
+    while options.len() >= 4 {
+        let c = u16::from_be_bytes([options[0], options[1]]);
+        let len = u16::from_be_bytes([options[2], options[3]]) as usize;
+        let body = options.get(4..4 + len)?;
+        if c == code {
+            return Some(body);
+        }
+        options = &options[4 + len..];
+    }
+    None
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     pub key: LeaseKey,
@@ -127,6 +210,9 @@ pub struct Lease {
     /// The partner needs a BNDUPD for this lease.
     pub update_partner: bool,
     pub dns: Option<DnsInfo>,
+    /// The relay chain of the client's last relayed message; None when it
+    /// came directly.
+    pub relay: Option<Box<RelayData>>,
 }
 
 impl Lease {
@@ -150,6 +236,7 @@ impl Lease {
             state_expiration_time: now.saturating_add(valid as u64),
             update_partner: false,
             dns: None,
+            relay: None,
         }
     }
 

@@ -239,6 +239,9 @@ struct Ctx<'p> {
     /// The first address and prefix given, whose subnet and pool options go out.
     first_na: Option<LeaseKey>,
     first_pd: Option<LeaseKey>,
+    /// The relay chain the message came through, kept with each lease
+    /// granted (leasequery, RFC 5007 §4.1.2.4); None when it came directly.
+    relay: Option<Box<crate::lease::RelayData>>,
 }
 
 impl Engine {
@@ -416,6 +419,7 @@ impl Engine {
             reservation: None,
             first_na: None,
             first_pd: None,
+            relay: None,
         };
         let mut l = self.grant(&mut ctx, key, binding);
         // T1/T2 as a Reply with this lease alone would carry (§18.3.2).
@@ -757,6 +761,7 @@ impl Engine {
             reservation,
             first_na: None,
             first_pd: None,
+            relay: if relayed && matches!(t, T::Solicit | T::Request | T::Renew | T::Rebind) { relay_data(&chain, arrival.source) } else { None },
         };
         let options = match t {
             T::Solicit => {
@@ -1166,6 +1171,7 @@ impl Engine {
         lease.valid_end = ctx.now.saturating_add(valid as u64);
         lease.state_expiration_time = lease.valid_end;
         lease.update_partner = true;
+        lease.relay = ctx.relay.clone();
         lease.partner_lifetime = ctx.policy.partner_lifetime(&lease, desired, ctx.now);
         if let (Some(naming), LeaseKey::Addr(a)) = (&self.naming, key) {
             self.name_lease(naming, ctx, &mut lease, a);
@@ -1489,6 +1495,27 @@ impl Engine {
 /// With a partner the removal waits for the partner's acknowledgement of
 /// the end (or, in PARTNER-DOWN, for the lease to become FREE): until then
 /// the partner may still extend the client.
+/// The chain as RFC 5007 §4.1.2.4 keeps it: every relay level as received,
+/// the client's message removed; None past `MAX_RELAY_DATA` octets.
+fn relay_data(chain: &[&RelayMessage], peer: Ipv6Addr) -> Option<Box<crate::lease::RelayData>> {
+    let mut inner: Option<Message> = None;
+    for r in chain.iter().rev() {
+        let mut options: Vec<DhcpOption> = r.options.iter().filter(|o| !matches!(o, DhcpOption::RelayMsg(_))).cloned().collect();
+        if let Some(m) = inner.take() {
+            options.push(DhcpOption::RelayMsg(Box::new(m)));
+        }
+        inner = Some(Message::Relay(RelayMessage {
+            msg_type: r.msg_type,
+            hop_count: r.hop_count,
+            link_address: r.link_address,
+            peer_address: r.peer_address,
+            options: options.into(),
+        }));
+    }
+    let message = inner?.encode().ok()?;
+    (message.len() <= crate::lease::MAX_RELAY_DATA).then(|| Box::new(crate::lease::RelayData { peer, message }))
+}
+
 fn mark_dns_removal(l: &mut Lease, policy: &dyn Policy) {
     use crate::lease::dns_flags as F;
     if let Some(d) = l.dns.as_mut() {

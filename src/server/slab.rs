@@ -47,6 +47,11 @@ impl Slab {
         self.len == 0
     }
 
+    /// Slots handed out (in use or vacant).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Option<Lease>> {
         let paged = self.len - self.base.len();
         self.base.iter().chain(self.pages.iter().flat_map(|p| p.iter()).take(paged))

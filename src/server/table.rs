@@ -68,6 +68,9 @@ pub struct LeaseTable {
     counts: HashMap<(crate::lease::IaType, crate::wire::BindingStatus), u64>,
     client_hasher: std::hash::RandomState,
     key_seed: u64,
+    /// Prefix records per prefix length: which lengths a leasequery for an
+    /// address inside a delegated prefix must try.
+    prefix_lengths: [u32; 129],
 }
 
 impl std::fmt::Debug for LeaseTable {
@@ -93,6 +96,7 @@ impl Default for LeaseTable {
             counts: HashMap::new(),
             key_seed: client_hasher.hash_one(0x6b65_7973u32) | 1,
             client_hasher,
+            prefix_lengths: [0; 129],
         }
     }
 }
@@ -212,6 +216,43 @@ impl LeaseTable {
         self.slots.iter().flatten()
     }
 
+    /// The record of `addr` and those of the prefixes containing it, one
+    /// lookup per prefix length in use (a leasequery by address, RFC 5007
+    /// §4.1.2.1: never a walk).
+    pub fn covering(&self, addr: std::net::Ipv6Addr) -> Vec<&Lease> {
+        let mut out: Vec<&Lease> = self.get(&LeaseKey::Addr(addr)).into_iter().collect();
+        for (len, n) in self.prefix_lengths.iter().enumerate() {
+            if *n > 0
+                && let Some(p) = crate::pool::Prefix::new(std::net::Ipv6Addr::from(u128::from(addr) & crate::pool::Prefix::mask(len as u8)), len as u8)
+                && let Some(l) = self.get(&LeaseKey::Prefix(p))
+            {
+                out.push(l);
+            }
+        }
+        out
+    }
+
+    /// Every record last bound to this client, both IA types.
+    pub fn of_client(&self, duid: &Duid) -> Vec<&Lease> {
+        let slots = &self.slots;
+        [IaType::Na, IaType::Pd]
+            .into_iter()
+            .flat_map(|t| self.by_binding.iter_hash(spread(self.client_slot(duid, t))))
+            .filter_map(|(s, _, _)| slots[*s].as_ref())
+            .filter(|l| l.binding.duid == *duid)
+            .collect()
+    }
+
+    /// One chunk of a walk over the slots: the records of slots
+    /// `from..from + max` that `pred` picks, and where the next chunk
+    /// starts (None at the end). Records may move meanwhile: a walk sees
+    /// each record that stays put exactly once.
+    pub fn walk(&self, from: usize, max: usize, pred: impl Fn(&Lease) -> bool) -> (Vec<&Lease>, Option<usize>) {
+        let end = from.saturating_add(max).min(self.slots.len());
+        let found = (from..end).filter_map(|s| self.slots[s as Slot].as_ref()).filter(|l| pred(l)).collect();
+        (found, (end < self.slots.len()).then_some(end))
+    }
+
     /// Take a record's index entries out (before replacing or removing
     /// it), all but its listing under `keep_binding`.
     fn unindex(&mut self, slot: Slot, old: &Lease, keep_binding: Option<&Binding>) {
@@ -262,6 +303,9 @@ impl LeaseTable {
     }
 
     fn index_key(&mut self, s: Slot, key: &LeaseKey) {
+        if let LeaseKey::Prefix(p) = key {
+            self.prefix_lengths[p.len as usize] += 1;
+        }
         let h = fold(key_hash(self.key_seed, key));
         self.by_key.insert_unique(spread(h), (s, h), |(_, h)| spread(*h));
     }
@@ -340,6 +384,9 @@ impl LeaseTable {
         self.unindex(s, &old, None);
         if let Ok(e) = self.by_key.find_entry(spread(fold(key_hash(self.key_seed, key))), |(x, _)| *x == s) {
             e.remove();
+        }
+        if let LeaseKey::Prefix(p) = key {
+            self.prefix_lengths[p.len as usize] -= 1;
         }
         self.vacant.push(s);
         Some(old)

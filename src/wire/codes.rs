@@ -19,6 +19,11 @@ pub enum MessageType {
     InformationRequest,
     RelayForw,
     RelayRepl,
+    /// RFC 5007 / RFC 5460 leasequery, 14–17.
+    LeaseQuery,
+    LeaseQueryReply,
+    LeaseQueryDone,
+    LeaseQueryData,
     StartTls,
     BndUpd,
     BndReply,
@@ -53,6 +58,10 @@ impl MessageType {
             InformationRequest => 11,
             RelayForw => 12,
             RelayRepl => 13,
+            LeaseQuery => 14,
+            LeaseQueryReply => 15,
+            LeaseQueryDone => 16,
+            LeaseQueryData => 17,
             StartTls => 23,
             BndUpd => 24,
             BndReply => 25,
@@ -96,6 +105,10 @@ impl MessageType {
             InformationRequest => "information_request",
             RelayForw => "relay_forw",
             RelayRepl => "relay_repl",
+            LeaseQuery => "leasequery",
+            LeaseQueryReply => "leasequery_reply",
+            LeaseQueryDone => "leasequery_done",
+            LeaseQueryData => "leasequery_data",
             StartTls => "starttls",
             BndUpd => "bndupd",
             BndReply => "bndreply",
@@ -131,6 +144,10 @@ impl From<u8> for MessageType {
             11 => InformationRequest,
             12 => RelayForw,
             13 => RelayRepl,
+            14 => LeaseQuery,
+            15 => LeaseQueryReply,
+            16 => LeaseQueryDone,
+            17 => LeaseQueryData,
             23 => StartTls,
             24 => BndUpd,
             25 => BndReply,
@@ -186,10 +203,17 @@ pub mod opt {
     pub const IA_PD: u16 = 25;
     pub const IAPREFIX: u16 = 26;
     pub const INFORMATION_REFRESH_TIME: u16 = 32;
+    /// RFC 4649 Relay Agent Remote-ID (enterprise number, then the id).
+    pub const REMOTE_ID: u16 = 37;
     pub const CLIENT_FQDN: u16 = 39;
+    /// RFC 5007 OPTION_LQ_QUERY.
+    pub const LQ_QUERY: u16 = 44;
     pub const CLIENT_DATA: u16 = 45;
     pub const CLT_TIME: u16 = 46;
     pub const LQ_RELAY_DATA: u16 = 47;
+    pub const LQ_CLIENT_LINK: u16 = 48;
+    /// RFC 5460 OPTION_RELAY_ID (a relay's DUID).
+    pub const RELAY_ID: u16 = 53;
     pub const NTP_SERVER: u16 = 56;
     pub const VSS: u16 = 68;
     pub const CLIENT_LINKLAYER_ADDR: u16 = 79;
@@ -248,10 +272,14 @@ pub fn option_name(code: u16) -> &'static str {
         IA_PD => "IA_PD",
         IAPREFIX => "IAPREFIX",
         INFORMATION_REFRESH_TIME => "INFORMATION_REFRESH_TIME",
+        REMOTE_ID => "REMOTE_ID",
         CLIENT_FQDN => "CLIENT_FQDN",
+        LQ_QUERY => "LQ_QUERY",
         CLIENT_DATA => "CLIENT_DATA",
         CLT_TIME => "CLT_TIME",
         LQ_RELAY_DATA => "LQ_RELAY_DATA",
+        LQ_CLIENT_LINK => "LQ_CLIENT_LINK",
+        RELAY_ID => "RELAY_ID",
         NTP_SERVER => "NTP_SERVER",
         VSS => "VSS",
         CLIENT_LINKLAYER_ADDR => "CLIENT_LINKLAYER_ADDR",
@@ -295,6 +323,11 @@ impl StatusCode {
     pub const NOT_ON_LINK: StatusCode = StatusCode(4);
     pub const USE_MULTICAST: StatusCode = StatusCode(5);
     pub const NO_PREFIX_AVAIL: StatusCode = StatusCode(6);
+    pub const UNKNOWN_QUERY_TYPE: StatusCode = StatusCode(7);
+    pub const MALFORMED_QUERY: StatusCode = StatusCode(8);
+    pub const NOT_CONFIGURED: StatusCode = StatusCode(9);
+    pub const NOT_ALLOWED: StatusCode = StatusCode(10);
+    pub const QUERY_TERMINATED: StatusCode = StatusCode(11);
     pub const NOT_SUPPORTED: StatusCode = StatusCode(14);
     pub const TLS_CONNECTION_REFUSED: StatusCode = StatusCode(15);
     pub const ADDRESS_IN_USE: StatusCode = StatusCode(16);

@@ -23,7 +23,7 @@ pub use failover::{FAILOVER_PORT, FailoverMessage, FrameDecoder, MAX_FRAME_LEN};
 pub use message::{ClientMessage, HOP_COUNT_LIMIT, Message, RelayMessage};
 pub use name::DomainName;
 pub use option::{
-    Auth, ClientFqdn, DhcpOption, IaAddr, IaNa, IaPd, IaPrefix, IaTa, LqRelayData, NtpSuboption,
+    Auth, ClientFqdn, DhcpOption, IaAddr, IaNa, IaPd, IaPrefix, IaTa, LqQuery, LqRelayData, NtpSuboption,
     Options, Status, VendorClass, VendorOpts,
 };
 

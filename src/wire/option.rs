@@ -108,6 +108,15 @@ pub struct LqRelayData {
     pub relay_message: Vec<u8>,
 }
 
+/// OPTION_LQ_QUERY (RFC 5007 §4.1.2.1): what a LEASEQUERY asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LqQuery {
+    pub query_type: u8,
+    /// The link the query applies to, or `::`.
+    pub link_address: Ipv6Addr,
+    pub options: Options,
+}
+
 /// Sub-options of OPTION_NTP_SERVER (RFC 5908).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NtpSuboption {
@@ -151,6 +160,9 @@ pub enum DhcpOption {
     /// Relative to OPTION_LQ_BASE_TIME (seconds before it).
     CltTime(u32),
     LqRelayData(LqRelayData),
+    LqQuery(LqQuery),
+    /// OPTION_LQ_CLIENT_LINK: the links a client has bindings on.
+    LqClientLink(Vec<Ipv6Addr>),
     NtpServer(Vec<NtpSuboption>),
     /// OPTION_VSS (RFC 6607): type and VPN identifier.
     Vss { vss_type: u8, info: Vec<u8> },
@@ -218,6 +230,8 @@ impl DhcpOption {
             ClientData(_) => opt::CLIENT_DATA,
             CltTime(_) => opt::CLT_TIME,
             LqRelayData(_) => opt::LQ_RELAY_DATA,
+            LqQuery(_) => opt::LQ_QUERY,
+            LqClientLink(_) => opt::LQ_CLIENT_LINK,
             NtpServer(_) => opt::NTP_SERVER,
             Vss { .. } => opt::VSS,
             ClientLinkLayerAddr { .. } => opt::CLIENT_LINKLAYER_ADDR,
@@ -407,6 +421,16 @@ impl DhcpOption {
                     relay_message: r.rest().to_vec(),
                 })
             }
+            opt::LQ_QUERY => {
+                at_least(17, "at least 17 octets")?;
+                O::LqQuery(LqQuery { query_type: r.u8()?, link_address: r.ipv6()?, options: Options::decode_nested(r.rest(), depth)? })
+            }
+            opt::LQ_CLIENT_LINK => {
+                if len == 0 {
+                    return Err(bad_len(len, "a positive multiple of 16"));
+                }
+                O::LqClientLink(decode_addresses(body)?)
+            }
             opt::NTP_SERVER => {
                 let mut subs = Vec::new();
                 while !r.is_empty() {
@@ -593,6 +617,12 @@ impl DhcpOption {
                 out.put_ipv6(&d.peer_address);
                 out.extend_from_slice(&d.relay_message);
             }
+            O::LqQuery(q) => {
+                out.put_u8(q.query_type);
+                out.put_ipv6(&q.link_address);
+                q.options.encode(out)?;
+            }
+            O::LqClientLink(links) => links.iter().for_each(|a| out.put_ipv6(a)),
             O::NtpServer(subs) => {
                 for s in subs {
                     let octets;
