@@ -9,6 +9,7 @@ pub mod config;
 pub mod ddns;
 pub mod failover;
 pub mod lease;
+pub mod leasequery;
 pub mod pool;
 pub mod runtime;
 pub mod server;

@@ -8,10 +8,10 @@
 
 use std::path::Path;
 
-const PURE_MODULES: &[&str] = &["wire", "server", "pool", "failover", "shard", "sim", "ddns", "lease"];
+const PURE_MODULES: &[&str] = &["wire", "server", "pool", "failover", "shard", "sim", "ddns", "lease", "leasequery"];
 
 /// Core modules that must not depend on the front ends or the runtime.
-const CORE_MODULES: &[&str] = &["wire", "server", "pool", "failover", "shard", "lease"];
+const CORE_MODULES: &[&str] = &["wire", "server", "pool", "failover", "shard", "lease", "leasequery"];
 const FRONT_ENDS: &[(&str, &str)] =
     &[("crate::config", "the configuration front end"), ("crate::cli", "the command line"), ("crate::runtime", "the IO runtime")];
 

@@ -1,6 +1,7 @@
 //! Command-line interface (shared/interface.md "Binary and subcommands").
 
 mod demo;
+mod query;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -205,6 +206,31 @@ pub enum Command {
         #[command(subcommand)]
         command: CtlCommand,
     },
+    /// Ask a server about leases (RFC 5007 Leasequery over UDP; --bulk: RFC
+    /// 5460 Bulk Leasequery over TCP): a JSON array of bindings
+    /// {"client-id", "type": "na"|"pd", "lease", "valid-lifetime",
+    /// "preferred-lifetime", "cltt" (unix s), "hostname"?, "relay"?}. Exit 0
+    /// (also with []), 3 when the server refuses (its status code name on
+    /// stderr), 1 when it does not answer.
+    Query {
+        /// The server: ADDR or [ADDR]:PORT (port 547). Our source address
+        /// must be in its `leasequery.allowed`.
+        #[arg(long, value_name = "ADDR")]
+        server: String,
+        #[command(flatten)]
+        what: query::QueryTarget,
+        /// Over TCP (RFC 5460): needed for --relay-id, --link-address and
+        /// --remote-id; every binding, however many.
+        #[arg(long)]
+        bulk: bool,
+        /// Send from this address.
+        #[arg(long, value_name = "ADDR")]
+        source: Option<std::net::Ipv6Addr>,
+        /// Ask for each client's last relay chain (OPTION_LQ_RELAY_DATA):
+        /// "relay" with peer-address, link-address, relay-id, remote-id.
+        #[arg(long)]
+        relay_data: bool,
+    },
     /// Print the manual page tandem(8) (roff) generated from these definitions.
     Man,
     /// Print shell completions for SHELL (bash, zsh, fish, elvish, powershell).
@@ -374,6 +400,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
+        Command::Query { server, what, bulk, source, relay_data } => query::run(&server, &what, bulk, source, relay_data),
         Command::Man => {
             let mut out = Vec::new();
             match man_page(&mut out) {

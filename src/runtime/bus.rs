@@ -10,6 +10,7 @@
 //!   partner ─▶ failover core ─(Judge, Acks, State, Scan)─▶ shard
 //!   shard ─(DNS work)─▶ DNS queue ─(outcome)─▶ shard
 //!   control socket ─(Command)─▶ failover core
+//!   shard ─(LEASEQUERY datagram)─▶ leasequery service ─(LqAsk)─▶ shards
 
 use std::net::{Ipv6Addr, SocketAddrV6};
 
@@ -89,6 +90,8 @@ pub enum ShardOp {
         ifnames: Vec<(u32, String)>,
         reply: crossbeam_channel::Sender<()>,
     },
+    /// A leasequery's lookup in this shard's table.
+    Leasequery { ask: LqAsk, reply: crossbeam_channel::Sender<LqFound> },
     /// `ctl lease get`: the records matching, any state.
     Find { query: LeaseQuery, reply: crossbeam_channel::Sender<Vec<Lease>> },
     /// `ctl lease del` / `wipe`: reset the ACTIVE leases matching, a chunk
@@ -114,6 +117,23 @@ pub enum ShardOp {
         lent: Option<Lease>,
         reply: crossbeam_channel::Sender<Result<Lease, crate::shard::AddRefused>>,
     },
+}
+
+/// A leasequery's question to one shard (`runtime::leasequery`).
+pub enum LqAsk {
+    /// The record of an address and of the prefixes containing it.
+    Covering(Ipv6Addr),
+    /// Every record of a client.
+    Client(crate::wire::Duid),
+    /// A bulk query: one chunk of a walk over the table.
+    Walk { filter: std::sync::Arc<crate::leasequery::Filter>, from: usize, max: usize, now: u64 },
+}
+
+/// A shard's answer: records by client, and where a walk goes on.
+#[derive(Debug, Default)]
+pub struct LqFound {
+    pub groups: Vec<Vec<Lease>>,
+    pub next: Option<usize>,
 }
 
 /// Which leases an operator command means.

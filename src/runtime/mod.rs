@@ -14,3 +14,4 @@ pub mod failover;
 pub mod tls;
 pub mod ddns;
 pub mod operator;
+pub mod leasequery;

@@ -166,6 +166,8 @@ pub struct Shared {
     /// Reloads applied and refused.
     pub reloads_applied: std::sync::atomic::AtomicU64,
     pub reloads_refused: std::sync::atomic::AtomicU64,
+    /// Leasequeries and Bulk Leasequery connections by outcome.
+    pub leasequery: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl Shared {
@@ -187,6 +189,7 @@ impl Shared {
             reservations: Mutex::new((0, String::new())),
             reloads_applied: Default::default(),
             reloads_refused: Default::default(),
+            leasequery: Default::default(),
         }
     }
 
@@ -335,6 +338,11 @@ impl Shared {
         for (i, s) in self.shards.iter().enumerate() {
             let s = lock(s);
             histogram(&mut o, "tandem_shard_loop_lag_seconds", &format!("shard=\"{i}\""), &s.lag);
+        }
+        o.push_str("# HELP tandem_leasequery_total Leasequeries (RFC 5007, RFC 5460) and bulk connections, by outcome.\n");
+        o.push_str("# TYPE tandem_leasequery_total counter\n");
+        for (k, v) in lock(&self.leasequery).iter() {
+            o.push_str(&format!("tandem_leasequery_total{{result=\"{k}\"}} {v}\n"));
         }
         o.push_str("# HELP tandem_ddns_queue_depth DNS updates waiting.\n");
         o.push_str(&format!("# TYPE tandem_ddns_queue_depth gauge\ntandem_ddns_queue_depth {}\n", self.ddns_queue.load(Ordering::Relaxed)));

@@ -113,6 +113,8 @@ pub struct Reloader {
     /// The DNS update queue's new `[ddns]`.
     pub ddns: crossbeam_channel::Sender<Option<crate::config::Ddns>>,
     pub shared: Arc<Shared>,
+    /// The leasequery service's settings (`[leasequery]`, the links).
+    pub leasequery: Arc<super::leasequery::Service>,
 }
 
 impl Reloader {
@@ -221,6 +223,8 @@ impl Reloader {
         if self.running.ddns != new.ddns {
             let _ = self.ddns.send(new.ddns.clone());
         }
+        // Leasequery answers from the new allow-list and links.
+        *super::observe::lock(&self.leasequery.settings) = super::leasequery::Settings::new(new.leasequery.clone(), &new.subnets);
         // Multicast intake follows `interfaces`.
         for (i, name) in &ifnames {
             if !self.ifnames.iter().any(|(j, _)| j == i)

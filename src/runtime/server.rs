@@ -146,6 +146,8 @@ pub fn serve(s: Settings) -> Result<(), String> {
     let (op_tx, mut op_rx): (Vec<_>, Vec<_>) = (0..n).map(|_| crossbeam_channel::unbounded()).unzip();
     *observe::lock(&shared.ops) = op_tx.clone();
     let multicast = sockets[0].try_clone().map_err(|e| format!("socket: {e}"))?;
+    let lq_socket = sockets[0].try_clone().map_err(|e| format!("socket: {e}"))?;
+    let (lq_tx, lq_rx) = crossbeam_channel::bounded(super::leasequery::QUEUE);
     if let Some(addr) = s.metrics_listen {
         observe::spawn_metrics(addr, shared.clone())?;
     }
@@ -273,6 +275,7 @@ pub fn serve(s: Settings) -> Result<(), String> {
             ready: ready_tx.clone(),
             shared: shared.clone(),
             datapath: s.datapath,
+            leasequery: lq_tx.clone(),
         };
         let placement = match &s.cpus {
             Some(c) => Placement::Fixed(c[id % c.len()]),
@@ -353,6 +356,16 @@ pub fn serve(s: Settings) -> Result<(), String> {
         fo_handle = Some(h);
         expected += 1;
     }
+    let (leasequery, lq_handles) = super::leasequery::spawn(super::leasequery::LqInit {
+        settings: super::leasequery::Settings::new(s.config.leasequery.clone(), &s.config.subnets),
+        server: server_duid.clone(),
+        port: s.port,
+        ops: op_tx.clone(),
+        socket: lq_socket,
+        stop: shard_stop.clone(),
+        datagrams: lq_rx,
+        shared: shared.clone(),
+    })?;
     drop(ready_tx);
     for _ in 0..expected {
         match ready_rx.recv_timeout(Duration::from_secs(30)) {
@@ -397,6 +410,7 @@ pub fn serve(s: Settings) -> Result<(), String> {
         ifnames: ifnames.clone(),
         ddns: ddns_reconfig,
         shared: shared.clone(),
+        leasequery: leasequery.clone(),
     });
     if reloader.is_some() {
         *observe::lock(&shared.reloads) = Some(reload_tx);
@@ -457,6 +471,9 @@ pub fn serve(s: Settings) -> Result<(), String> {
         failed = true;
     }
     let _ = ddns_handle.join();
+    for h in lq_handles {
+        let _ = h.join();
+    }
     if let Some(f) = &s.ready_file {
         let _ = std::fs::remove_file(f);
     }

@@ -24,7 +24,7 @@ use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedS
 use glommio::io::BufferedFile;
 use glommio::net::UdpSocket;
 
-use super::bus::{DnsDone, DnsWork, Forwarded, LeaseQuery, ReplyTo, ShardOp, ToFailover, ToShard};
+use super::bus::{DnsDone, DnsWork, Forwarded, LeaseQuery, LqAsk, LqFound, ReplyTo, ShardOp, ToFailover, ToShard};
 use super::datapath::{self, Batch, Choice, SendTag, Uring};
 use super::observe::{Shared, Snapshot};
 use super::store::LmdbStore;
@@ -78,6 +78,8 @@ pub struct ShardInit {
     pub shared: Arc<Shared>,
     /// `--datapath`.
     pub datapath: Choice,
+    /// LEASEQUERY datagrams go to the leasequery service.
+    pub leasequery: crossbeam_channel::Sender<Forwarded>,
 }
 
 /// The shard's packet path.
@@ -130,6 +132,7 @@ struct State {
     to: RefCell<Vec<Option<ConnectedSender<Forwarded>>>>,
     snap: RefCell<Snapshot>,
     shared: Arc<Shared>,
+    leasequery: crossbeam_channel::Sender<Forwarded>,
 }
 
 pub async fn run(init: ShardInit) {
@@ -151,6 +154,7 @@ pub async fn run(init: ShardInit) {
         ready,
         shared,
         datapath: choice,
+        leasequery,
     } = init;
     let n = core.engine().leases().len();
     let fd = socket.into_raw_fd();
@@ -194,6 +198,7 @@ pub async fn run(init: ShardInit) {
         to: RefCell::new(Vec::new()),
         snap: RefCell::new(Snapshot { datapath: Some(info), ..Snapshot::default() }),
         shared,
+        leasequery,
     });
     let flusher = {
         let st = st.clone();
@@ -510,6 +515,13 @@ impl State {
     /// reading only the message type and Client Identifier: the owner
     /// decodes it.
     fn dispatch(&self, data: &[u8], rcv: udp::Received) {
+        if data.first() == Some(&crate::wire::MessageType::LeaseQuery.code()) {
+            // Answered off the packet path: it may ask every shard.
+            if self.leasequery.try_send(Forwarded { data: data.to_vec(), rcv }).is_err() {
+                self.count_drop("leasequery_queue_full");
+            }
+            return;
+        }
         let owner = match peek(data).and_then(|p| p.client_id) {
             Some(d) if self.shards > 1 => shard_of(d, self.shards as u32) as usize,
             _ => self.id,
@@ -845,6 +857,20 @@ impl State {
                 *self.ifnames.borrow_mut() = ifnames;
                 tracing::info!(shard = self.id, ms = t.elapsed().as_millis() as u64, "configuration applied");
                 let _ = reply.send(());
+            }
+            ShardOp::Leasequery { ask, reply } => {
+                let core = self.core.borrow();
+                let t = core.engine().leases();
+                let owned = |v: Vec<&crate::lease::Lease>| v.into_iter().cloned().collect::<Vec<_>>();
+                let found = match ask {
+                    LqAsk::Covering(a) => LqFound { groups: vec![owned(t.covering(a))], next: None },
+                    LqAsk::Client(d) => LqFound { groups: vec![owned(t.of_client(&d))], next: None },
+                    LqAsk::Walk { filter, from, max, now } => {
+                        let (groups, next) = t.walk_clients(from, max, |l| filter.matches(l, now));
+                        LqFound { groups: groups.into_iter().map(owned).collect(), next }
+                    }
+                };
+                let _ = reply.send(found);
             }
             ShardOp::Find { query, reply } => {
                 let core = self.core.borrow();

@@ -243,14 +243,31 @@ impl LeaseTable {
             .collect()
     }
 
-    /// One chunk of a walk over the slots: the records of slots
-    /// `from..from + max` that `pred` picks, and where the next chunk
-    /// starts (None at the end). Records may move meanwhile: a walk sees
-    /// each record that stays put exactly once.
-    pub fn walk(&self, from: usize, max: usize, pred: impl Fn(&Lease) -> bool) -> (Vec<&Lease>, Option<usize>) {
+    /// One chunk of a walk for a bulk leasequery: for each record of the
+    /// slots `from..from + max` that `pred` picks, every record of its
+    /// client that `pred` picks, once per client (at its lowest slot), and
+    /// where the next chunk starts (None at the end). Records that move
+    /// meanwhile may be missed or seen twice; the rest are seen once.
+    pub fn walk_clients(&self, from: usize, max: usize, pred: impl Fn(&Lease) -> bool) -> (Vec<Vec<&Lease>>, Option<usize>) {
         let end = from.saturating_add(max).min(self.slots.len());
-        let found = (from..end).filter_map(|s| self.slots[s as Slot].as_ref()).filter(|l| pred(l)).collect();
-        (found, (end < self.slots.len()).then_some(end))
+        let mut out = Vec::new();
+        for s in from..end {
+            let Some(l) = self.slots[s as Slot].as_ref() else { continue };
+            if is_placeholder(&l.binding) || !pred(l) {
+                continue;
+            }
+            let duid = &l.binding.duid;
+            let mine: Vec<(Slot, &Lease)> = [IaType::Na, IaType::Pd]
+                .into_iter()
+                .flat_map(|t| self.by_binding.iter_hash(spread(self.client_slot(duid, t))))
+                .filter_map(|(x, _, _)| self.slots[*x].as_ref().map(|m| (*x, m)))
+                .filter(|(_, m)| m.binding.duid == *duid && pred(m))
+                .collect();
+            if mine.iter().all(|(x, _)| *x as usize >= s) {
+                out.push(mine.into_iter().map(|(_, m)| m).collect());
+            }
+        }
+        (out, (end < self.slots.len()).then_some(end))
     }
 
     /// Take a record's index entries out (before replacing or removing
