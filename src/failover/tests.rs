@@ -583,3 +583,31 @@ fn a_partner_shutting_down_is_called_again_at_the_usual_pace_a_refusal_later() {
         assert_eq!(connects(&mut p, at, at + 30), Some(at + wait), "{}", code.name());
     }
 }
+
+#[test]
+fn relay_data_travels_in_bndupd_and_the_newest_grant_keeps_its_own() {
+    // RFC 8156 §7.4: OPTION_LQ_RELAY_DATA in the client data, so either
+    // partner answers a leasequery the same.
+    let now: Time = 1_800_000_000;
+    let key = LeaseKey::Addr("2001:db8:1::105".parse().unwrap());
+    let binding = Binding { duid: crate::wire::Duid::ll(1, &[7]), ia_type: IaType::Na, iaid: 1 };
+    let mut l = Lease::active(key, binding.clone(), now, 1800, 3600, 900, 1440);
+    let relay = crate::lease::RelayData { peer: "2001:db8:ff::1".parse().unwrap(), message: vec![12, 0, 0x20, 1, 0xd, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9] };
+    l.relay = Some(Box::new(relay.clone()));
+    let m = bndupd::build(&l, now, 3);
+    let decoded = FailoverMessage::decode(&m.encode_frame().unwrap()[2..]).unwrap();
+    let r = bndupd::parse(&decoded, |_| true).items.remove(0).unwrap();
+    assert_eq!(r.relay.as_deref(), Some(&relay));
+    let stored = bndupd::merge(None, &r, now);
+    assert_eq!(stored.relay.as_deref(), Some(&relay));
+    // Our own later grant (the client came directly since): ours is kept.
+    let mut ours = l.clone();
+    ours.relay = None;
+    ours.cltt = now + 100;
+    ours.valid_end = now + 3700;
+    assert_eq!(bndupd::merge(Some(ours), &r, now + 100).relay, None);
+    // Without relay data the update says the client came directly.
+    l.relay = None;
+    let r = bndupd::parse(&bndupd::build(&l, now + 5, 4), |_| true).items.remove(0).unwrap();
+    assert_eq!(bndupd::merge(Some(stored), &r, now + 5).relay, None);
+}

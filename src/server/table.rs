@@ -232,6 +232,11 @@ impl LeaseTable {
         out
     }
 
+    /// The prefix lengths of the prefix records held.
+    pub fn prefix_lengths_in_use(&self) -> Vec<u8> {
+        (0..=128u8).filter(|l| self.prefix_lengths[*l as usize] > 0).collect()
+    }
+
     /// Every record last bound to this client, both IA types.
     pub fn of_client(&self, duid: &Duid) -> Vec<&Lease> {
         let slots = &self.slots;

@@ -462,3 +462,52 @@ fn frame_decoder_enforces_limits() {
     d.push(&[0u8; 204]).unwrap();
     assert!(d.push(&[0u8; 1]).is_err(), "buffer bounded at 2 frames");
 }
+
+#[test]
+fn leasequery_options_and_messages() {
+    // OPTION_LQ_QUERY (44): QUERY_BY_ADDRESS, link ::, an IAADDR and an ORO.
+    check(
+        DhcpOption::LqQuery(LqQuery {
+            query_type: 1,
+            link_address: a("::"),
+            options: vec![
+                DhcpOption::IaAddr(IaAddr { addr: a("2001:db8::5"), preferred: 0, valid: 0, options: Options::new() }),
+                DhcpOption::Oro(vec![47]),
+            ]
+            .into(),
+        }),
+        "002c 0033 01 00000000000000000000000000000000
+         0005 0018 20010db8000000000000000000000005 00000000 00000000
+         0006 0002 002f",
+    );
+    // QUERY_BY_LINK_ADDRESS: no query options.
+    check(
+        DhcpOption::LqQuery(LqQuery { query_type: 4, link_address: a("2001:db8:1::1"), options: Options::new() }),
+        "002c 0011 04 20010db8000100000000000000000001",
+    );
+    // OPTION_LQ_CLIENT_LINK (48): a list of links.
+    check(DhcpOption::LqClientLink(vec![a("2001:db8:1::"), a("2001:db8:2::")]), "0030 0020 20010db8000100000000000000000000 20010db8000200000000000000000000");
+    // OPTION_RELAY_ID (53) and OPTION_REMOTE_ID (37) are kept raw (a relay's
+    // own formats); the leasequery module reads them as octets.
+    check(DhcpOption::Unknown { code: opt::RELAY_ID, data: hex("00030001 020000000001") }, "0035 000a 00030001020000000001");
+    check(DhcpOption::Unknown { code: opt::REMOTE_ID, data: hex("00000009 07") }, "0025 0005 0000000907");
+    // Malformed: a query shorter than its fixed part, a link list not of 16s.
+    assert!(Options::decode(&hex("002c 0010 01 000000000000000000000000000000")).is_err());
+    assert!(Options::decode(&hex("0030 0000")).is_err());
+    assert!(Options::decode(&hex("0030 0004 00000000")).is_err());
+    // The four message types (RFC 5007 §4.1.1, RFC 5460 §5.2).
+    for (code, t) in [(14, MessageType::LeaseQuery), (15, MessageType::LeaseQueryReply), (16, MessageType::LeaseQueryDone), (17, MessageType::LeaseQueryData)] {
+        assert_eq!(MessageType::from(code), t);
+        assert_eq!(t.code(), code);
+        let bytes = hex(&format!("{code:02x} 123456 000d 0002 0000"));
+        let m = Message::decode(&bytes).unwrap();
+        assert_eq!(m.msg_type(), t);
+        assert_eq!(m.encode().unwrap(), bytes);
+    }
+    assert_eq!(MessageType::LeaseQueryReply.to_string(), "LEASEQUERY-REPLY");
+    assert_eq!(StatusCode::QUERY_TERMINATED.name(), "QueryTerminated");
+    // A whole LEASEQUERY as a requestor sends it.
+    let bytes = hex("0e 000102  0001 0005 0003000101  002c 001a 02 00000000000000000000000000000000 0001 0005 0003000102");
+    let m = Message::decode(&bytes).unwrap();
+    assert_eq!(m.encode().unwrap(), bytes);
+}
