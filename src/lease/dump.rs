@@ -31,6 +31,13 @@ pub fn lease_fields(l: &Lease) -> Vec<(&'static str, serde_json::Value)> {
         l.dns.as_ref().and_then(|d| d.name.as_ref()).map(|n| V::from(n.to_string())).unwrap_or(V::Null),
     ));
     f.push(("dns-flags", l.dns.as_ref().map(|d| V::from(d.dns_flags)).unwrap_or(V::Null)));
+    // The last relay chain (leasequery, RFC 5007/5460): who relayed it.
+    let r = l.relay.as_deref();
+    let hex = |b: Option<&[u8]>| b.map(|b| V::from(crate::wire::hex::encode(b))).unwrap_or(V::Null);
+    f.push(("relay-peer", r.map(|r| V::from(r.peer.to_string())).unwrap_or(V::Null)));
+    f.push(("relay-link-address", r.and_then(|r| r.link_address()).map(|a| V::from(a.to_string())).unwrap_or(V::Null)));
+    f.push(("relay-id", hex(r.and_then(|r| r.relay_id()))));
+    f.push(("remote-id", hex(r.and_then(|r| r.remote_id()))));
     f
 }
 
