@@ -185,6 +185,10 @@ fn lookup(svc: &Service, links: &Links, q: &Query, tcp: bool) -> Answer {
             let Some(holder) = holder else { return Answer::Bindings(Vec::new()) };
             let duid = holder.binding.duid.clone();
             let on = links.of_key(&holder.key);
+            // §4.4.1: a link-address given names the link the client is on.
+            if link.is_some() && on != link {
+                return Answer::Bindings(Vec::new());
+            }
             match ask_all(svc, || LqAsk::Client(duid.clone())) {
                 Ok(all) => Answer::Bindings(lq::group(all, links, now).into_iter().filter(|b| b.link == on).collect()),
                 Err(why) => failed(why),
