@@ -269,16 +269,18 @@ pub fn client_data(b: &Bindings, now: Time, oro: &[u16], sensitive: &[u16]) -> D
     let mut o = Options::new();
     o.push(DhcpOption::ClientId(b.duid.clone()));
     let left = |end: Time| end.saturating_sub(now).min(u32::MAX as u64) as u32;
+    // The last contact, ours or (a lease the partner granted) the partner's.
+    let seen = |l: &Lease| l.cltt.max(l.partner_raw_clt_time);
     for l in &b.leases {
         let valid = left(l.valid_end);
-        let preferred = left(l.cltt.saturating_add(l.preferred_lifetime as u64)).min(valid);
+        let preferred = left(seen(l).saturating_add(l.preferred_lifetime as u64)).min(valid);
         o.push(match l.key {
             LeaseKey::Addr(addr) => DhcpOption::IaAddr(IaAddr { addr, preferred, valid, options: Options::new() }),
             LeaseKey::Prefix(p) => DhcpOption::IaPrefix(IaPrefix { preferred, valid, prefix_len: p.len, prefix: p.addr, options: Options::new() }),
         });
     }
-    let latest = b.leases.iter().max_by_key(|l| l.cltt);
-    let cltt = latest.map(|l| l.cltt).unwrap_or(now);
+    let latest = b.leases.iter().max_by_key(|l| seen(l));
+    let cltt = latest.map(seen).unwrap_or(now);
     o.push(DhcpOption::CltTime(now.saturating_sub(cltt).min(u32::MAX as u64) as u32));
     let wanted = |code: u16| oro.contains(&code) && !sensitive.contains(&code);
     if wanted(opt::CLIENT_FQDN)
