@@ -272,6 +272,13 @@ fn client_data_carries_lifetimes_left_clt_time_and_only_the_options_asked() {
     assert!(cd.has(opt::LQ_RELAY_DATA) && cd.has(opt::CLIENT_FQDN));
     let DhcpOption::ClientData(cd) = client_data(b, NOW, &[opt::LQ_RELAY_DATA, opt::CLIENT_FQDN], &[opt::LQ_RELAY_DATA]) else { panic!() };
     assert!(!cd.has(opt::LQ_RELAY_DATA) && cd.has(opt::CLIENT_FQDN), "sensitive options are never returned");
+    // A lease the failover partner granted: its contact time is the partner's CLT.
+    let mut p = lease(addr("2001:db8:1::109"), client(3), 1, NOW - 30, 3600);
+    (p.cltt, p.partner_raw_clt_time) = (0, NOW - 30);
+    let b = &group(vec![p], &links(), NOW)[0];
+    let DhcpOption::ClientData(cd) = client_data(b, NOW, &[], &[]) else { panic!() };
+    assert_eq!(cd.u32_of(opt::CLT_TIME), Some(30));
+    assert_eq!(cd.ia_addrs().next().unwrap().preferred, 1770);
 }
 
 #[test]
