@@ -103,6 +103,7 @@ fn leaf_option() -> impl Strategy<Value = DhcpOption> {
         any::<u32>().prop_map(O::SolMaxRt),
         any::<u32>().prop_map(O::InfMaxRt),
         any::<u32>().prop_map(O::LqBaseTime),
+        prop::collection::vec(arb_addr(), 1..4).prop_map(O::LqClientLink),
         prop::sample::select(BindingStatus::ALL.to_vec()).prop_map(O::BindingStatus),
         any::<u16>().prop_map(O::ConnectFlags),
         arb_name().prop_map(O::DnsHostName),
@@ -153,6 +154,8 @@ fn arb_option() -> impl Strategy<Value = DhcpOption> {
                 })
             ),
             opts.clone().prop_map(O::ClientData),
+            (any::<u8>(), arb_addr(), opts.clone())
+                .prop_map(|(query_type, link_address, options)| O::LqQuery(LqQuery { query_type, link_address, options })),
             opts.prop_map(O::DnsRemovalInfo),
         ]
     })
