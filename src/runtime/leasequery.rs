@@ -525,6 +525,9 @@ struct Stream<'a> {
 
 impl Stream<'_> {
     fn binding(&mut self, b: &Bindings) -> Result<(), Closed> {
+        if self.svc.stop.load(Ordering::Relaxed) {
+            return self.fail("the server is shutting down").map(drop);
+        }
         let cd = lq::client_data(b, unix_now(), &self.q.oro, &self.cfg.sensitive_options);
         let m = if self.sent == 0 { lq::reply_with(self.q.xid, &self.q.requestor, &self.svc.server, vec![cd]) } else { lq::data(self.q.xid, cd) };
         send(self.stream, &m)?;
