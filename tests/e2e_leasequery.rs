@@ -290,14 +290,12 @@ impl Conn {
         let t = Instant::now();
         self.r.get_ref().set_read_timeout(Some(wait)).unwrap();
         let mut b = [0u8; 64];
-        loop {
-            match self.r.read(&mut b) {
-                Ok(0) => return Some(t.elapsed()),
-                Ok(n) => panic!("unexpected {n} octets from the server: {:02x?}", &b[..n]),
-                Err(e) if is_closed(&e) => return Some(t.elapsed()),
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return None,
-                Err(e) => panic!("read: {e}"),
-            }
+        match self.r.read(&mut b) {
+            Ok(0) => Some(t.elapsed()),
+            Ok(n) => panic!("unexpected {n} octets from the server: {:02x?}", &b[..n]),
+            Err(e) if is_closed(&e) => Some(t.elapsed()),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => None,
+            Err(e) => panic!("read: {e}"),
         }
     }
 }
@@ -644,6 +642,17 @@ fn udp_queries_answer_for_real_clients() {
         assert_eq!((r.msg_type, status_of(&r.options)), (MessageType::LeaseQueryReply, code), "{what}: {r:?}");
         assert!(client_datas(&r).is_empty(), "{what}: {r:?}");
     }
+
+    // A link-address names the client's link (RFC 5007 §4.4.1): the address's
+    // holder on its own link is found, on the other configured link it is not.
+    let on = |xid, link| {
+        let m = leasequery(xid, 1, link, vec![DhcpOption::IaAddr(IaAddr { addr: load[&1], preferred: 0, valid: 0, options: Options::new() })]);
+        let r = udp_query(&lab, REQUESTOR, m).expect("an answer");
+        assert_eq!(status_of(&r.options), StatusCode::SUCCESS, "{r:?}");
+        client_datas(&r).len()
+    };
+    assert_eq!(on(0x3105, "2001:db8:1::1"), 1);
+    assert_eq!(on(0x3106, "2001:db8:2::1"), 0);
 
     // An address on the link that nobody holds: [] and exit 0.
     assert!(query_ok(&lab, "--address 2001:db8:1::5").is_empty());
