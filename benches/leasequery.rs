@@ -65,7 +65,11 @@ fn bench(c: &mut Criterion) {
     c.bench_function("lookup: client (both IA types)", |b| b.iter(|| black_box(t.of_client(black_box(&client))).len()));
     let f = Arc::new(Filter { relay_id: Some(vec![0, 3, 0, 1, 0, 0, 0, 7]), remote_id: None, link: None });
     c.bench_function("walk: one 16384-slot chunk by relay-id (1% match)", |b| {
-        b.iter(|| black_box(t.walk_clients(black_box(40_000), 16_384, |l| f.matches(l, NOW))).0.len())
+        b.iter(|| black_box(t.walk_clients(black_box(40_000), 16_384, 1024, |l| f.matches(l, NOW))).0.len())
+    });
+    let all = Arc::new(Filter { relay_id: None, remote_id: None, link: Some(links.get(0).clone()) });
+    c.bench_function("walk: one request when every lease matches (stops at 1024 clients)", |b| {
+        b.iter(|| black_box(t.walk_clients(black_box(40_000), 16_384, 1024, |l| all.matches(l, NOW))).0.len())
     });
     let found: Vec<Lease> = t.of_client(&client).into_iter().cloned().collect();
     let groups = lq::group(found, &links, NOW);

@@ -570,6 +570,11 @@ impl Validator {
         for (i, a) in l.allowed.iter().enumerate() {
             let key = format!("leasequery.allowed[{i}]");
             let p = if a.contains('/') { self.prefix(&key, a) } else { self.addr(&key, a).and_then(|x| Prefix::new(x, 128)) };
+            // A link-local address names no link here: it would match on every interface.
+            if p.is_some_and(|p| p.addr.is_unicast_link_local()) {
+                self.bad(&key, format!("{a:?} is link-local: it would be allowed on every interface; give the requestor's global (or loopback) address"));
+                continue;
+            }
             allowed.extend(p);
         }
         let bulk_max_connections = l.bulk_max_connections.unwrap_or(10);

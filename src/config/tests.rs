@@ -225,3 +225,35 @@ fn bad_options_classes_and_reservations_are_reported_by_key() {
     let net = "interfaces = [\"eth1\", \"eth2\"]\n[[subnet]]\nprefix = \"2001:db8:1::/64\"\ninterface = \"eth1\"\nshared-network = \"n\"\npools = [\"2001:db8:1::1000-2001:db8:1::1fff\"]\n[[subnet]]\nprefix = \"2001:db8:2::/64\"\ninterface = \"eth2\"\nshared-network = \"n\"\npools = [\"2001:db8:2::1000-2001:db8:2::1fff\"]\n";
     assert!(has(&problems(net), "subnet[1].interface", "is one link"), "{:?}", problems(net));
 }
+
+#[test]
+fn leasequery_section_defaults_allow_list_and_refusals() {
+    const S: &str = "[[subnet]]\nprefix = \"2001:db8:1::/64\"\npools = [\"2001:db8:1::100-2001:db8:1::1ff\"]\n";
+    assert_eq!(Config::parse(S).unwrap().leasequery, None, "absent: no leasequery");
+    let c = Config::parse(&format!("{S}[leasequery]\nallowed = [\"2001:db8:ffff::/64\", \"::1\"]\n")).unwrap();
+    let l = c.leasequery.unwrap();
+    assert!(l.bulk && l.bulk_max_connections == 10 && l.bulk_data_timeout == 300 && l.sensitive_options.is_empty());
+    assert!(l.allows("2001:db8:ffff::9".parse().unwrap()) && l.allows("::1".parse().unwrap()));
+    assert!(!l.allows("2001:db8:fffe::9".parse().unwrap()) && !l.allows("::2".parse().unwrap()));
+    let c = Config::parse(&format!("{S}[leasequery]\nbulk = false\nsensitive-options = [47, 39]\n")).unwrap();
+    let l = c.leasequery.unwrap();
+    assert!(!l.bulk && l.allowed.is_empty() && l.sensitive_options == [47, 39]);
+    let p = problems(&format!(
+        "{S}[leasequery]\nallowed = [\"fe80::1\", \"nope\", \"2001:db8::/129\"]\nbulk-max-connections = 0\nbulk-data-timeout = 0\nsensitive-options = [1]\n"
+    ));
+    for want in [
+        "leasequery.allowed[0]: \"fe80::1\" is link-local",
+        "leasequery.allowed[1]: \"nope\" is not an IPv6 address",
+        "leasequery.allowed[2]",
+        "leasequery.bulk-max-connections: must be at least 1",
+        "leasequery.bulk-data-timeout: must be at least 1 s",
+        "leasequery.sensitive-options: option 1 is part of every answer",
+    ] {
+        assert!(p.iter().any(|x| x.starts_with(want)), "{want} not in {p:#?}");
+    }
+    assert!(problems(&format!("{S}[leasequery]\nallow = []\n"))[0].contains("unknown field"));
+    // A reload applies it live.
+    let a = Config::parse(S).unwrap();
+    let b = Config::parse(&format!("{S}[leasequery]\n")).unwrap();
+    assert_eq!(reload::changes(&a, &b).unwrap(), vec!["leasequery".to_string()]);
+}

@@ -114,7 +114,7 @@ pub fn build(l: &Lease, now: Time, xid: u32) -> FailoverMessage {
         DhcpOption::LqBaseTime(base),                 // MUST
     ]
     .into();
-    if let Some(r) = &l.relay {
+    if let Some(r) = l.relay.as_ref().filter(|r| r.message.len() <= crate::lease::MAX_RELAY_DATA) {
         // "if any exists" (§7.4): the partner answers leasequeries the same.
         cd.push(DhcpOption::LqRelayData(crate::wire::LqRelayData { peer_address: r.peer, relay_message: r.message.clone() }));
     }

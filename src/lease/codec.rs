@@ -171,7 +171,7 @@ pub fn decode_lease(b: &[u8]) -> Result<Lease, String> {
             let len = u16::from_be_bytes(c.take(2)?.try_into().unwrap()) as usize;
             let value = c.take(len)?;
             match tag {
-                TAG_RELAY if len >= 16 => {
+                TAG_RELAY if (16..=16 + super::MAX_RELAY_DATA).contains(&len) => {
                     let peer: [u8; 16] = value[..16].try_into().unwrap();
                     relay = Some(Box::new(RelayData { peer: Ipv6Addr::from(peer), message: value[16..].to_vec() }));
                 }
@@ -281,5 +281,11 @@ mod tests {
         v[n - 2..].copy_from_slice(&1u16.to_be_bytes());
         v.extend_from_slice(&[0, 42, 0, 1, 7]);
         assert!(decode_lease(&v).unwrap_err().contains("field 42 is unknown"));
+        // Relay data longer than this build ever writes is damage, not a record.
+        let mut l = sample(0);
+        l.relay = Some(Box::new(RelayData { peer: Ipv6Addr::UNSPECIFIED, message: vec![0; super::super::MAX_RELAY_DATA + 1] }));
+        assert!(decode_lease(&encode_lease(&l)).is_err());
+        l.relay = Some(Box::new(RelayData { peer: Ipv6Addr::UNSPECIFIED, message: vec![0; super::super::MAX_RELAY_DATA] }));
+        assert_eq!(decode_lease(&encode_lease(&l)).unwrap(), l);
     }
 }

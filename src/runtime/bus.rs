@@ -126,7 +126,7 @@ pub enum LqAsk {
     /// Every record of a client.
     Client(crate::wire::Duid),
     /// A bulk query: one chunk of a walk over the table.
-    Walk { filter: std::sync::Arc<crate::leasequery::Filter>, from: usize, max: usize, now: u64 },
+    Walk { filter: std::sync::Arc<crate::leasequery::Filter>, from: usize, max: usize, max_clients: usize, now: u64 },
 }
 
 /// A shard's answer: records by client, and where a walk goes on.

@@ -25,8 +25,15 @@ use crate::wire::{DhcpOption, Duid, Message, StatusCode};
 const SHARD_ANSWER: Duration = Duration::from_secs(10);
 /// Table slots a shard looks at per request of a bulk walk.
 const WALK_CHUNK: usize = 16384;
-/// LEASEQUERY datagrams waiting for the service; more are dropped (counted).
+/// Clients a shard returns per request of a bulk walk (bounds the work and
+/// the copies when nearly every lease matches).
+const WALK_CLIENTS: usize = 1024;
+/// LEASEQUERY datagrams waiting for the service, per queue; more are
+/// dropped (counted).
 pub const QUEUE: usize = 256;
+/// Threads answering allowed UDP queries (each waits ~50–100 ms on the
+/// shards per query).
+const UDP_WORKERS: usize = 4;
 
 /// What the service answers by, replaced whole by a reload.
 #[derive(Clone, Default)]
@@ -42,9 +49,47 @@ impl Settings {
     }
 }
 
+/// Where a shard hands a LEASEQUERY datagram: allowed requestors to the
+/// workers that ask the shards, everyone else to a thread that only
+/// refuses, so that strangers can never crowd out a requestor's queries.
+pub struct Gate {
+    allowed: std::sync::RwLock<Option<Vec<crate::pool::Prefix>>>,
+    queries: crossbeam_channel::Sender<Forwarded>,
+    refusals: crossbeam_channel::Sender<Forwarded>,
+}
+
+/// The receiving ends of a gate's queues.
+pub struct Queues {
+    queries: crossbeam_channel::Receiver<Forwarded>,
+    refusals: crossbeam_channel::Receiver<Forwarded>,
+}
+
+impl Gate {
+    pub fn new() -> (Arc<Gate>, Queues) {
+        let (queries, qrx) = crossbeam_channel::bounded(QUEUE);
+        let (refusals, rrx) = crossbeam_channel::bounded(QUEUE);
+        (Arc::new(Gate { allowed: std::sync::RwLock::new(None), queries, refusals }), Queues { queries: qrx, refusals: rrx })
+    }
+
+    /// Queue a datagram; Err with the drop reason when its queue is full.
+    pub fn route(&self, f: Forwarded) -> Result<(), &'static str> {
+        let ip = *f.rcv.source.ip();
+        let allowed = self.allowed.read().map(|a| a.as_ref().is_some_and(|a| a.iter().any(|p| p.contains(ip)))).unwrap_or(false);
+        let (q, why) = if allowed { (&self.queries, "leasequery_queue_full") } else { (&self.refusals, "leasequery_refusals_full") };
+        q.try_send(f).map_err(|_| why)
+    }
+
+    fn set(&self, cfg: &Option<Leasequery>) {
+        if let Ok(mut a) = self.allowed.write() {
+            *a = cfg.as_ref().map(|c| c.allowed.clone());
+        }
+    }
+}
+
 /// Everything the service's threads share.
 pub struct Service {
-    pub settings: Mutex<Settings>,
+    settings: Mutex<Settings>,
+    gate: Arc<Gate>,
     server: Duid,
     port: u16,
     ops: Vec<crossbeam_channel::Sender<ShardOp>>,
@@ -63,6 +108,12 @@ impl Service {
     fn settings(&self) -> Settings {
         lock(&self.settings).clone()
     }
+
+    /// New settings (a reload): the gate's allow-list with them.
+    pub fn set_settings(&self, s: Settings) {
+        self.gate.set(&s.cfg);
+        *lock(&self.settings) = s;
+    }
 }
 
 pub struct LqInit {
@@ -72,14 +123,17 @@ pub struct LqInit {
     pub ops: Vec<crossbeam_channel::Sender<ShardOp>>,
     pub socket: socket2::Socket,
     pub stop: Arc<AtomicBool>,
-    pub datagrams: crossbeam_channel::Receiver<Forwarded>,
+    pub gate: Arc<Gate>,
+    pub queues: Queues,
     pub shared: Arc<super::observe::Shared>,
 }
 
 /// Start the UDP and TCP threads; join the handles after `stop` is set.
 pub fn spawn(init: LqInit) -> Result<(Arc<Service>, Vec<std::thread::JoinHandle<()>>), String> {
+    init.gate.set(&init.settings.cfg);
     let svc = Arc::new(Service {
         settings: Mutex::new(init.settings),
+        gate: init.gate,
         server: init.server,
         port: init.port,
         ops: init.ops,
@@ -88,11 +142,13 @@ pub fn spawn(init: LqInit) -> Result<(Arc<Service>, Vec<std::thread::JoinHandle<
         connections: AtomicUsize::new(0),
         shared: init.shared,
     });
-    let udp = {
+    let mut handles = Vec::new();
+    let queues = [init.queues.refusals].into_iter().chain(std::iter::repeat_n(init.queues.queries, UDP_WORKERS));
+    for (i, rx) in queues.enumerate() {
         let svc = svc.clone();
-        let rx = init.datagrams;
-        std::thread::Builder::new()
-            .name("leasequery".into())
+        let name = if i == 0 { "leasequery-refuse".to_string() } else { format!("leasequery-{i}") };
+        let h = std::thread::Builder::new()
+            .name(name)
             .spawn(move || {
                 while !svc.stop.load(Ordering::Relaxed) {
                     if let Ok(f) = rx.recv_timeout(Duration::from_millis(200)) {
@@ -100,13 +156,15 @@ pub fn spawn(init: LqInit) -> Result<(Arc<Service>, Vec<std::thread::JoinHandle<
                     }
                 }
             })
-            .map_err(|e| format!("starting the leasequery thread: {e}"))?
-    };
+            .map_err(|e| format!("starting the leasequery threads: {e}"))?;
+        handles.push(h);
+    }
     let tcp = {
         let svc = svc.clone();
         std::thread::Builder::new().name("leasequery-tcp".into()).spawn(move || acceptor(&svc)).map_err(|e| format!("starting the bulk leasequery thread: {e}"))?
     };
-    Ok((svc, vec![udp, tcp]))
+    handles.push(tcp);
+    Ok((svc, handles))
 }
 
 /// The leases each shard finds for `ask`, all together.
@@ -351,16 +409,25 @@ fn admit(svc: &Arc<Service>, stream: TcpStream, peer: SocketAddr) {
     }
     svc.connections.fetch_add(1, Ordering::SeqCst);
     svc.count("connection");
-    let svc2 = svc.clone();
+    let guard = Held(svc.clone());
     let spawned = std::thread::Builder::new().name("leasequery-conn".into()).spawn(move || {
         let timeout = Duration::from_secs(cfg.bulk_data_timeout as u64);
-        if let Err(why) = connection(&svc2, stream, timeout) {
+        if let Err(why) = connection(&guard.0, stream, ip, timeout) {
             tracing::debug!(from = %peer, "bulk leasequery connection closed: {why}");
         }
-        svc2.connections.fetch_sub(1, Ordering::SeqCst);
     });
-    if spawned.is_err() {
-        svc.connections.fetch_sub(1, Ordering::SeqCst);
+    if let Err(e) = spawned {
+        tracing::warn!("bulk leasequery: cannot start a connection thread: {e}");
+    }
+}
+
+/// A connection's slot under `bulk-max-connections`, given back however
+/// its thread ends.
+struct Held(Arc<Service>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -369,7 +436,7 @@ type Closed = String;
 
 /// One Bulk Leasequery connection: queries one after another (a query is
 /// read only once the previous one is answered, §7.3).
-fn connection(svc: &Service, mut stream: TcpStream, timeout: Duration) -> Result<(), Closed> {
+fn connection(svc: &Service, mut stream: TcpStream, peer: Ipv6Addr, timeout: Duration) -> Result<(), Closed> {
     stream.set_nonblocking(false).map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     stream.set_read_timeout(Some(Duration::from_millis(200))).map_err(|e| e.to_string())?;
@@ -384,7 +451,11 @@ fn connection(svc: &Service, mut stream: TcpStream, timeout: Duration) -> Result
             }
         };
         let settings = svc.settings();
-        let Some(cfg) = settings.cfg else { return Err("leasequery turned off".into()) };
+        // A reload may have turned bulk off or dropped this requestor.
+        let Some(cfg) = settings.cfg.filter(|c| c.bulk && c.allows(peer)) else {
+            svc.count("connection_not_allowed");
+            return Err("no longer allowed (reload)".into());
+        };
         match lq::parse(&msg, &svc.server, true) {
             // §4: nothing but leasequery messages on this connection.
             Parsed::Discard(why) => {
@@ -423,8 +494,9 @@ fn read_frame(svc: &Service, stream: &mut TcpStream, timeout: Duration) -> Resul
 
 /// Fill `buf`; false when the peer closed before its first octet and `may_end`.
 fn read_full(svc: &Service, stream: &mut TcpStream, buf: &mut [u8], timeout: Duration, may_end: bool) -> Result<bool, Closed> {
+    // One deadline for the whole read: a peer trickling octets is cut too.
     let mut got = 0;
-    let mut last = Instant::now();
+    let start = Instant::now();
     while got < buf.len() {
         if svc.stop.load(Ordering::Relaxed) {
             return Err("shutting down".into());
@@ -432,12 +504,9 @@ fn read_full(svc: &Service, stream: &mut TcpStream, buf: &mut [u8], timeout: Dur
         match stream.read(&mut buf[got..]) {
             Ok(0) if got == 0 && may_end => return Ok(false),
             Ok(0) => return Err("closed inside a message".into()),
-            Ok(n) => {
-                got += n;
-                last = Instant::now();
-            }
+            Ok(n) => got += n,
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) => {
-                if last.elapsed() >= timeout {
+                if start.elapsed() >= timeout {
                     svc.count("timeout");
                     return Err("BULK_LQ_DATA_TIMEOUT".into());
                 }
@@ -470,6 +539,8 @@ fn bulk(svc: &Service, links: &Links, cfg: &Leasequery, q: &Query, stream: &mut 
     let Some(filter) = Filter::of(q, link.map(|i| links.get(i))) else {
         // The RFC 5007 types: looked up, not walked.
         return match lookup(svc, links, q, true) {
+            // §7.4: a query aborted closes the connection.
+            Answer::Refused(StatusCode::QUERY_TERMINATED, why) => out.fail(why),
             Answer::Refused(code, text) => {
                 out.refuse(code, text)?;
                 Ok(refused_label(code))
@@ -486,13 +557,16 @@ fn bulk(svc: &Service, links: &Links, cfg: &Leasequery, q: &Query, stream: &mut 
     let filter = Arc::new(filter);
     // Every shard walks its table at once, a chunk per request.
     let mut cursors: Vec<Option<usize>> = vec![Some(0); svc.ops.len()];
+    // A client comes from a shard once per chunk holding its records: sent
+    // once (per shard), the first time, whole.
+    let mut sent: std::collections::HashSet<(usize, Duid)> = std::collections::HashSet::new();
     while cursors.iter().any(Option::is_some) {
         let now = unix_now();
         let mut waiting = Vec::new();
         for (i, c) in cursors.iter().enumerate() {
             let Some(from) = *c else { continue };
             let (reply, rx) = crossbeam_channel::bounded(1);
-            let ask = LqAsk::Walk { filter: filter.clone(), from, max: WALK_CHUNK, now };
+            let ask = LqAsk::Walk { filter: filter.clone(), from, max: WALK_CHUNK, max_clients: WALK_CLIENTS, now };
             if svc.ops[i].send(ShardOp::Leasequery { ask, reply }).is_err() {
                 return out.fail("a shard is not running");
             }
@@ -505,6 +579,9 @@ fn bulk(svc: &Service, links: &Links, cfg: &Leasequery, q: &Query, stream: &mut 
             };
             cursors[i] = found.next;
             for g in found.groups {
+                if !g.first().is_some_and(|l| sent.insert((i, l.binding.duid.clone()))) {
+                    continue;
+                }
                 for b in lq::group(g, links, now) {
                     out.binding(&b)?;
                 }

@@ -224,7 +224,7 @@ impl Reloader {
             let _ = self.ddns.send(new.ddns.clone());
         }
         // Leasequery answers from the new allow-list and links.
-        *super::observe::lock(&self.leasequery.settings) = super::leasequery::Settings::new(new.leasequery.clone(), &new.subnets);
+        self.leasequery.set_settings(super::leasequery::Settings::new(new.leasequery.clone(), &new.subnets));
         // Multicast intake follows `interfaces`.
         for (i, name) in &ifnames {
             if !self.ifnames.iter().any(|(j, _)| j == i)

@@ -147,7 +147,7 @@ pub fn serve(s: Settings) -> Result<(), String> {
     *observe::lock(&shared.ops) = op_tx.clone();
     let multicast = sockets[0].try_clone().map_err(|e| format!("socket: {e}"))?;
     let lq_socket = sockets[0].try_clone().map_err(|e| format!("socket: {e}"))?;
-    let (lq_tx, lq_rx) = crossbeam_channel::bounded(super::leasequery::QUEUE);
+    let (lq_gate, lq_queues) = super::leasequery::Gate::new();
     if let Some(addr) = s.metrics_listen {
         observe::spawn_metrics(addr, shared.clone())?;
     }
@@ -275,7 +275,7 @@ pub fn serve(s: Settings) -> Result<(), String> {
             ready: ready_tx.clone(),
             shared: shared.clone(),
             datapath: s.datapath,
-            leasequery: lq_tx.clone(),
+            leasequery: lq_gate.clone(),
         };
         let placement = match &s.cpus {
             Some(c) => Placement::Fixed(c[id % c.len()]),
@@ -363,7 +363,8 @@ pub fn serve(s: Settings) -> Result<(), String> {
         ops: op_tx.clone(),
         socket: lq_socket,
         stop: shard_stop.clone(),
-        datagrams: lq_rx,
+        gate: lq_gate,
+        queues: lq_queues,
         shared: shared.clone(),
     })?;
     drop(ready_tx);

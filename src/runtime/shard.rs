@@ -79,7 +79,7 @@ pub struct ShardInit {
     /// `--datapath`.
     pub datapath: Choice,
     /// LEASEQUERY datagrams go to the leasequery service.
-    pub leasequery: crossbeam_channel::Sender<Forwarded>,
+    pub leasequery: Arc<super::leasequery::Gate>,
 }
 
 /// The shard's packet path.
@@ -132,7 +132,7 @@ struct State {
     to: RefCell<Vec<Option<ConnectedSender<Forwarded>>>>,
     snap: RefCell<Snapshot>,
     shared: Arc<Shared>,
-    leasequery: crossbeam_channel::Sender<Forwarded>,
+    leasequery: Arc<super::leasequery::Gate>,
 }
 
 pub async fn run(init: ShardInit) {
@@ -517,8 +517,8 @@ impl State {
     fn dispatch(&self, data: &[u8], rcv: udp::Received) {
         if data.first() == Some(&crate::wire::MessageType::LeaseQuery.code()) {
             // Answered off the packet path: it may ask every shard.
-            if self.leasequery.try_send(Forwarded { data: data.to_vec(), rcv }).is_err() {
-                self.count_drop("leasequery_queue_full");
+            if let Err(why) = self.leasequery.route(Forwarded { data: data.to_vec(), rcv }) {
+                self.count_drop(why);
             }
             return;
         }
@@ -865,8 +865,8 @@ impl State {
                 let found = match ask {
                     LqAsk::Covering(a) => LqFound { groups: vec![owned(t.covering(a))], next: None },
                     LqAsk::Client(d) => LqFound { groups: vec![owned(t.of_client(&d))], next: None },
-                    LqAsk::Walk { filter, from, max, now } => {
-                        let (groups, next) = t.walk_clients(from, max, |l| filter.matches(l, now));
+                    LqAsk::Walk { filter, from, max, max_clients, now } => {
+                        let (groups, next) = t.walk_clients(from, max, max_clients, |l| filter.matches(l, now));
                         LqFound { groups: groups.into_iter().map(owned).collect(), next }
                     }
                 };

@@ -248,15 +248,22 @@ impl LeaseTable {
             .collect()
     }
 
-    /// One chunk of a walk for a bulk leasequery: for each record of the
-    /// slots `from..from + max` that `pred` picks, every record of its
-    /// client that `pred` picks, once per client (at its lowest slot), and
-    /// where the next chunk starts (None at the end). Records that move
-    /// meanwhile may be missed or seen twice; the rest are seen once.
-    pub fn walk_clients(&self, from: usize, max: usize, pred: impl Fn(&Lease) -> bool) -> (Vec<Vec<&Lease>>, Option<usize>) {
-        let end = from.saturating_add(max).min(self.slots.len());
+    /// One chunk of a walk for a bulk leasequery, over the slots from
+    /// `from` on: for each record that `pred` picks, every record of its
+    /// client that `pred` picks, given once per chunk (at the client's
+    /// first picked slot in the chunk); at most `max` slots and `max_clients`
+    /// clients. Returns where the next chunk starts (None at the end). A
+    /// client whose records lie in several chunks comes once per such chunk
+    /// (the caller drops repeats), so one that stays bound is never missed
+    /// however its records move meanwhile.
+    pub fn walk_clients(&self, from: usize, max: usize, max_clients: usize, pred: impl Fn(&Lease) -> bool) -> (Vec<Vec<&Lease>>, Option<usize>) {
+        let mut end = from.saturating_add(max).min(self.slots.len());
         let mut out = Vec::new();
         for s in from..end {
+            if out.len() >= max_clients {
+                end = s;
+                break;
+            }
             let Some(l) = self.slots[s as Slot].as_ref() else { continue };
             if is_placeholder(&l.binding) || !pred(l) {
                 continue;
@@ -268,7 +275,7 @@ impl LeaseTable {
                 .filter_map(|(x, _, _)| self.slots[*x].as_ref().map(|m| (*x, m)))
                 .filter(|(_, m)| m.binding.duid == *duid && pred(m))
                 .collect();
-            if mine.iter().all(|(x, _)| *x as usize >= s) {
+            if !mine.iter().any(|(x, _)| (from..s).contains(&(*x as usize))) {
                 out.push(mine.into_iter().map(|(_, m)| m).collect());
             }
         }
