@@ -153,6 +153,14 @@ regression_v2!(seed_20010281_a_rejected_update_the_partners_newer_one_replaced_i
 regression_v2!(seed_50059959_an_expiry_acked_by_a_partner_that_lost_its_store_frees_for_others_after_the_mclt, 50059959);
 regression_v2!(seed_60100922_a_free_backup_prefix_on_hold_after_the_partners_loss_is_not_given_yet, 60100922);
 regression_v2!(seed_60105333_a_repeated_take_back_does_not_cancel_the_secondarys_word_that_it_gave_the_prefix_back, 60105333);
+// A lease renewed within the same second through another relay changed
+// only in its relay data; the ack of the BNDUPD in flight (the older relay
+// chain) cleared the flag of the newer version, so the partner kept the old
+// chain (found by tests/e2e_pair_leasequery.rs first, issue 20).
+regression_v2!(seed_1953_an_ack_of_an_older_relay_chain_does_not_clear_the_newer_one, 1953);
+// Crossing grants within the ±5 s tie: the side that kept the greater relay
+// chain told its partner, so both stores show the same one.
+regression_v2!(seed_3114_grants_crossing_within_the_tie_agree_on_the_relay_chain, 3114);
 
 #[test]
 fn a_client_that_vanishes_costs_three_binding_updates_per_lease() {

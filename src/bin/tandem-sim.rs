@@ -58,10 +58,12 @@ fn main() -> ExitCode {
                 let mut bad = Vec::new();
                 let mut events = 0;
                 let mut grants: std::collections::BTreeMap<(tandem::wire::ServerState, tandem::lease::IaType), u64> = Default::default();
+                let mut relayed = 0;
                 let mut s = start + w;
                 while s < start + seeds {
                     let r = if v1 { run_seed_v1(s, false) } else { run_seed(s) };
                     events += r.events;
+                    relayed += r.relayed_grants;
                     for (k, n) in &r.grants {
                         *grants.entry(*k).or_default() += n;
                     }
@@ -76,26 +78,28 @@ fn main() -> ExitCode {
                     }
                     s += threads;
                 }
-                (bad, events, grants)
+                (bad, events, grants, relayed)
             })
         })
         .collect();
     let mut bad = Vec::new();
     let mut events = 0;
     let mut grants: std::collections::BTreeMap<(tandem::wire::ServerState, tandem::lease::IaType), u64> = Default::default();
+    let mut relayed = 0;
     for h in handles {
-        let Ok((b, e, g)) = h.join() else {
+        let Ok((b, e, g, r)) = h.join() else {
             eprintln!("a worker thread failed");
             return ExitCode::from(2);
         };
         bad.extend(b);
         events += e;
+        relayed += r;
         for (k, n) in g {
             *grants.entry(k).or_default() += n;
         }
     }
     let cover: Vec<String> = grants.iter().map(|((st, t), n)| format!("{} {}: {n}", st.name(), t.label())).collect();
-    println!("leases granted or extended, by state: {}", cover.join(", "));
+    println!("leases granted or extended, by state: {} (relayed, keeping a relay chain: {relayed})", cover.join(", "));
     let secs = t.elapsed().as_secs_f64();
     println!(
         "{} seeds from {}: {} with violations; {:.1} s, {:.0} seeds/s, {:.1} M events/s",

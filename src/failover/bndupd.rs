@@ -593,12 +593,17 @@ fn store_received(local: Option<Lease>, key: LeaseKey, binding: Binding, r: &Rec
     {
         l.partner_lifetime = e; // replaces partner-lifetime only if later
     }
-    l.update_partner = partner_needs_ours;
     // The relay chain of the latest contact: ours when our grant is the
-    // newer one, else the partner's.
-    if !matches!(ours, Some((_, true))) {
-        l.relay = r.relay.clone();
+    // newer one, the partner's when its is. Grants within the ±5 s tie keep
+    // the greater chain on both sides. Whenever we keep one the partner did
+    // not send, it must hear ours, so that the stores agree.
+    match ours {
+        Some((_, true)) => {}
+        Some((_, false)) => l.relay = l.relay.take().max(r.relay.clone()),
+        None => l.relay = r.relay.clone(),
     }
+    partner_needs_ours |= l.relay != r.relay;
+    l.update_partner = partner_needs_ours;
     received_dns(&mut l, r);
     l
 }

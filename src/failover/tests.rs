@@ -605,7 +605,9 @@ fn relay_data_travels_in_bndupd_and_the_newest_grant_keeps_its_own() {
     ours.relay = None;
     ours.cltt = now + 100;
     ours.valid_end = now + 3700;
-    assert_eq!(bndupd::merge(Some(ours), &r, now + 100).relay, None);
+    let kept = bndupd::merge(Some(ours), &r, now + 100);
+    assert_eq!(kept.relay, None);
+    assert!(kept.update_partner, "the partner must hear the chain we kept");
     // Without relay data the update says the client came directly.
     l.relay = None;
     let r = bndupd::parse(&bndupd::build(&l, now + 5, 4), |_| true).items.remove(0).unwrap();

@@ -105,8 +105,8 @@ pub const MAX_RELAY_DATA: usize = 1024;
 /// The relay chain the client's last relayed message came through (RFC
 /// 5007 §4.1.2.4): what leasequery answers with and looks leases up by
 /// (relay-id, remote-id), and what the failover partner is told (RFC 8156
-/// §7.4).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// §7.4). Ordered only so that partners break a tie the same way.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RelayData {
     /// The relay agent the server received the message from.
     pub peer: Ipv6Addr,

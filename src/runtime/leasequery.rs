@@ -347,6 +347,7 @@ fn refused_label(code: StatusCode) -> &'static str {
 fn acceptor(svc: &Arc<Service>) {
     let mut listener: Option<TcpListener> = None;
     let mut retry_at = Instant::now();
+    let mut bind_failed = false;
     while !svc.stop.load(Ordering::Relaxed) {
         let want = svc.settings().cfg.is_some_and(|c| c.bulk);
         if !want && listener.take().is_some() {
@@ -357,9 +358,14 @@ fn acceptor(svc: &Arc<Service>) {
                 Ok(l) => {
                     tracing::info!(port = svc.port, "bulk leasequery: listening on TCP");
                     listener = Some(l);
+                    bind_failed = false;
                 }
                 Err(e) => {
-                    tracing::error!(port = svc.port, "bulk leasequery: cannot listen on TCP [::]:{}: {e} (retrying every 10 s)", svc.port);
+                    // Said once (and again once it works); retried quietly.
+                    if !bind_failed {
+                        tracing::error!(port = svc.port, "bulk leasequery: cannot listen on TCP [::]:{}: {e} (retrying every 10 s)", svc.port);
+                        bind_failed = true;
+                    }
                     retry_at = Instant::now() + Duration::from_secs(10);
                 }
             }

@@ -418,6 +418,7 @@ fn same_for_partner(a: &Lease, b: &Lease) -> bool {
         && a.expiration_time == b.expiration_time
         && a.partner_raw_clt_time == b.partner_raw_clt_time
         && dns(a) == dns(b)
+        && a.relay == b.relay
 }
 
 impl<C> ShardCore<C> {

@@ -65,7 +65,27 @@ impl Sim {
             o.push(DhcpOption::IaPd(IaPd { iaid: 1, t1: 0, t2: 0, options: p }));
         }
         let xid = self.clients[c].xid;
-        Message::Client(ClientMessage { msg_type: t, transaction_id: xid, options: o.into() }).encode().expect("client message")
+        let m = Message::Client(ClientMessage { msg_type: t, transaction_id: xid, options: o.into() });
+        // A third of the clients sit behind a relay whose OPTION_RELAY_ID
+        // changes with the transaction (no random draw: seeds replay), so
+        // the relay data kept with leases (RFC 8156 §7.4) changes often and
+        // the stores must agree on it.
+        let m = if c.is_multiple_of(3) {
+            Message::Relay(crate::wire::RelayMessage {
+                msg_type: MessageType::RelayForw,
+                hop_count: 0,
+                link_address: "2001:db8:1::1".parse().expect("literal"),
+                peer_address: "fe80::c".parse().expect("literal"),
+                options: vec![
+                    DhcpOption::Unknown { code: crate::wire::opt::RELAY_ID, data: vec![0, 3, 0, 1, (xid % 3) as u8] },
+                    DhcpOption::RelayMsg(Box::new(m)),
+                ]
+                .into(),
+            })
+        } else {
+            m
+        };
+        m.encode().expect("client message")
     }
 
     pub(super) fn client_send(&mut self, c: usize, t: MessageType, server: Option<usize>) {
@@ -164,9 +184,17 @@ impl Sim {
     }
 
     pub(super) fn client_receive(&mut self, c: usize, bytes: &[u8]) {
-        let Ok(Message::Client(m)) = Message::decode(bytes) else {
-            self.violate(format!("client {c} got an undecodable reply"));
-            return;
+        let m = match Message::decode(bytes) {
+            Ok(Message::Client(m)) => m,
+            // A relayed client: its relay hands it the inner message.
+            Ok(Message::Relay(r)) if matches!(r.options.relay_msg(), Some(Message::Client(_))) => {
+                let Some(Message::Client(m)) = r.options.relay_msg() else { unreachable!() };
+                m.clone()
+            }
+            _ => {
+                self.violate(format!("client {c} got an undecodable reply"));
+                return;
+            }
         };
         if m.transaction_id != self.clients[c].xid {
             return; // a late answer to an earlier transmission
@@ -219,6 +247,7 @@ impl Sim {
                     self.clients[c].active = false;
                     self.log(format!("client {c} vanishes"));
                 } else if got {
+                    let renew_now = self.sc.relay_renew && c.is_multiple_of(3) && matches!(self.clients[c].phase, Phase::Requesting(_));
                     let (t1, t2) = t1t2.unwrap_or((100, 160));
                     let (t1, t2) = (t1.max(5) as Time, t2.max(6) as Time);
                     self.clients[c].t1 = now + t1;
@@ -227,6 +256,10 @@ impl Sim {
                     self.clients[c].generation += 1;
                     let g = self.clients[c].generation;
                     self.at(t1, Ev::ClientTimer(c, g));
+                    if renew_now {
+                        // Its answer is not waited for (the client stays Bound).
+                        self.client_send(c, MessageType::Renew, Some(s));
+                    }
                 } else if matches!(self.clients[c].phase, Phase::Requesting(_)) {
                     self.clients[c].phase = Phase::Idle;
                 }

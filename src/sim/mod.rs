@@ -139,6 +139,8 @@ pub struct Report {
     /// New grants of a reserved address from the partner's half, by state
     /// (reservations are outside the split, README "Reservations").
     pub reserved_grants: BTreeMap<ServerState, u64>,
+    /// Of the grants, those that keep a relay chain (relayed clients).
+    pub relayed_grants: u64,
 }
 
 /// The failover connection as one server sees it.
@@ -254,6 +256,7 @@ pub struct Sim {
     bndupds: BTreeMap<LeaseKey, u32>,
     grants: BTreeMap<(ServerState, IaType), u64>,
     reserved_grants: BTreeMap<ServerState, u64>,
+    relayed_grants: u64,
 }
 
 const T0: Time = 1_800_000_000;
@@ -332,6 +335,7 @@ impl Sim {
             bndupds: BTreeMap::new(),
             grants: BTreeMap::new(),
             reserved_grants: BTreeMap::new(),
+            relayed_grants: 0,
             sc,
         };
         s.note_mismatches();
@@ -1074,6 +1078,7 @@ impl Sim {
             bndupds: self.bndupds,
             grants: self.grants,
             reserved_grants: self.reserved_grants,
+            relayed_grants: self.relayed_grants,
         }
     }
 
@@ -1377,6 +1382,7 @@ impl Sim {
             }
             if l.is_active() {
                 *self.grants.entry((state, l.key.ia_type())).or_default() += 1;
+                self.relayed_grants += l.relay.is_some() as u64;
                 // §8.5.2, §8.6 (audit F1): a server that lost its store serves
                 // nothing until it has everything back.
                 if lost && !self.sc.ignore_failover_policy {
@@ -1615,7 +1621,8 @@ impl Sim {
                     continue;
                 }
                 let active = l.is_active();
-                v.push((l.start_time_of_state, (l.key, l.status, active.then_some(&l.binding.duid), if active { l.valid_end } else { 0 })));
+                let relay = if active { l.relay.as_deref() } else { None };
+                v.push((l.start_time_of_state, (l.key, l.status, active.then_some(&l.binding.duid), if active { l.valid_end } else { 0 }, relay)));
             }
         }
         // Latest start of state first; among equal starts the first shard's
@@ -1652,7 +1659,7 @@ impl Sim {
         let (ma, mb) = (self.records(0), self.records(1));
         // Lease ends within the ±5 s that RFC 8156 §7.1 counts as the same
         // time are the same end (crossing renewals of one client).
-        let same = |a: &Record<'_>, b: &Record<'_>| a.1 == b.1 && a.2 == b.2 && a.3.abs_diff(b.3) <= crate::failover::SKEW_TOLERANCE;
+        let same = |a: &Record<'_>, b: &Record<'_>| a.1 == b.1 && a.2 == b.2 && a.3.abs_diff(b.3) <= crate::failover::SKEW_TOLERANCE && a.4 == b.4;
         // Leases crossing their end of life, or past it and waiting for the
         // expiry timer, are in motion.
         let near = |v: Option<&Record<'_>>| v.is_some_and(|v| v.3 != 0 && v.3 < now + 40);
@@ -1677,7 +1684,7 @@ impl Sim {
                 in_motion.insert(a.or(b).expect("one side").0);
                 continue;
             }
-            let show = |r: Option<&Record<'_>>| format!("{:?}", r.map(|r| (r.1, r.2.cloned().unwrap_or_else(|| Duid::ll(0, &[0])), r.3)));
+            let show = |r: Option<&Record<'_>>| format!("{:?}", r.map(|r| (r.1, r.2.cloned().unwrap_or_else(|| Duid::ll(0, &[0])), r.3, r.4.map(|x| crate::wire::hex::encode(&x.message)))));
             let k = a.or(b).expect("one side").0;
             disagree = Some(format!("stores disagree on {k}: primary {}, secondary {}", show(a), show(b)));
             break;
@@ -1691,8 +1698,9 @@ impl Sim {
 }
 
 /// One lease record as both stores must show it: key, status, the client
-/// of an ACTIVE lease, its end (0 when not ACTIVE).
-type Record<'a> = (LeaseKey, BindingStatus, Option<&'a Duid>, Time);
+/// of an ACTIVE lease, its end (0 when not ACTIVE), its relay data (RFC 8156
+/// §7.4; ACTIVE only).
+type Record<'a> = (LeaseKey, BindingStatus, Option<&'a Duid>, Time, Option<&'a crate::lease::RelayData>);
 
 /// Run one seed (scenario version 2); a failing seed's report carries the trace.
 pub fn run_seed(seed: u64) -> Report {

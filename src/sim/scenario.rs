@@ -84,6 +84,10 @@ pub struct Scenario {
     /// primary's half for client 7, which the primary does not (a
     /// configuration mismatch: ConfigurationConflict, never a duplicate).
     pub reservations_differ: bool,
+    /// Relayed clients (a third) renew at once after each Request, through
+    /// another relay-id: a lease that changes only in its relay data while
+    /// the BNDUPD of the previous version is in flight.
+    pub relay_renew: bool,
 }
 
 impl Scenario {
@@ -116,6 +120,7 @@ impl Scenario {
             operator: false,
             reservations: false,
             reservations_differ: false,
+            relay_renew: false,
         }
     }
 
@@ -155,6 +160,7 @@ impl Scenario {
         let mut r4 = Rng::new(seed ^ 0x5eed_0000_0000_0006);
         sc.reservations = r4.below(4) == 0;
         sc.reservations_differ = sc.reservations && r4.below(2) == 0;
+        sc.relay_renew = Rng::new(seed ^ 0x5eed_0000_0000_0007).below(3) == 0;
         sc
     }
 }
