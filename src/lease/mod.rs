@@ -120,7 +120,7 @@ impl RelayData {
     pub fn option(&self, code: u16) -> Option<&[u8]> {
         let mut found = None;
         self.each_level(|_, options| {
-            if let Some(v) = tlv(options, code) {
+            if let Some(v) = crate::wire::peek::find_option(options, code) {
                 found = Some(v);
             }
         });
@@ -159,26 +159,12 @@ impl RelayData {
             let link: [u8; 16] = m[2..18].try_into().expect("16 octets");
             let options = &m[34..];
             f(Ipv6Addr::from(link), options);
-            match tlv(options, crate::wire::opt::RELAY_MSG) {
+            match crate::wire::peek::find_option(options, crate::wire::opt::RELAY_MSG) {
                 Some(inner) => m = inner,
                 None => return,
             }
         }
     }
-}
-
-/// The body of the first option `code` in a run of options.
-fn tlv(mut options: &[u8], code: u16) -> Option<&[u8]> {
-    while options.len() >= 4 {
-        let c = u16::from_be_bytes([options[0], options[1]]);
-        let len = u16::from_be_bytes([options[2], options[3]]) as usize;
-        let body = options.get(4..4 + len)?;
-        if c == code {
-            return Some(body);
-        }
-        options = &options[4 + len..];
-    }
-    None
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

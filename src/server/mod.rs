@@ -761,7 +761,12 @@ impl Engine {
             reservation,
             first_na: None,
             first_pd: None,
-            relay: if relayed && matches!(t, T::Solicit | T::Request | T::Renew | T::Rebind) { relay_data(&chain, arrival.source) } else { None },
+            // Only for messages that may commit a lease (an Advertise keeps nothing).
+            relay: if relayed && (matches!(t, T::Request | T::Renew | T::Rebind) || (t == T::Solicit && client.options.has(opt::RAPID_COMMIT) && self.subnets[subnet].cfg.rapid_commit)) {
+                relay_data(&chain, arrival.source)
+            } else {
+                None
+            },
         };
         let options = match t {
             T::Solicit => {

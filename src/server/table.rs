@@ -233,6 +233,7 @@ impl LeaseTable {
     }
 
     /// The prefix lengths of the prefix records held.
+    #[cfg(test)]
     pub fn prefix_lengths_in_use(&self) -> Vec<u8> {
         (0..=128u8).filter(|l| self.prefix_lengths[*l as usize] > 0).collect()
     }

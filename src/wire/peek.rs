@@ -39,7 +39,7 @@ pub fn peek(mut data: &[u8]) -> Option<Peeked<'_>> {
 
 /// The body of the first option `code` (None also when the options are
 /// cut short before it).
-fn find_option(mut options: &[u8], code: u16) -> Option<&[u8]> {
+pub fn find_option(mut options: &[u8], code: u16) -> Option<&[u8]> {
     while options.len() >= 4 {
         let c = u16::from_be_bytes([options[0], options[1]]);
         let len = u16::from_be_bytes([options[2], options[3]]) as usize;
