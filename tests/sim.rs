@@ -162,19 +162,13 @@ regression_v2!(seed_1953_an_ack_of_an_older_relay_chain_does_not_clear_the_newer
 // chain told its partner, so both stores show the same one.
 regression_v2!(seed_3114_grants_crossing_within_the_tie_agree_on_the_relay_chain, 3114);
 
-// OPEN (found at the end of the issue-20 session by the extended simulator,
-// not fixed yet): both servers restart (one reshards) while the partner,
-// in COMMUNICATIONS-INTERRUPTED, saw the client release its reserved
-// address and took it again (a new lease: its expiration-time back to 0);
-// back in NORMAL the other server renews the same client on the acked
-// lifetime of the previous lease before the partner's updates arrive, past
-// what the partner protects. Same client and a reserved key here, so no
-// duplicate; the MCLT invariant still fails. Run with `--ignored`.
-#[test]
-#[ignore = "open: a renewal on the acked lifetime of a lease the partner has since ended and regranted (see comment)"]
-fn seed_300000030_a_renewal_on_an_acked_lifetime_of_a_lease_the_partner_regranted_meanwhile() {
-    assert_clean(&run_seed(300000030));
-}
+// Both servers restart (one reshards) while the partner, in
+// COMMUNICATIONS-INTERRUPTED, saw the client release its reserved address
+// and took it again for the same client; back in NORMAL the other server
+// renews that client on the lifetime the partner acked before the release.
+// The partner's promise (its expiration-time) now survives a new lease for
+// the same client, so it still protects what the renewal counts on.
+regression_v2!(seed_300000030_the_partner_keeps_its_promise_across_a_release_by_the_same_client, 300000030);
 
 #[test]
 fn a_client_that_vanishes_costs_three_binding_updates_per_lease() {

@@ -44,7 +44,11 @@ pub enum CtlCommand {
     /// Server DUID, shards, lease counts, failover state, config and reservations digests (JSON).
     Status,
     /// Tell the failover endpoint its partner is down (RFC 8156 §8).
-    PartnerDown,
+    PartnerDown {
+        /// The relationship (required when the server has several).
+        #[arg(long, value_name = "NAME")]
+        relationship: Option<String>,
+    },
     /// Stop like SIGTERM: finish in-flight commits, exit 0.
     Shutdown,
     /// Re-read the config file and apply it without a restart (like
@@ -248,20 +252,30 @@ pub fn run(cli: Cli) -> ExitCode {
                     eprintln!("{}: {}: warning: {}", config.display(), w.key, w.reason);
                 }
                 // The TLS material must load too: serve refuses it otherwise.
-                if let Some(crate::config::Tls::Mutual { cert, key, ca, peer_name }) = c.failover.as_ref().map(|f| &f.tls)
-                    && let Err(e) = crate::runtime::tls::load(cert, key, ca, peer_name.as_deref())
-                {
-                    eprintln!("{}: {e}", config.display());
-                    return ExitCode::from(1);
+                for f in &c.failover {
+                    if let crate::config::Tls::Mutual { cert, key, ca, peer_name } = &f.tls
+                        && let Err(e) = crate::runtime::tls::load(cert, key, ca, peer_name.as_deref())
+                    {
+                        eprintln!("{}: {e}", config.display());
+                        return ExitCode::from(1);
+                    }
                 }
+                let standalone = c.subnets.iter().filter(|s| s.relationship.is_none()).count();
                 println!(
                     "{}: ok ({} subnet{}, {})",
                     config.display(),
                     c.subnets.len(),
                     if c.subnets.len() == 1 { "" } else { "s" },
-                    match &c.failover {
-                        Some(f) => format!("failover {:?} as {:?}", f.name, f.role),
-                        None => "standalone".into(),
+                    match c.failover.as_slice() {
+                        [] => "standalone".into(),
+                        [f] if standalone == 0 => format!("failover {:?} as {:?}", f.name, f.role),
+                        rels => {
+                            let mut d: Vec<String> = rels.iter().map(|f| format!("{:?} as {:?}", f.name, f.role)).collect();
+                            if standalone > 0 {
+                                d.push(format!("{standalone} subnet{} standalone", if standalone == 1 { "" } else { "s" }));
+                            }
+                            format!("failover {}", d.join(", "))
+                        }
                     }
                 );
                 ExitCode::SUCCESS
@@ -441,7 +455,8 @@ fn ctl_request(c: &CtlCommand) -> Result<String, String> {
     };
     Ok(match c {
         CtlCommand::Status => "status".into(),
-        CtlCommand::PartnerDown => "partner-down".into(),
+        CtlCommand::PartnerDown { relationship: None } => "partner-down".into(),
+        CtlCommand::PartnerDown { relationship: Some(r) } => format!("partner-down {r}"),
         CtlCommand::Shutdown => "shutdown".into(),
         CtlCommand::Reload => "reload".into(),
         CtlCommand::Lease(l) => {

@@ -56,6 +56,10 @@ fn only_reserved(first: u128, last: u128) -> bool {
     }
 }
 
+/// The most failover relationships one server takes part in (README
+/// "Several relationships": what each costs).
+pub const MAX_RELATIONSHIPS: usize = 64;
+
 // ---- raw, as written in the file ---------------------------------------
 
 #[derive(Debug, Deserialize)]
@@ -71,7 +75,8 @@ struct RawConfig {
     runtime: RawRuntime,
     #[serde(default)]
     subnet: Vec<RawSubnet>,
-    failover: Option<RawFailover>,
+    #[serde(default)]
+    failover: OneOrMany<RawFailover>,
     ddns: Option<RawDdns>,
     #[serde(default)]
     limits: RawLimits,
@@ -193,10 +198,46 @@ struct RawReservation {
     options: Vec<RawOption>,
 }
 
+/// `[failover]` (one relationship) or `[[failover]]` (several): a table
+/// or an array of tables, each read with its own errors.
+#[derive(Debug)]
+enum OneOrMany<T> {
+    None,
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> Default for OneOrMany<T> {
+    fn default() -> Self {
+        OneOrMany::None
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a table ([failover]) or an array of tables ([[failover]])")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(m)).map(OneOrMany::One)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, s: A) -> Result<Self::Value, A::Error> {
+                Vec::<T>::deserialize(serde::de::value::SeqAccessDeserializer::new(s)).map(OneOrMany::Many)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawFailover {
     name: String,
+    /// Prefixes of the `[[subnet]]`s this relationship covers (all when absent).
+    subnets: Option<Vec<String>>,
     role: String,
     listen: Option<String>,
     peer: String,
@@ -248,7 +289,10 @@ pub struct Config {
     pub server_duid: Option<Duid>,
     pub runtime: Runtime,
     pub subnets: Vec<Subnet>,
-    pub failover: Option<Failover>,
+    /// The failover relationships (RFC 8156 §3): none (standalone), one
+    /// (`[failover]`), or several (`[[failover]]`, each with its subnets).
+    /// Each subnet's `relationship` indexes this list.
+    pub failover: Vec<Failover>,
     pub ddns: Option<Ddns>,
     pub limits: crate::server::limits::Limits,
     /// Started as root: the user to run as once sockets and store are open.
@@ -294,6 +338,9 @@ pub struct Runtime {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failover {
     pub name: String,
+    /// The subnets this relationship covers, by prefix; None: every subnet
+    /// (the single `[failover]` form).
+    pub subnets: Option<Vec<Prefix>>,
     pub role: Role,
     pub listen: Option<SocketAddr>,
     pub peer: SocketAddr,
@@ -415,6 +462,19 @@ impl Config {
                 }
             }
         }
+        // RFC 8156 §6.2: a pair of servers SHOULD have one relationship.
+        for (r, f) in self.failover.iter().enumerate() {
+            if let Some(o) = self.failover[..r].iter().find(|o| o.peer.ip() == f.peer.ip()) {
+                w.push(Problem {
+                    key: format!("failover[{r}].peer"),
+                    reason: format!(
+                        "{} is the partner of relationship {:?} too: RFC 8156 section 6.2 says a pair of servers SHOULD have one relationship (put the subnets in one)",
+                        f.peer.ip(),
+                        o.name
+                    ),
+                });
+            }
+        }
         w
     }
 
@@ -524,10 +584,18 @@ impl Validator {
         self.check_overlaps(&subnets);
         self.check_reservations(&subnets);
         self.check_networks(&subnets);
-        let failover = raw.failover.and_then(|f| self.failover(f));
-        if failover.is_some() && !short_times_allowed() {
+        let raws = match raw.failover {
+            OneOrMany::None => Vec::new(),
+            OneOrMany::One(f) => vec![("failover".to_string(), f)],
+            OneOrMany::Many(v) => v.into_iter().enumerate().map(|(i, f)| (format!("failover[{i}]"), f)).collect(),
+        };
+        let several = raws.len() > 1;
+        let failover: Vec<Failover> = raws.into_iter().filter_map(|(k, f)| self.failover(&k, f, several)).collect();
+        let mut subnets = subnets;
+        self.assign_relationships(&mut subnets, &failover);
+        if !failover.is_empty() && !short_times_allowed() {
             for (i, sn) in subnets.iter().enumerate() {
-                if sn.valid_lifetime < crate::failover::MIN_LEASE_TIME {
+                if sn.relationship.is_some() && sn.valid_lifetime < crate::failover::MIN_LEASE_TIME {
                     self.bad(
                         format!("subnet[{i}].valid-lifetime"),
                         format!("{} is below 30 s: failover is not for leases shorter than 30 s (RFC 8156 section 1)", sn.valid_lifetime),
@@ -815,6 +883,7 @@ impl Validator {
             pool_scopes,
             pd_pool_scopes,
             shared_network: s.shared_network,
+            relationship: None,
         })
     }
 
@@ -876,55 +945,56 @@ impl Validator {
         }
     }
 
-    fn failover(&mut self, f: RawFailover) -> Option<Failover> {
+    /// One relationship; `p` is its key ("failover" or "failover[i]").
+    fn failover(&mut self, p: &str, f: RawFailover, several: bool) -> Option<Failover> {
         let role = match f.role.as_str() {
             "primary" => Some(Role::Primary),
             "secondary" => Some(Role::Secondary),
             r => {
-                self.bad("failover.role", format!("{r:?} must be \"primary\" or \"secondary\""));
+                self.bad(format!("{p}.role"), format!("{r:?} must be \"primary\" or \"secondary\""));
                 None
             }
         };
         if f.name.is_empty() {
-            self.bad("failover.name", "must not be empty");
+            self.bad(format!("{p}.name"), "must not be empty");
         }
-        let listen = f.listen.as_deref().and_then(|s| self.sockaddr("failover.listen", s));
-        let peer = self.sockaddr("failover.peer", &f.peer);
+        let listen = f.listen.as_deref().and_then(|s| self.sockaddr(&format!("{p}.listen"), s));
+        let peer = self.sockaddr(&format!("{p}.peer"), &f.peer);
         if role == Some(Role::Secondary) && listen.is_none() {
-            self.bad("failover.listen", "the secondary listens for the primary: set listen");
+            self.bad(format!("{p}.listen"), "the secondary listens for the primary: set listen");
         }
         let mclt = f.mclt.unwrap_or(DEFAULT_MCLT);
         let min = if short_times_allowed() { 1 } else { crate::failover::MIN_LEASE_TIME };
         if mclt < min {
             self.bad(
-                "failover.mclt",
+                format!("{p}.mclt"),
                 format!("{mclt} is below {min} s: failover is not for leases shorter than 30 s (RFC 8156 section 1)"),
             );
         }
         let updreq_timeout = f.updreq_timeout.unwrap_or(DEFAULT_UPDREQ_TIMEOUT);
         if updreq_timeout == 0 {
-            self.bad("failover.updreq-timeout", "must be at least 1 second");
+            self.bad(format!("{p}.updreq-timeout"), "must be at least 1 second");
         }
         let connect_retry = f.connect_retry.unwrap_or(DEFAULT_CONNECT_RETRY);
         if connect_retry == 0 {
-            self.bad("failover.connect-retry", "must be at least 1 second");
+            self.bad(format!("{p}.connect-retry"), "must be at least 1 second");
         }
         let max_unacked = f.max_unacked_bndupd.unwrap_or(DEFAULT_MAX_UNACKED);
         if max_unacked == 0 || max_unacked > MAX_MAX_UNACKED {
-            self.bad("failover.max-unacked-bndupd", format!("{max_unacked} must be between 1 and {MAX_MAX_UNACKED}"));
+            self.bad(format!("{p}.max-unacked-bndupd"), format!("{max_unacked} must be between 1 and {MAX_MAX_UNACKED}"));
         }
         let keepalive = f.keepalive_time.unwrap_or(DEFAULT_KEEPALIVE);
         if keepalive == 0 {
-            self.bad("failover.keepalive-time", "must be greater than 0");
+            self.bad(format!("{p}.keepalive-time"), "must be greater than 0");
         }
         let share = f.pd_secondary_share.unwrap_or(0.5);
         if !(0.0..=1.0).contains(&share) {
-            self.bad("failover.pd-secondary-share", format!("{share} must be between 0 and 1"));
+            self.bad(format!("{p}.pd-secondary-share"), format!("{share} must be between 0 and 1"));
         }
         let tls = match f.tls {
             None => {
                 self.bad(
-                    "failover.tls",
+                    format!("{p}.tls"),
                     "missing: configure cert, key and ca, or set insecure = true (RFC 8156 §10)",
                 );
                 None
@@ -933,7 +1003,7 @@ impl Validator {
             Some(t) => {
                 let mut need = |k: &str, v: Option<PathBuf>| {
                     if v.is_none() {
-                        self.bad(format!("failover.tls.{k}"), "required unless insecure = true");
+                        self.bad(format!("{p}.tls.{k}"), "required unless insecure = true");
                     }
                     v
                 };
@@ -948,8 +1018,31 @@ impl Validator {
                 }
             }
         };
+        let subnets = match f.subnets {
+            None if several => {
+                self.bad(format!("{p}.subnets"), "required with several [[failover]] relationships: the prefixes of the [[subnet]]s it covers");
+                None
+            }
+            None => None,
+            Some(list) if list.is_empty() => {
+                self.bad(format!("{p}.subnets"), "names no subnet: list the prefixes of the [[subnet]]s it covers, or leave it out to cover them all");
+                None
+            }
+            Some(list) => Some(
+                list.iter()
+                    .filter_map(|x| match x.parse::<Prefix>() {
+                        Ok(px) => Some(px),
+                        Err(e) => {
+                            self.bad(format!("{p}.subnets"), format!("{x:?}: {e}"));
+                            None
+                        }
+                    })
+                    .collect(),
+            ),
+        };
         Some(Failover {
             name: f.name,
+            subnets,
             role: role?,
             listen,
             peer: peer?,
@@ -965,6 +1058,55 @@ impl Validator {
             connect_retry,
             tls: tls?,
         })
+    }
+
+    /// Which relationship each subnet belongs to (at most one; none:
+    /// standalone), and what several relationships must agree on.
+    fn assign_relationships(&mut self, subnets: &mut [Subnet], rels: &[Failover]) {
+        if rels.len() > MAX_RELATIONSHIPS {
+            self.bad("failover", format!("{} relationships: at most {MAX_RELATIONSHIPS}", rels.len()));
+        }
+        for (r, f) in rels.iter().enumerate() {
+            if rels[..r].iter().any(|o| o.name == f.name) {
+                self.bad(format!("failover[{r}].name"), format!("{:?} names another relationship too: names must be unique", f.name));
+            }
+            // One partner, one TLS identity: a shared listener completes
+            // TLS before it knows the relationship (README "Several relationships").
+            if let Some(o) = rels[..r].iter().find(|o| o.peer.ip() == f.peer.ip() && o.tls != f.tls) {
+                self.bad(format!("failover[{r}].tls"), format!("differs from relationship {:?} with the same partner {}: one partner, one set of TLS settings", o.name, f.peer.ip()));
+            }
+            match &f.subnets {
+                None => {
+                    for s in subnets.iter_mut() {
+                        s.relationship = Some(r);
+                    }
+                }
+                Some(list) => {
+                    for px in list {
+                        match subnets.iter().position(|s| s.prefix == *px) {
+                            None => self.bad(format!("failover[{r}].subnets"), format!("{px} is not the prefix of a [[subnet]]")),
+                            Some(i) if subnets[i].relationship.is_some_and(|o| o != r) => {
+                                let o = subnets[i].relationship.unwrap_or(0);
+                                self.bad(format!("failover[{r}].subnets"), format!("{px} belongs to relationship {:?} already: a subnet belongs to at most one", rels[o].name));
+                            }
+                            Some(i) => subnets[i].relationship = Some(r),
+                        }
+                    }
+                }
+            }
+        }
+        // A shared network is one link: its clients get leases from any of
+        // its subnets, so they must answer to one relationship.
+        for i in 0..subnets.len() {
+            let Some(net) = &subnets[i].shared_network else { continue };
+            if let Some(o) = subnets[..i].iter().find(|o| o.shared_network.as_ref() == Some(net) && o.relationship != subnets[i].relationship) {
+                let name = |r: Option<usize>| r.and_then(|r| rels.get(r)).map(|f| f.name.clone()).unwrap_or_else(|| "none".into());
+                self.bad(
+                    format!("subnet[{i}].shared-network"),
+                    format!("shared network {net:?} is one link: its subnets must be in one failover relationship ({} is in {:?}, {} in {:?})", subnets[i].prefix, name(subnets[i].relationship), o.prefix, name(o.relationship)),
+                );
+            }
+        }
     }
 
     fn ddns(&mut self, d: RawDdns) -> Option<Ddns> {

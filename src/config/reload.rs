@@ -22,33 +22,39 @@ pub fn changes(running: &Config, new: &Config) -> Result<Vec<String>, Vec<Proble
     fixed("runtime.cpus", running.runtime.cpus != new.runtime.cpus);
     fixed("runtime.failover-cpu", running.runtime.failover_cpu != new.runtime.failover_cpu);
     fixed("user", running.user != new.user);
-    match (&running.failover, &new.failover) {
-        (None, None) => {}
-        (Some(a), Some(b)) => {
-            fixed("failover.name", a.name != b.name);
-            fixed("failover.role", a.role != b.role);
-            fixed("failover.listen", a.listen != b.listen);
-            fixed("failover.peer", a.peer != b.peer);
-            fixed("failover.mclt", a.mclt != b.mclt);
-            fixed("failover.max-unacked-bndupd", a.max_unacked_bndupd != b.max_unacked_bndupd);
-            fixed("failover.keepalive-time", a.keepalive_time != b.keepalive_time);
-            fixed("failover.startup-time", a.startup_time != b.startup_time);
-            fixed("failover.startup-partner-down", a.startup_partner_down != b.startup_partner_down);
-            fixed("failover.updreq-timeout", a.updreq_timeout != b.updreq_timeout);
-            fixed("failover.connect-retry", a.connect_retry != b.connect_retry);
-            fixed("failover.tls.insecure", matches!(a.tls, super::Tls::Insecure) != matches!(b.tls, super::Tls::Insecure));
-            for (key, differs) in [
-                ("failover.auto-partner-down", a.auto_partner_down != b.auto_partner_down),
-                ("failover.pd-secondary-share", a.pd_secondary_share != b.pd_secondary_share),
-                ("failover.pd-secondary-max", a.pd_secondary_max != b.pd_secondary_max),
-                ("failover.tls", a.tls != b.tls),
-            ] {
-                if differs {
-                    changed.push(key.to_string());
-                }
+    // Relationships are fixed (README "Several relationships"): their
+    // count, names, roles, partners and subnets; keys name the first as
+    // `failover.…` in the single form, `failover[i].…` with several.
+    if running.failover.len() != new.failover.len() {
+        fixed("failover", true);
+    }
+    let several = running.failover.len() > 1;
+    for (i, (a, b)) in running.failover.iter().zip(&new.failover).enumerate() {
+        let p = if several { format!("failover[{i}]") } else { "failover".to_string() };
+        let mut fixed = |k: &str, differs: bool| fixed(&format!("{p}.{k}"), differs);
+        fixed("name", a.name != b.name);
+        fixed("role", a.role != b.role);
+        fixed("listen", a.listen != b.listen);
+        fixed("peer", a.peer != b.peer);
+        fixed("subnets", a.subnets != b.subnets);
+        fixed("mclt", a.mclt != b.mclt);
+        fixed("max-unacked-bndupd", a.max_unacked_bndupd != b.max_unacked_bndupd);
+        fixed("keepalive-time", a.keepalive_time != b.keepalive_time);
+        fixed("startup-time", a.startup_time != b.startup_time);
+        fixed("startup-partner-down", a.startup_partner_down != b.startup_partner_down);
+        fixed("updreq-timeout", a.updreq_timeout != b.updreq_timeout);
+        fixed("connect-retry", a.connect_retry != b.connect_retry);
+        fixed("tls.insecure", matches!(a.tls, super::Tls::Insecure) != matches!(b.tls, super::Tls::Insecure));
+        for (key, differs) in [
+            ("auto-partner-down", a.auto_partner_down != b.auto_partner_down),
+            ("pd-secondary-share", a.pd_secondary_share != b.pd_secondary_share),
+            ("pd-secondary-max", a.pd_secondary_max != b.pd_secondary_max),
+            ("tls", a.tls != b.tls),
+        ] {
+            if differs {
+                changed.push(format!("{p}.{key}"));
             }
         }
-        _ => fixed("failover", true),
     }
     if !refused.is_empty() {
         return Err(refused);

@@ -15,7 +15,7 @@ fn the_example_config_is_valid() {
     assert_eq!(s.pd_pools[0].delegated_length, 56);
     assert_eq!((s.renew_time, s.rebind_time), (1000, 2000));
     assert_eq!(s.domain_search[0].to_string(), "example.net.");
-    assert!(c.failover.is_none());
+    assert!(c.failover.is_empty());
 }
 
 #[test]
@@ -64,7 +64,7 @@ synthesize-pattern = "dhcp-{addr}"
 "#;
     let c = Config::parse(text).unwrap();
     assert_eq!(c.runtime.cpus, Some(vec![0, 1]));
-    let f = c.failover.unwrap();
+    let f = c.failover.into_iter().next().unwrap();
     assert_eq!(f.role, Role::Primary);
     assert!(matches!(f.tls, Tls::Mutual { peer_name: Some(_), .. }));
     let d = c.ddns.unwrap();
@@ -115,7 +115,7 @@ fn failover_without_tls_needs_explicit_insecure() {
     let base = "interfaces=[]\n[[subnet]]\nprefix=\"2001:db8::/64\"\npools=[\"2001:db8::/120\"]\n[failover]\nname=\"p\"\nrole=\"secondary\"\nlisten=\"[::1]:647\"\npeer=\"[::1]:648\"\n";
     assert!(problems(base).iter().any(|p| p.starts_with("failover.tls")));
     let ok = Config::parse(&format!("{base}[failover.tls]\ninsecure = true\n")).unwrap();
-    assert_eq!(ok.failover.unwrap().tls, Tls::Insecure);
+    assert_eq!(ok.failover[0].tls, Tls::Insecure);
 }
 
 #[test]
@@ -135,13 +135,13 @@ fn cpu_lists() {
 #[test]
 fn the_bndupd_window_defaults_to_1024_and_is_bounded() {
     let base = "interfaces=[]\n[[subnet]]\nprefix=\"2001:db8::/64\"\npools=[\"2001:db8::/120\"]\n[failover]\nname=\"p\"\nrole=\"secondary\"\nlisten=\"[::1]:647\"\npeer=\"[::1]:648\"\n[failover.tls]\ninsecure = true\n";
-    assert_eq!(Config::parse(base).unwrap().failover.unwrap().max_unacked_bndupd, 1024);
+    assert_eq!(Config::parse(base).unwrap().failover[0].max_unacked_bndupd, 1024);
     for bad in [0, 65_537] {
         let text = base.replace("[failover.tls]", &format!("max-unacked-bndupd = {bad}\n[failover.tls]"));
         assert!(problems(&text).iter().any(|p| p.starts_with("failover.max-unacked-bndupd")), "{bad} accepted");
     }
     let text = base.replace("[failover.tls]", "max-unacked-bndupd = 65536\n[failover.tls]");
-    assert_eq!(Config::parse(&text).unwrap().failover.unwrap().max_unacked_bndupd, 65_536);
+    assert_eq!(Config::parse(&text).unwrap().failover[0].max_unacked_bndupd, 65_536);
 }
 
 #[test]
@@ -256,4 +256,92 @@ fn leasequery_section_defaults_allow_list_and_refusals() {
     let a = Config::parse(S).unwrap();
     let b = Config::parse(&format!("{S}[leasequery]\n")).unwrap();
     assert_eq!(reload::changes(&a, &b).unwrap(), vec!["leasequery".to_string()]);
+}
+
+/// A hub: secondary of two relationships on one listen address, a third
+/// subnet standalone.
+const HUB: &str = r#"interfaces = ["eth1", "eth2", "eth3"]
+[[subnet]]
+prefix = "2001:db8:1::/64"
+interface = "eth1"
+pools = ["2001:db8:1::1000-2001:db8:1::1fff"]
+pd-pools = [{ prefix = "2001:db8:100::/48", delegated-length = 56 }]
+[[subnet]]
+prefix = "2001:db8:2::/64"
+interface = "eth2"
+pools = ["2001:db8:2::1000-2001:db8:2::1fff"]
+[[subnet]]
+prefix = "2001:db8:3::/64"
+interface = "eth3"
+pools = ["2001:db8:3::1000-2001:db8:3::1fff"]
+[[failover]]
+name = "site-a"
+role = "secondary"
+listen = "[::]:647"
+peer = "[2001:db8:ffff:1::1]:647"
+subnets = ["2001:db8:1::/64"]
+[failover.tls]
+insecure = true
+[[failover]]
+name = "site-b"
+role = "secondary"
+listen = "[::]:647"
+peer = "[2001:db8:ffff:2::1]:647"
+mclt = 600
+subnets = ["2001:db8:2::/64"]
+[failover.tls]
+insecure = true
+"#;
+
+#[test]
+fn several_relationships_each_cover_their_subnets_and_the_rest_is_standalone() {
+    let c = Config::parse(HUB).unwrap();
+    assert_eq!(c.failover.len(), 2);
+    assert_eq!((c.failover[0].name.as_str(), c.failover[1].name.as_str()), ("site-a", "site-b"));
+    assert_eq!(c.failover[1].mclt, 600);
+    assert_eq!(c.failover[0].tls, Tls::Insecure, "[failover.tls] belongs to the [[failover]] above it");
+    assert_eq!(c.subnets.iter().map(|s| s.relationship).collect::<Vec<_>>(), vec![Some(0), Some(1), None]);
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    // The single form covers every subnet, as before.
+    let one = Config::parse(&format!("{BASE}[failover]\nname = \"p\"\nrole = \"primary\"\npeer = \"[::1]:647\"\n[failover.tls]\ninsecure = true\n")).unwrap();
+    assert_eq!(one.failover.len(), 1);
+    assert!(one.subnets.iter().all(|s| s.relationship == Some(0)));
+    assert_eq!(one.failover[0].subnets, None);
+}
+
+#[test]
+fn relationships_are_checked_against_each_other() {
+    // Several need their subnets; a subnet in two; unknown prefixes; names.
+    let p = problems(&HUB.replace("subnets = [\"2001:db8:2::/64\"]\n", ""));
+    assert!(has(&p, "failover[1].subnets", "required with several"), "{p:?}");
+    let p = problems(&HUB.replace("subnets = [\"2001:db8:2::/64\"]", "subnets = [\"2001:db8:1::/64\"]"));
+    assert!(has(&p, "failover[1].subnets", "belongs to relationship \"site-a\""), "{p:?}");
+    let p = problems(&HUB.replace("subnets = [\"2001:db8:2::/64\"]", "subnets = [\"2001:db8:9::/64\"]"));
+    assert!(has(&p, "failover[1].subnets", "is not the prefix of a [[subnet]]"), "{p:?}");
+    let p = problems(&HUB.replace("name = \"site-b\"", "name = \"site-a\""));
+    assert!(has(&p, "failover[1].name", "must be unique"), "{p:?}");
+    let p = problems(&HUB.replace("subnets = [\"2001:db8:2::/64\"]", "subnets = []"));
+    assert!(has(&p, "failover[1].subnets", "names no subnet"), "{p:?}");
+    // Errors inside one element name it.
+    let p = problems(&HUB.replace("mclt = 600", "mclt = 1"));
+    assert!(has(&p, "failover[1].mclt", "below"), "{p:?}");
+    // One partner, one set of TLS settings; and a warning (RFC 8156 §6.2).
+    let same_peer = HUB.replace("[2001:db8:ffff:2::1]:647", "[2001:db8:ffff:1::1]:647");
+    let c = Config::parse(&same_peer).unwrap();
+    assert!(c.warnings().iter().any(|w| w.key == "failover[1].peer" && w.reason.contains("SHOULD have one relationship")), "{:?}", c.warnings());
+    let tls = "[failover.tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\nca = \"/ca.pem\"\n";
+    let i = same_peer.rfind("[failover.tls]\ninsecure = true\n").unwrap();
+    let differing = format!("{}{tls}", &same_peer[..i]);
+    let p = problems(&differing);
+    assert!(has(&p, "failover[1].tls", "one partner, one set of TLS settings"), "{p:?}");
+}
+
+#[test]
+fn a_shared_network_stays_in_one_relationship() {
+    let text = HUB.replace("interface = \"eth2\"", "interface = \"eth1\"\nshared-network = \"n\"").replace(
+        "interface = \"eth1\"\npools = [\"2001:db8:1::1000",
+        "interface = \"eth1\"\nshared-network = \"n\"\npools = [\"2001:db8:1::1000",
+    );
+    let p = problems(&text);
+    assert!(has(&p, "subnet[1].shared-network", "must be in one failover relationship"), "{p:?}");
 }

@@ -77,6 +77,25 @@ pub struct FailoverConfig {
     pub min_mclt: u32,
 }
 
+/// The relationship name in the CONNECT that opens `buf` (the first frame a
+/// primary sends, §6.1.1): None while the frame is incomplete; the name (or
+/// None without one) once it is there. A listener shared by several
+/// relationships with one partner picks the relationship by it.
+pub fn connect_name(buf: &[u8]) -> Result<Option<Option<String>>, String> {
+    use crate::wire::{DhcpOption, FailoverMessage, MessageType};
+    let mut d = crate::wire::FrameDecoder::new(crate::wire::MAX_FRAME_LEN);
+    d.push(buf).map_err(|e| e.to_string())?;
+    let Some(frame) = d.next_frame().map_err(|e| e.to_string())? else { return Ok(None) };
+    let m = FailoverMessage::decode(frame).map_err(|e| e.to_string())?;
+    if m.msg_type != MessageType::Connect {
+        return Err(format!("the first message is {:?}, not CONNECT", m.msg_type));
+    }
+    Ok(Some(m.options.iter().find_map(|o| match o {
+        DhcpOption::RelationshipName(n) => Some(n.clone()),
+        _ => None,
+    })))
+}
+
 /// RFC 8156 §1: failover is not for leases shorter than this (seconds).
 pub const MIN_LEASE_TIME: u32 = 30;
 

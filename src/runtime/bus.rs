@@ -55,18 +55,20 @@ pub type DnsDone = DnsOutcome;
 
 /// Operator commands for the failover core (from the control socket).
 pub enum Command {
-    PartnerDown(crossbeam_channel::Sender<String>),
+    /// `ctl partner-down [--relationship NAME]`.
+    PartnerDown { relationship: Option<String>, reply: crossbeam_channel::Sender<String> },
     /// `ctl lease add` placed the record of `key` at `shard`, away from its
     /// slice owner: route the partner's updates there.
     HeldAt { key: crate::lease::LeaseKey, shard: usize },
     /// A reload: the new pools, records new pools cover away from their
-    /// owner, (auto-partner-down, pd-secondary-share, pd-secondary-max), and
-    /// the TLS material re-read for the next connection.
+    /// owner, and per relationship (auto-partner-down, pd-secondary-share,
+    /// pd-secondary-max) and the TLS material re-read for the next connection.
     Reconfigure {
-        slices: Box<crate::server::SliceMap>,
+        /// Per relationship (`server::relationship_slices`).
+        slices: Vec<crate::server::SliceMap>,
         away: Vec<(crate::lease::LeaseKey, usize)>,
-        tunables: (u32, f64, u64),
-        tls: Option<super::tls::TlsSetup>,
+        tunables: Vec<(u32, f64, u64)>,
+        tls: Vec<Option<super::tls::TlsSetup>>,
         reply: crossbeam_channel::Sender<()>,
     },
 }

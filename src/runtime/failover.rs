@@ -1,7 +1,14 @@
 //! The failover core: one glommio executor (the dedicated core) that moves
-//! bytes and timers for the sans-IO `failover::Driver`. Everything that is
-//! protocol — framing, the STARTTLS preamble, routing to shards, barriers —
-//! is in the driver, which the simulator runs too.
+//! bytes and timers for the sans-IO `failover::Driver`s, one per failover
+//! relationship. Everything that is protocol — framing, the STARTTLS
+//! preamble, routing to shards, barriers — is in the driver, which the
+//! simulator runs too.
+//!
+//! - Relationships (README "Several relationships"): each has its own
+//!   driver, connection, persisted state and shard messages (tagged with
+//!   its index); secondaries that share a listen address share one
+//!   listener, which picks the relationship by the partner's address and,
+//!   when one partner has several, by the name in its CONNECT.
 //!
 //! - Transport (RFC 8156 §6.1, §10): the primary connects to the secondary's
 //!   port 647, retrying for ever; the STARTTLS exchange is the driver's
@@ -34,7 +41,7 @@ use super::tls::TlsSetup;
 type TlsSlot = Rc<RefCell<Option<Rc<TlsSetup>>>>;
 use crate::failover::preamble::{Preamble, Step};
 use crate::failover::{Action, Driver, Role};
-use crate::lease::store::{LeaseStore, meta};
+use crate::lease::store::LeaseStore;
 
 /// At most this many connections in their handshake at once (§10).
 const MAX_HANDSHAKING: usize = 2;
@@ -44,16 +51,26 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Events handled before the driver's actions are carried out.
 const MAX_BATCH: usize = 1024;
 
-pub struct FailoverInit {
+/// One failover relationship of this server.
+pub struct RelationshipInit {
     pub driver: Driver,
+    pub name: String,
     pub role: Role,
     pub listen: Option<SocketAddr>,
     pub peer: SocketAddr,
     /// None: plain TCP (`insecure = true`).
     pub tls: Option<TlsSetup>,
+    /// Its subnets' prefixes, for `ctl status`.
+    pub subnets: Vec<String>,
+    /// The store's meta key its state is persisted under.
+    pub meta_key: String,
+}
+
+pub struct FailoverInit {
+    pub relationships: Vec<RelationshipInit>,
     pub meta: LmdbStore,
-    pub to_shards: Vec<SharedSender<ToShard>>,
-    pub from_shards: Vec<SharedReceiver<ToFailover>>,
+    pub to_shards: Vec<SharedSender<(usize, ToShard)>>,
+    pub from_shards: Vec<SharedReceiver<(usize, ToFailover)>>,
     pub shared: Arc<Shared>,
     /// Set after the shards have stopped: DISCONNECT, persist, exit.
     pub stop: Arc<AtomicBool>,
@@ -66,11 +83,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Stream for T {}
 type Io = Box<dyn Stream>;
 
 enum Event {
-    Shard(ToFailover),
-    /// A connection finished its preamble (and TLS); `leftover`: failover
-    /// bytes already read with the preamble (insecure mode).
-    Connected { id: u64, io: Io, leftover: Vec<u8>, peer: SocketAddr },
-    ConnectFailed(String),
+    Shard(usize, ToFailover),
+    /// A connection of relationship `rel` finished its preamble (and TLS);
+    /// `leftover`: failover bytes already read (insecure mode, or the
+    /// CONNECT a shared listener read to pick the relationship).
+    Connected { rel: usize, id: u64, io: Io, leftover: Vec<u8>, peer: SocketAddr },
+    ConnectFailed(usize, String),
     Bytes { id: u64, data: Vec<u8> },
     Closed { id: u64, why: String },
     Tick,
@@ -83,21 +101,22 @@ struct Conn {
     _reader: glommio::Task<()>,
 }
 
-struct Core {
+/// One relationship's endpoint and connection.
+struct Rel {
     driver: Driver,
+    name: String,
     role: Role,
-    meta: Option<LmdbStore>,
-    to_shards: Vec<ConnectedSender<ToShard>>,
-    shared: Arc<Shared>,
+    subnets: Vec<String>,
+    meta_key: String,
     conn: Option<Conn>,
     connecting: bool,
-    next_conn_id: u64,
-    events: async_channel::Sender<Event>,
     /// The TLS material for the next connection (a reload re-reads it;
     /// the current connection keeps what it started with).
     tls: TlsSlot,
     listen: Option<SocketAddr>,
     peer: SocketAddr,
+    /// Connections refused at its listener (shared with relationships
+    /// that share the listener).
     refused: Rc<Cell<u64>>,
     connections: u64,
     /// Our UPDREQ/UPDREQALL in progress (for the log), and since when.
@@ -105,19 +124,35 @@ struct Core {
     resync_since: Option<std::time::Instant>,
 }
 
+struct Core {
+    rels: Vec<Rel>,
+    meta: Option<LmdbStore>,
+    to_shards: Vec<ConnectedSender<(usize, ToShard)>>,
+    shared: Arc<Shared>,
+    next_conn_id: u64,
+    events: async_channel::Sender<Event>,
+}
+
+/// A relationship a shared listener may hand a connection to.
+#[derive(Clone)]
+struct Candidate {
+    rel: usize,
+    name: String,
+    peer: IpAddr,
+    tls: TlsSlot,
+}
+
 pub async fn run(init: FailoverInit) {
-    let FailoverInit { driver, role, listen, peer, tls, meta, to_shards, from_shards, shared, stop, ready, commands } = init;
+    let FailoverInit { relationships, meta, to_shards, from_shards, shared, stop, ready, commands } = init;
     let (tx, rx) = async_channel::unbounded::<Event>();
-    let tls: TlsSlot = Rc::new(RefCell::new(tls.map(Rc::new)));
-    let refused = Rc::new(Cell::new(0));
     // Channels to and from the shards (keep the executor awake while they connect).
     let connecting = super::shard::keep_awake();
     for r in from_shards {
         let tx = tx.clone();
         glommio::spawn_local(async move {
             let r = r.connect().await;
-            while let Some(m) = r.recv().await {
-                if tx.send(Event::Shard(m)).await.is_err() {
+            while let Some((rel, m)) = r.recv().await {
+                if tx.send(Event::Shard(rel, m)).await.is_err() {
                     break;
                 }
             }
@@ -129,35 +164,56 @@ pub async fn run(init: FailoverInit) {
         senders.push(s.connect().await);
     }
     connecting.set(false);
-    let mut core = Core {
-        driver,
-        role,
-        meta: Some(meta),
-        to_shards: senders,
-        shared,
-        conn: None,
-        connecting: false,
-        next_conn_id: 1,
-        events: tx.clone(),
-        tls,
-        listen,
-        peer,
-        refused: refused.clone(),
-        connections: 0,
-        resync: None,
-        resync_since: None,
-    };
-    if role == Role::Secondary {
-        let addr = listen.unwrap_or(SocketAddr::new(IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED), crate::wire::FAILOVER_PORT));
+    let rels: Vec<Rel> = relationships
+        .into_iter()
+        .map(|r| Rel {
+            driver: r.driver,
+            name: r.name,
+            role: r.role,
+            subnets: r.subnets,
+            meta_key: r.meta_key,
+            conn: None,
+            connecting: false,
+            tls: Rc::new(RefCell::new(r.tls.map(Rc::new))),
+            listen: r.listen,
+            peer: r.peer,
+            refused: Rc::new(Cell::new(0)),
+            connections: 0,
+            resync: None,
+            resync_since: None,
+        })
+        .collect();
+    let mut core = Core { rels, meta: Some(meta), to_shards: senders, shared, next_conn_id: 1, events: tx.clone() };
+    // Secondaries listen; those with one listen address share a listener.
+    let mut listeners: Vec<(SocketAddr, Vec<Candidate>)> = Vec::new();
+    for (i, r) in core.rels.iter_mut().enumerate() {
+        if r.role != Role::Secondary {
+            continue;
+        }
+        let addr = r.listen.unwrap_or(SocketAddr::new(IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED), crate::wire::FAILOVER_PORT));
+        let c = Candidate { rel: i, name: r.name.clone(), peer: r.peer.ip(), tls: r.tls.clone() };
+        match listeners.iter_mut().find(|(a, _)| *a == addr) {
+            Some((_, cs)) => cs.push(c),
+            None => listeners.push((addr, vec![c])),
+        }
+    }
+    for (n, (addr, cands)) in listeners.into_iter().enumerate() {
         let l = match TcpListener::bind(addr) {
             Ok(l) => l,
             Err(e) => {
-                let _ = ready.send(Err(format!("failover.listen {addr}: {e}")));
+                let key = if core.rels.len() > 1 { format!("failover[{}].listen", cands[0].rel) } else { "failover.listen".into() };
+                let _ = ready.send(Err(format!("{key} {addr}: {e}")));
                 return;
             }
         };
-        tracing::info!(listen = %addr, peer = %peer.ip(), tls = core.tls.borrow().is_some(), "failover: listening for the primary");
-        glommio::spawn_local(listener(l, peer.ip(), core.tls.clone(), tx.clone(), refused.clone())).detach();
+        let refused = core.rels[cands[0].rel].refused.clone();
+        for c in &cands {
+            core.rels[c.rel].refused = refused.clone();
+            tracing::info!(relationship = %c.name, listen = %addr, peer = %c.peer, tls = c.tls.borrow().is_some(), "failover: listening for the primary");
+        }
+        // Connection ids: each listener its own range, above the primary's.
+        let first_id = ((n as u64) + 1) << 40;
+        glommio::spawn_local(listener(l, cands, tx.clone(), refused, first_id)).detach();
     }
     {
         let tx = tx.clone();
@@ -183,7 +239,9 @@ pub async fn run(init: FailoverInit) {
         })
         .detach();
     }
-    tracing::info!(role = ?role, state = core.driver.endpoint().state().name(), "failover endpoint started");
+    for r in &core.rels {
+        tracing::info!(relationship = %r.name, role = ?r.role, state = r.driver.endpoint().state().name(), "failover endpoint started");
+    }
     core.act().await;
     core.publish();
     let _ = ready.send(Ok(usize::MAX));
@@ -210,90 +268,143 @@ pub async fn run(init: FailoverInit) {
         core.publish();
     }
     // SIGTERM/SIGINT, after the shards have flushed: DISCONNECT
-    // (ServerShuttingDown) to the partner, persist.
-    core.driver.shutdown(unix_now());
+    // (ServerShuttingDown) to each partner, persist.
+    for r in &mut core.rels {
+        r.driver.shutdown(unix_now());
+    }
     core.act().await;
     core.publish();
     tracing::info!("failover endpoint stopped");
 }
 
 impl Core {
+    fn rel_of_conn(&self, id: u64) -> Option<usize> {
+        self.rels.iter().position(|r| r.conn.as_ref().is_some_and(|c| c.id == id))
+    }
+
     fn handle(&mut self, ev: Event) {
         let now = unix_now();
         match ev {
-            Event::Shard(m) => self.driver.from_shard(now, m),
-            Event::Tick => self.driver.tick(now),
-            Event::Bytes { id, data } => {
-                if self.conn.as_ref().is_some_and(|c| c.id == id) {
-                    self.driver.received(now, &data);
+            Event::Shard(rel, m) => {
+                if let Some(r) = self.rels.get_mut(rel) {
+                    r.driver.from_shard(now, m);
                 }
             }
-            Event::Connected { id, io, leftover, peer } => {
-                self.connecting = false;
-                if self.conn.take().is_some() {
-                    tracing::info!("failover: a new connection from the partner replaces the old one");
-                    self.driver.disconnected(now);
+            Event::Tick => {
+                for r in &mut self.rels {
+                    r.driver.tick(now);
+                }
+            }
+            Event::Bytes { id, data } => {
+                if let Some(i) = self.rel_of_conn(id) {
+                    self.rels[i].driver.received(now, &data);
+                }
+            }
+            Event::Connected { rel, id, io, leftover, peer } => {
+                let events = self.events.clone();
+                let r = &mut self.rels[rel];
+                r.connecting = false;
+                if r.conn.take().is_some() {
+                    tracing::info!(relationship = %r.name, "failover: a new connection from the partner replaces the old one");
+                    r.driver.disconnected(now);
                 }
                 let (reader, writer) = futures_lite::io::split(io);
-                let task = glommio::spawn_local(read_bytes(id, reader, self.events.clone()));
-                tracing::info!(%peer, tls = self.tls.borrow().is_some(), "failover: connected");
-                self.connections += 1;
-                self.conn = Some(Conn { id, writer, _reader: task });
-                self.driver.connected(now);
+                let task = glommio::spawn_local(read_bytes(id, reader, events));
+                tracing::info!(relationship = %r.name, %peer, tls = r.tls.borrow().is_some(), "failover: connected");
+                r.connections += 1;
+                r.conn = Some(Conn { id, writer, _reader: task });
+                r.driver.connected(now);
                 if !leftover.is_empty() {
-                    self.driver.received(now, &leftover);
+                    r.driver.received(now, &leftover);
                 }
             }
-            Event::ConnectFailed(why) => {
-                self.connecting = false;
-                tracing::debug!(peer = %self.peer, "failover: connect failed: {why}");
-                self.driver.connect_failed(now);
+            Event::ConnectFailed(rel, why) => {
+                let r = &mut self.rels[rel];
+                r.connecting = false;
+                tracing::debug!(relationship = %r.name, peer = %r.peer, "failover: connect failed: {why}");
+                r.driver.connect_failed(now);
             }
             Event::Closed { id, why } => {
-                if self.conn.as_ref().is_some_and(|c| c.id == id) {
-                    tracing::warn!(reason = %why, "failover: connection to the partner lost");
-                    self.conn = None;
-                    self.driver.disconnected(now);
+                if let Some(i) = self.rel_of_conn(id) {
+                    let r = &mut self.rels[i];
+                    tracing::warn!(relationship = %r.name, reason = %why, "failover: connection to the partner lost");
+                    r.conn = None;
+                    r.driver.disconnected(now);
                 }
             }
             Event::Command(Command::Reconfigure { slices, away, tunables, tls, reply }) => {
-                self.driver.reconfigure(*slices, away, tunables);
-                if let Some(t) = tls {
-                    *self.tls.borrow_mut() = Some(Rc::new(t));
+                let mut tls = tls.into_iter();
+                for ((r, t), slices) in self.rels.iter_mut().zip(tunables).zip(slices) {
+                    r.driver.reconfigure(slices, away.clone(), t);
+                    if let Some(Some(t)) = tls.next() {
+                        *r.tls.borrow_mut() = Some(Rc::new(t));
+                    }
                 }
                 let _ = reply.send(());
             }
-            Event::Command(Command::HeldAt { key, shard }) => self.driver.held_at(key, shard),
-            Event::Command(Command::PartnerDown(reply)) => {
-                let answer = match self.driver.partner_down(now) {
-                    Ok(()) => serde_json::json!({"ok": true, "action": "partner-down", "state": self.driver.endpoint().state().name()}),
+            Event::Command(Command::HeldAt { key, shard }) => {
+                for r in &mut self.rels {
+                    r.driver.held_at(key, shard);
+                }
+            }
+            Event::Command(Command::PartnerDown { relationship, reply }) => {
+                let answer = match self.pick(relationship.as_deref()) {
                     Err(e) => serde_json::json!({"ok": false, "error": e}),
+                    Ok(i) => {
+                        let r = &mut self.rels[i];
+                        match r.driver.partner_down(now) {
+                            Ok(()) => serde_json::json!({"ok": true, "action": "partner-down", "relationship": r.name, "state": r.driver.endpoint().state().name()}),
+                            Err(e) => serde_json::json!({"ok": false, "relationship": r.name, "error": e}),
+                        }
+                    }
                 };
                 let _ = reply.send(answer.to_string());
             }
         }
     }
 
-    /// Carry out the driver's actions, in order.
+    /// The relationship an operator command names (the only one when it names none).
+    fn pick(&self, name: Option<&str>) -> Result<usize, String> {
+        match name {
+            Some(n) => self.rels.iter().position(|r| r.name == n).ok_or_else(|| {
+                let names: Vec<&str> = self.rels.iter().map(|r| r.name.as_str()).collect();
+                format!("no failover relationship {n:?} (this server has {})", names.join(", "))
+            }),
+            None if self.rels.len() == 1 => Ok(0),
+            None => {
+                let names: Vec<&str> = self.rels.iter().map(|r| r.name.as_str()).collect();
+                Err(format!("this server has {} failover relationships ({}): name one with --relationship", names.len(), names.join(", ")))
+            }
+        }
+    }
+
+    /// Carry out every driver's actions, in order.
     async fn act(&mut self) {
-        self.log_resync();
-        while let Some(a) = self.driver.poll() {
+        for i in 0..self.rels.len() {
+            self.act_one(i).await;
+        }
+    }
+
+    async fn act_one(&mut self, i: usize) {
+        self.rels[i].log_resync();
+        while let Some(a) = self.rels[i].driver.poll() {
             match a {
-                Action::Transmit(bytes) => self.transmit(&bytes).await,
-                Action::ToShard(i, m) => {
-                    if let Some(s) = self.to_shards.get(i)
-                        && s.send(m).await.is_err()
+                Action::Transmit(bytes) => self.transmit(i, &bytes).await,
+                Action::ToShard(s, m) => {
+                    if let Some(tx) = self.to_shards.get(s)
+                        && tx.send((i, m)).await.is_err()
                     {
-                        tracing::error!(shard = i, "failover: the shard is gone");
+                        tracing::error!(shard = s, "failover: the shard is gone");
                     }
                 }
                 Action::Persist(p) => {
                     // §6.3, §8.1: durable before anything that follows is sent.
                     let Some(mut store) = self.meta.take() else { continue };
                     let bytes = p.encode();
+                    let key = self.rels[i].meta_key.clone();
                     let (store, r) = glommio::executor()
                         .spawn_blocking(move || {
-                            let r = store.put_meta(meta::FAILOVER_STATE, &bytes);
+                            let r = store.put_meta(&key, &bytes);
                             (store, r)
                         })
                         .await;
@@ -301,48 +412,31 @@ impl Core {
                     if let Err(e) = r {
                         // Sending on would let the partner act on a state we
                         // could lose: drop the connection until the disk heals.
-                        tracing::error!(error = %e, "store error: cannot persist the failover state; closing the connection");
-                        if let Some(mut c) = self.conn.take() {
+                        let r = &mut self.rels[i];
+                        tracing::error!(relationship = %r.name, error = %e, "store error: cannot persist the failover state; closing the connection");
+                        if let Some(mut c) = r.conn.take() {
                             let _ = c.writer.close().await;
-                            self.driver.disconnected(unix_now());
+                            r.driver.disconnected(unix_now());
                         }
                     }
                 }
                 Action::Transition { from, to } => {
-                    tracing::info!(from = from.name(), to = to.name(), "failover state change");
+                    tracing::info!(relationship = %self.rels[i].name, from = from.name(), to = to.name(), "failover state change");
                 }
                 Action::Close(why) => {
-                    if let Some(mut c) = self.conn.take() {
-                        tracing::info!(reason = %why, "failover: closing the connection");
+                    let r = &mut self.rels[i];
+                    if let Some(mut c) = r.conn.take() {
+                        tracing::info!(relationship = %r.name, reason = %why, "failover: closing the connection");
                         let _ = c.writer.close().await;
                     }
                 }
-                Action::Connect => self.connect(),
+                Action::Connect => self.connect(i),
             }
         }
     }
 
-    /// Tell the operator when a resync with the partner starts and ends.
-    fn log_resync(&mut self) {
-        let now = self.driver.endpoint().requesting();
-        match (self.resync, now) {
-            (None, Some(all)) => {
-                let what = if all { "every lease (UPDREQALL)" } else { "the updates it holds for us (UPDREQ)" };
-                tracing::info!("failover: asked the partner for {what}");
-                self.resync_since = Some(std::time::Instant::now());
-            }
-            (Some(all), None) => {
-                let took = self.resync_since.take().map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
-                let what = if all { "UPDREQALL" } else { "UPDREQ" };
-                tracing::info!(seconds = took, "failover: the partner's answer to our {what} ended");
-            }
-            _ => {}
-        }
-        self.resync = now;
-    }
-
-    async fn transmit(&mut self, bytes: &[u8]) {
-        let Some(c) = self.conn.as_mut() else { return };
+    async fn transmit(&mut self, i: usize, bytes: &[u8]) {
+        let Some(c) = self.rels[i].conn.as_mut() else { return };
         let r = async {
             c.writer.write_all(bytes).await?;
             c.writer.flush().await
@@ -354,14 +448,15 @@ impl Core {
         }
     }
 
-    fn connect(&mut self) {
-        if self.connecting || self.conn.is_some() {
+    fn connect(&mut self, i: usize) {
+        let r = &mut self.rels[i];
+        if r.connecting || r.conn.is_some() {
             return;
         }
-        self.connecting = true;
+        r.connecting = true;
         let id = self.next_conn_id;
         self.next_conn_id += 1;
-        let (peer, bind, tls, tx) = (self.peer, self.listen.map(|l| l.ip()), self.tls.borrow().clone(), self.events.clone());
+        let (peer, bind, tls, tx) = (r.peer, r.listen.map(|l| l.ip()), r.tls.borrow().clone(), self.events.clone());
         glommio::spawn_local(async move {
             let r = futures_lite::future::or(connect_to(peer, bind, tls), async {
                 glommio::timer::sleep(CONNECT_TIMEOUT + HANDSHAKE_TIMEOUT).await;
@@ -369,31 +464,60 @@ impl Core {
             })
             .await;
             let _ = tx.try_send(match r {
-                Ok((io, leftover)) => Event::Connected { id, io, leftover, peer },
-                Err(e) => Event::ConnectFailed(e),
+                Ok((io, leftover)) => Event::Connected { rel: i, id, io, leftover, peer },
+                Err(e) => Event::ConnectFailed(i, e),
             });
         })
         .detach();
     }
 
     fn publish(&self) {
-        let ep = self.driver.endpoint();
-        let st = FailoverStatus {
-            role: match self.role {
-                Role::Primary => "primary",
-                Role::Secondary => "secondary",
-            },
-            state: ep.state(),
-            partner_state: ep.partner_state(),
-            communications_ok: ep.communications_ok(),
-            unacked: ep.unacked() as u64,
-            backlog: ep.backlog() as u64,
-            mclt: ep.mclt(),
-            connected: self.conn.is_some(),
-            refused: self.refused.get(),
-            connections: self.connections,
-        };
-        *lock(&self.shared.failover) = Some(st);
+        let all: Vec<FailoverStatus> = self
+            .rels
+            .iter()
+            .map(|r| {
+                let ep = r.driver.endpoint();
+                FailoverStatus {
+                    name: r.name.clone(),
+                    subnets: r.subnets.clone(),
+                    role: match r.role {
+                        Role::Primary => "primary",
+                        Role::Secondary => "secondary",
+                    },
+                    state: ep.state(),
+                    partner_state: ep.partner_state(),
+                    communications_ok: ep.communications_ok(),
+                    unacked: ep.unacked() as u64,
+                    backlog: ep.backlog() as u64,
+                    mclt: ep.mclt(),
+                    connected: r.conn.is_some(),
+                    refused: r.refused.get(),
+                    connections: r.connections,
+                }
+            })
+            .collect();
+        *lock(&self.shared.failover) = all;
+    }
+}
+
+impl Rel {
+    /// Tell the operator when a resync with the partner starts and ends.
+    fn log_resync(&mut self) {
+        let now = self.driver.endpoint().requesting();
+        match (self.resync, now) {
+            (None, Some(all)) => {
+                let what = if all { "every lease (UPDREQALL)" } else { "the updates it holds for us (UPDREQ)" };
+                tracing::info!(relationship = %self.name, "failover: asked the partner for {what}");
+                self.resync_since = Some(std::time::Instant::now());
+            }
+            (Some(all), None) => {
+                let took = self.resync_since.take().map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+                let what = if all { "UPDREQALL" } else { "UPDREQ" };
+                tracing::info!(relationship = %self.name, seconds = took, "failover: the partner's answer to our {what} ended");
+            }
+            _ => {}
+        }
+        self.resync = now;
     }
 }
 
@@ -478,10 +602,12 @@ async fn connect_to(peer: SocketAddr, bind: Option<IpAddr>, tls: Option<Rc<TlsSe
     }
 }
 
-/// The secondary: accept, check the source, cap concurrency, handshake.
-async fn listener(l: TcpListener, peer: IpAddr, tls: TlsSlot, tx: async_channel::Sender<Event>, refused: Rc<Cell<u64>>) {
+/// The secondary: accept, pick the relationships by the source address,
+/// cap concurrency, handshake (with that partner's TLS settings), and with
+/// several relationships for one partner, pick by the name in CONNECT.
+async fn listener(l: TcpListener, cands: Vec<Candidate>, tx: async_channel::Sender<Event>, refused: Rc<Cell<u64>>, first_id: u64) {
     let handshaking = Rc::new(Cell::new(0usize));
-    let mut next_id = 1u64 << 32;
+    let mut next_id = first_id;
     loop {
         let s = match l.accept().await {
             Ok(s) => s,
@@ -495,9 +621,11 @@ async fn listener(l: TcpListener, peer: IpAddr, tls: TlsSlot, tx: async_channel:
             Ok(a) => a,
             Err(_) => continue,
         };
-        if canonical(from.ip()) != canonical(peer) {
+        let mine: Vec<Candidate> = cands.iter().filter(|c| canonical(from.ip()) == canonical(c.peer)).cloned().collect();
+        if mine.is_empty() {
             refused.set(refused.get() + 1);
-            tracing::warn!(%from, expected = %peer, "failover: connection from an address that is not the partner: closed");
+            let expected: Vec<String> = cands.iter().map(|c| c.peer.to_string()).collect();
+            tracing::warn!(%from, expected = %expected.join(", "), "failover: connection from an address that is not a partner: closed");
             continue;
         }
         if handshaking.get() >= MAX_HANDSHAKING {
@@ -507,19 +635,26 @@ async fn listener(l: TcpListener, peer: IpAddr, tls: TlsSlot, tx: async_channel:
         }
         let _ = s.set_nodelay(true);
         handshaking.set(handshaking.get() + 1);
-        let (tls, tx, hs, refused) = (tls.borrow().clone(), tx.clone(), handshaking.clone(), refused.clone());
+        // One partner, one set of TLS settings (check-config enforces it).
+        let (tls, tx, hs, refused) = (mine[0].tls.borrow().clone(), tx.clone(), handshaking.clone(), refused.clone());
         let id = next_id;
         next_id += 1;
         glommio::spawn_local(async move {
-            let r = futures_lite::future::or(accept_from(s, tls), async {
-                glommio::timer::sleep(HANDSHAKE_TIMEOUT).await;
-                Err("handshake timed out".to_string())
-            })
+            let r = futures_lite::future::or(
+                async {
+                    let (io, leftover) = accept_from(s, tls).await?;
+                    choose(io, leftover, &mine).await
+                },
+                async {
+                    glommio::timer::sleep(HANDSHAKE_TIMEOUT).await;
+                    Err("handshake timed out".to_string())
+                },
+            )
             .await;
             hs.set(hs.get() - 1);
             match r {
-                Ok((io, leftover)) => {
-                    let _ = tx.send(Event::Connected { id, io, leftover, peer: from }).await;
+                Ok((rel, io, leftover)) => {
+                    let _ = tx.send(Event::Connected { rel, id, io, leftover, peer: from }).await;
                 }
                 Err(e) => {
                     refused.set(refused.get() + 1);
@@ -528,6 +663,35 @@ async fn listener(l: TcpListener, peer: IpAddr, tls: TlsSlot, tx: async_channel:
             }
         })
         .detach();
+    }
+}
+
+/// The relationship an accepted connection is for: the only candidate, or
+/// the one named in the CONNECT it opens with (read here and handed on).
+async fn choose(mut io: Io, mut buf: Vec<u8>, cands: &[Candidate]) -> Result<(usize, Io, Vec<u8>), String> {
+    if let [only] = cands {
+        return Ok((only.rel, io, buf));
+    }
+    let mut chunk = [0u8; 2048];
+    let name = loop {
+        if let Some(name) = crate::failover::connect_name(&buf)? {
+            break name;
+        }
+        if buf.len() > crate::wire::MAX_FRAME_LEN + 2 {
+            return Err("no CONNECT".into());
+        }
+        let n = io.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed before its CONNECT".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    match cands.iter().find(|c| Some(&c.name) == name.as_ref()) {
+        Some(c) => Ok((c.rel, io, buf)),
+        None => {
+            let names: Vec<&str> = cands.iter().map(|c| c.name.as_str()).collect();
+            Err(format!("CONNECT names relationship {:?}; with this partner we have {}", name.unwrap_or_default(), names.join(", ")))
+        }
     }
 }
 

@@ -125,6 +125,9 @@ fn histogram(o: &mut String, name: &str, labels: &str, h: &Histogram) {
 /// The failover endpoint as operators see it (published by the failover core).
 #[derive(Debug, Clone)]
 pub struct FailoverStatus {
+    /// The relationship's name and its subnets' prefixes.
+    pub name: String,
+    pub subnets: Vec<String>,
     pub role: &'static str,
     pub state: crate::wire::ServerState,
     pub partner_state: Option<crate::wire::ServerState>,
@@ -145,7 +148,8 @@ pub struct Shared {
     pub shards: Vec<Mutex<Snapshot>>,
     pub server_duid: String,
     pub stop: Arc<AtomicBool>,
-    pub failover: Mutex<Option<FailoverStatus>>,
+    /// Per failover relationship (empty: standalone).
+    pub failover: Mutex<Vec<FailoverStatus>>,
     pub commands: Mutex<Option<crossbeam_channel::Sender<super::bus::Command>>>,
     /// DNS updates waiting (queued or waiting for a retry), failed tries, completed jobs.
     pub ddns_queue: std::sync::atomic::AtomicU64,
@@ -176,7 +180,7 @@ impl Shared {
             shards: (0..shards).map(|_| Mutex::new(Snapshot::default())).collect(),
             server_duid,
             stop,
-            failover: Mutex::new(None),
+            failover: Mutex::new(Vec::new()),
             commands: Mutex::new(None),
             ddns_queue: Default::default(),
             ddns_failures: Default::default(),
@@ -214,10 +218,31 @@ impl Shared {
             .unwrap_or_else(|_| r#"{"result":"refused","changed":[],"errors":["no answer within 60 s"]}"#.to_string())
     }
 
+    /// The first relationship (the only one, usually), as `failover`.
     fn failover_json(&self) -> serde_json::Value {
-        match &*lock(&self.failover) {
+        match lock(&self.failover).first() {
             None => serde_json::Value::Null,
-            Some(f) => serde_json::json!({
+            Some(f) => Self::relationship_json(f),
+        }
+    }
+
+    /// Every relationship, as `relationships`.
+    fn relationships_json(&self) -> serde_json::Value {
+        serde_json::Value::Array(
+            lock(&self.failover)
+                .iter()
+                .map(|f| {
+                    let mut v = Self::relationship_json(f);
+                    v["name"] = f.name.clone().into();
+                    v["subnets"] = f.subnets.clone().into();
+                    v
+                })
+                .collect(),
+        )
+    }
+
+    fn relationship_json(f: &FailoverStatus) -> serde_json::Value {
+        serde_json::json!({
                 "role": f.role,
                 "state": f.state.name(),
                 "partner-state": f.partner_state.map(|s| s.name()),
@@ -228,17 +253,17 @@ impl Shared {
                 "connected": f.connected,
                 "connections": f.connections,
                 "connections-refused": f.refused,
-            }),
-        }
+        })
     }
 
-    /// `ctl partner-down`: ask the failover core, wait for its answer.
-    pub fn partner_down(&self) -> String {
+    /// `ctl partner-down [--relationship NAME]`: ask the failover core,
+    /// wait for its answer.
+    pub fn partner_down(&self, relationship: Option<String>) -> String {
         let Some(tx) = lock(&self.commands).clone() else {
             return r#"{"ok":false,"error":"this server has no failover partner"}"#.to_string();
         };
         let (rtx, rrx) = crossbeam_channel::bounded(1);
-        if tx.send(super::bus::Command::PartnerDown(rtx)).is_err() {
+        if tx.send(super::bus::Command::PartnerDown { relationship, reply: rtx }).is_err() {
             return r#"{"ok":false,"error":"the failover endpoint is not running"}"#.to_string();
         }
         rrx.recv_timeout(std::time::Duration::from_secs(10))
@@ -305,26 +330,33 @@ impl Shared {
         for ((ty, st), v) in &t.leases {
             o.push_str(&format!("tandem_leases{{type=\"{ty}\",state=\"{st}\"}} {v}\n"));
         }
-        o.push_str("# HELP tandem_failover_state RFC 8156 server state code (0: standalone).\n");
+        // Per relationship, labelled; without failover one unlabelled 0 (standalone).
         let fo = lock(&self.failover).clone();
-        let (state, unacked, backlog, refused, comms, conns) = fo
-            .map(|f| (f.state as u8, f.unacked, f.backlog, f.refused, f.communications_ok as u8, f.connections))
-            .unwrap_or((0, 0, 0, 0, 0, 0));
-        o.push_str(&format!("# TYPE tandem_failover_state gauge\ntandem_failover_state {state}\n"));
-        o.push_str("# HELP tandem_failover_unacked_bndupd Binding updates not yet acknowledged by the partner.\n");
-        o.push_str(&format!("# TYPE tandem_failover_unacked_bndupd gauge\ntandem_failover_unacked_bndupd {unacked}\n"));
-        o.push_str("# HELP tandem_failover_pending_updates Leases queued for a BNDUPD or waiting for its BNDREPLY.\n");
-        o.push_str(&format!("# TYPE tandem_failover_pending_updates gauge\ntandem_failover_pending_updates {backlog}\n"));
-        o.push_str("# HELP tandem_failover_communications_ok 1 when the partner link is up and its state known.\n");
-        o.push_str(&format!("# TYPE tandem_failover_communications_ok gauge\ntandem_failover_communications_ok {comms}\n"));
-        o.push_str("# HELP tandem_failover_connections_refused_total Partner connections refused (address, cap, handshake).\n");
-        o.push_str(&format!("# TYPE tandem_failover_connections_refused_total counter\ntandem_failover_connections_refused_total {refused}\n"));
+        let gauge = |o: &mut String, name: &str, kind: &str, help: &str, v: &dyn Fn(&FailoverStatus) -> u64| {
+            o.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            if fo.is_empty() {
+                o.push_str(&format!("{name} 0\n"));
+            }
+            for f in &fo {
+                o.push_str(&format!("{name}{{relationship=\"{}\"}} {}\n", f.name, v(f)));
+            }
+        };
+        gauge(&mut o, "tandem_failover_state", "gauge", "RFC 8156 server state code (0: standalone).", &|f| f.state as u64);
+        gauge(&mut o, "tandem_failover_unacked_bndupd", "gauge", "Binding updates not yet acknowledged by the partner.", &|f| f.unacked);
+        gauge(&mut o, "tandem_failover_pending_updates", "gauge", "Leases queued for a BNDUPD or waiting for its BNDREPLY.", &|f| f.backlog);
+        gauge(&mut o, "tandem_failover_communications_ok", "gauge", "1 when the partner link is up and its state known.", &|f| f.communications_ok as u64);
+        gauge(
+            &mut o,
+            "tandem_failover_connections_refused_total",
+            "counter",
+            "Partner connections refused (address, cap, handshake; counted at the listener, shared by the relationships that share it).",
+            &|f| f.refused,
+        );
+        gauge(&mut o, "tandem_failover_connections_total", "counter", "Connections established with the partner.", &|f| f.connections);
         o.push_str("# HELP tandem_config_reloads_total Config reloads (SIGHUP, ctl reload), by result.\n");
         o.push_str("# TYPE tandem_config_reloads_total counter\n");
         o.push_str(&format!("tandem_config_reloads_total{{result=\"applied\"}} {}\n", self.reloads_applied.load(Ordering::Relaxed)));
         o.push_str(&format!("tandem_config_reloads_total{{result=\"refused\"}} {}\n", self.reloads_refused.load(Ordering::Relaxed)));
-        o.push_str("# HELP tandem_failover_connections_total Connections established with the partner.\n");
-        o.push_str(&format!("# TYPE tandem_failover_connections_total counter\ntandem_failover_connections_total {conns}\n"));
         o.push_str("# HELP tandem_store_commits_total Durable lease-store commits (group commits), all shards.\n");
         o.push_str(&format!("# TYPE tandem_store_commits_total counter\ntandem_store_commits_total {}\n", t.commits));
         o.push_str("# HELP tandem_store_bytes_written_total Bytes the lease store made the kernel write (journal appends and merges into LMDB), all shards.\n");
@@ -417,6 +449,7 @@ impl Shared {
             "dropped": dropped,
             "dropped-by-reason": t.dropped,
             "failover": self.failover_json(),
+            "relationships": self.relationships_json(),
             "ddns": {
                 "queue": self.ddns_queue.load(Ordering::Relaxed),
                 "failures": self.ddns_failures.load(Ordering::Relaxed),

@@ -153,13 +153,19 @@ impl Reloader {
                 None => return refused(vec![format!("{file}: interfaces: interface {name:?} does not exist")]),
             }
         }
-        let tls = match new.failover.as_ref().map(|f| &f.tls) {
-            Some(Tls::Mutual { cert, key, ca, peer_name }) => match super::tls::load(cert, key, ca, peer_name.as_deref()) {
-                Ok(t) => Some(t),
-                Err(e) => return refused(vec![format!("{file}: failover.tls: {e}")]),
-            },
-            _ => None,
-        };
+        let mut tls = Vec::new();
+        for (i, f) in new.failover.iter().enumerate() {
+            tls.push(match &f.tls {
+                Tls::Mutual { cert, key, ca, peer_name } => match super::tls::load(cert, key, ca, peer_name.as_deref()) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        let k = if new.failover.len() > 1 { format!("failover[{i}].tls") } else { "failover.tls".into() };
+                        return refused(vec![format!("{file}: {k}: {e}")]);
+                    }
+                },
+                Tls::Insecure => None,
+            });
+        }
         if let Some(Err(e)) = super::ddns::updates(new.ddns.as_ref()).map(super::ddns::prepare) {
             return refused(vec![format!("{file}: {e}")]);
         }
@@ -188,10 +194,9 @@ impl Reloader {
         // the shards switch: nothing a shard commits meanwhile is dropped
         // as someone else's (the new pools only, after step 2).
         let engine = engine_config(&new, &self.engine);
-        let tunables = new.failover.as_ref().map(|f| (f.auto_partner_down, f.pd_secondary_share, f.pd_secondary_max));
-        if let Some(t) = tunables
-            && !self.failover(slices.widened(&self.slices), away.clone(), t, None)
-        {
+        let tunables: Vec<(u32, f64, u64)> = new.failover.iter().map(|f| (f.auto_partner_down, f.pd_secondary_share, f.pd_secondary_max)).collect();
+        let per_rel = |m: &SliceMap| (0..new.failover.len()).map(|i| super::server::relationship_slices(m, &new, i)).collect::<Vec<_>>();
+        if !tunables.is_empty() && !self.failover(per_rel(&slices.widened(&self.slices)), away.clone(), tunables.clone(), Vec::new()) {
             return refused(vec!["the failover core did not answer; nothing was changed".into()]);
         }
         *lock(&self.shared.slices) = Some(slices.clone());
@@ -206,13 +211,17 @@ impl Reloader {
                 return json!({"result": "refused", "changed": changed, "errors": [format!("shard {id} did not apply the configuration; the server runs a mix: restart it")]});
             }
         }
-        if let (Some(f), Some(t)) = (&new.failover, tunables) {
-            if !self.failover(slices.clone(), Vec::new(), t, tls) {
+        if !tunables.is_empty() {
+            if !self.failover(per_rel(&slices), Vec::new(), tunables, tls) {
                 tracing::error!("reload: the failover core did not apply the new pools");
                 return json!({"result": "refused", "changed": changed, "errors": ["the failover core did not apply the new pools; the server runs a mix: restart it"]});
             }
-            if matches!(f.tls, Tls::Mutual { .. }) && !changed.iter().any(|c| c == "failover.tls") {
-                changed.push("failover.tls (files re-read)".into());
+            let several = new.failover.len() > 1;
+            for (i, f) in new.failover.iter().enumerate() {
+                let k = if several { format!("failover[{i}].tls") } else { "failover.tls".into() };
+                if matches!(f.tls, Tls::Mutual { .. }) && !changed.contains(&k) {
+                    changed.push(format!("{k} (files re-read)"));
+                }
             }
         }
         if self.running.log_level != new.log_level
@@ -284,7 +293,8 @@ fn control_connection(conn: std::os::unix::net::UnixStream, shared: &Shared) {
             shared.stop.store(true, Ordering::SeqCst);
             r#"{"ok":true,"action":"shutdown"}"#.to_string()
         }
-        "partner-down" => shared.partner_down(),
+        "partner-down" => shared.partner_down(None),
+        l if l.starts_with("partner-down ") => shared.partner_down(Some(l["partner-down ".len()..].trim().to_string())),
         "reload" => shared.reload(),
         l if l.starts_with('{') => match serde_json::from_str::<serde_json::Value>(l) {
             Ok(req) => lease_command(shared, &req),
@@ -298,10 +308,10 @@ fn control_connection(conn: std::os::unix::net::UnixStream, shared: &Shared) {
 
 impl Reloader {
     /// Tell the failover core the pools (and the rest); false if it did not answer.
-    fn failover(&self, slices: SliceMap, away: Vec<(LeaseKey, usize)>, tunables: (u32, f64, u64), tls: Option<super::tls::TlsSetup>) -> bool {
+    fn failover(&self, slices: Vec<SliceMap>, away: Vec<(LeaseKey, usize)>, tunables: Vec<(u32, f64, u64)>, tls: Vec<Option<super::tls::TlsSetup>>) -> bool {
         let Some(tx) = lock(&self.shared.commands).clone() else { return false };
         let (reply, answer) = crossbeam_channel::bounded(1);
-        tx.send(Command::Reconfigure { slices: Box::new(slices), away, tunables, tls, reply }).is_ok() && answer.recv_timeout(SHARD_ANSWER).is_ok()
+        tx.send(Command::Reconfigure { slices, away, tunables, tls, reply }).is_ok() && answer.recv_timeout(SHARD_ANSWER).is_ok()
     }
 }
 

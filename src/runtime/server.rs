@@ -79,17 +79,36 @@ pub fn default_shards() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).saturating_sub(1).max(1)
 }
 
+/// The pools and reservations relationship `i` shares with its partner:
+/// all of them with one relationship, its subnets' with several (a
+/// partner's update for another relationship's key is refused).
+pub fn relationship_slices(slices: &SliceMap, config: &crate::config::Config, i: usize) -> SliceMap {
+    if config.failover.len() <= 1 {
+        return slices.clone();
+    }
+    let mine: Vec<_> = config.subnets.iter().filter(|s| s.relationship == Some(i)).cloned().collect();
+    slices.restricted(&mine)
+}
+
+/// The store's meta key of a relationship's persisted state: the historic
+/// one with a single relationship, one per name with several.
+fn state_key(name: &str, several: bool) -> String {
+    if several { format!("{}/{name}", meta::FAILOVER_STATE) } else { meta::FAILOVER_STATE.to_string() }
+}
+
 pub fn serve(s: Settings) -> Result<(), String> {
     // TLS material first: a bad certificate is a start-up error, not a
     // connection that silently never comes up.
-    let tls = match s.config.failover.as_ref().map(|f| &f.tls) {
-        Some(Tls::Mutual { cert, key, ca, peer_name }) => Some(tls::load(cert, key, ca, peer_name.as_deref())?),
-        Some(Tls::Insecure) => {
-            tracing::warn!("failover link without TLS (failover.tls.insecure = true): only for protected networks, RFC 8156 §10");
-            None
-        }
-        None => None,
-    };
+    let mut tls_setups = Vec::new();
+    for f in &s.config.failover {
+        tls_setups.push(match &f.tls {
+            Tls::Mutual { cert, key, ca, peer_name } => Some(tls::load(cert, key, ca, peer_name.as_deref())?),
+            Tls::Insecure => {
+                tracing::warn!(relationship = %f.name, "failover link without TLS (tls.insecure = true): only for protected networks, RFC 8156 §10");
+                None
+            }
+        });
+    }
     let mask = sys::block_signals();
     sys::check_io_uring()?;
     sys::raise_memlock(s.shards)?;
@@ -155,12 +174,21 @@ pub fn serve(s: Settings) -> Result<(), String> {
 
     // The shards and what they hold (records held away from their slice
     // owner block the key there, see failover::router).
-    let fo_cfg = s.config.failover.as_ref().map(|f| crate::failover::FailoverConfig { resync_all: s.resync_all, ..f.settings() });
-    let persisted = match &fo_cfg {
-        Some(_) => stores.meta.get_meta(meta::FAILOVER_STATE).map_err(|e| e.to_string())?.and_then(|b| Persistent::decode(&b)),
-        None => None,
-    };
-    let mclt = fo_cfg.as_ref().map(|f| persisted.as_ref().map(|p| p.mclt).unwrap_or(f.mclt).max(f.mclt));
+    let fo_cfgs: Vec<crate::failover::FailoverConfig> =
+        s.config.failover.iter().map(|f| crate::failover::FailoverConfig { resync_all: s.resync_all, ..f.settings() }).collect();
+    // Each relationship's persisted state (README "Several relationships").
+    let several = fo_cfgs.len() > 1;
+    let meta_keys: Vec<String> = s.config.failover.iter().map(|f| state_key(&f.name, several)).collect();
+    let mut persisted = Vec::new();
+    for (i, key) in meta_keys.iter().enumerate() {
+        let mut got = stores.meta.get_meta(key).map_err(|e| e.to_string())?;
+        if got.is_none() && several && i == 0 {
+            // From a single `[failover]` to several: the first keeps its state.
+            got = stores.meta.get_meta(meta::FAILOVER_STATE).map_err(|e| e.to_string())?;
+        }
+        persisted.push(got.and_then(|b| Persistent::decode(&b)));
+    }
+    let mclts: Vec<u32> = fo_cfgs.iter().zip(&persisted).map(|(f, p)| p.as_ref().map(|p| p.mclt).unwrap_or(f.mclt).max(f.mclt)).collect();
     let slices_at_start = slices.clone();
     *observe::lock(&shared.slices) = Some(slices.clone());
     let cfg = ShardsConfig {
@@ -180,7 +208,7 @@ pub fn serve(s: Settings) -> Result<(), String> {
             provisioning: s.config.provisioning.clone(),
         },
         shards: n,
-        failover: fo_cfg.as_ref().zip(mclt).map(|(f, m)| (f.role, m)),
+        failover: fo_cfgs.iter().zip(&mclts).map(|(f, m)| (f.role, *m)).collect(),
     };
     // Every record at its home (an interrupted move may have left one away,
     // or two copies): the copies are written before the removals.
@@ -216,7 +244,7 @@ pub fn serve(s: Settings) -> Result<(), String> {
     let mut fo_links: Vec<Option<shard::FailoverLink>> = Vec::new();
     let (mut fo_to_shards, mut fo_from_shards) = (Vec::new(), Vec::new());
     for _ in 0..n {
-        if fo_cfg.is_some() {
+        if !fo_cfgs.is_empty() {
             let (to_fo, from_shard) = glommio::channels::shared_channel::new_bounded(8192);
             let (to_shard, from_fo) = glommio::channels::shared_channel::new_bounded(8192);
             fo_from_shards.push(from_shard);
@@ -318,18 +346,28 @@ pub fn serve(s: Settings) -> Result<(), String> {
     let mut expected = n;
     let fo_stop = Arc::new(AtomicBool::new(false));
     let mut fo_handle = None;
-    if let (Some(cfg), Some(f)) = (fo_cfg, &s.config.failover) {
+    if !fo_cfgs.is_empty() {
         let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
         *observe::lock(&shared.commands) = Some(cmd_tx);
-        let router = ShardRouter::new(slices.clone(), n, away);
-        let role = cfg.role;
-        let driver = Driver::new(cfg, persisted, router, sys::unix_now());
+        let mut relationships = Vec::new();
+        let parts = fo_cfgs.into_iter().zip(persisted).zip(tls_setups).zip(meta_keys).zip(&s.config.failover).enumerate();
+        for (i, ((((cfg, persisted), tls), meta_key), f)) in parts {
+            let router = ShardRouter::new(relationship_slices(&slices, &s.config, i), n, away.clone());
+            let role = cfg.role;
+            let subnets = s.config.subnets.iter().filter(|x| x.relationship == Some(i)).map(|x| x.prefix.to_string()).collect();
+            relationships.push(failover::RelationshipInit {
+                driver: Driver::new(cfg, persisted, router, sys::unix_now()),
+                name: f.name.clone(),
+                role,
+                listen: f.listen,
+                peer: f.peer,
+                tls,
+                subnets,
+                meta_key,
+            });
+        }
         let init = FailoverInit {
-            driver,
-            role,
-            listen: f.listen,
-            peer: f.peer,
-            tls,
+            relationships,
             meta: meta_store,
             to_shards: fo_to_shards,
             from_shards: fo_from_shards,

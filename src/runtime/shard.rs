@@ -41,9 +41,10 @@ use crate::wire::peek::peek;
 const SCAN_MAX: usize = 4096;
 
 /// The shard's end of the failover core's channels.
+/// Messages carry their failover relationship (an index into the config's).
 pub struct FailoverLink {
-    pub to: SharedSender<ToFailover>,
-    pub from: SharedReceiver<ToShard>,
+    pub to: SharedSender<(usize, ToFailover)>,
+    pub from: SharedReceiver<(usize, ToShard)>,
 }
 
 /// The shard's end of the DNS queue's channels.
@@ -60,7 +61,7 @@ pub struct ShardInit {
     pub store: LmdbStore,
     pub core: ShardCore<ReplyTo>,
     /// Start-up reports for the failover core (flagged records).
-    pub loaded: Vec<ToFailover>,
+    pub loaded: Vec<(usize, ToFailover)>,
     /// Leases with DNS work left by a previous run.
     pub dns_pending: Vec<crate::lease::Lease>,
     pub failover: Option<FailoverLink>,
@@ -109,7 +110,7 @@ struct State {
     /// Chunks of the store the failover core asked for (UPDREQALL
     /// answers), read by the committer between commits: the unmerged
     /// journal lives with the writer.
-    scans: RefCell<VecDeque<(std::ops::Bound<crate::lease::LeaseKey>, usize)>>,
+    scans: RefCell<VecDeque<(usize, std::ops::Bound<crate::lease::LeaseKey>, usize)>>,
     committing: Cell<bool>,
     /// A merge transaction's outcome, waiting for the committer.
     merge_done: RefCell<Option<super::store::MergeDone>>,
@@ -117,7 +118,7 @@ struct State {
     /// Wakes the task that submits replies queued outside a receive batch.
     flush_kick: local_channel::LocalSender<()>,
     /// Messages for the failover core, sent in order by one task.
-    outbox: RefCell<VecDeque<ToFailover>>,
+    outbox: RefCell<VecDeque<(usize, ToFailover)>>,
     outbox_kick: local_channel::LocalSender<()>,
     has_failover: bool,
     dns: Option<crossbeam_channel::Sender<DnsWork>>,
@@ -440,7 +441,7 @@ async fn receiver(st: Rc<State>) {
 }
 
 /// Sends the shard's messages to the failover core, in order.
-async fn outbox(st: Rc<State>, tx: ConnectedSender<ToFailover>, kicked: local_channel::LocalReceiver<()>) {
+async fn outbox(st: Rc<State>, tx: ConnectedSender<(usize, ToFailover)>, kicked: local_channel::LocalReceiver<()>) {
     while kicked.recv().await.is_some() {
         loop {
             let m = st.outbox.borrow_mut().pop_front();
@@ -576,20 +577,20 @@ impl State {
     }
 
     /// A message from the failover core.
-    fn from_failover(self: &Rc<Self>, m: ToShard) {
+    fn from_failover(self: &Rc<Self>, (rel, m): (usize, ToShard)) {
         if let ToShard::Scan { from, max } = m {
-            self.scans.borrow_mut().push_back((from, max.min(SCAN_MAX)));
+            self.scans.borrow_mut().push_back((rel, from, max.min(SCAN_MAX)));
             let _ = self.kick.try_send(());
             return;
         }
-        let answers = self.core.borrow_mut().bus(unix_now(), m);
+        let answers = self.core.borrow_mut().bus(unix_now(), rel, m);
         for a in answers {
             self.to_failover(a);
         }
         let _ = self.kick.try_send(());
     }
 
-    fn to_failover(&self, m: ToFailover) {
+    fn to_failover(&self, m: (usize, ToFailover)) {
         if self.has_failover {
             self.outbox.borrow_mut().push_back(m);
             let _ = self.outbox_kick.try_send(());
@@ -703,7 +704,7 @@ async fn committer(st: Rc<State>, kicked: local_channel::LocalReceiver<()>) {
     while kicked.recv().await.is_some() {
         loop {
             let scan = st.scans.borrow_mut().pop_front();
-            if let Some((from, max)) = scan {
+            if let Some((rel, from, max)) = scan {
                 let res = with_store(&st, move |s| s.scan(from.as_ref(), max)).await;
                 let leases = match res {
                     Some(Ok(l)) => l,
@@ -714,7 +715,13 @@ async fn committer(st: Rc<State>, kicked: local_channel::LocalReceiver<()>) {
                     None => Vec::new(),
                 };
                 let next = if leases.len() < max { None } else { leases.last().map(|l| l.key) };
-                st.to_failover(ToFailover::ScanChunk { shard: st.id, leases, next });
+                // Only this relationship's records (the chunk's end stays where the read stopped).
+                let mut leases = leases;
+                {
+                    let core = st.core.borrow();
+                    leases.retain(|l| core.relationship_of(&l.key) == Some(rel));
+                }
+                st.to_failover((rel, ToFailover::ScanChunk { shard: st.id, leases, next }));
                 continue;
             }
             let batch = st.core.borrow_mut().take_batch(unix_now());
@@ -885,7 +892,7 @@ impl State {
             }
             ShardOp::Unlend { key, record } => self.core.borrow_mut().unlend(&key, record),
             ShardOp::Handed { key } => {
-                let _ = self.core.borrow_mut().bus(unix_now(), ToShard::Drop { key });
+                let _ = self.core.borrow_mut().bus(unix_now(), 0, ToShard::Drop { key });
             }
             ShardOp::Add { key, binding, valid, lent, reply } => {
                 let r = self.core.borrow_mut().add_lease(unix_now(), key, &binding, valid, lent);

@@ -17,7 +17,7 @@ mod table;
 
 use std::net::Ipv6Addr;
 
-pub use policy::{Policy, Responsiveness, Standalone};
+pub use policy::{Policies, Policy, Responsiveness, Standalone};
 pub use subnet::SliceMap;
 pub use table::LeaseTable;
 
@@ -208,6 +208,9 @@ pub struct Engine {
     /// Classes or hw-address reservations exist: messages are read for the
     /// client's link-layer address.
     uses_hw: bool,
+    /// Every subnet is in this one failover relationship (or none is):
+    /// `relationship_of` needs no search.
+    uniform_relationship: Option<Option<usize>>,
 }
 
 /// Per-message context shared by the IA handlers.
@@ -262,6 +265,7 @@ impl Engine {
             reserved: Default::default(),
             networks: Vec::new(),
             uses_hw: false,
+            uniform_relationship: None,
         };
         e.index();
         e
@@ -277,6 +281,17 @@ impl Engine {
                 }
             }
         }
+        let first = self.subnets.first().and_then(|s| s.cfg.relationship);
+        self.uniform_relationship = self.subnets.iter().all(|s| s.cfg.relationship == first).then_some(first);
+        let groups = match self.uniform_relationship {
+            Some(_) => Vec::new(),
+            None => self
+                .subnets
+                .iter()
+                .flat_map(|s| s.cfg.pd_pools.iter().map(move |p| (p.prefix, s.cfg.relationship.map_or(u8::MAX, |r| r.min(254) as u8))))
+                .collect(),
+        };
+        self.leases.set_pd_groups(groups);
         self.uses_hw = !self.provisioning.classes.is_empty()
             || self.subnets.iter().flat_map(|s| &s.cfg.reservations).any(|r| matches!(r.client, settings::ReservedFor::HwAddress(_)));
         self.networks = (0..self.subnets.len())
@@ -374,7 +389,8 @@ impl Engine {
     /// flag, the DNS intent), if the key is in one of our pools (or
     /// reserved for this client), free, and ours to allocate in the current
     /// failover state.
-    pub fn add_lease(&mut self, now: Time, key: LeaseKey, binding: &Binding, valid: Option<u32>, policy: &dyn Policy) -> Result<Lease, String> {
+    pub fn add_lease(&mut self, now: Time, key: LeaseKey, binding: &Binding, valid: Option<u32>, policies: &dyn Policies) -> Result<Lease, String> {
+        let policy = policies.of(self.relationship_of(&key));
         let subnet = self
             .subnets
             .iter()
@@ -438,7 +454,8 @@ impl Engine {
     /// `ctl lease del`: the ACTIVE lease of `key` becomes RESET (RFC 8156
     /// §7.2: "made available by an operator command"), reused as a released
     /// one is (with a partner, only after its ack). The client is not told.
-    pub fn reset(&mut self, now: Time, key: &LeaseKey, policy: &dyn Policy) -> Option<Lease> {
+    pub fn reset(&mut self, now: Time, key: &LeaseKey, policies: &dyn Policies) -> Option<Lease> {
+        let policy = policies.of(self.relationship_of(key));
         let mut l = self.leases.get(key).filter(|l| l.is_active())?.clone();
         l.set_status(BindingStatus::Reset, now);
         l.cltt = now;
@@ -474,6 +491,16 @@ impl Engine {
     /// Is `key` blocked here (its record lives in another shard)?
     pub fn is_blocked(&self, key: &LeaseKey) -> bool {
         self.blocked.contains(key)
+    }
+
+    /// The failover relationship `key` belongs to: that of the subnet whose
+    /// pools or reservations hold it; a key outside every subnet (a pool
+    /// since removed) goes with the subnets when they all agree.
+    pub fn relationship_of(&self, key: &LeaseKey) -> Option<usize> {
+        if let Some(r) = self.uniform_relationship {
+            return r;
+        }
+        self.subnets.iter().find(|s| s.in_pools(key) || s.reserves(key)).and_then(|s| s.cfg.relationship)
     }
 
     /// Is `key` in one of the configured pools (any slice)?
@@ -574,14 +601,14 @@ impl Engine {
 
     /// Move active leases past their valid lifetime to EXPIRED (at most
     /// `max` per call, earliest first). The changes must be persisted.
-    pub fn expire(&mut self, now: Time, max: usize, policy: &dyn Policy) -> Vec<Lease> {
+    pub fn expire(&mut self, now: Time, max: usize, policies: &dyn Policies) -> Vec<Lease> {
         let mut out = Vec::new();
         for key in self.leases.due(now.saturating_sub(EXPIRY_GRACE), max) {
             let Some(l) = self.leases.get(&key) else { continue };
             let mut l = l.clone();
             l.set_status(BindingStatus::Expired, now);
             l.update_partner = true;
-            mark_dns_removal(&mut l, policy);
+            mark_dns_removal(&mut l, policies.of(self.relationship_of(&key)));
             for s in &mut self.subnets {
                 s.release(&key);
             }
@@ -595,13 +622,18 @@ impl Engine {
     /// RESET leases become free once the MCLT has passed since every time
     /// the partner could rely on and since entering PARTNER-DOWN. Earliest
     /// first from an index, at most `max` per call: never a table walk.
-    pub fn reclaim(&mut self, now: Time, mclt: u32, partner_down_since: Time, max: usize) -> Vec<Lease> {
+    /// `relationship`: only that relationship's leases (the one in PARTNER-DOWN).
+    pub fn reclaim(&mut self, now: Time, mclt: u32, partner_down_since: Time, max: usize, relationship: usize) -> Vec<Lease> {
         let mclt = mclt as Time;
         if partner_down_since == 0 || now < partner_down_since + mclt {
             return Vec::new();
         }
         let mut out = Vec::new();
-        for key in self.leases.reclaimable(now.saturating_sub(mclt), max) {
+        let keys = match self.uniform_relationship {
+            Some(_) => self.leases.reclaimable(now.saturating_sub(mclt), max, |_| true),
+            None => self.leases.reclaimable(now.saturating_sub(mclt), max, |k| self.relationship_of(k) == Some(relationship)),
+        };
+        for key in keys {
             let Some(l) = self.leases.get(&key) else { continue };
             let mut l = l.clone();
             l.set_status(crate::failover::free_status(&key), now);
@@ -620,10 +652,14 @@ impl Engine {
     /// RFC 8156 §4.2.2, the primary: up to `n` delegable prefixes of our
     /// slice that are ours to give (never used, or FREE) become FREE-BACKUP,
     /// for the secondary. Found by the allocators, never by walking a pool.
-    pub fn give_backup(&mut self, now: Time, n: u64) -> Vec<Lease> {
+    /// Only from the pools of `relationship`'s subnets.
+    pub fn give_backup(&mut self, now: Time, n: u64, relationship: usize) -> Vec<Lease> {
         let mut out = Vec::new();
         let mut seed = now ^ self.hash_key ^ 0x4642;
         for si in 0..self.subnets.len() {
+            if self.uniform_relationship.is_none() && self.subnets[si].cfg.relationship != Some(relationship) {
+                continue;
+            }
             for pi in 0..self.subnets[si].pd_pools.len() {
                 while (out.len() as u64) < n {
                     seed = hash::mix(seed, out.len() as u64);
@@ -658,28 +694,41 @@ impl Engine {
     }
 
     /// Delegable-prefix counts of this engine's slice (RFC 8156 §4.2.2).
-    pub fn pd_counts(&self) -> crate::failover::bus::PdCounts {
+    /// Of `relationship`'s pools only, with several relationships.
+    pub fn pd_counts(&self, relationship: usize) -> crate::failover::bus::PdCounts {
         use crate::lease::IaType;
+        let uniform = self.uniform_relationship.is_some();
         let mut c = crate::failover::bus::PdCounts {
-            delegable: self.subnets.iter().map(|s| s.delegable_in_slice()).fold(0u64, u64::saturating_add),
+            delegable: self
+                .subnets
+                .iter()
+                .filter(|s| uniform || s.cfg.relationship == Some(relationship))
+                .map(|s| s.delegable_in_slice())
+                .fold(0u64, u64::saturating_add),
             ..Default::default()
         };
-        for ((t, st), n) in self.leases.counts() {
-            if *t != IaType::Pd {
-                continue;
+        let mut add = |st: BindingStatus, n: u64| match st {
+            BindingStatus::FreeBackup => c.free_backup += n,
+            BindingStatus::Free => {}
+            _ => c.used += n,
+        };
+        if uniform {
+            for ((t, st), n) in self.leases.counts() {
+                if *t == IaType::Pd {
+                    add(*st, *n);
+                }
             }
-            match st {
-                BindingStatus::FreeBackup => c.free_backup += n,
-                BindingStatus::Free => {}
-                _ => c.used += n,
+        } else {
+            for (st, n) in self.leases.group_counts(relationship.min(254) as u8) {
+                add(st, n);
             }
         }
         c
     }
 
-    pub fn handle(&mut self, now: Time, msg: &Message, arrival: &Arrival<'_>, policy: &dyn Policy) -> Outcome {
+    pub fn handle(&mut self, now: Time, msg: &Message, arrival: &Arrival<'_>, policies: &dyn Policies) -> Outcome {
         self.stats.received[msg.msg_type().code() as usize] += 1;
-        let out = self.handle_inner(now, msg, arrival, policy);
+        let out = self.handle_inner(now, msg, arrival, policies);
         match &out {
             Outcome::Reply(r) => self.stats.replies[r.reply_type.code() as usize] += 1,
             Outcome::Drop(d) => self.stats.dropped[*d as usize] += 1,
@@ -687,7 +736,7 @@ impl Engine {
         out
     }
 
-    fn handle_inner(&mut self, now: Time, msg: &Message, arrival: &Arrival<'_>, policy: &dyn Policy) -> Outcome {
+    fn handle_inner(&mut self, now: Time, msg: &Message, arrival: &Arrival<'_>, policies: &dyn Policies) -> Outcome {
         use MessageType as T;
         let (chain, client) = msg.unwrap_relays();
         if chain.first().is_some_and(|r| r.msg_type != T::RelayForw) {
@@ -719,6 +768,8 @@ impl Engine {
         let Some(subnet) = self.select_subnet(&chain, arrival) else {
             return Outcome::Drop(DropReason::UnknownLink);
         };
+        // The link's relationship decides (a shared network is in one, config).
+        let policy = policies.of(self.subnets[subnet].cfg.relationship);
         match policy.responsiveness() {
             Responsiveness::Responsive => {}
             Responsiveness::RenewResponsive => {
@@ -1151,13 +1202,18 @@ impl Engine {
         let mut lease = match self.leases.get(&key) {
             Some(l) if l.is_active() && l.binding == *binding => l.clone(),
             Some(l) => {
-                // A new binding: what the partner acked was about the previous
+                // A new lease: what the partner acked was about the previous
                 // one. RFC 8156 §4.4.1: a new lease starts from an acked
                 // partner lifetime of 0, so it gets at most the MCLT.
+                // What we acked to the partner stays when the client is the
+                // same: the partner may still extend this client on it,
+                // unaware that the client released and came back meanwhile.
                 let mut l = l.clone();
-                l.binding = binding.clone();
+                if l.binding != *binding {
+                    l.binding = binding.clone();
+                    l.expiration_time = 0;
+                }
                 l.acked_partner_lifetime = 0;
-                l.expiration_time = 0;
                 l
             }
             None => Lease::active(key, binding.clone(), ctx.now, 0, 0, 0, 0),

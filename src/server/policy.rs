@@ -90,6 +90,19 @@ pub trait Policy {
     }
 }
 
+/// The policies a server serves under, by failover relationship (README
+/// "Several relationships"): `of(None)` for a subnet served standalone.
+/// A single `Policy` serves every subnet.
+pub trait Policies {
+    fn of(&self, relationship: Option<usize>) -> &dyn Policy;
+}
+
+impl<P: Policy> Policies for P {
+    fn of(&self, _relationship: Option<usize>) -> &dyn Policy {
+        self
+    }
+}
+
 /// A server without a failover partner: every free lease may be granted.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Standalone;

@@ -39,6 +39,9 @@ pub struct Subnet {
     /// `shared-network`: subnets with the same name share one link; a
     /// client of one may be given leases from the others' pools.
     pub shared_network: Option<String>,
+    /// The failover relationship serving this subnet (an index into the
+    /// configured relationships); None: served standalone.
+    pub relationship: Option<usize>,
 }
 
 /// One option's data, encoded once at load: sent as is.
@@ -181,6 +184,7 @@ impl Subnet {
             pool_scopes: Vec::new(),
             pd_pool_scopes: Vec::new(),
             shared_network: None,
+            relationship: None,
         }
     }
 }

@@ -262,6 +262,28 @@ impl SliceMap {
         m
     }
 
+    /// The part of this map that `subnets` cover (one failover
+    /// relationship's, when a server has several): their pools and
+    /// reservations, and retired address pools inside their prefixes.
+    pub fn restricted(&self, subnets: &[Subnet]) -> SliceMap {
+        let addr: Vec<AddrRange> = subnets.iter().flat_map(|s| s.pools.iter().copied()).filter(|r| self.addr.contains(r)).collect();
+        let pd: Vec<PdPool> = subnets.iter().flat_map(|s| s.pd_pools.iter().cloned()).filter(|p| self.pd.contains(p)).collect();
+        let mine = |k: &LeaseKey| {
+            subnets.iter().flat_map(|s| &s.reservations).any(|r| match k {
+                LeaseKey::Addr(a) => r.addresses.contains(a),
+                LeaseKey::Prefix(p) => r.prefixes.contains(p),
+            })
+        };
+        SliceMap {
+            shards: self.shards,
+            addr,
+            pd,
+            retired_addr: self.retired_addr.iter().copied().filter(|r| subnets.iter().any(|s| s.prefix.contains(r.first))).collect(),
+            retired_pd: Vec::new(),
+            reserved: self.reserved.iter().filter(|(k, _)| mine(k)).map(|(k, v)| (*k, v.clone())).collect(),
+        }
+    }
+
     /// The shard that may allocate `key`; None for keys outside every pool
     /// (reservations), which only the client's own shard ever grants.
     pub fn owner(&self, key: &LeaseKey) -> Option<usize> {

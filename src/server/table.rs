@@ -66,6 +66,11 @@ pub struct LeaseTable {
     /// Leases by (IA type, binding status), kept as leases change so that
     /// metrics never walk the table.
     counts: HashMap<(crate::lease::IaType, crate::wire::BindingStatus), u64>,
+    /// With several failover relationships: the delegable pools of each
+    /// (pool, relationship), and the prefix records by (relationship,
+    /// status), for each relationship's proportional allocation (§4.2.2).
+    pd_groups: Vec<(crate::pool::Prefix, u8)>,
+    group_counts: HashMap<(u8, crate::wire::BindingStatus), u64>,
     client_hasher: std::hash::RandomState,
     key_seed: u64,
     /// Prefix records per prefix length: which lengths a leasequery for an
@@ -94,6 +99,8 @@ impl Default for LeaseTable {
             free_backup: BTreeSet::new(),
             slack: 0,
             counts: HashMap::new(),
+            pd_groups: Vec::new(),
+            group_counts: HashMap::new(),
             key_seed: client_hasher.hash_one(0x6b65_7973u32) | 1,
             client_hasher,
             prefix_lengths: [0; 129],
@@ -147,6 +154,53 @@ impl LeaseTable {
     pub fn set_slack(&mut self, slack: Time) {
         debug_assert!(self.is_empty());
         self.slack = slack;
+    }
+
+    /// Count prefix records per relationship from now on: `groups` maps
+    /// each pd-pool to its relationship (a prefix in none counts as 255).
+    /// Recounts what the table holds (a reload: records, never pools).
+    pub fn set_pd_groups(&mut self, groups: Vec<(crate::pool::Prefix, u8)>) {
+        if groups == self.pd_groups {
+            return;
+        }
+        self.pd_groups = groups;
+        self.group_counts.clear();
+        if self.pd_groups.is_empty() {
+            return;
+        }
+        let mut counts: HashMap<(u8, crate::wire::BindingStatus), u64> = HashMap::new();
+        for l in self.iter().filter(|l| matches!(l.key, LeaseKey::Prefix(_))) {
+            *counts.entry((self.group_of(&l.key), l.status)).or_default() += 1;
+        }
+        self.group_counts = counts;
+    }
+
+    fn group_of(&self, key: &LeaseKey) -> u8 {
+        let LeaseKey::Prefix(p) = key else { return u8::MAX };
+        self.pd_groups.iter().find(|(q, _)| q.len <= p.len && q.contains(p.addr)).map_or(u8::MAX, |(_, g)| *g)
+    }
+
+    fn count(&mut self, key: &LeaseKey, status: crate::wire::BindingStatus, up: bool) {
+        let n = self.counts.entry((key.ia_type(), status)).or_default();
+        if up {
+            *n += 1;
+        } else {
+            *n = n.saturating_sub(1);
+        }
+        if !self.pd_groups.is_empty() && matches!(key, LeaseKey::Prefix(_)) {
+            let g = self.group_of(key);
+            let n = self.group_counts.entry((g, status)).or_default();
+            if up {
+                *n += 1;
+            } else {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Prefix records of relationship `group` by status (with `set_pd_groups`).
+    pub fn group_counts(&self, group: u8) -> impl Iterator<Item = (crate::wire::BindingStatus, u64)> + '_ {
+        self.group_counts.iter().filter(move |((g, _), n)| *g == group && **n > 0).map(|((_, st), n)| (*st, *n))
     }
 
     fn client_slot(&self, duid: &Duid, t: IaType) -> u32 {
@@ -287,9 +341,7 @@ impl LeaseTable {
     /// it), all but its listing under `keep_binding`.
     fn unindex(&mut self, slot: Slot, old: &Lease, keep_binding: Option<&Binding>) {
         let key = old.key;
-        if let Some(n) = self.counts.get_mut(&(key.ia_type(), old.status)) {
-            *n -= 1;
-        }
+        self.count(&key, old.status, false);
         if old.status == crate::wire::BindingStatus::Active {
             self.expiry.remove(&(expires(old, self.slack), slot));
         }
@@ -353,7 +405,7 @@ impl LeaseTable {
         if lease.status == crate::wire::BindingStatus::FreeBackup && matches!(key, LeaseKey::Prefix(_)) {
             self.free_backup.insert(key);
         }
-        *self.counts.entry((key.ia_type(), lease.status)).or_default() += 1;
+        self.count(&key, lease.status, true);
     }
 
     /// Take the records read from the store at start-up, in an empty
@@ -385,7 +437,7 @@ impl LeaseTable {
             if l.status == crate::wire::BindingStatus::FreeBackup && matches!(l.key, LeaseKey::Prefix(_)) {
                 self.free_backup.insert(l.key);
             }
-            *self.counts.entry((l.key.ia_type(), l.status)).or_default() += 1;
+            self.count(&l.key, l.status, true);
             self.slots[s] = Some(l);
         }
         self.expiry = expiry.into_iter().collect();
@@ -424,8 +476,8 @@ impl LeaseTable {
 
     /// Keys of ended leases whose reuse base is at or before `base`,
     /// earliest first, at most `max`.
-    pub fn reclaimable(&self, base: Time, max: usize) -> Vec<LeaseKey> {
-        self.ended.iter().take_while(|(t, _)| *t <= base).take(max).map(|(_, k)| *k).collect()
+    pub fn reclaimable(&self, base: Time, max: usize, pick: impl Fn(&LeaseKey) -> bool) -> Vec<LeaseKey> {
+        self.ended.iter().take_while(|(t, _)| *t <= base).filter(|(_, k)| pick(k)).take(max).map(|(_, k)| *k).collect()
     }
 
     /// FREE-BACKUP prefixes, in order.
@@ -562,7 +614,7 @@ mod tests {
             assert_eq!(loaded.active_of_client(&Duid::ll(1, &[d]), IaType::Na), upserted.active_of_client(&Duid::ll(1, &[d]), IaType::Na));
         }
         assert_eq!(loaded.due(1000, 50), upserted.due(1000, 50));
-        assert_eq!(loaded.reclaimable(1000, 5000), upserted.reclaimable(1000, 5000));
+        assert_eq!(loaded.reclaimable(1000, 5000, |_| true), upserted.reclaimable(1000, 5000, |_| true));
         let mut a: Vec<_> = loaded.counts().map(|(k, n)| (*k, *n)).collect();
         let mut b: Vec<_> = upserted.counts().map(|(k, n)| (*k, *n)).collect();
         a.sort();
@@ -616,11 +668,11 @@ mod tests {
         assert_eq!(counts.iter().map(|(_, n)| n).sum::<u64>(), 2);
         assert!(counts.contains(&((IaType::Na, BindingStatus::Expired), 1)));
         // Ended leases are found by their reuse base; removal clears every index.
-        assert_eq!(t.reclaimable(109, 10), vec![]);
-        assert_eq!(t.reclaimable(110, 10).len(), 1);
+        assert_eq!(t.reclaimable(109, 10, |_| true), vec![]);
+        assert_eq!(t.reclaimable(110, 10, |_| true).len(), 1);
         let k2 = LeaseKey::Addr("2001:db8::2".parse().unwrap());
         assert!(t.remove(&k2).is_some());
-        assert_eq!((t.len(), t.reclaimable(u64::MAX, 10).len()), (1, 0));
+        assert_eq!((t.len(), t.reclaimable(u64::MAX, 10, |_| true).len()), (1, 0));
         assert_eq!(t.counts().map(|(_, n)| *n).sum::<u64>(), 1);
     }
 }

@@ -16,7 +16,7 @@ use crate::failover::router::home_of;
 use crate::failover::{EndpointPolicy, Role, bndupd, free_status};
 use crate::lease::{DnsInfo, Lease, LeaseChange, LeaseKey, Time};
 use crate::pool::Slice;
-use crate::server::{Arrival, DropReason, Engine, EngineConfig, Outcome, Reply, SliceMap, Standalone, release_dns};
+use crate::server::{Arrival, DropReason, Engine, EngineConfig, Outcome, Policies, Policy, Reply, SliceMap, Standalone, release_dns};
 use crate::wire::{BindingStatus, Message, ServerState};
 
 /// Leases moved to EXPIRED (or reclaimed) per tick.
@@ -41,7 +41,8 @@ pub enum Handled<C> {
 #[derive(Debug)]
 pub struct Done<C> {
     pub replies: Vec<(C, Reply)>,
-    pub to_failover: Vec<ToFailover>,
+    /// For the failover driver of each relationship: (relationship, message).
+    pub to_failover: Vec<(usize, ToFailover)>,
     /// Committed leases with DNS work to do (PENDING_ADD / PENDING_REMOVE).
     pub dns: Vec<Lease>,
 }
@@ -59,8 +60,9 @@ pub type AddRefused = (String, Option<Box<Lease>>);
 /// What a batch waits to release.
 struct Waiting<C> {
     replies: Vec<(C, Reply)>,
-    judged: Vec<(u64, usize, Result<(), crate::wire::StatusCode>)>,
-    adopted: Vec<LeaseKey>,
+    /// (relationship, request, index, verdict).
+    judged: Vec<(usize, u64, usize, Result<(), crate::wire::StatusCode>)>,
+    adopted: Vec<(usize, LeaseKey)>,
 }
 
 impl<C> Waiting<C> {
@@ -88,8 +90,24 @@ pub struct DnsOutcome {
 pub struct ShardsConfig {
     pub engine: EngineConfig,
     pub shards: usize,
-    /// With a failover partner: our role and the MCLT (the expiry slack).
-    pub failover: Option<(Role, u32)>,
+    /// Per failover relationship (none: standalone): our role and its MCLT.
+    pub failover: Vec<(Role, u32)>,
+}
+
+/// The policy each subnet serves under: its relationship's state, or
+/// standalone (also every subnet when `ignore`: simulator sabotage).
+struct Serving<'a> {
+    policies: &'a [EndpointPolicy],
+    ignore: bool,
+}
+
+impl Policies for Serving<'_> {
+    fn of(&self, relationship: Option<usize>) -> &dyn Policy {
+        match relationship.and_then(|r| self.policies.get(r)) {
+            Some(p) if !self.ignore => p,
+            _ => &Standalone,
+        }
+    }
 }
 
 pub struct ShardCore<C> {
@@ -97,8 +115,9 @@ pub struct ShardCore<C> {
     shards: usize,
     slices: SliceMap,
     engine: Engine,
-    /// With a partner: the state we serve under (STARTUP until told).
-    policy: Option<EndpointPolicy>,
+    /// Per failover relationship: the state we serve under (STARTUP until
+    /// told); empty when standalone.
+    policies: Vec<EndpointPolicy>,
     /// Changes not yet handed out in a batch, in order.
     pending: Vec<LeaseChange>,
     waiting: Waiting<C>,
@@ -139,8 +158,9 @@ pub struct Built<C> {
     pub cores: Vec<ShardCore<C>>,
     /// Records held by a shard other than their key's slice owner.
     pub away: Vec<(LeaseKey, usize)>,
-    /// Per shard, start-up reports for the failover driver (flagged records).
-    pub loaded: Vec<Vec<ToFailover>>,
+    /// Per shard, start-up reports for the failover drivers (flagged
+    /// records), as (relationship, report).
+    pub loaded: Vec<Vec<(usize, ToFailover)>>,
     /// Per shard, leases with DNS work left by a previous run.
     pub dns: Vec<Vec<Lease>>,
 }
@@ -269,17 +289,21 @@ pub fn build<C>(cfg: &ShardsConfig, mut stored: Vec<Vec<Lease>>) -> Built<C> {
     let mut dns = Vec::with_capacity(n);
     for (id, records) in stored.into_iter().enumerate().take(n) {
         let mut e = Engine::new(EngineConfig { slice: Slice { shards: n as u32, shard: id as u32 }, ..cfg.engine.clone() });
-        if let Some((_, mclt)) = cfg.failover {
+        // The expiry slack: the longest MCLT (a lease is kept ACTIVE at
+        // least that long past what we acked; longer only delays EXPIRED).
+        if let Some(mclt) = cfg.failover.iter().map(|(_, m)| *m).max() {
             e.set_failover_mclt(mclt);
         }
-        let mut flagged = Vec::new();
+        let mut flagged: Vec<Vec<Lease>> = vec![Vec::new(); cfg.failover.len()];
         let mut todo = Vec::new();
         for l in &records {
             if slices.owner(&l.key).is_some_and(|o| o != id) {
                 away.push((l.key, id));
             }
-            if l.update_partner && cfg.failover.is_some() {
-                flagged.push(l.clone());
+            if l.update_partner
+                && let Some(r) = e.relationship_of(&l.key).filter(|r| *r < flagged.len())
+            {
+                flagged[r].push(l.clone());
             }
             if has_dns_work(l) {
                 todo.push(l.clone());
@@ -287,14 +311,15 @@ pub fn build<C>(cfg: &ShardsConfig, mut stored: Vec<Vec<Lease>>) -> Built<C> {
         }
         e.load_all(records);
         let mut reports = Vec::new();
-        if cfg.failover.is_some() {
+        for (r, flagged) in flagged.iter().enumerate() {
             let chunks: Vec<Vec<Lease>> = flagged.chunks(LOADED_CHUNK).map(<[Lease]>::to_vec).collect();
             let last = chunks.len().saturating_sub(1);
+            let before = reports.len();
             for (i, c) in chunks.into_iter().enumerate() {
-                reports.push(ToFailover::Loaded { shard: id, leases: c, done: i == last });
+                reports.push((r, ToFailover::Loaded { shard: id, leases: c, done: i == last }));
             }
-            if reports.is_empty() {
-                reports.push(ToFailover::Loaded { shard: id, leases: Vec::new(), done: true });
+            if reports.len() == before {
+                reports.push((r, ToFailover::Loaded { shard: id, leases: Vec::new(), done: true }));
             }
         }
         loaded.push(reports);
@@ -305,13 +330,11 @@ pub fn build<C>(cfg: &ShardsConfig, mut stored: Vec<Vec<Lease>>) -> Built<C> {
             shards: n,
             slices: slices.clone(),
             engine: e,
-            policy: cfg.failover.map(|(role, mclt)| EndpointPolicy {
-                role,
-                state: ServerState::Startup,
-                mclt,
-                partner_down_since: 0,
-                partner_lost_store_at: 0,
-            }),
+            policies: cfg
+                .failover
+                .iter()
+                .map(|&(role, mclt)| EndpointPolicy { role, state: ServerState::Startup, mclt, partner_down_since: 0, partner_lost_store_at: 0 })
+                .collect(),
             pending: Vec::new(),
             waiting: Waiting::new(),
             urgent: false,
@@ -426,6 +449,19 @@ impl<C> ShardCore<C> {
         self.id
     }
 
+    /// The failover relationship `key` belongs to (None: standalone).
+    pub fn relationship_of(&self, key: &LeaseKey) -> Option<usize> {
+        if self.policies.is_empty() {
+            return None;
+        }
+        self.engine.relationship_of(key).filter(|r| *r < self.policies.len())
+    }
+
+    /// The state `key`'s relationship serves under, if it has one.
+    fn policy_of(&self, key: &LeaseKey) -> Option<EndpointPolicy> {
+        self.relationship_of(key).map(|r| self.policies[r])
+    }
+
     /// Per-client limit hits to log (at most one a minute per client).
     pub fn take_limit_log(&mut self) -> Vec<(crate::wire::Duid, crate::server::limits::Limit)> {
         self.engine.limits.take_log()
@@ -471,9 +507,9 @@ impl<C> ShardCore<C> {
         if let Some(l) = existing.filter(|l| l.is_active()) {
             return Err(format!("{key} is leased to client {} (IAID {}) until {}: delete it first", l.binding.duid, l.binding.iaid, l.valid_end));
         }
-        let allowed = match &self.policy {
-            Some(p) if !self.ignore_policy => crate::server::Policy::may_allocate(p, key, existing, binding, now),
-            _ => crate::server::Policy::may_allocate(&Standalone, key, existing, binding, now),
+        let allowed = match self.policy_of(key) {
+            Some(p) if !self.ignore_policy => Policy::may_allocate(&p, key, existing, binding, now),
+            _ => Policy::may_allocate(&Standalone, key, existing, binding, now),
         };
         if !allowed {
             return Err(format!("{key} may not be allocated by this server now (RFC 8156: in NORMAL only the primary allocates, each server takes only its own free leases, and a released lease waits for the partner's acknowledgement)"));
@@ -510,10 +546,8 @@ impl<C> ShardCore<C> {
         if let Some(l) = lent {
             self.engine.adopt(l);
         }
-        let r = match &self.policy {
-            Some(p) if !self.ignore_policy => self.engine.add_lease(now, key, binding, valid, p),
-            _ => self.engine.add_lease(now, key, binding, valid, &Standalone),
-        };
+        let serving = Serving { policies: &self.policies, ignore: self.ignore_policy };
+        let r = self.engine.add_lease(now, key, binding, valid, &serving);
         match r {
             Ok(l) => {
                 self.push(l.clone(), true, now);
@@ -528,10 +562,8 @@ impl<C> ShardCore<C> {
         if self.moved.contains_key(key) {
             return None;
         }
-        let l = match &self.policy {
-            Some(p) if !self.ignore_policy => self.engine.reset(now, key, p),
-            _ => self.engine.reset(now, key, &Standalone),
-        }?;
+        let serving = Serving { policies: &self.policies, ignore: self.ignore_policy };
+        let l = self.engine.reset(now, key, &serving)?;
         self.push(l.clone(), true, now);
         Some(l)
     }
@@ -545,8 +577,14 @@ impl<C> ShardCore<C> {
         &self.engine
     }
 
+    /// The state of the first relationship (the only one, usually).
     pub fn policy(&self) -> Option<EndpointPolicy> {
-        self.policy
+        self.policies.first().copied()
+    }
+
+    /// Per relationship, the state this shard serves under.
+    pub fn policies(&self) -> &[EndpointPolicy] {
+        &self.policies
     }
 
     /// Changes not yet handed out in a batch.
@@ -586,10 +624,8 @@ impl<C> ShardCore<C> {
 
     /// A client message for this shard.
     pub fn handle(&mut self, now: Time, msg: &Message, arrival: &Arrival<'_>, ctx: C) -> Handled<C> {
-        let out = match &self.policy {
-            Some(p) if !self.ignore_policy => self.engine.handle(now, msg, arrival, p),
-            _ => self.engine.handle(now, msg, arrival, &Standalone),
-        };
+        let serving = Serving { policies: &self.policies, ignore: self.ignore_policy };
+        let out = self.engine.handle(now, msg, arrival, &serving);
         match out {
             Outcome::Drop(d) => Handled::Dropped(d),
             Outcome::Reply(mut r) if !r.changes.is_empty() => {
@@ -609,18 +645,17 @@ impl<C> ShardCore<C> {
 
     /// Timers: expiry, PARTNER-DOWN reclamation, the lazy flush.
     pub fn tick(&mut self, now: Time) {
-        let expired = match &self.policy {
-            Some(p) => self.engine.expire(now, EXPIRE_PER_TICK, p),
-            None => self.engine.expire(now, EXPIRE_PER_TICK, &Standalone),
-        };
+        let serving = Serving { policies: &self.policies, ignore: false };
+        let expired = self.engine.expire(now, EXPIRE_PER_TICK, &serving);
         for l in expired {
             self.push(l, true, now);
         }
-        if let Some(p) = self.policy
-            && p.state == ServerState::PartnerDown
-        {
-            for l in self.engine.reclaim(now, p.mclt, p.partner_down_since, EXPIRE_PER_TICK) {
-                self.push(l, true, now);
+        for r in 0..self.policies.len() {
+            let p = self.policies[r];
+            if p.state == ServerState::PartnerDown {
+                for l in self.engine.reclaim(now, p.mclt, p.partner_down_since, EXPIRE_PER_TICK, r) {
+                    self.push(l, true, now);
+                }
             }
         }
         if self.lazy_since.is_some_and(|t| now >= t + LAZY_FLUSH) {
@@ -634,9 +669,14 @@ impl<C> ShardCore<C> {
         }
     }
 
-    /// A message from the failover driver; answers that need nothing durable
-    /// come back at once, the rest after the next commit.
-    pub fn bus(&mut self, now: Time, m: ToShard) -> Vec<ToFailover> {
+    /// A message from the failover driver of relationship `rel`; answers
+    /// that need nothing durable come back at once, the rest after the next
+    /// commit, each for that driver.
+    pub fn bus(&mut self, now: Time, rel: usize, m: ToShard) -> Vec<(usize, ToFailover)> {
+        self.bus_inner(now, rel, m).into_iter().map(|m| (rel, m)).collect()
+    }
+
+    fn bus_inner(&mut self, now: Time, rel: usize, m: ToShard) -> Vec<ToFailover> {
         match m {
             ToShard::Judge { items } => {
                 let mut forward: HashMap<usize, Vec<(u64, usize, bndupd::Received)>> = HashMap::new();
@@ -645,8 +685,8 @@ impl<C> ShardCore<C> {
                         forward.entry(*to).or_default().push((req, idx, r));
                         continue;
                     }
-                    let v = self.judge(now, &r);
-                    self.waiting.judged.push((req, idx, v));
+                    let v = self.judge(now, rel, &r);
+                    self.waiting.judged.push((rel, req, idx, v));
                 }
                 self.urgent = true;
                 let mut out: Vec<ToFailover> =
@@ -668,16 +708,18 @@ impl<C> ShardCore<C> {
                 out
             }
             ToShard::State { epoch, policy } => {
-                if self.policy.is_some_and(|p| p.state != policy.state) {
+                let Some(cur) = self.policies.get_mut(rel) else { return Vec::new() };
+                if cur.state != policy.state {
                     // Offers made in another state (over another connection)
                     // are over; the secondary's echo settles those it took.
-                    self.offered.clear();
+                    let e = &self.engine;
+                    self.offered.retain(|k| e.relationship_of(k) != Some(rel));
                 }
-                self.policy = Some(policy);
-                vec![ToFailover::StateApplied { shard: self.id, epoch, counts: self.engine.pd_counts() }]
+                *cur = policy;
+                vec![ToFailover::StateApplied { shard: self.id, epoch, counts: self.engine.pd_counts(rel) }]
             }
             ToShard::GiveBackup { n } => {
-                for l in self.engine.give_backup(now, n) {
+                for l in self.engine.give_backup(now, n, rel) {
                     self.push(l, true, now);
                 }
                 Vec::new()
@@ -691,7 +733,11 @@ impl<C> ShardCore<C> {
                     // Only prefixes the secondary has acknowledged as its own:
                     // an offer must not overtake the update that gave it. And
                     // only from pools we still serve (a reload may have retired one).
-                    if !l.update_partner && !self.offered.contains(&l.key) && self.engine.in_pools(&l.key) {
+                    if !l.update_partner
+                        && !self.offered.contains(&l.key)
+                        && self.engine.in_pools(&l.key)
+                        && self.engine.relationship_of(&l.key) == Some(rel)
+                    {
                         leases.push(l.clone());
                     }
                 }
@@ -708,7 +754,7 @@ impl<C> ShardCore<C> {
                     self.engine.adopt(lease.clone());
                     self.push(lease, true, now);
                 }
-                self.waiting.adopted.push(key);
+                self.waiting.adopted.push((rel, key));
                 self.urgent = true;
                 Vec::new()
             }
@@ -726,8 +772,8 @@ impl<C> ShardCore<C> {
     }
 
     /// §7.5.4–§7.5.5 for one received binding.
-    fn judge(&mut self, now: Time, r: &bndupd::Received) -> Result<(), crate::wire::StatusCode> {
-        let Some(p) = self.policy else { return Err(crate::wire::StatusCode::CONFIGURATION_CONFLICT) };
+    fn judge(&mut self, now: Time, rel: usize, r: &bndupd::Received) -> Result<(), crate::wire::StatusCode> {
+        let Some(p) = self.policies.get(rel).copied() else { return Err(crate::wire::StatusCode::CONFIGURATION_CONFLICT) };
         let local = self.engine.leases().get(&r.key).cloned();
         let ctx = bndupd::Judge { role: p.role, now, mclt: p.mclt, partner_lost_store_at: p.partner_lost_store_at };
         let v = bndupd::judge(local.as_ref(), r, ctx);
@@ -835,7 +881,7 @@ impl<C> ShardCore<C> {
         let mut l = cur.clone();
         l.dns = Some(o.dns);
         // §9.2: the partner hears of the DNS state (a second BNDUPD).
-        l.update_partner |= self.policy.is_some();
+        l.update_partner |= self.relationship_of(&o.key).is_some();
         self.apply(l.clone(), now);
         self.push(l, true, now);
     }
@@ -843,7 +889,7 @@ impl<C> ShardCore<C> {
     /// A record from outside the engine (the partner, an ack, DNS) into the
     /// table; a free one on hold is noted for `tick`.
     fn apply(&mut self, l: Lease, now: Time) {
-        if let Some(p) = &self.policy
+        if let Some(p) = self.policy_of(&l.key)
             && let Some(end) = p.hold_end(&l, now)
         {
             self.held.insert((end, l.key));
@@ -885,16 +931,20 @@ impl<C> ShardCore<C> {
         }
         done.replies = w.replies;
         // The BNDREPLYs first: a newer record of ours follows its BNDREPLY (§7.5.4).
-        if !w.judged.is_empty() {
-            done.to_failover.push(ToFailover::Judged { items: w.judged });
+        let rels = self.policies.len();
+        for r in 0..rels {
+            let items: Vec<_> = w.judged.iter().filter(|j| j.0 == r).map(|&(_, req, i, v)| (req, i, v)).collect();
+            if !items.is_empty() {
+                done.to_failover.push((r, ToFailover::Judged { items }));
+            }
         }
         // The latest version of each changed lease, in order.
         let mut last: HashMap<LeaseKey, usize> = HashMap::new();
         for (i, c) in changes.iter().enumerate() {
             last.insert(c.key(), i);
         }
-        let mut report = Vec::new();
-        let mut settled = Vec::new();
+        let mut report: Vec<Vec<Lease>> = vec![Vec::new(); rels];
+        let mut settled: Vec<Vec<LeaseKey>> = vec![Vec::new(); rels];
         let mut handoffs = Vec::new();
         for (i, c) in changes.into_iter().enumerate() {
             let LeaseChange::Upsert(l) = c else { continue };
@@ -912,15 +962,13 @@ impl<C> ShardCore<C> {
                 self.dns_sent.insert(l.key, dns_intent(&l));
                 done.dns.push(l.clone());
             }
-            if self.policy.is_none() {
-                continue;
-            }
+            let Some(rel) = self.relationship_of(&l.key) else { continue };
             let current = self.engine.leases().get(&l.key) == Some(&l);
             let home = home_of(&self.slices, self.shards, &l);
             if l.update_partner {
-                report.push(l.clone());
+                report[rel].push(l.clone());
             } else if current {
-                settled.push(l.key);
+                settled[rel].push(l.key);
             }
             if current && home != self.id {
                 // Its client changed: the record belongs with another shard
@@ -928,22 +976,22 @@ impl<C> ShardCore<C> {
                 // durable here until the new home has it.
                 self.engine.evict(&l.key);
                 self.moved.insert(l.key, home);
-                handoffs.push(ToFailover::Handoff { shard: self.id, lease: l });
+                handoffs.push((rel, ToFailover::Handoff { shard: self.id, lease: l }));
             }
         }
-        if self.policy.is_some() {
-            done.to_failover.push(ToFailover::Committed { shard: self.id, leases: report, settled, counts: self.engine.pd_counts() });
+        for (r, (leases, settled)) in report.into_iter().zip(settled).enumerate() {
+            done.to_failover.push((r, ToFailover::Committed { shard: self.id, leases, settled, counts: self.engine.pd_counts(r) }));
         }
-        for key in w.adopted {
-            done.to_failover.push(ToFailover::Adopted { shard: self.id, key });
+        for (r, key) in w.adopted {
+            done.to_failover.push((r, ToFailover::Adopted { shard: self.id, key }));
         }
         done.to_failover.extend(handoffs);
         done
     }
 
-    /// Delegable-prefix counts of this shard's slice.
-    pub fn pd_counts(&self) -> PdCounts {
-        self.engine.pd_counts()
+    /// Delegable-prefix counts of this shard's slice of `rel`'s pools.
+    pub fn pd_counts(&self, rel: usize) -> PdCounts {
+        self.engine.pd_counts(rel)
     }
 }
 

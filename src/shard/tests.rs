@@ -22,6 +22,7 @@ fn subnet() -> Subnet {
         renew_time: 150,
         rebind_time: 240,
         rapid_commit: true,
+        relationship: Some(0),
         ..Subnet::test_default()
     }
 }
@@ -39,7 +40,7 @@ fn config(shards: usize, role: Role) -> ShardsConfig {
             provisioning: Default::default(),
         },
         shards,
-        failover: Some((role, 60)),
+        failover: vec![(role, 60)],
     }
 }
 
@@ -51,7 +52,7 @@ fn policy(role: Role, state: ServerState) -> EndpointPolicy {
 fn cores(shards: usize, role: Role, state: ServerState) -> Vec<ShardCore<u32>> {
     let mut b = build::<u32>(&config(shards, role), vec![Vec::new(); shards]);
     for (i, c) in b.cores.iter_mut().enumerate() {
-        c.bus(NOW, ToShard::State { epoch: 1, policy: policy(role, state) });
+        c.bus(NOW, 0, ToShard::State { epoch: 1, policy: policy(role, state) });
         let _ = i;
     }
     b.cores
@@ -115,10 +116,10 @@ fn a_partner_update_and_a_client_packet_on_one_key_in_one_batch_store_the_newest
     let key = c[0].pending_since(0)[0].key;
     // The partner, in the same batch, reports a later grant to the same client.
     let theirs = later_grant(&c[0], &key, 10);
-    c[0].bus(NOW + 10, ToShard::Judge { items: vec![(1, 0, received(&theirs, NOW + 10))] });
+    c[0].bus(NOW + 10, 0, ToShard::Judge { items: vec![(1, 0, received(&theirs, NOW + 10))] });
     let done = commit(&mut c[0], &mut store, NOW + 10);
     assert_eq!(done.replies.len(), 1);
-    assert!(matches!(&done.to_failover[0], ToFailover::Judged { items } if items[0].2.is_ok()), "verdict after the commit");
+    assert!(matches!(&done.to_failover[0].1, ToFailover::Judged { items } if items[0].2.is_ok()), "verdict after the commit");
     let table = c[0].engine().leases().get(&key).unwrap();
     assert_eq!(stored(&store, &key).as_ref(), Some(table));
     assert_eq!(table.valid_end, NOW + 610, "the newest record");
@@ -133,7 +134,7 @@ fn an_ack_clears_only_the_version_it_acknowledges() {
     let mut store = MemoryStore::new();
     c[0].handle(NOW, &solicit(5), &arrival(), 1);
     let done = commit(&mut c[0], &mut store, NOW);
-    let ToFailover::Committed { leases, .. } = &done.to_failover[0] else { panic!("{:?}", done.to_failover) };
+    let ToFailover::Committed { leases, .. } = &done.to_failover[0].1 else { panic!("{:?}", done.to_failover) };
     let sent = leases[0].clone();
     assert!(sent.update_partner);
     // Same second, a longer end (say the acked lifetime grew).
@@ -141,11 +142,11 @@ fn an_ack_clears_only_the_version_it_acknowledges() {
     newer.valid_end += 300;
     newer.state_expiration_time = newer.valid_end;
     c[0].engine.apply_external(newer.clone());
-    c[0].bus(NOW, ToShard::Acks(vec![Ack { sent: sent.clone(), accepted: true, partner_lifetime_sent: Some(NOW + 900), take_back: false }]));
+    c[0].bus(NOW, 0, ToShard::Acks(vec![Ack { sent: sent.clone(), accepted: true, partner_lifetime_sent: Some(NOW + 900), take_back: false }]));
     let cur = c[0].engine().leases().get(&sent.key).unwrap();
     assert!(cur.update_partner, "the newer version still goes to the partner");
     assert_eq!(cur.acked_partner_lifetime, NOW + 900, "but the partner did accept that lifetime for this client");
-    c[0].bus(NOW, ToShard::Acks(vec![Ack { sent: newer, accepted: true, partner_lifetime_sent: None, take_back: false }]));
+    c[0].bus(NOW, 0, ToShard::Acks(vec![Ack { sent: newer, accepted: true, partner_lifetime_sent: None, take_back: false }]));
     assert!(!c[0].engine().leases().get(&sent.key).unwrap().update_partner);
 }
 
@@ -181,7 +182,7 @@ fn an_acked_end_frees_the_address_to_its_halfs_owner_and_then_removes_its_record
         c[0].engine.apply_external(l.clone());
         let done = commit(&mut c[0], &mut store, NOW);
         assert!(done.dns.is_empty(), "no removal before the partner knows");
-        c[0].bus(NOW, ToShard::Acks(vec![Ack { sent: l.clone(), accepted: true, partner_lifetime_sent: None, take_back: false }]));
+        c[0].bus(NOW, 0, ToShard::Acks(vec![Ack { sent: l.clone(), accepted: true, partner_lifetime_sent: None, take_back: false }]));
         let now = c[0].engine().leases().get(&l.key).unwrap().clone();
         // ::1002 is even: the secondary's half → FREE-BACKUP; ::1003 odd → FREE.
         let expect = if addr.ends_with('2') { BindingStatus::FreeBackup } else { BindingStatus::Free };
@@ -193,7 +194,7 @@ fn an_acked_end_frees_the_address_to_its_halfs_owner_and_then_removes_its_record
         // The partner acks the FREE: the record is written again with the
         // same DNS intent, which is not handed to the DNS queue twice.
         let free = c[0].engine().leases().get(&l.key).unwrap().clone();
-        c[0].bus(NOW + 1, ToShard::Acks(vec![Ack { sent: free, accepted: true, partner_lifetime_sent: None, take_back: false }]));
+        c[0].bus(NOW + 1, 0, ToShard::Acks(vec![Ack { sent: free, accepted: true, partner_lifetime_sent: None, take_back: false }]));
         let mut again = c[0].engine().leases().get(&l.key).unwrap().clone();
         again.cltt += 1;
         c[0].engine.apply_external(again.clone());
@@ -215,7 +216,7 @@ fn in_partner_down_the_records_go_when_the_lease_is_free() {
     // reclaimed the MCLT after PARTNER-DOWN began and after every time the
     // partner could rely on, and its records are removed then.
     let mut c = cores(1, Role::Primary, ServerState::PartnerDown);
-    c[0].bus(NOW, ToShard::State { epoch: 2, policy: EndpointPolicy { partner_down_since: NOW, ..policy(Role::Primary, ServerState::PartnerDown) } });
+    c[0].bus(NOW, 0, ToShard::State { epoch: 2, policy: EndpointPolicy { partner_down_since: NOW, ..policy(Role::Primary, ServerState::PartnerDown) } });
     let mut store = MemoryStore::new();
     let mut l = ended("2001:db8:1::1003", BindingStatus::Expired);
     l.valid_end = NOW - 10;
@@ -242,19 +243,19 @@ fn a_partner_grant_to_a_client_of_another_shard_moves_to_that_shard() {
     let client_shard = 1 - owner;
     let mut l = Lease::active(key, Binding { duid: duid(n), ia_type: IaType::Na, iaid: 1 }, NOW, 300, 600, 150, 240);
     l.update_partner = true;
-    c[owner].bus(NOW, ToShard::Judge { items: vec![(1, 0, received(&l, NOW))] });
+    c[owner].bus(NOW, 0, ToShard::Judge { items: vec![(1, 0, received(&l, NOW))] });
     let done = commit(&mut c[owner], &mut stores[owner], NOW);
-    let handoff = done.to_failover.iter().find_map(|m| if let ToFailover::Handoff { lease, .. } = m { Some(lease.clone()) } else { None });
+    let handoff = done.to_failover.iter().find_map(|(_, m)| if let ToFailover::Handoff { lease, .. } = m { Some(lease.clone()) } else { None });
     let lease = handoff.expect("handed to the client's shard");
     assert!(c[owner].engine().leases().get(&key).is_none());
     assert!(c[owner].engine().is_blocked(&key), "the slice owner never gives it out meanwhile");
     // Anything for the key still reaching the old holder is passed on.
-    let fwd = c[owner].bus(NOW, ToShard::Acks(vec![Ack { sent: lease.clone(), accepted: true, partner_lifetime_sent: None, take_back: false }]));
-    assert!(matches!(&fwd[..], [ToFailover::Forward { to, .. }] if *to == client_shard));
-    c[client_shard].bus(NOW, ToShard::Adopt { lease });
+    let fwd = c[owner].bus(NOW, 0, ToShard::Acks(vec![Ack { sent: lease.clone(), accepted: true, partner_lifetime_sent: None, take_back: false }]));
+    assert!(matches!(&fwd[..], [(0, ToFailover::Forward { to, .. })] if *to == client_shard));
+    c[client_shard].bus(NOW, 0, ToShard::Adopt { lease });
     let done = commit(&mut c[client_shard], &mut stores[client_shard], NOW);
-    assert!(done.to_failover.iter().any(|m| matches!(m, ToFailover::Adopted { key: k, .. } if *k == key)));
-    c[owner].bus(NOW, ToShard::Drop { key });
+    assert!(done.to_failover.iter().any(|(_, m)| matches!(m, ToFailover::Adopted { key: k, .. } if *k == key)));
+    c[owner].bus(NOW, 0, ToShard::Drop { key });
     commit(&mut c[owner], &mut stores[owner], NOW + LAZY_FLUSH);
     assert!(stored(&stores[owner], &key).is_none(), "removed from the old shard's store once durable at the new one");
     assert!(stored(&stores[client_shard], &key).is_some());
@@ -292,14 +293,14 @@ fn a_record_that_needs_nothing_sent_is_reported_settled_once_durable() {
     let mut store = MemoryStore::new();
     c[0].handle(NOW, &solicit(6), &arrival(), 1);
     let done = commit(&mut c[0], &mut store, NOW);
-    let ToFailover::Committed { leases, settled, .. } = &done.to_failover[0] else { panic!("{:?}", done.to_failover) };
+    let ToFailover::Committed { leases, settled, .. } = &done.to_failover[0].1 else { panic!("{:?}", done.to_failover) };
     assert!(leases[0].update_partner && settled.is_empty(), "a grant is for the partner, not settled");
     let key = leases[0].key;
     // The partner's later record for the same client is accepted: settled.
     let theirs = later_grant(&c[0], &key, 20);
-    c[0].bus(NOW + 20, ToShard::Judge { items: vec![(1, 0, received(&theirs, NOW + 20))] });
+    c[0].bus(NOW + 20, 0, ToShard::Judge { items: vec![(1, 0, received(&theirs, NOW + 20))] });
     let done = commit(&mut c[0], &mut store, NOW + 20);
-    let committed = done.to_failover.iter().find_map(|m| match m {
+    let committed = done.to_failover.iter().find_map(|(_, m)| match m {
         ToFailover::Committed { leases, settled, .. } => Some((leases.clone(), settled.clone())),
         _ => None,
     });
@@ -314,7 +315,7 @@ fn a_free_record_on_hold_after_the_partners_loss_goes_back_to_the_free_list_when
     // hold dropped it from its free list; when the hold ends it is listed again.
     let mut c = cores(1, Role::Primary, ServerState::CommunicationsInterrupted);
     let lost = NOW + 100;
-    c[0].bus(NOW, ToShard::State { epoch: 2, policy: EndpointPolicy { partner_lost_store_at: lost, ..policy(Role::Primary, ServerState::CommunicationsInterrupted) } });
+    c[0].bus(NOW, 0, ToShard::State { epoch: 2, policy: EndpointPolicy { partner_lost_store_at: lost, ..policy(Role::Primary, ServerState::CommunicationsInterrupted) } });
     let key = LeaseKey::Addr("2001:db8:1::1001".parse().unwrap());
     let mut l = Lease::active(key, Binding { duid: duid(1), ia_type: IaType::Na, iaid: 1 }, NOW, 30, 60, 15, 24);
     l.set_status(BindingStatus::Free, lost + 5);
@@ -346,13 +347,13 @@ fn an_operator_reset_in_a_pair_reaches_the_partner_and_frees_the_address_only_on
     let reset = c[0].reset_lease(NOW + 1, &key).expect("the ACTIVE lease");
     assert_eq!(reset.status, BindingStatus::Reset);
     let done = commit(&mut c[0], &mut store, NOW + 1);
-    let ToFailover::Committed { leases, .. } = &done.to_failover[0] else { panic!("{:?}", done.to_failover) };
+    let ToFailover::Committed { leases, .. } = &done.to_failover[0].1 else { panic!("{:?}", done.to_failover) };
     assert_eq!((leases[0].key, leases[0].status), (key, BindingStatus::Reset), "a BNDUPD carries the RESET");
     assert_eq!(stored(&store, &key).unwrap().status, BindingStatus::Reset);
     // Before the ack nobody gets it.
     c[0].handle(NOW + 2, &solicit(2), &arrival(), 2);
     assert!(c[0].pending_since(0).iter().all(|l| l.key != key || l.binding.duid != duid(2)), "not re-granted before the ack");
-    c[0].bus(NOW + 3, ToShard::Acks(vec![Ack { sent: leases[0].clone(), accepted: true, partner_lifetime_sent: None, take_back: false }]));
+    c[0].bus(NOW + 3, 0, ToShard::Acks(vec![Ack { sent: leases[0].clone(), accepted: true, partner_lifetime_sent: None, take_back: false }]));
     assert_eq!(c[0].engine().leases().get(&key).unwrap().status, BindingStatus::Free);
     commit(&mut c[0], &mut store, NOW + 3);
     c[0].handle(NOW + 4, &solicit(3), &arrival(), 3);
@@ -365,7 +366,7 @@ fn a_reload_blocks_at_their_new_owner_the_keys_a_new_pool_covers_held_elsewhere(
     // added by a reload makes another shard its owner, which must never
     // allocate it while the record lives on.
     let cfg = config(2, Role::Primary);
-    let mut b = build::<u32>(&ShardsConfig { failover: None, ..cfg.clone() }, vec![Vec::new(); 2]);
+    let mut b = build::<u32>(&ShardsConfig { failover: Vec::new(), ..cfg.clone() }, vec![Vec::new(); 2]);
     let addr: std::net::Ipv6Addr = "2001:db8:1::2003".parse().unwrap();
     let key = LeaseKey::Addr(addr);
     let new_owner = ((u128::from(addr) >> 1) % 2) as usize;
@@ -406,12 +407,12 @@ fn a_key_reserved_for_a_client_of_another_shard_is_blocked_there_while_someone_e
     reserving.reservations.push(crate::server::settings::Reservation { client: crate::server::settings::ReservedFor::Duid(duid(d2)), addresses: vec![addr], prefixes: vec![], hostname: None, options: vec![] });
     // At start-up.
     let b = build::<u32>(
-        &ShardsConfig { engine: EngineConfig { subnets: vec![reserving.clone()], ..cfg.engine.clone() }, failover: None, ..cfg.clone() },
+        &ShardsConfig { engine: EngineConfig { subnets: vec![reserving.clone()], ..cfg.engine.clone() }, failover: Vec::new(), ..cfg.clone() },
         vec![vec![held.clone()], Vec::new()],
     );
     assert!(b.cores[1].engine().is_blocked(&key), "the reserved client's shard does not grant it");
     // At a reload.
-    let b = build::<u32>(&ShardsConfig { failover: None, ..cfg.clone() }, vec![vec![held], Vec::new()]);
+    let b = build::<u32>(&ShardsConfig { failover: Vec::new(), ..cfg.clone() }, vec![vec![held], Vec::new()]);
     let slices = b.cores[0].slices.reloaded(std::slice::from_ref(&reserving));
     assert_eq!(b.cores[0].covered_elsewhere(&slices, &reserved_keys(std::slice::from_ref(&reserving))), vec![(key, 1)]);
 }
@@ -431,10 +432,10 @@ fn an_operator_add_for_a_client_of_another_shard_hands_the_key_over_and_respects
     let l = c[0].add_lease(NOW, key, &binding, Some(120), lent).expect("added");
     assert_eq!((l.status, l.valid_lifetime, l.valid_end), (BindingStatus::Active, 60, NOW + 60), "the MCLT caps a new lease (§4.4): {l:?}");
     assert!(l.update_partner, "a BNDUPD carries it, as a grant");
-    c[1].bus(NOW, ToShard::Drop { key });
+    c[1].bus(NOW, 0, ToShard::Drop { key });
     assert!(c[1].engine().is_blocked(&key), "its slice owner never allocates it meanwhile");
     let done = commit(&mut c[0], &mut stores[0], NOW);
-    assert!(matches!(&done.to_failover[0], ToFailover::Committed { leases, .. } if leases[0].key == key));
+    assert!(matches!(&done.to_failover[0].1, ToFailover::Committed { leases, .. } if leases[0].key == key));
     assert_eq!(stored(&stores[0], &key).unwrap().binding, binding);
     // A second add of the same key is refused, at either shard.
     assert!(c[1].lend(NOW, &key, &binding, 0).is_err());

@@ -37,6 +37,12 @@ use crate::server::{Arrival, EngineConfig, SliceMap};
 use crate::shard::{Handled, ShardCore, ShardsConfig};
 use crate::wire::{BindingStatus, Duid, FailoverMessage, FrameDecoder, MAX_FRAME_LEN, Message, MessageType, ServerState};
 
+/// Every subnet in the pair's one failover relationship (as a `[failover]`
+/// without `subnets` puts them).
+fn in_relationship(subnets: Vec<Subnet>) -> Vec<Subnet> {
+    subnets.into_iter().map(|s| Subnet { relationship: Some(0), ..s }).collect()
+}
+
 fn subnet_config(pools: Pools, valid: u32, reservations: bool) -> String {
     let (addrs, pd) = match pools {
         Pools::Small => ("2001:db8:1::100-2001:db8:1::13f", r#"{ prefix = "2001:db8:100::/56", delegated-length = 60 }"#),
@@ -266,7 +272,7 @@ impl Sim {
         let mut rng = Rng::new(sc.seed);
         let rng2 = Rng::new(sc.seed ^ 0x5eed_0000_0000_0003);
         let rng3 = Rng::new(sc.seed ^ 0x5eed_0000_0000_0005);
-        let subnets = Config::parse(&subnet_config(sc.pools, sc.valid, sc.reservations)).expect("sim subnet config").subnets;
+        let subnets = in_relationship(Config::parse(&subnet_config(sc.pools, sc.valid, sc.reservations)).expect("sim subnet config").subnets);
         let mut servers: Vec<Server> = (0..2)
             .map(|i| Server {
                 role: if i == 0 { Role::Primary } else { Role::Secondary },
@@ -656,7 +662,7 @@ impl Sim {
                     if let Some(d) = s.driver.as_mut() {
                         d.held_at(key, client);
                     }
-                    s.cores[o].bus(now, ToShard::Drop { key });
+                    s.cores[o].bus(now, 0, ToShard::Drop { key });
                 }
                 let state = policy.map(|p| p.state).unwrap_or(ServerState::Startup);
                 self.log(format!("operator: server {i} ({}) adds {key} until t+{}", state.name(), l.valid_end.saturating_sub(T0)));
@@ -774,7 +780,7 @@ impl Sim {
                 provisioning: Default::default(),
             },
             shards: s.shards,
-            failover: Some((s.role, sc.mclt)),
+            failover: vec![(s.role, sc.mclt)],
         };
         let stored: Vec<Vec<Lease>> = s.stores.iter().map(|st| st.all().expect("memory store")).collect();
         // As production does at start-up: every record at its home, the
@@ -827,7 +833,7 @@ impl Sim {
         self.log(format!("server {i} starts ({n} shards)"));
         let mut q = VecDeque::new();
         for reports in built.loaded {
-            q.extend(reports.into_iter().map(Work::Driver));
+            q.extend(reports.into_iter().map(|(_, m)| Work::Driver(m)));
         }
         self.work(i, q);
         self.at(1, Ev::ServerTick(i));
@@ -868,8 +874,8 @@ impl Sim {
                     self.send_to_driver(i, &mut q, ToFailover::ScanChunk { shard: s, leases, next });
                 }
                 Work::Shard(s, m) => {
-                    let answers = self.servers[i].cores[s].bus(now, m);
-                    for a in answers {
+                    let answers = self.servers[i].cores[s].bus(now, 0, m);
+                    for (_, a) in answers {
                         self.send_to_driver(i, &mut q, a);
                     }
                     q.push_back(Work::Commit(s));
@@ -929,7 +935,7 @@ impl Sim {
             let d = self.rng.below(2);
             self.at(d, Ev::ToClient(c, bytes));
         }
-        for m in done.to_failover {
+        for (_, m) in done.to_failover {
             self.send_to_driver(i, q, m);
         }
         q.push_back(Work::Commit(s));

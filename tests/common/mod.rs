@@ -4,6 +4,7 @@
 //! Everything a Lab creates is removed when it is dropped.
 #![allow(dead_code)]
 
+pub mod hub;
 pub mod pair;
 
 use std::net::{Ipv6Addr, SocketAddrV6, UdpSocket};
