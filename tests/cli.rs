@@ -108,6 +108,35 @@ fn check_config_accepts_the_pair_examples_and_checks_their_certificates() {
 }
 
 #[test]
+fn check_config_accepts_the_hub_example_and_names_its_relationships() {
+    let dir = std::env::temp_dir().join(format!("tandem-cli-{}-hub-tls", std::process::id()));
+    let o = Command::new(BIN)
+        .args(["gen-tls", "--out"])
+        .arg(&dir)
+        .args(["--name", "hub.example.net", "--name", "site-a.example.net", "--name", "site-b.example.net"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(format!("{}/examples/hub.toml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let p = tmp("hub.toml", &text.replace("/etc/tandem/tls", dir.to_str().unwrap()));
+    let o = Command::new(BIN).arg("check-config").arg("--config").arg(&p).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("\"site-a\" as Secondary") && out.contains("\"site-b\" as Secondary") && out.contains("1 subnet standalone"), "{out}");
+    // The same partner for both: a warning (RFC 8156 §6.2), still exit 0.
+    let same = tmp("hub-same.toml", &text.replace("/etc/tandem/tls", dir.to_str().unwrap()).replace("2001:db8:ffff:2::1", "2001:db8:ffff:1::1"));
+    let o = Command::new(BIN).arg("check-config").arg("--config").arg(&same).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("failover[1].peer: warning:"), "{}", String::from_utf8_lossy(&o.stderr));
+    // Missing certificates name the relationship.
+    let p = tmp("hub-nocert.toml", &text.replace("/etc/tandem/tls", "/nonexistent/tls"));
+    let o = Command::new(BIN).arg("check-config").arg("--config").arg(&p).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("failover[0].tls.cert"), "{}", String::from_utf8_lossy(&o.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn check_config_reports_bad_options_unknown_classes_and_overlapping_reservations() {
     let text = r#"[[class]]
 name = "cpe"

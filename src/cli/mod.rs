@@ -252,9 +252,9 @@ pub fn run(cli: Cli) -> ExitCode {
                     eprintln!("{}: {}: warning: {}", config.display(), w.key, w.reason);
                 }
                 // The TLS material must load too: serve refuses it otherwise.
-                for f in &c.failover {
+                for (i, f) in c.failover.iter().enumerate() {
                     if let crate::config::Tls::Mutual { cert, key, ca, peer_name } = &f.tls
-                        && let Err(e) = crate::runtime::tls::load(cert, key, ca, peer_name.as_deref())
+                        && let Err(e) = crate::runtime::tls::load_for(cert, key, ca, peer_name.as_deref(), i, c.failover.len())
                     {
                         eprintln!("{}: {e}", config.display());
                         return ExitCode::from(1);

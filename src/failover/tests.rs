@@ -613,3 +613,27 @@ fn relay_data_travels_in_bndupd_and_the_newest_grant_keeps_its_own() {
     let r = bndupd::parse(&bndupd::build(&l, now + 5, 4), |_| true).items.remove(0).unwrap();
     assert_eq!(bndupd::merge(Some(stored), &r, now + 5).relay, None);
 }
+
+#[test]
+fn a_shared_listener_reads_the_relationship_name_from_the_first_connect() {
+    let params = ConnectParams {
+        protocol_version: (1, 0),
+        mclt: 60,
+        keepalive_time: 60,
+        max_unacked_bndupd: 64,
+        relationship_name: Some("site-b".into()),
+        connect_flags: 0,
+    };
+    let frame = params.to_message(crate::wire::MessageType::Connect, 1, 0).encode_frame().unwrap();
+    // Incomplete: wait for more; complete: the name (what follows stays for the driver).
+    assert_eq!(super::connect_name(&frame[..frame.len() - 1]), Ok(None));
+    let mut more = frame.clone();
+    more.extend_from_slice(&frame);
+    assert_eq!(super::connect_name(&more), Ok(Some(Some("site-b".into()))));
+    let unnamed = ConnectParams { relationship_name: None, ..params }.to_message(crate::wire::MessageType::Connect, 1, 0).encode_frame().unwrap();
+    assert_eq!(super::connect_name(&unnamed), Ok(Some(None)));
+    // Anything but a CONNECT first is refused.
+    let contact = crate::wire::FailoverMessage::new(crate::wire::MessageType::Contact, 1, 0).encode_frame().unwrap();
+    assert!(super::connect_name(&contact).is_err());
+    assert!(super::connect_name(&[0, 1, 2]).is_err(), "a frame shorter than the minimum");
+}

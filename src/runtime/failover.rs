@@ -43,7 +43,8 @@ use crate::failover::preamble::{Preamble, Step};
 use crate::failover::{Action, Driver, Role};
 use crate::lease::store::LeaseStore;
 
-/// At most this many connections in their handshake at once (§10).
+/// At most this many connections in their handshake at once per
+/// relationship a listener serves (§10).
 const MAX_HANDSHAKING: usize = 2;
 /// A connection must finish STARTTLS and the TLS handshake within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -186,7 +187,7 @@ pub async fn run(init: FailoverInit) {
     let mut core = Core { rels, meta: Some(meta), to_shards: senders, shared, next_conn_id: 1, events: tx.clone() };
     // Secondaries listen; those with one listen address share a listener.
     let mut listeners: Vec<(SocketAddr, Vec<Candidate>)> = Vec::new();
-    for (i, r) in core.rels.iter_mut().enumerate() {
+    for (i, r) in core.rels.iter().enumerate() {
         if r.role != Role::Secondary {
             continue;
         }
@@ -628,7 +629,7 @@ async fn listener(l: TcpListener, cands: Vec<Candidate>, tx: async_channel::Send
             tracing::warn!(%from, expected = %expected.join(", "), "failover: connection from an address that is not a partner: closed");
             continue;
         }
-        if handshaking.get() >= MAX_HANDSHAKING {
+        if handshaking.get() >= MAX_HANDSHAKING * cands.len() {
             refused.set(refused.get() + 1);
             tracing::warn!(%from, "failover: too many connections in their handshake: closed");
             continue;

@@ -156,12 +156,9 @@ impl Reloader {
         let mut tls = Vec::new();
         for (i, f) in new.failover.iter().enumerate() {
             tls.push(match &f.tls {
-                Tls::Mutual { cert, key, ca, peer_name } => match super::tls::load(cert, key, ca, peer_name.as_deref()) {
+                Tls::Mutual { cert, key, ca, peer_name } => match super::tls::load_for(cert, key, ca, peer_name.as_deref(), i, new.failover.len()) {
                     Ok(t) => Some(t),
-                    Err(e) => {
-                        let k = if new.failover.len() > 1 { format!("failover[{i}].tls") } else { "failover.tls".into() };
-                        return refused(vec![format!("{file}: {k}: {e}")]);
-                    }
+                    Err(e) => return refused(vec![format!("{file}: {e}")]),
                 },
                 Tls::Insecure => None,
             });

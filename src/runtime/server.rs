@@ -100,9 +100,9 @@ pub fn serve(s: Settings) -> Result<(), String> {
     // TLS material first: a bad certificate is a start-up error, not a
     // connection that silently never comes up.
     let mut tls_setups = Vec::new();
-    for f in &s.config.failover {
+    for (i, f) in s.config.failover.iter().enumerate() {
         tls_setups.push(match &f.tls {
-            Tls::Mutual { cert, key, ca, peer_name } => Some(tls::load(cert, key, ca, peer_name.as_deref())?),
+            Tls::Mutual { cert, key, ca, peer_name } => Some(tls::load_for(cert, key, ca, peer_name.as_deref(), i, s.config.failover.len())?),
             Tls::Insecure => {
                 tracing::warn!(relationship = %f.name, "failover link without TLS (tls.insecure = true): only for protected networks, RFC 8156 §10");
                 None

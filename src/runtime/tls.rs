@@ -39,6 +39,12 @@ fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, S
 }
 
 /// Load certificate, key and CA and build both configurations.
+/// `load` for relationship `i` of `n`: problems name `failover[i].tls.…`
+/// when the server has several relationships.
+pub fn load_for(cert: &Path, key: &Path, ca: &Path, peer_name: Option<&str>, i: usize, n: usize) -> Result<TlsSetup, String> {
+    load(cert, key, ca, peer_name).map_err(|e| if n > 1 { e.replacen("failover.", &format!("failover[{i}]."), 1) } else { e })
+}
+
 pub fn load(cert: &Path, key: &Path, ca: &Path, peer_name: Option<&str>) -> Result<TlsSetup, String> {
     let chain = read_certs(cert, "cert")?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("failover.tls.key {}: {e}", key.display()))?;

@@ -450,3 +450,107 @@ fn an_operator_add_for_a_client_of_another_shard_hands_the_key_over_and_respects
     assert!(lent.is_err(), "{lent:?}");
     assert!(!s[1].engine().is_blocked(&key));
 }
+
+/// A hub: subnet 1 (eth1) in relationship 0, subnet 2 (eth2) in
+/// relationship 1, subnet 3 (eth3) standalone.
+fn hub(roles: [Role; 2]) -> ShardCore<u32> {
+    let sub = |n: u16, rel: Option<usize>| Subnet {
+        prefix: format!("2001:db8:{n}::/64").parse().unwrap(),
+        pools: vec![format!("2001:db8:{n}::1000-2001:db8:{n}::1fff").parse().unwrap()],
+        pd_pools: vec![PdPool { prefix: format!("2001:db8:{n}00::/48").parse().unwrap(), delegated_length: 56 }],
+        interface: Some(format!("eth{n}")),
+        relationship: rel,
+        ..subnet()
+    };
+    let mut cfg = config(1, roles[0]);
+    cfg.engine.subnets = vec![sub(1, Some(0)), sub(2, Some(1)), sub(3, None)];
+    cfg.failover = vec![(roles[0], 60), (roles[1], 600)];
+    let b = build::<u32>(&cfg, vec![Vec::new()]);
+    // Each relationship reports its own start-up, even with nothing flagged.
+    let rels: Vec<usize> = b.loaded[0].iter().map(|(r, _)| *r).collect();
+    assert_eq!(rels, vec![0, 1]);
+    b.cores.into_iter().next().unwrap()
+}
+
+fn on_link(n: u8) -> Arrival<'static> {
+    let ifs: [&'static str; 4] = ["", "eth1", "eth2", "eth3"];
+    Arrival { interface: Some(ifs[n as usize]), ..arrival() }
+}
+
+#[test]
+fn each_relationship_serves_its_subnets_under_its_own_state_and_reports_to_its_own_driver() {
+    let mut c = hub([Role::Primary, Role::Primary]);
+    // Relationship 0 NORMAL (the primary allocates), relationship 1 still
+    // in STARTUP (unresponsive): only link 1 and the standalone link answer.
+    let applied = c.bus(NOW, 0, ToShard::State { epoch: 1, policy: policy(Role::Primary, ServerState::Normal) });
+    assert!(matches!(&applied[..], [(0, ToFailover::StateApplied { .. })]), "{applied:?}");
+    assert_eq!(c.policies()[1].state, ServerState::Startup, "the other relationship is untouched");
+    let mut store = MemoryStore::new();
+    assert!(matches!(c.handle(NOW, &solicit(1), &on_link(1), 1), Handled::Deferred));
+    assert!(matches!(c.handle(NOW, &solicit(2), &on_link(2), 2), Handled::Dropped(DropReason::NotResponsive)));
+    assert!(matches!(c.handle(NOW, &solicit(3), &on_link(3), 3), Handled::Deferred));
+    let done = commit(&mut c, &mut store, NOW);
+    assert_eq!(done.replies.len(), 2);
+    // Relationship 0's driver hears of the link-1 lease; relationship 1's
+    // hears of nothing; the standalone lease goes to no partner.
+    let committed: Vec<(usize, Vec<LeaseKey>)> = done
+        .to_failover
+        .iter()
+        .filter_map(|(r, m)| match m {
+            ToFailover::Committed { leases, .. } => Some((*r, leases.iter().map(|l| l.key).collect())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(committed.len(), 2, "{committed:?}");
+    assert_eq!(committed[0].0, 0);
+    assert!(matches!(committed[0].1[..], [LeaseKey::Addr(a)] if a.segments()[2] == 1), "{committed:?}");
+    assert_eq!(committed[1], (1, Vec::new()));
+    let standalone = store.all().unwrap().into_iter().find(|l| matches!(l.key, LeaseKey::Addr(a) if a.segments()[2] == 3)).unwrap();
+    // The MCLT caps relationship 0's first grant (60 s); the standalone one has no cap.
+    let rel0 = store.all().unwrap().into_iter().find(|l| matches!(l.key, LeaseKey::Addr(a) if a.segments()[2] == 1)).unwrap();
+    assert_eq!(rel0.valid_lifetime, 60);
+    assert_eq!(standalone.valid_lifetime, 600);
+    assert_eq!(c.relationship_of(&rel0.key), Some(0));
+    assert_eq!(c.relationship_of(&standalone.key), None);
+}
+
+#[test]
+fn prefix_counts_backup_handouts_and_verdicts_stay_within_a_relationship() {
+    let mut c = hub([Role::Primary, Role::Primary]);
+    for r in 0..2 {
+        c.bus(NOW, r, ToShard::State { epoch: 1, policy: policy(Role::Primary, ServerState::Normal) });
+    }
+    let mut store = MemoryStore::new();
+    // Relationship 1's secondary gets 10 prefixes of its pool only.
+    c.bus(NOW, 1, ToShard::GiveBackup { n: 10 });
+    let done = commit(&mut c, &mut store, NOW);
+    let given: Vec<&Lease> = done
+        .to_failover
+        .iter()
+        .filter(|(r, _)| *r == 1)
+        .flat_map(|(_, m)| match m {
+            ToFailover::Committed { leases, .. } => leases.iter().collect::<Vec<_>>(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(given.len(), 10);
+    assert!(given.iter().all(|l| matches!(l.key, LeaseKey::Prefix(p) if p.addr.segments()[2] == 0x200)), "{given:?}");
+    let (c0, c1) = (c.pd_counts(0), c.pd_counts(1));
+    assert_eq!((c0.delegable, c0.free_backup), (256, 0));
+    assert_eq!((c1.delegable, c1.free_backup), (256, 10));
+    // A binding judged for relationship 0 is answered to relationship 0.
+    let mut l = Lease::active(
+        LeaseKey::Addr("2001:db8:1::1234".parse().unwrap()),
+        Binding { duid: duid(9), ia_type: IaType::Na, iaid: 1 },
+        NOW,
+        300,
+        600,
+        150,
+        240,
+    );
+    l.update_partner = true;
+    c.bus(NOW, 0, ToShard::Judge { items: vec![(7, 0, received(&l, NOW))] });
+    let done = commit(&mut c, &mut store, NOW);
+    assert!(done.to_failover.iter().any(|(r, m)| *r == 0 && matches!(m, ToFailover::Judged { items } if items[0].0 == 7)), "{:?}", done.to_failover);
+    assert!(!done.to_failover.iter().any(|(r, m)| *r == 1 && matches!(m, ToFailover::Judged { .. })));
+}
