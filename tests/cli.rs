@@ -123,9 +123,15 @@ fn check_config_accepts_the_hub_example_and_names_its_relationships() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.contains("\"site-a\" as Secondary") && out.contains("\"site-b\" as Secondary") && out.contains("1 subnet standalone"), "{out}");
-    // The same partner for both: a warning (RFC 8156 §6.2), still exit 0.
-    let same = tmp("hub-same.toml", &text.replace("/etc/tandem/tls", dir.to_str().unwrap()).replace("2001:db8:ffff:2::1", "2001:db8:ffff:1::1"));
-    let o = Command::new(BIN).arg("check-config").arg("--config").arg(&same).output().unwrap();
+    // The same partner for both: its TLS settings must be the same (one
+    // handshake before the relationship is known), and then a warning
+    // (RFC 8156 §6.2), still exit 0.
+    let same = text.replace("/etc/tandem/tls", dir.to_str().unwrap()).replace("2001:db8:ffff:2::1", "2001:db8:ffff:1::1");
+    let o = Command::new(BIN).arg("check-config").arg("--config").arg(tmp("hub-same-tls.toml", &same)).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("failover[1].tls: differs from relationship \"site-a\""), "{}", String::from_utf8_lossy(&o.stderr));
+    let same = same.replace("peer-name = \"site-b.example.net\"", "peer-name = \"site-a.example.net\"");
+    let o = Command::new(BIN).arg("check-config").arg("--config").arg(tmp("hub-same.toml", &same)).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("failover[1].peer: warning:"), "{}", String::from_utf8_lossy(&o.stderr));
     // Missing certificates name the relationship.

@@ -233,3 +233,67 @@ fn hub_serves_a_dead_sites_subnet_while_the_other_relationship_stays_normal() {
     assert_eq!(hub.stop(B, false), Some(0), "{}", hub.logs());
     assert_eq!(hub.stop(HUB, false), Some(0), "{}", hub.logs());
 }
+
+/// Two relationships between the same two servers (RFC 8156 §6.2 says
+/// SHOULD NOT, check-config warns; it works): both connections arrive from
+/// one address at one listener, which picks each one's relationship by the
+/// name in its CONNECT. Site A's server is the primary of both; link B's
+/// subnet is relay-only on both servers.
+#[test]
+fn one_partner_with_two_relationships_is_told_apart_by_the_name_in_connect() {
+    require_root!();
+    if !tool("ip") {
+        eprintln!("SKIPPED: this end-to-end test needs `ip` (iproute2); tests/run.sh installs it");
+        return;
+    }
+    let mut hub = Hub::new("onepartner");
+    let certs = hub.gen_tls("tls");
+    let hcfg = hub
+        .hub_config(&certs, ["", ""])
+        .replace("[2001:db8:ffff:2::1]:647", "[2001:db8:ffff:1::1]:647")
+        .replace("peer-name = \"b.test\"", "peer-name = \"a.test\"");
+    let ifa = hub.site_config(A, &certs, "").lines().nth(1).unwrap().to_string();
+    let mut acfg = format!("data-dir = \"{}\"\n{ifa}\n", hub.data(A).display());
+    let ifn = ifa.split('"').nth(1).unwrap().to_string();
+    acfg += &Hub::subnet(LINK_A, &ifn);
+    acfg += &Hub::subnet(LINK_B, "unused").replace("interface = \"unused\"\n", "");
+    for (l, name) in RELATIONSHIPS.iter().enumerate() {
+        acfg += &format!(
+            "[[failover]]\nname = \"{name}\"\nrole = \"primary\"\nlisten = \"[2001:db8:ffff:1::1]:647\"\npeer = \"[2001:db8:ffff:1::2]:647\"\n{}subnets = [\"{}\"]\n{}",
+            Hub::TIMERS,
+            LINKS[l].0,
+            Hub::tls(&certs, "a.test", "hub.test")
+        );
+    }
+    hub.start(HUB, &hcfg, 2);
+    hub.start(A, &acfg, 1);
+    for name in RELATIONSHIPS {
+        hub.wait_relationship_state(HUB, name, "NORMAL", 60);
+        hub.wait_relationship_state(A, name, "NORMAL", 30);
+    }
+    assert!(hub.log(HUB).contains("SHOULD have one relationship"), "serve logs check-config's warning:\n{}", hub.logs());
+    // Link A's clients are served by A, and the hub learns their leases
+    // through site-a (the relationship of their subnet).
+    let ad = hub.server_duid(A);
+    let got = served_by(&hub, &solicit_na_pd(&hub, LINK_A, 1..=4), 1..=4, &ad, true, "link A");
+    wait_holds(&hub, HUB, &got, "site-a's BNDUPDs");
+    let st = hub.status(HUB);
+    let conns: Vec<u64> = RELATIONSHIPS.iter().map(|n| hub.relationship(HUB, n)["connections"].as_u64().unwrap_or(0)).collect();
+    assert_eq!(conns, vec![1, 1], "one connection each: {st}");
+    // A partner-down of one (the partner is still connected, so it goes
+    // PARTNER-DOWN → POTENTIAL-CONFLICT → NORMAL again, §8.4.2) leaves the
+    // other alone: no state change of site-a meanwhile.
+    let changes = |who: usize, name: &str| hub.log(who).lines().filter(|l| l.contains("failover state change") && l.contains(&format!("relationship={name} "))).count();
+    let a_before = changes(HUB, "site-a");
+    let r = hub.ctl(HUB, &["partner-down", "--relationship", "site-b"]);
+    assert_eq!(r["ok"], true, "{r}\n{}", hub.logs());
+    assert!(eventually(20, || hub.log(HUB).contains("relationship=site-b from=\"POTENTIAL-CONFLICT\" to=\"NORMAL\"")), "site-b back to NORMAL:\n{}", hub.logs());
+    hub.wait_relationship_state(HUB, "site-b", "NORMAL", 10);
+    assert_eq!(changes(HUB, "site-a"), a_before, "site-a untouched:\n{}", hub.logs());
+    assert_eq!(hub.relationship_state(HUB, "site-a"), "NORMAL", "{}", hub.logs());
+    let r = hub.ctl(HUB, &["partner-down", "--relationship", "nosuch"]);
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(r["error"].as_str().unwrap_or("").contains("site-a, site-b"), "names the relationships: {r}");
+    assert_eq!(hub.stop(A, false), Some(0), "{}", hub.logs());
+    assert_eq!(hub.stop(HUB, false), Some(0), "{}", hub.logs());
+}

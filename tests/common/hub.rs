@@ -135,7 +135,7 @@ impl Hub {
     }
 
     /// A `[failover.tls]` body: our certificate `me`, the partner's name `peer`.
-    fn tls(dir: &Path, me: &str, peer: &str) -> String {
+    pub fn tls(dir: &Path, me: &str, peer: &str) -> String {
         format!(
             "[failover.tls]\ncert = \"{d}/{me}.pem\"\nkey = \"{d}/{me}.key\"\nca = \"{d}/ca.pem\"\npeer-name = \"{peer}\"\n",
             d = dir.display()
@@ -143,7 +143,7 @@ impl Hub {
     }
 
     /// The `[[subnet]]` of client link `l` on interface `ifn`.
-    fn subnet(l: usize, ifn: &str) -> String {
+    pub fn subnet(l: usize, ifn: &str) -> String {
         let (prefix, pool, pd) = LINKS[l];
         format!(
             r#"[[subnet]]
@@ -159,7 +159,7 @@ rapid-commit = true
     }
 
     /// The failover keys every relationship shares.
-    const TIMERS: &str = "mclt = 10\nkeepalive-time = 4\nstartup-time = 2\n";
+    pub const TIMERS: &str = "mclt = 10\nkeepalive-time = 4\nstartup-time = 2\n";
 
     /// The hub's config: both subnets, and two `[[failover]]` (secondary in
     /// "site-a" and "site-b", one listener) with `extra[l]` lines added to
