@@ -200,17 +200,12 @@ struct RawReservation {
 
 /// `[failover]` (one relationship) or `[[failover]]` (several): a table
 /// or an array of tables, each read with its own errors.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 enum OneOrMany<T> {
+    #[default]
     None,
     One(T),
     Many(Vec<T>),
-}
-
-impl<T> Default for OneOrMany<T> {
-    fn default() -> Self {
-        OneOrMany::None
-    }
 }
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
