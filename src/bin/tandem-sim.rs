@@ -1,6 +1,7 @@
 //! Long sweeps of the failover simulator: `tandem-sim --seeds N --start S`
 //! prints violations (0 to pass) and seeds per second; `--seed S --trace`
-//! (or SIM_SEED=S) replays one seed and prints its event trace.
+//! (or SIM_SEED=S) replays one seed and prints its event trace. `--hub`
+//! runs the hub simulator (a server in two relationships, `sim::hub`).
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -9,10 +10,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use tandem::sim::{run_seed, run_seed_v1, run_seed_verbose};
+use tandem::sim::hub::{run_hub_seed, run_hub_seed_verbose};
+use tandem::sim::{Report, run_seed, run_seed_v1, run_seed_verbose};
 
 #[derive(Parser)]
-#[command(name = "tandem-sim", about = "Deterministic simulation of a tandem failover pair")]
+#[command(name = "tandem-sim", about = "Deterministic simulation of a tandem failover pair (or, with --hub, a hub in two relationships)")]
 struct Args {
     /// Number of seeds to run.
     #[arg(long, default_value_t = 1000)]
@@ -33,13 +35,28 @@ struct Args {
     /// small pools: how the named regression seeds were found).
     #[arg(long)]
     v1: bool,
+    /// Simulate a hub in two failover relationships with two spokes
+    /// (three servers) instead of a pair.
+    #[arg(long, conflicts_with = "v1")]
+    hub: bool,
+}
+
+/// One seed with the chosen simulator.
+fn run(s: u64, v1: bool, hub: bool, verbose: bool) -> Report {
+    match (hub, v1, verbose) {
+        (true, _, false) => run_hub_seed(s),
+        (true, _, true) => run_hub_seed_verbose(s),
+        (false, true, v) => run_seed_v1(s, v),
+        (false, false, false) => run_seed(s),
+        (false, false, true) => run_seed_verbose(s),
+    }
 }
 
 fn main() -> ExitCode {
     let a = Args::parse();
     let single = a.seed.or_else(|| std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()));
     if let Some(s) = single {
-        let r = if a.v1 { run_seed_v1(s, a.trace) } else if a.trace { run_seed_verbose(s) } else { run_seed(s) };
+        let r = run(s, a.v1, a.hub, a.trace);
         for l in &r.trace {
             println!("{l}");
         }
@@ -53,7 +70,7 @@ fn main() -> ExitCode {
     let threads = a.threads.max(1);
     let handles: Vec<_> = (0..threads)
         .map(|w| {
-            let (start, seeds, trace, v1) = (a.start, a.seeds, a.trace, a.v1);
+            let (start, seeds, trace, v1, hub) = (a.start, a.seeds, a.trace, a.v1, a.hub);
             std::thread::spawn(move || {
                 let mut bad = Vec::new();
                 let mut events = 0;
@@ -61,7 +78,7 @@ fn main() -> ExitCode {
                 let mut relayed = 0;
                 let mut s = start + w;
                 while s < start + seeds {
-                    let r = if v1 { run_seed_v1(s, false) } else { run_seed(s) };
+                    let r = run(s, v1, hub, false);
                     events += r.events;
                     relayed += r.relayed_grants;
                     for (k, n) in &r.grants {

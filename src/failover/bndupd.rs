@@ -470,6 +470,12 @@ fn decide(local: &Lease, recv: BindingStatus, upd_time: Time, clt: Option<Time>,
         } else if matches!(recv, B::Free | B::FreeBackup) && matches!(local.status, B::Free | B::FreeBackup) {
             // Who owns a free prefix is the primary's call (§4.2.2).
             if role == Role::Secondary { Ok(()) } else { outdated }
+        } else if matches!(recv, B::Expired | B::Released | B::Reset) && matches!(local.status, B::Expired | B::Released | B::Reset) {
+            // Two ends of one lease (one side saw it expire, the other saw
+            // the client release it): over either way. The primary's record
+            // stands, or each side would refuse the other's for ever and
+            // neither would ever free the lease (hub simulator seeds 20, 113).
+            if role == Role::Secondary { Ok(()) } else { outdated }
         } else {
             outdated
         }

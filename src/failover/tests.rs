@@ -320,6 +320,27 @@ fn accept_reject_rules_of_figure_4() {
 }
 
 #[test]
+fn an_expiry_and_a_release_within_the_tie_go_the_primarys_way() {
+    // One side expired the lease while the other saw its client release it,
+    // within the ±5 s of §7.1: the lease is over either way. Each side
+    // refused the other's update for ever, so neither ever freed the lease
+    // (hub simulator seeds 20, 113); the primary's record stands.
+    let mut released = active("2001:db8::1", 1, NOW, NOW + 200);
+    released.set_status(BindingStatus::Released, NOW);
+    // The secondary's copy of the primary's grant: no client contact of its own.
+    let mut expired = active("2001:db8::1", 1, 0, NOW - 3);
+    expired.set_status(BindingStatus::Expired, NOW - 3);
+    let mut secondary = Mem::default();
+    secondary.store(expired.clone());
+    let r = process(&bndupd::build(&released, NOW, 1), NOW + 1, Role::Secondary, 60, &secondary);
+    assert_eq!(verdict(&r.reply), None, "the secondary takes the primary's RELEASED");
+    let mut primary = Mem::default();
+    primary.store(released);
+    let r = process(&bndupd::build(&expired, NOW, 2), NOW + 1, Role::Primary, 60, &primary);
+    assert_eq!(verdict(&r.reply), Some(StatusCode::OUTDATED_BINDING_INFORMATION), "the primary keeps its RELEASED");
+}
+
+#[test]
 fn bndupd_carries_the_name_and_dns_state_and_the_receiver_never_inherits_an_add() {
     // RFC 8156 §9.1, §9.2: the name and F_DNS_REMOVAL_INFO travel; only the
     // granting server adds, so our local to-do bits never cross.

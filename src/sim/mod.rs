@@ -13,6 +13,7 @@
 //! seed and trace.
 
 mod clients;
+pub mod hub;
 mod rng;
 mod scenario;
 
