@@ -295,10 +295,12 @@ impl LeaseTable {
     /// Every record last bound to this client, both IA types.
     pub fn of_client(&self, duid: &Duid) -> Vec<&Lease> {
         let slots = &self.slots;
+        // `iter_hash` may also yield entries of other hashes (the other IA
+        // type's among them): each type's pass keeps only its own.
         [IaType::Na, IaType::Pd]
             .into_iter()
-            .flat_map(|t| self.by_binding.iter_hash(spread(self.client_slot(duid, t))))
-            .filter_map(|(s, _, _)| slots[*s].as_ref())
+            .flat_map(|t| self.by_binding.iter_hash(spread(self.client_slot(duid, t))).map(move |e| (t, e)))
+            .filter_map(|(t, (s, _, _))| slots[*s].as_ref().filter(|l| l.binding.ia_type == t))
             .filter(|l| l.binding.duid == *duid)
             .collect()
     }
@@ -326,8 +328,8 @@ impl LeaseTable {
             let duid = &l.binding.duid;
             let mine: Vec<(Slot, &Lease)> = [IaType::Na, IaType::Pd]
                 .into_iter()
-                .flat_map(|t| self.by_binding.iter_hash(spread(self.client_slot(duid, t))))
-                .filter_map(|(x, _, _)| self.slots[*x].as_ref().map(|m| (*x, m)))
+                .flat_map(|t| self.by_binding.iter_hash(spread(self.client_slot(duid, t))).map(move |e| (t, e)))
+                .filter_map(|(t, (x, _, _))| self.slots[*x].as_ref().filter(|m| m.binding.ia_type == t).map(|m| (*x, m)))
                 .filter(|(_, m)| m.binding.duid == *duid && pred(m))
                 .collect();
             if !mine.iter().any(|(x, _)| (from..s).contains(&(*x as usize))) {
@@ -674,5 +676,29 @@ mod tests {
         assert!(t.remove(&k2).is_some());
         assert_eq!((t.len(), t.reclaimable(u64::MAX, 10, |_| true).len()), (1, 0));
         assert_eq!(t.counts().map(|(_, n)| *n).sum::<u64>(), 1);
+    }
+
+    #[test]
+    fn a_clients_leases_come_once_each_whatever_its_two_hashes_share() {
+        // hashbrown's `iter_hash` may yield entries of other hashes; a
+        // client's IA_NA and IA_PD passes met each other's entries now and
+        // then, and leasequery answers carried a lease twice (1 run in ~400).
+        // Thousands of clients, each with an address and a prefix.
+        let mut t = LeaseTable::new();
+        let n = 20_000u32;
+        for c in 0..n {
+            let duid = Duid::ll(1, &c.to_be_bytes());
+            let a = std::net::Ipv6Addr::from(0x2001_0db8_0001_0000_0000_0000_0001_0000u128 + c as u128);
+            t.upsert(Lease::active(LeaseKey::Addr(a), Binding { duid: duid.clone(), ia_type: IaType::Na, iaid: 1 }, 10, 60, 60, 0, 0));
+            let p = crate::pool::Prefix::new(std::net::Ipv6Addr::from(0x2001_0db8_0100_0000_0000_0000_0000_0000u128 + ((c as u128) << 64)), 64).unwrap();
+            t.upsert(Lease::active(LeaseKey::Prefix(p), Binding { duid, ia_type: IaType::Pd, iaid: 2 }, 10, 60, 60, 0, 0));
+        }
+        for c in 0..n {
+            assert_eq!(t.of_client(&Duid::ll(1, &c.to_be_bytes())).len(), 2, "client {c}");
+        }
+        let (groups, next) = t.walk_clients(0, usize::MAX, usize::MAX, |_| true);
+        assert_eq!(next, None);
+        assert_eq!(groups.len(), n as usize);
+        assert!(groups.iter().all(|g| g.len() == 2), "every client once, with its two leases");
     }
 }
