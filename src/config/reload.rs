@@ -136,4 +136,21 @@ mod tests {
         assert_eq!(changes(&a, &fo("mclt = 600\n")).unwrap_err()[0].key, "failover.mclt");
         assert_eq!(changes(&a, &cfg("")).unwrap_err()[0].key, "failover");
     }
+
+    #[test]
+    fn several_relationships_are_fixed_but_their_tunables_apply_live() {
+        let two = |sub: &str, apd: u32| {
+            cfg(&format!(
+                "[[subnet]]\nprefix = \"2001:db8:2::/64\"\npools = [\"2001:db8:2::100-2001:db8:2::1ff\"]\n\
+                 [[subnet]]\nprefix = \"2001:db8:3::/64\"\npools = [\"2001:db8:3::100-2001:db8:3::1ff\"]\n\
+                 [[failover]]\nname = \"a\"\nrole = \"secondary\"\nlisten = \"[::1]:647\"\npeer = \"[::2]:647\"\nsubnets = [\"2001:db8:1::/64\"]\ntls = {{ insecure = true }}\n\
+                 [[failover]]\nname = \"b\"\nrole = \"secondary\"\nlisten = \"[::1]:647\"\npeer = \"[::3]:647\"\nsubnets = [{sub}]\nauto-partner-down = {apd}\ntls = {{ insecure = true }}\n"
+            ))
+        };
+        let a = two("\"2001:db8:2::/64\"", 0);
+        assert_eq!(changes(&a, &two("\"2001:db8:2::/64\"", 60)).unwrap(), vec!["failover[1].auto-partner-down".to_string()]);
+        let moved = changes(&a, &two("\"2001:db8:2::/64\", \"2001:db8:3::/64\"", 0)).unwrap_err();
+        assert_eq!(moved[0].key, "failover[1].subnets", "a subnet joining a relationship needs a restart");
+        assert_eq!(changes(&a, &cfg("")).unwrap_err()[0].key, "failover", "removing relationships");
+    }
 }
