@@ -3,6 +3,13 @@
 use crate::lease::Time;
 use crate::wire::ServerState;
 
+/// The store's meta key a relationship's state is persisted under: the
+/// historic one with a single relationship, one per name with several.
+pub fn meta_key(name: &str, several: bool) -> String {
+    use crate::lease::store::meta::FAILOVER_STATE;
+    if several { format!("{FAILOVER_STATE}/{name}") } else { FAILOVER_STATE.to_string() }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Persistent {
     pub state: ServerState,

@@ -64,7 +64,7 @@ pub enum Command {
     /// owner, and per relationship (auto-partner-down, pd-secondary-share,
     /// pd-secondary-max) and the TLS material re-read for the next connection.
     Reconfigure {
-        /// Per relationship (`server::relationship_slices`).
+        /// Per relationship (`SliceMap::for_relationship`).
         slices: Vec<crate::server::SliceMap>,
         away: Vec<(crate::lease::LeaseKey, usize)>,
         tunables: Vec<(u32, f64, u64)>,

@@ -514,7 +514,7 @@ impl Rel {
             (Some(all), None) => {
                 let took = self.resync_since.take().map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
                 let what = if all { "UPDREQALL" } else { "UPDREQ" };
-                tracing::info!(relationship = %self.name, seconds = took, "failover: the partner's answer to our {what} ended");
+                tracing::info!(seconds = took, relationship = %self.name, "failover: the partner's answer to our {what} ended");
             }
             _ => {}
         }
@@ -626,7 +626,7 @@ async fn listener(l: TcpListener, cands: Vec<Candidate>, tx: async_channel::Send
         if mine.is_empty() {
             refused.set(refused.get() + 1);
             let expected: Vec<String> = cands.iter().map(|c| c.peer.to_string()).collect();
-            tracing::warn!(%from, expected = %expected.join(", "), "failover: connection from an address that is not a partner: closed");
+            tracing::warn!(%from, expected = %expected.join(", "), "failover: connection from an address that is not the partner of any relationship here: closed");
             continue;
         }
         if handshaking.get() >= MAX_HANDSHAKING * cands.len() {

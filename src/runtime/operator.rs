@@ -192,7 +192,7 @@ impl Reloader {
         // as someone else's (the new pools only, after step 2).
         let engine = engine_config(&new, &self.engine);
         let tunables: Vec<(u32, f64, u64)> = new.failover.iter().map(|f| (f.auto_partner_down, f.pd_secondary_share, f.pd_secondary_max)).collect();
-        let per_rel = |m: &SliceMap| (0..new.failover.len()).map(|i| super::server::relationship_slices(m, &new, i)).collect::<Vec<_>>();
+        let per_rel = |m: &SliceMap| (0..new.failover.len()).map(|i| m.for_relationship(&new.subnets, i, new.failover.len())).collect::<Vec<_>>();
         if !tunables.is_empty() && !self.failover(per_rel(&slices.widened(&self.slices)), away.clone(), tunables.clone(), Vec::new()) {
             return refused(vec!["the failover core did not answer; nothing was changed".into()]);
         }

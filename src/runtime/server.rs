@@ -79,23 +79,6 @@ pub fn default_shards() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).saturating_sub(1).max(1)
 }
 
-/// The pools and reservations relationship `i` shares with its partner:
-/// all of them with one relationship, its subnets' with several (a
-/// partner's update for another relationship's key is refused).
-pub fn relationship_slices(slices: &SliceMap, config: &crate::config::Config, i: usize) -> SliceMap {
-    if config.failover.len() <= 1 {
-        return slices.clone();
-    }
-    let mine: Vec<_> = config.subnets.iter().filter(|s| s.relationship == Some(i)).cloned().collect();
-    slices.restricted(&mine)
-}
-
-/// The store's meta key of a relationship's persisted state: the historic
-/// one with a single relationship, one per name with several.
-fn state_key(name: &str, several: bool) -> String {
-    if several { format!("{}/{name}", meta::FAILOVER_STATE) } else { meta::FAILOVER_STATE.to_string() }
-}
-
 pub fn serve(s: Settings) -> Result<(), String> {
     // TLS material first: a bad certificate is a start-up error, not a
     // connection that silently never comes up.
@@ -178,7 +161,7 @@ pub fn serve(s: Settings) -> Result<(), String> {
         s.config.failover.iter().map(|f| crate::failover::FailoverConfig { resync_all: s.resync_all, ..f.settings() }).collect();
     // Each relationship's persisted state (README "Several relationships").
     let several = fo_cfgs.len() > 1;
-    let meta_keys: Vec<String> = s.config.failover.iter().map(|f| state_key(&f.name, several)).collect();
+    let meta_keys: Vec<String> = s.config.failover.iter().map(|f| crate::failover::meta_key(&f.name, several)).collect();
     let mut persisted = Vec::new();
     for (i, key) in meta_keys.iter().enumerate() {
         let mut got = stores.meta.get_meta(key).map_err(|e| e.to_string())?;
@@ -352,7 +335,7 @@ pub fn serve(s: Settings) -> Result<(), String> {
         let mut relationships = Vec::new();
         let parts = fo_cfgs.into_iter().zip(persisted).zip(tls_setups).zip(meta_keys).zip(&s.config.failover).enumerate();
         for (i, ((((cfg, persisted), tls), meta_key), f)) in parts {
-            let router = ShardRouter::new(relationship_slices(&slices, &s.config, i), n, away.clone());
+            let router = ShardRouter::new(slices.for_relationship(&s.config.subnets, i, s.config.failover.len()), n, away.clone());
             let role = cfg.role;
             let subnets = s.config.subnets.iter().filter(|x| x.relationship == Some(i)).map(|x| x.prefix.to_string()).collect();
             relationships.push(failover::RelationshipInit {

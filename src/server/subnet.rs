@@ -262,6 +262,18 @@ impl SliceMap {
         m
     }
 
+    /// The pools and reservations relationship `rel` (of `relationships`)
+    /// shares with its partner: all of them with one relationship, its
+    /// subnets' with several (a partner's update for another
+    /// relationship's key is refused).
+    pub fn for_relationship(&self, subnets: &[Subnet], rel: usize, relationships: usize) -> SliceMap {
+        if relationships <= 1 {
+            return self.clone();
+        }
+        let mine: Vec<Subnet> = subnets.iter().filter(|s| s.relationship == Some(rel)).cloned().collect();
+        self.restricted(&mine)
+    }
+
     /// The part of this map that `subnets` cover (one failover
     /// relationship's, when a server has several): their pools and
     /// reservations, and retired address pools inside their prefixes.

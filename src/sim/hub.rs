@@ -49,7 +49,7 @@ use crate::failover::bus::{ToFailover, ToShard};
 use crate::failover::preamble::{Preamble, Step};
 use crate::failover::router::{ShardRouter, home_of};
 use crate::failover::{Action, Driver, EndpointPolicy, FailoverConfig, Persistent, Role};
-use crate::lease::store::{LeaseStore, MemoryStore, meta};
+use crate::lease::store::{LeaseStore, MemoryStore};
 use crate::lease::{Binding, IaType, Lease, LeaseChange, LeaseKey, Time};
 use crate::pool::Prefix;
 use crate::pool::hash::shard_of;
@@ -214,11 +214,6 @@ rapid-commit = false
     };
     let text = format!("interfaces = [\"eth0\", \"eth1\"]\n{}{}", subnet(1, "eth0"), subnet(2, "eth1"));
     Config::parse(&text).expect("hub sim subnet config").subnets
-}
-
-/// The store's meta key of a relationship's state, as production names it.
-fn state_key(several: bool, name: &str) -> String {
-    if several { format!("{}/{name}", meta::FAILOVER_STATE) } else { meta::FAILOVER_STATE.to_string() }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -549,7 +544,7 @@ impl HubSim {
         let several = s.rels.len() > 1;
         let mut drivers = Vec::new();
         for (l, &r) in s.rels.iter().enumerate() {
-            let persisted = s.meta.get_meta(&state_key(several, RELS[r].name)).ok().flatten().and_then(|b| Persistent::decode(&b));
+            let persisted = s.meta.get_meta(&crate::failover::meta_key(RELS[r].name, several)).ok().flatten().and_then(|b| Persistent::decode(&b));
             let fc = FailoverConfig {
                 role: role(i),
                 relationship_name: RELS[r].name.into(),
@@ -569,14 +564,8 @@ impl HubSim {
                 resync_all: false,
                 min_mclt: crate::failover::MIN_LEASE_TIME,
             };
-            // As `runtime::server::relationship_slices`.
-            let mine = if several {
-                let subnets: Vec<Subnet> = s.subnets.iter().filter(|x| x.relationship == Some(l)).cloned().collect();
-                slices.restricted(&subnets)
-            } else {
-                slices.clone()
-            };
-            let router = ShardRouter::new(mine, s.shards, built.away.iter().copied());
+            // As production: the relationship's own pools with several.
+            let router = ShardRouter::new(slices.for_relationship(&s.subnets, l, s.rels.len()), s.shards, built.away.iter().copied());
             drivers.push(Driver::new(fc, persisted, router, now));
         }
         s.drivers = drivers;
@@ -779,7 +768,7 @@ impl HubSim {
             let Some(a) = self.servers[i].drivers.get_mut(l).and_then(Driver::poll) else { return };
             match a {
                 Action::Persist(p) => {
-                    let key = state_key(self.servers[i].rels.len() > 1, RELS[r].name);
+                    let key = crate::failover::meta_key(RELS[r].name, self.servers[i].rels.len() > 1);
                     let _ = self.servers[i].meta.put_meta(&key, &p.encode());
                 }
                 Action::Transition { from, to } => self.log(format!("server {i} {}: {} -> {}", RELS[r].name, from.name(), to.name())),
