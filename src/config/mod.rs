@@ -1090,6 +1090,35 @@ impl Validator {
                 }
             }
         }
+        if rels.len() > 1 {
+            // A key belongs to one relationship: a reservation may not sit in
+            // another relationship's pool (both partners would own it).
+            for (i, s) in subnets.iter().enumerate() {
+                for r in &s.reservations {
+                    let keys = r.addresses.iter().map(|a| (a.to_string(), Some(*a), None)).chain(r.prefixes.iter().map(|p| (p.to_string(), None, Some(*p))));
+                    for (k, a, p) in keys {
+                        let other = subnets.iter().find(|o| {
+                            o.relationship != s.relationship
+                                && (a.is_some_and(|a| o.pools.iter().any(|x| x.contains(a)))
+                                    || p.is_some_and(|p| o.pd_pools.iter().any(|x| x.prefix.contains_prefix(&p))))
+                        });
+                        if let Some(o) = other {
+                            self.bad(format!("subnet[{i}].reservations"), format!("{k} lies in a pool of {}, which is in another failover relationship", o.prefix));
+                        }
+                    }
+                }
+            }
+            // Secondaries listen: on one port, one address or the wildcard.
+            for (r, f) in rels.iter().enumerate() {
+                let Some(l) = f.listen.filter(|_| f.role == Role::Secondary) else { continue };
+                let clash = rels[..r].iter().filter(|o| o.role == Role::Secondary).filter_map(|o| o.listen).find(|o| {
+                    o.port() == l.port() && o.ip() != l.ip() && (o.ip().is_unspecified() || l.ip().is_unspecified())
+                });
+                if let Some(o) = clash {
+                    self.bad(format!("failover[{r}].listen"), format!("{l} and {o} cannot both be bound: use one listen address for both (they share it)"));
+                }
+            }
+        }
         // A shared network is one link: its clients get leases from any of
         // its subnets, so they must answer to one relationship.
         for i in 0..subnets.len() {

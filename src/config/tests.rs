@@ -345,3 +345,15 @@ fn a_shared_network_stays_in_one_relationship() {
     let p = problems(&text);
     assert!(has(&p, "subnet[1].shared-network", "must be in one failover relationship"), "{p:?}");
 }
+
+#[test]
+fn a_reservation_in_another_relationships_pool_and_clashing_listeners_are_refused() {
+    let text = HUB.replace(
+        "interface = \"eth2\"\n",
+        "interface = \"eth2\"\nreservations = [{ duid = \"000300010200000000aa\", prefix = \"2001:db8:100:4200::/56\" }]\n",
+    );
+    let p = problems(&text);
+    assert!(has(&p, "subnet[1].reservations", "in another failover relationship"), "{p:?}");
+    let p = problems(&HUB.replacen("listen = \"[::]:647\"", "listen = \"[2001:db8:ffff::10]:647\"", 1));
+    assert!(has(&p, "failover[1].listen", "cannot both be bound"), "{p:?}");
+}

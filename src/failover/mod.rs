@@ -24,7 +24,7 @@ mod updates;
 
 pub use driver::{Action, Driver};
 pub use endpoint::{Endpoint, Output, STREAM_AHEAD};
-pub use persist::{Persistent, meta_key};
+pub use persist::{Persistent, meta_keys};
 pub use policy::EndpointPolicy;
 
 use crate::lease::LeaseKey;

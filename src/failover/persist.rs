@@ -3,11 +3,17 @@
 use crate::lease::Time;
 use crate::wire::ServerState;
 
-/// The store's meta key a relationship's state is persisted under: the
-/// historic one with a single relationship, one per name with several.
-pub fn meta_key(name: &str, several: bool) -> String {
+/// The store's meta keys a relationship's state is written under, the one
+/// to read first first: `failover-state/NAME`, and with a single
+/// relationship also the historic `failover-state` (what earlier versions
+/// wrote and read). So a relationship finds its own state by name when a
+/// server goes from one relationship to several or back, and one that
+/// never had a state of its own starts with none (RECOVER: it asks its
+/// partner for everything), never with another relationship's.
+pub fn meta_keys(name: &str, several: bool) -> Vec<String> {
     use crate::lease::store::meta::FAILOVER_STATE;
-    if several { format!("{FAILOVER_STATE}/{name}") } else { FAILOVER_STATE.to_string() }
+    let own = format!("{FAILOVER_STATE}/{name}");
+    if several { vec![own] } else { vec![own, FAILOVER_STATE.to_string()] }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -658,3 +658,11 @@ fn a_shared_listener_reads_the_relationship_name_from_the_first_connect() {
     assert!(super::connect_name(&contact).is_err());
     assert!(super::connect_name(&[0, 1, 2]).is_err(), "a frame shorter than the minimum");
 }
+
+#[test]
+fn each_relationship_keeps_its_state_under_its_name() {
+    // One relationship: its own key first, then the historic one (older
+    // versions' stores); several: the own key only, never another's.
+    assert_eq!(super::meta_keys("pair-1", false), vec!["failover-state/pair-1".to_string(), "failover-state".to_string()]);
+    assert_eq!(super::meta_keys("site-b", true), vec!["failover-state/site-b".to_string()]);
+}

@@ -43,9 +43,14 @@ use crate::failover::preamble::{Preamble, Step};
 use crate::failover::{Action, Driver, Role};
 use crate::lease::store::LeaseStore;
 
-/// At most this many connections in their handshake at once per
-/// relationship a listener serves (§10).
+/// At most this many connections in their handshake at once per partner
+/// address and relationship with it (§10).
 const MAX_HANDSHAKING: usize = 2;
+/// A write the partner takes nothing of for this long is given up and the
+/// connection closed: every relationship shares this loop, and one partner
+/// that stops reading must not hold up the others (its reader task reads
+/// whatever arrives, so a live partner always drains the socket).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection must finish STARTTLS and the TLS handshake within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,8 +68,8 @@ pub struct RelationshipInit {
     pub tls: Option<TlsSetup>,
     /// Its subnets' prefixes, for `ctl status`.
     pub subnets: Vec<String>,
-    /// The store's meta key its state is persisted under.
-    pub meta_key: String,
+    /// The store's meta keys its state is persisted under (`failover::meta_keys`).
+    pub meta_keys: Vec<String>,
 }
 
 pub struct FailoverInit {
@@ -108,7 +113,7 @@ struct Rel {
     name: String,
     role: Role,
     subnets: Vec<String>,
-    meta_key: String,
+    meta_keys: Vec<String>,
     conn: Option<Conn>,
     connecting: bool,
     /// The TLS material for the next connection (a reload re-reads it;
@@ -172,7 +177,7 @@ pub async fn run(init: FailoverInit) {
             name: r.name,
             role: r.role,
             subnets: r.subnets,
-            meta_key: r.meta_key,
+            meta_keys: r.meta_keys,
             conn: None,
             connecting: false,
             tls: Rc::new(RefCell::new(r.tls.map(Rc::new))),
@@ -402,10 +407,10 @@ impl Core {
                     // §6.3, §8.1: durable before anything that follows is sent.
                     let Some(mut store) = self.meta.take() else { continue };
                     let bytes = p.encode();
-                    let key = self.rels[i].meta_key.clone();
+                    let keys = self.rels[i].meta_keys.clone();
                     let (store, r) = glommio::executor()
                         .spawn_blocking(move || {
-                            let r = store.put_meta(&key, &bytes);
+                            let r = keys.iter().try_for_each(|k| store.put_meta(k, &bytes));
                             (store, r)
                         })
                         .await;
@@ -428,7 +433,11 @@ impl Core {
                     let r = &mut self.rels[i];
                     if let Some(mut c) = r.conn.take() {
                         tracing::info!(relationship = %r.name, reason = %why, "failover: closing the connection");
-                        let _ = c.writer.close().await;
+                        let _ = futures_lite::future::or(async { c.writer.close().await.is_ok() }, async {
+                            glommio::timer::sleep(WRITE_TIMEOUT).await;
+                            false
+                        })
+                        .await;
                     }
                 }
                 Action::Connect => self.connect(i),
@@ -438,14 +447,24 @@ impl Core {
 
     async fn transmit(&mut self, i: usize, bytes: &[u8]) {
         let Some(c) = self.rels[i].conn.as_mut() else { return };
-        let r = async {
-            c.writer.write_all(bytes).await?;
-            c.writer.flush().await
-        }
+        let r = futures_lite::future::or(
+            async {
+                c.writer.write_all(bytes).await?;
+                c.writer.flush().await
+            },
+            async {
+                glommio::timer::sleep(WRITE_TIMEOUT).await;
+                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the partner took nothing for 10 s"))
+            },
+        )
         .await;
         if let Err(e) = r {
-            let id = c.id;
-            let _ = self.events.try_send(Event::Closed { id, why: format!("write: {e}") });
+            // Dropped here, not after the queued events: what follows in
+            // this turn must not wait on the same stalled socket again.
+            let r = &mut self.rels[i];
+            r.conn = None;
+            tracing::warn!(relationship = %r.name, reason = %format!("write: {e}"), "failover: connection to the partner lost");
+            r.driver.disconnected(unix_now());
         }
     }
 
@@ -607,7 +626,7 @@ async fn connect_to(peer: SocketAddr, bind: Option<IpAddr>, tls: Option<Rc<TlsSe
 /// cap concurrency, handshake (with that partner's TLS settings), and with
 /// several relationships for one partner, pick by the name in CONNECT.
 async fn listener(l: TcpListener, cands: Vec<Candidate>, tx: async_channel::Sender<Event>, refused: Rc<Cell<u64>>, first_id: u64) {
-    let handshaking = Rc::new(Cell::new(0usize));
+    let handshaking: Rc<RefCell<std::collections::HashMap<IpAddr, usize>>> = Default::default();
     let mut next_id = first_id;
     loop {
         let s = match l.accept().await {
@@ -629,13 +648,16 @@ async fn listener(l: TcpListener, cands: Vec<Candidate>, tx: async_channel::Send
             tracing::warn!(%from, expected = %expected.join(", "), "failover: connection from an address that is not the partner of any relationship here: closed");
             continue;
         }
-        if handshaking.get() >= MAX_HANDSHAKING * cands.len() {
+        // Per partner address: one partner's reconnect storm never starves another.
+        let busy = handshaking.borrow().get(&canonical(from.ip())).copied().unwrap_or(0);
+        if busy >= MAX_HANDSHAKING * mine.len() {
             refused.set(refused.get() + 1);
             tracing::warn!(%from, "failover: too many connections in their handshake: closed");
             continue;
         }
         let _ = s.set_nodelay(true);
-        handshaking.set(handshaking.get() + 1);
+        let ip = canonical(from.ip());
+        *handshaking.borrow_mut().entry(ip).or_default() += 1;
         // One partner, one set of TLS settings (check-config enforces it).
         let (tls, tx, hs, refused) = (mine[0].tls.borrow().clone(), tx.clone(), handshaking.clone(), refused.clone());
         let id = next_id;
@@ -652,7 +674,15 @@ async fn listener(l: TcpListener, cands: Vec<Candidate>, tx: async_channel::Send
                 },
             )
             .await;
-            hs.set(hs.get() - 1);
+            {
+                let mut hs = hs.borrow_mut();
+                if let Some(n) = hs.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        hs.remove(&ip);
+                    }
+                }
+            }
             match r {
                 Ok((rel, io, leftover)) => {
                     let _ = tx.send(Event::Connected { rel, id, io, leftover, peer: from }).await;

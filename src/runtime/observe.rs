@@ -338,7 +338,8 @@ impl Shared {
                 o.push_str(&format!("{name} 0\n"));
             }
             for f in &fo {
-                o.push_str(&format!("{name}{{relationship=\"{}\"}} {}\n", f.name, v(f)));
+                let label = f.name.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                o.push_str(&format!("{name}{{relationship=\"{label}\"}} {}\n", v(f)));
             }
         };
         gauge(&mut o, "tandem_failover_state", "gauge", "RFC 8156 server state code (0: standalone).", &|f| f.state as u64);

@@ -192,8 +192,13 @@ impl Reloader {
         // as someone else's (the new pools only, after step 2).
         let engine = engine_config(&new, &self.engine);
         let tunables: Vec<(u32, f64, u64)> = new.failover.iter().map(|f| (f.auto_partner_down, f.pd_secondary_share, f.pd_secondary_max)).collect();
-        let per_rel = |m: &SliceMap| (0..new.failover.len()).map(|i| m.for_relationship(&new.subnets, i, new.failover.len())).collect::<Vec<_>>();
-        if !tunables.is_empty() && !self.failover(per_rel(&slices.widened(&self.slices)), away.clone(), tunables.clone(), Vec::new()) {
+        // Each relationship's pools: the new ones, and while the shards
+        // switch, its old ones too (the relationships themselves are fixed).
+        let n = new.failover.len();
+        let per_rel = |m: &SliceMap| (0..n).map(|i| m.for_relationship(&new.subnets, i, n)).collect::<Vec<_>>();
+        let widened: Vec<SliceMap> =
+            (0..n).map(|i| slices.for_relationship(&new.subnets, i, n).widened(&self.slices.for_relationship(&self.running.subnets, i, n))).collect();
+        if !tunables.is_empty() && !self.failover(widened, away.clone(), tunables.clone(), Vec::new()) {
             return refused(vec!["the failover core did not answer; nothing was changed".into()]);
         }
         *lock(&self.shared.slices) = Some(slices.clone());

@@ -161,13 +161,15 @@ pub fn serve(s: Settings) -> Result<(), String> {
         s.config.failover.iter().map(|f| crate::failover::FailoverConfig { resync_all: s.resync_all, ..f.settings() }).collect();
     // Each relationship's persisted state (README "Several relationships").
     let several = fo_cfgs.len() > 1;
-    let meta_keys: Vec<String> = s.config.failover.iter().map(|f| crate::failover::meta_key(&f.name, several)).collect();
+    let meta_keys: Vec<Vec<String>> = s.config.failover.iter().map(|f| crate::failover::meta_keys(&f.name, several)).collect();
     let mut persisted = Vec::new();
-    for (i, key) in meta_keys.iter().enumerate() {
-        let mut got = stores.meta.get_meta(key).map_err(|e| e.to_string())?;
-        if got.is_none() && several && i == 0 {
-            // From a single `[failover]` to several: the first keeps its state.
-            got = stores.meta.get_meta(meta::FAILOVER_STATE).map_err(|e| e.to_string())?;
+    for keys in &meta_keys {
+        let mut got = None;
+        for k in keys {
+            got = stores.meta.get_meta(k).map_err(|e| e.to_string())?;
+            if got.is_some() {
+                break;
+            }
         }
         persisted.push(got.and_then(|b| Persistent::decode(&b)));
     }
@@ -334,7 +336,7 @@ pub fn serve(s: Settings) -> Result<(), String> {
         *observe::lock(&shared.commands) = Some(cmd_tx);
         let mut relationships = Vec::new();
         let parts = fo_cfgs.into_iter().zip(persisted).zip(tls_setups).zip(meta_keys).zip(&s.config.failover).enumerate();
-        for (i, ((((cfg, persisted), tls), meta_key), f)) in parts {
+        for (i, ((((cfg, persisted), tls), meta_keys), f)) in parts {
             let router = ShardRouter::new(slices.for_relationship(&s.config.subnets, i, s.config.failover.len()), n, away.clone());
             let role = cfg.role;
             let subnets = s.config.subnets.iter().filter(|x| x.relationship == Some(i)).map(|x| x.prefix.to_string()).collect();
@@ -346,7 +348,7 @@ pub fn serve(s: Settings) -> Result<(), String> {
                 peer: f.peer,
                 tls,
                 subnets,
-                meta_key,
+                meta_keys,
             });
         }
         let init = FailoverInit {

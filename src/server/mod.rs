@@ -494,13 +494,19 @@ impl Engine {
     }
 
     /// The failover relationship `key` belongs to: that of the subnet whose
-    /// pools or reservations hold it; a key outside every subnet (a pool
-    /// since removed) goes with the subnets when they all agree.
+    /// pools or reservations hold it, else (a pool since removed) of the
+    /// subnet whose prefix holds the address; with one relationship over
+    /// every subnet, that one for any key.
     pub fn relationship_of(&self, key: &LeaseKey) -> Option<usize> {
         if let Some(r) = self.uniform_relationship {
             return r;
         }
-        self.subnets.iter().find(|s| s.in_pools(key) || s.reserves(key)).and_then(|s| s.cfg.relationship)
+        let s = self.subnets.iter().find(|s| s.in_pools(key) || s.reserves(key)).or_else(|| match key {
+            // An address of a pool since removed: its subnet's still.
+            LeaseKey::Addr(a) => self.subnets.iter().find(|s| s.cfg.prefix.contains(*a)),
+            LeaseKey::Prefix(_) => None,
+        });
+        s.and_then(|s| s.cfg.relationship)
     }
 
     /// Is `key` in one of the configured pools (any slice)?

@@ -263,11 +263,13 @@ impl SliceMap {
     }
 
     /// The pools and reservations relationship `rel` (of `relationships`)
-    /// shares with its partner: all of them with one relationship, its
-    /// subnets' with several (a partner's update for another
-    /// relationship's key is refused).
+    /// shares with its partner: all of them when it covers every subnet,
+    /// else its subnets' (a partner's update for a key of another
+    /// relationship, or of a standalone subnet, is refused).
     pub fn for_relationship(&self, subnets: &[Subnet], rel: usize, relationships: usize) -> SliceMap {
-        if relationships <= 1 {
+        // One relationship over every subnet (the single `[failover]`):
+        // everything, retired pools included, as it always was.
+        if relationships <= 1 && subnets.iter().all(|s| s.relationship == Some(rel)) {
             return self.clone();
         }
         let mine: Vec<Subnet> = subnets.iter().filter(|s| s.relationship == Some(rel)).cloned().collect();

@@ -544,7 +544,7 @@ impl HubSim {
         let several = s.rels.len() > 1;
         let mut drivers = Vec::new();
         for (l, &r) in s.rels.iter().enumerate() {
-            let persisted = s.meta.get_meta(&crate::failover::meta_key(RELS[r].name, several)).ok().flatten().and_then(|b| Persistent::decode(&b));
+            let persisted = crate::failover::meta_keys(RELS[r].name, several).iter().find_map(|k| s.meta.get_meta(k).ok().flatten()).and_then(|b| Persistent::decode(&b));
             let fc = FailoverConfig {
                 role: role(i),
                 relationship_name: RELS[r].name.into(),
@@ -768,8 +768,9 @@ impl HubSim {
             let Some(a) = self.servers[i].drivers.get_mut(l).and_then(Driver::poll) else { return };
             match a {
                 Action::Persist(p) => {
-                    let key = crate::failover::meta_key(RELS[r].name, self.servers[i].rels.len() > 1);
-                    let _ = self.servers[i].meta.put_meta(&key, &p.encode());
+                    for key in crate::failover::meta_keys(RELS[r].name, self.servers[i].rels.len() > 1) {
+                        let _ = self.servers[i].meta.put_meta(&key, &p.encode());
+                    }
                 }
                 Action::Transition { from, to } => self.log(format!("server {i} {}: {} -> {}", RELS[r].name, from.name(), to.name())),
                 Action::Transmit(bytes) => self.transmit(i, l, &bytes),

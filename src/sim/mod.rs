@@ -796,7 +796,7 @@ impl Sim {
         let built = crate::shard::build::<usize>(&cfg, placed.lists);
         s.home_touched = Touched::everything();
         self.pair_touched = Touched::everything();
-        let persisted = s.meta.get_meta(meta::FAILOVER_STATE).ok().flatten().and_then(|b| Persistent::decode(&b));
+        let persisted = crate::failover::meta_keys("sim", false).iter().find_map(|k| s.meta.get_meta(k).ok().flatten()).and_then(|b| Persistent::decode(&b));
         let fc = FailoverConfig {
             role: s.role,
             relationship_name: "sim".into(),
@@ -948,7 +948,9 @@ impl Sim {
             let Some(a) = self.servers[i].driver.as_mut().and_then(Driver::poll) else { return };
             match a {
                 Action::Persist(p) => {
-                    let _ = self.servers[i].meta.put_meta(meta::FAILOVER_STATE, &p.encode());
+                    for k in crate::failover::meta_keys("sim", false) {
+                        let _ = self.servers[i].meta.put_meta(&k, &p.encode());
+                    }
                 }
                 Action::Transition { from, to } => self.log(format!("server {i}: {} -> {}", from.name(), to.name())),
                 Action::Transmit(bytes) => self.transmit(i, &bytes),
