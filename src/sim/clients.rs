@@ -39,6 +39,48 @@ pub(super) enum Phase {
 }
 
 /// The DUID of simulated client `n`.
+/// What a Reply left a client holding (with when each ends), and its T1/T2.
+pub(super) type Taken = (Vec<(LeaseKey, Time)>, Option<(u32, u32)>);
+
+impl Client {
+    /// Take a Reply from server `s`: withdrawn addresses and prefixes
+    /// (valid 0) dropped, the others held. Returns what is held now, with
+    /// when it ends, in message order (for the duplicate check), and the
+    /// T1/T2 to renew by: the last IA_NA's, else the first IA_PD's.
+    pub(super) fn take_reply(&mut self, m: &ClientMessage, now: Time, s: usize) -> Taken {
+        let mut held = Vec::new();
+        let mut t1t2 = None;
+        for ia in m.options.ia_nas() {
+            for a in ia.options.ia_addrs() {
+                if a.valid == 0 {
+                    if self.addr.is_some_and(|x| x.0 == a.addr) {
+                        self.addr = None;
+                    }
+                    continue;
+                }
+                held.push((LeaseKey::Addr(a.addr), now + a.valid as Time));
+                self.addr = Some((a.addr, now + a.valid as Time, s));
+                t1t2 = Some((ia.t1, ia.t2));
+            }
+        }
+        for ia in m.options.ia_pds() {
+            for p in ia.options.ia_prefixes() {
+                let Some(pr) = Prefix::new(p.prefix, p.prefix_len) else { continue };
+                if p.valid == 0 {
+                    if self.prefix.is_some_and(|x| x.0 == pr) {
+                        self.prefix = None;
+                    }
+                    continue;
+                }
+                held.push((LeaseKey::Prefix(pr), now + p.valid as Time));
+                self.prefix = Some((pr, now + p.valid as Time, s));
+                t1t2 = t1t2.or(Some((ia.t1, ia.t2)));
+            }
+        }
+        (held, t1t2)
+    }
+}
+
 pub(crate) fn client_duid(n: u64) -> Duid {
     Duid::en(99, &n.to_be_bytes())
 }
@@ -211,37 +253,11 @@ impl Sim {
                     return;
                 }
                 let now = self.now;
-                let mut got = false;
-                let mut t1t2 = None;
-                for ia in m.options.ia_nas() {
-                    for a in ia.options.ia_addrs() {
-                        if a.valid == 0 {
-                            if self.clients[c].addr.is_some_and(|x| x.0 == a.addr) {
-                                self.clients[c].addr = None;
-                            }
-                            continue;
-                        }
-                        self.claim(c, LeaseKey::Addr(a.addr), now + a.valid as Time, s);
-                        self.clients[c].addr = Some((a.addr, now + a.valid as Time, s));
-                        got = true;
-                        t1t2 = Some((ia.t1, ia.t2));
-                    }
+                let (held, t1t2) = self.clients[c].take_reply(&m, now, s);
+                for &(key, until) in &held {
+                    self.claim(c, key, until, s);
                 }
-                for ia in m.options.ia_pds() {
-                    for p in ia.options.ia_prefixes() {
-                        let Some(pr) = Prefix::new(p.prefix, p.prefix_len) else { continue };
-                        if p.valid == 0 {
-                            if self.clients[c].prefix.is_some_and(|x| x.0 == pr) {
-                                self.clients[c].prefix = None;
-                            }
-                            continue;
-                        }
-                        self.claim(c, LeaseKey::Prefix(pr), now + p.valid as Time, s);
-                        self.clients[c].prefix = Some((pr, now + p.valid as Time, s));
-                        got = true;
-                        t1t2 = t1t2.or(Some((ia.t1, ia.t2)));
-                    }
-                }
+                let got = !held.is_empty();
                 if got && self.sc.vanish {
                     // Gone without a word: the lease runs out on its own.
                     self.clients[c].active = false;

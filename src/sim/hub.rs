@@ -51,7 +51,6 @@ use crate::failover::router::{ShardRouter, home_of};
 use crate::failover::{Action, Driver, EndpointPolicy, FailoverConfig, Persistent, Role};
 use crate::lease::store::{LeaseStore, MemoryStore};
 use crate::lease::{Binding, IaType, Lease, LeaseChange, LeaseKey, Time};
-use crate::pool::Prefix;
 use crate::pool::hash::shard_of;
 use crate::server::settings::Subnet;
 use crate::server::{Arrival, EngineConfig, SliceMap};
@@ -1692,37 +1691,11 @@ impl HubSim {
                     return;
                 }
                 let now = self.now;
-                let mut got = false;
-                let mut t1t2 = None;
-                for ia in m.options.ia_nas() {
-                    for a in ia.options.ia_addrs() {
-                        if a.valid == 0 {
-                            if self.clients[c].addr.is_some_and(|x| x.0 == a.addr) {
-                                self.clients[c].addr = None;
-                            }
-                            continue;
-                        }
-                        self.claim(c, LeaseKey::Addr(a.addr), now + a.valid as Time, s);
-                        self.clients[c].addr = Some((a.addr, now + a.valid as Time, s));
-                        got = true;
-                        t1t2 = Some((ia.t1, ia.t2));
-                    }
+                let (held, t1t2) = self.clients[c].take_reply(&m, now, s);
+                for &(key, until) in &held {
+                    self.claim(c, key, until, s);
                 }
-                for ia in m.options.ia_pds() {
-                    for p in ia.options.ia_prefixes() {
-                        let Some(pr) = Prefix::new(p.prefix, p.prefix_len) else { continue };
-                        if p.valid == 0 {
-                            if self.clients[c].prefix.is_some_and(|x| x.0 == pr) {
-                                self.clients[c].prefix = None;
-                            }
-                            continue;
-                        }
-                        self.claim(c, LeaseKey::Prefix(pr), now + p.valid as Time, s);
-                        self.clients[c].prefix = Some((pr, now + p.valid as Time, s));
-                        got = true;
-                        t1t2 = t1t2.or(Some((ia.t1, ia.t2)));
-                    }
-                }
+                let got = !held.is_empty();
                 if got {
                     let (t1, t2) = t1t2.unwrap_or((100, 160));
                     let (t1, t2) = (t1.max(5) as Time, t2.max(6) as Time);
